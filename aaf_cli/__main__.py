@@ -1,0 +1,3 @@
+from aaf_cli.cli import main
+
+main()

@@ -1,0 +1,551 @@
+"""Experiment config: YAML + ``--set`` overrides -> a typed, validated, frozen ``ExperimentConfig``.
+
+This module is the one validation choke point: everything the user can type is checked here, and
+every problem becomes a ``ConfigError`` that names the file, the key path (``train.lr``,
+``variants.1.n``) and what is wrong, with the line in the YAML file where one is known.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from aaf_cli.errors import ConfigError
+from aaf_cli.registry import ACTIVATIONS
+from aaf_cli.targets import TARGETS
+
+DEFAULT_SOURCE = "<built-in default>"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+# Upper bounds that keep a typo (steps: 1e9) from starting a run that never ends.
+MAX_STEPS = 10_000_000
+MAX_POINTS = 1_000_000
+MAX_WIDTH = 4096
+MAX_SEEDS = 4096
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _unknown(kind: str, name: str, valid: Sequence[str]) -> ValueError:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ValueError(f"unknown {kind} '{name}'{hint} (valid: {', '.join(valid)})")
+
+
+class TargetConfig(_Strict):
+    """The synthetic regression target and how it is sampled."""
+
+    name: str = Field("sine", description="a registered target (see `aaf targets`)")
+    params: dict[str, float | list[float]] = Field(
+        default_factory=dict,
+        description="the target's parameters, e.g. {freq: 4} for sine; default: the target's",
+    )
+    domain: tuple[float, float] = Field(description="[low, high]; default: the target's")
+    n_train: int = Field(ge=2, le=MAX_POINTS, description="training points; default: the target's")
+    n_test: int = Field(1000, ge=2, le=MAX_POINTS, description="test points (a uniform grid)")
+    sampling: Literal["grid", "random"] = "grid"
+    noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise on training targets")
+    seed: int = Field(0, ge=0, description="seed of random sampling and noise")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = dict(data)
+            spec = TARGETS.get(str(data.get("name", "sine")))
+            # An unknown name is reported by its own validator; placeholders avoid a second error.
+            data.setdefault("domain", spec.domain if spec else (0.0, 1.0))
+            data.setdefault("n_train", spec.n_train if spec else 2)
+            given = data.get("params", {})
+            if spec is not None and isinstance(given, Mapping):
+                defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params.items()}
+                data["params"] = {**defaults, **given}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _known_target(cls, name: str) -> str:
+        if name not in TARGETS:
+            raise _unknown("target", name, list(TARGETS))
+        return name
+
+    @field_validator("domain")
+    @classmethod
+    def _ordered(cls, domain: tuple[float, float]) -> tuple[float, float]:
+        if not domain[0] < domain[1]:
+            raise ValueError(f"low must be below high (got [{domain[0]}, {domain[1]}])")
+        return domain
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if name not in TARGETS:
+            return params
+        spec = TARGETS[name]
+        for key, value in params.items():
+            if key not in spec.params:
+                valid = ", ".join(spec.params) or "none"
+                raise ValueError(f"target '{name}' has no parameter '{key}' (valid: {valid})")
+            if isinstance(spec.params[key], tuple) != isinstance(value, list):
+                want = "a list of numbers" if isinstance(spec.params[key], tuple) else "a number"
+                raise ValueError(f"parameter '{key}' of target '{name}' must be {want}")
+        return params
+
+
+class ModelConfig(_Strict):
+    """The network shared by every variant: layer widths, base activation and initialisation."""
+
+    layers: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
+        default_factory=lambda: [1, 20, 1], min_length=2, max_length=64
+    )
+    activation: str = "elu"
+    init: Literal["torch", "xavier_normal", "xavier_uniform", "normal"] = Field(
+        "torch",
+        description="torch: nn.Linear's default; xavier_*: Glorot with zero biases; "
+        "normal: N(0, init_std^2) weights with zero biases",
+    )
+    init_std: float = Field(0.1, gt=0.0)
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, name: str) -> str:
+        if name not in ACTIVATIONS:
+            raise _unknown("activation", name, list(ACTIVATIONS))
+        return name
+
+    @field_validator("layers")
+    @classmethod
+    def _one_dimensional(cls, layers: list[int]) -> list[int]:
+        if layers[0] != 1 or layers[-1] != 1:
+            raise ValueError(
+                f"the targets map one input to one output: layers must start and end with 1 "
+                f"(got {layers})"
+            )
+        return layers
+
+
+class FixedVariant(_Strict):
+    """The baseline: sigma(L_k) in every hidden layer."""
+
+    kind: Literal["fixed"]
+    name: str = Field("fixed", pattern=NAME_PATTERN)
+
+    @property
+    def trainable_slope(self) -> bool:
+        return False
+
+    @property
+    def n(self) -> float:
+        return 1.0
+
+    @property
+    def a_init(self) -> float:
+        return 1.0
+
+
+class GlobalVariant(_Strict):
+    """GAAF: sigma(n * a * L_k) with one trainable ``a`` shared by all hidden layers."""
+
+    kind: Literal["global"]
+    name: str = Field("global", pattern=NAME_PATTERN)
+    n: float = Field(10.0, ge=1.0, le=1e4, description="fixed scale factor, n >= 1")
+    a0: float | None = Field(None, gt=0.0, description="initial a; default 1/n so that n*a0 = 1")
+
+    @property
+    def trainable_slope(self) -> bool:
+        return True
+
+    @property
+    def a_init(self) -> float:
+        return self.a0 if self.a0 is not None else 1.0 / self.n
+
+
+Variant = Annotated[Union[FixedVariant, GlobalVariant], Field(discriminator="kind")]  # noqa: UP007
+
+
+def _default_variants() -> list[Variant]:
+    return [
+        FixedVariant(kind="fixed", name="fixed"),
+        GlobalVariant(kind="global", name="adaptive", n=10.0),
+    ]
+
+
+class TrainConfig(_Strict):
+    """Optimiser and schedule, the same for every variant."""
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, le=100.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd only")
+    steps: int = Field(5000, ge=1, le=MAX_STEPS)
+    log_every: int = Field(10, ge=1)
+    threshold: float = Field(1e-2, gt=0.0, description="data-loss level for 'steps to reach'")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"each beta must be in [0, 1) (got {list(betas)})")
+        return betas
+
+
+class ExperimentConfig(_Strict):
+    """One experiment: a target, a network, the variants to compare, and how to train them."""
+
+    name: str = Field("elu", pattern=NAME_PATTERN)
+    seeds: int | list[Annotated[int, Field(ge=0)]] = Field(1, description="a count or a list")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    target: TargetConfig = Field(default_factory=lambda: TargetConfig.model_validate({}))
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    variants: list[Variant] = Field(default_factory=_default_variants, min_length=1, max_length=64)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: int | list[int]) -> int | list[int]:
+        if isinstance(seeds, int):
+            if not 1 <= seeds <= MAX_SEEDS:
+                raise ValueError(f"a seed count must be between 1 and {MAX_SEEDS} (got {seeds})")
+        elif not seeds:
+            raise ValueError("the list of seeds is empty")
+        elif len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat (got {seeds})")
+        return seeds
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_names(cls, variants: list[Variant]) -> list[Variant]:
+        names = [v.name for v in variants]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"variant names must be unique ('{repeated[0]}' repeats)")
+        return variants
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    def to_yaml(self, header: str = "") -> str:
+        """The fully resolved config as YAML, loadable again by ``load_config``."""
+        body = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return header + body
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+class _Located:
+    """Line and column (1-based) of every key path in a YAML document."""
+
+    def __init__(self) -> None:
+        self.marks: dict[tuple[str | int, ...], tuple[int, int]] = {}
+
+    def find(self, path: Sequence[str | int]) -> tuple[int, int] | None:
+        path = tuple(path)
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            path = path[:-1]
+        return None
+
+
+def _locate(node: yaml.Node, source: str, path: tuple[str | int, ...], out: _Located) -> None:
+    out.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                dotted = ".".join(str(p) for p in (*path, key))
+                raise ConfigError(source, dotted, "duplicate key", line, key_node.start_mark.column + 1)
+            seen.add(key)
+            _locate(value_node, source, (*path, key), out)
+            # An error about a key's value points at the key's line.
+            out.marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _locate(item, source, (*path, i), out)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[Any, _Located]:
+    located = _Located()
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return {}, located
+            _locate(node, source, (), located)
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
+            tag = problem.split("tag", 1)[1].strip().strip("'")
+            tag = tag.replace("tag:yaml.org,2002:", "!!")
+            problem = f"unsupported tag '{tag}' (configs are plain YAML: no tags)"
+        else:
+            problem = f"YAML syntax error: {problem}"
+        line = mark.line + 1 if mark else None
+        column = mark.column + 1 if mark else None
+        raise ConfigError(source, "", problem, line, column) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"invalid YAML: {exc}") from None
+    return data, located
+
+
+def _read_text(path: Path) -> str:
+    source = str(path)
+    if not path.exists():
+        raise ConfigError(source, "", "no such file")
+    if path.is_dir():
+        raise ConfigError(source, "", "is a directory, expected a YAML file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(source, "", "not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# --set overrides
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """Split ``key.path=value`` into a path (list indices as ints) and a YAML-parsed value."""
+    where = f"--set {text}"
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(where, "", "expected key.path=value, e.g. --set train.steps=200")
+    parts = key.split(".")
+    if any(not p.strip() for p in parts):
+        raise ConfigError(where, key, "empty part in the key path")
+    path: list[str | int] = [int(p) if p.strip().lstrip("-").isdigit() else p.strip() for p in parts]
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(where, key, f"value is not valid YAML: {problem}") from None
+    if isinstance(value, dict):
+        raise ConfigError(where, key, "set one key at a time, not a mapping")
+    return path, value
+
+
+def _default_tree() -> dict[str, Any]:
+    return ExperimentConfig().model_dump(mode="json")
+
+
+def apply_override(data: dict[str, Any], path: Sequence[str | int], value: Any, text: str) -> None:
+    """Set ``value`` at ``path`` in the raw config, materialising defaults along the way."""
+    where = f"--set {text}"
+    dotted = ".".join(str(p) for p in path)
+    defaults: Any = _default_tree()
+    node: Any = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        defaults = _child(defaults, part)
+        if isinstance(node, list):
+            if not isinstance(part, int):
+                raise ConfigError(where, dotted, f"'{part}' is not a list index")
+            if not -len(node) <= part < len(node):
+                prefix = ".".join(str(p) for p in path[:depth]) or "the config"
+                raise ConfigError(
+                    where, dotted, f"index {part} is out of range ({prefix} has {len(node)} items)"
+                )
+        elif isinstance(node, dict):
+            if isinstance(part, int):
+                part = str(part)
+            if not last and part not in node:
+                # A missing list (the default variants) is filled in so items can be indexed; a
+                # missing section starts empty, so target-dependent defaults still apply.
+                node[part] = copy.deepcopy(defaults) if isinstance(defaults, list) else {}
+        else:
+            prefix = ".".join(str(p) for p in path[:depth])
+            raise ConfigError(where, dotted, f"'{prefix}' holds a value, not a section")
+        if last:
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def _child(tree: Any, part: str | int) -> Any:
+    if isinstance(tree, dict):
+        return tree.get(str(part))
+    if isinstance(tree, list) and isinstance(part, int) and -len(tree) <= part < len(tree):
+        return tree[part]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Validation errors -> one line
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _union_members(tp: Any) -> list[Any]:
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return [_unwrap(a) for a in typing.get_args(tp)]
+    return [tp]
+
+
+def _walk(loc: Sequence[str | int]) -> tuple[list[str | int], type[BaseModel] | None]:
+    """Clean a pydantic error location (drop union tags) and find the model that owns it."""
+    path: list[str | int] = []
+    tp: Any = ExperimentConfig
+    for part in loc:
+        members = _union_members(tp)
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(models) > 1:
+            tagged = [m for m in models if _kind_literal(m) == part]
+            if tagged:
+                tp = tagged[0]
+                continue
+        model = models[0] if len(models) == 1 else None
+        path.append(part)
+        if model is not None and isinstance(part, str) and part in model.model_fields:
+            tp = model.model_fields[part].annotation
+            continue
+        sequences = [m for m in members if typing.get_origin(m) in (list, tuple)]
+        if sequences and isinstance(part, int):
+            args = typing.get_args(sequences[0])
+            tp = args[0] if args else Any
+            continue
+        tp = Any
+    owner = [m for m in _union_members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return path, owner[0] if len(owner) == 1 else None
+
+
+def _kind_literal(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("kind")
+    if field is None:
+        return None
+    args = typing.get_args(field.annotation)
+    return str(args[0]) if args else None
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
+    loc = list(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        path, owner = _walk(loc[:-1])
+        key = str(loc[-1])
+        valid = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        listing = f" (valid keys: {', '.join(valid)})" if valid else ""
+        return [*path, key], f"unknown key '{key}'{hint}{listing}"
+    path, _ = _walk(loc)
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind == "missing":
+        return path, "missing required key"
+    if kind == "union_tag_not_found":
+        from aaf_cli.registry import KINDS
+
+        return [*path, "kind"], f"missing 'kind' (one of: {', '.join(KINDS)})"
+    if kind == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        from aaf_cli.registry import KINDS
+
+        valid = [k for k in KINDS if k in message] or list(KINDS)
+        close = difflib.get_close_matches(str(tag), valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return [*path, "kind"], f"unknown kind '{tag}'{hint} (valid: {', '.join(valid)})"
+    if kind in ("model_attributes_type", "model_type", "dict_type"):
+        return path, f"expected a mapping of keys, got {_show(error.get('input'))}"
+    shown = _show(error.get("input"))
+    if "input" in error and not isinstance(error["input"], (dict, list)) and shown not in message:
+        message += f" (got {shown})"
+    return path, message
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _config_error(
+    exc: ValidationError,
+    source: str,
+    located: _Located,
+    overridden: Mapping[tuple[str | int, ...], str],
+) -> ConfigError:
+    errors = exc.errors()
+    path, message = _describe(errors[0])
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    dotted = ".".join(str(p) for p in path)
+    for prefix in (tuple(path[:i]) for i in range(len(path), 0, -1)):
+        if prefix in overridden:
+            return ConfigError(f"{source} (--set {overridden[prefix]})", dotted, message)
+    mark = located.find(path)
+    return ConfigError(source, dotted, message, *(mark or (None, None)))
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load, override and validate an experiment config.
+
+    Args:
+        path: a YAML file, or None for the built-in default experiment.
+        overrides: ``key.path=value`` strings applied in order (list items by index).
+
+    Returns:
+        The frozen, fully resolved config.
+
+    Raises:
+        ConfigError: naming the file, the key path and the problem.
+    """
+    if path is None:
+        source = DEFAULT_SOURCE
+        data: Any = {}
+        located = _Located()
+    else:
+        source = str(path)
+        data, located = _parse_yaml(_read_text(Path(path)), source)
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", f"the top level must be a mapping of keys, got {_show(data)}")
+    overridden: dict[tuple[str | int, ...], str] = {}
+    for text in overrides:
+        try:
+            keys, value = parse_override(text)
+            apply_override(data, keys, value, text)
+        except ConfigError as exc:
+            raise ConfigError(f"{source} ({exc.source})", exc.key, exc.message) from None
+        overridden[tuple(keys)] = text
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, source, located, overridden) from None

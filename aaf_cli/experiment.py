@@ -1,0 +1,159 @@
+"""One experiment end to end, in memory: data, ensemble, training, per-model results.
+
+Writing the run folder is ``runs.py``'s job and drawing is ``plots.py``'s; this module only turns
+a config into numbers.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from aaf_cli import __version__
+from aaf_cli.config import ExperimentConfig
+from aaf_cli.models import Ensemble, ModelSpec
+from aaf_cli.results import ModelOutcome, Series, outcome
+from aaf_cli.targets import Dataset, evaluate_target, sample_points
+from aaf_cli.train import LogRecord, TrainResult, train
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from aaf_cli.errors import ConfigError
+
+        raise ConfigError("config", "device", "cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
+    """Training and test data, made once and shared by every variant and seed.
+
+    Inputs and targets are computed in float64 on the CPU, then cast, so the data does not depend
+    on the device.
+    """
+    t = cfg.target
+    gen = torch.Generator().manual_seed(t.seed)
+    x_train = sample_points(t.domain, t.n_train, t.sampling, gen)
+    y_train = evaluate_target(t.name, x_train, t.params)
+    if t.noise > 0:
+        y_train = y_train + t.noise * torch.randn(y_train.shape, generator=gen, dtype=torch.float64)
+    x_test = torch.linspace(t.domain[0], t.domain[1], t.n_test, dtype=torch.float64).unsqueeze(-1)
+    y_test = evaluate_target(t.name, x_test, t.params)
+    dtype = DTYPES[cfg.dtype]
+    return Dataset(
+        *(v.to(device=device, dtype=dtype) for v in (x_train, y_train, x_test, y_test))
+    )
+
+
+def members(cfg: ExperimentConfig) -> list[ModelSpec]:
+    """Every model of the experiment, variant-major: index = variant * seeds + seed position."""
+    return [
+        ModelSpec(v.name, seed, float(v.n), float(v.a_init), v.trainable_slope)
+        for v in cfg.variants
+        for seed in cfg.seed_list
+    ]
+
+
+def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Ensemble:
+    """The ensemble of all variants x seeds, each seed's variants from identical weights."""
+    return Ensemble(
+        cfg.model.layers,
+        cfg.model.activation,
+        members(cfg),
+        init=cfg.model.init,
+        init_std=cfg.model.init_std,
+        dtype=DTYPES[cfg.dtype],
+        device=device,
+    )
+
+
+@dataclass
+class ExperimentResult:
+    """Numbers of one experiment, ready to be written and drawn."""
+
+    config: ExperimentConfig
+    members: list[ModelSpec]
+    data: Dataset
+    result: TrainResult
+    ensemble: Ensemble
+    environment: dict[str, str]
+
+
+def environment(device: torch.device, dtype: str) -> dict[str, str]:
+    """Versions and machine facts recorded in the summary."""
+    env = {
+        "aaf": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "dtype": dtype,
+        "threads": str(torch.get_num_threads()),
+        "argv": " ".join(sys.argv),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    on_log: Callable[[LogRecord], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> ExperimentResult:
+    """Sample the data, build the ensemble and train it.
+
+    Args:
+        cfg: a validated config.
+        on_log: receives a ``LogRecord`` every ``train.log_every`` steps.
+        stop: polled every step; True interrupts training (the result says so).
+    """
+    device = resolve_device(cfg.device)
+    data = make_dataset(cfg, device)
+    ensemble = build_ensemble(cfg, device)
+    result = train(
+        ensemble,
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        cfg.train,
+        on_log=on_log,
+        stop=stop,
+    )
+    return ExperimentResult(
+        cfg, ensemble.members, data, result, ensemble, environment(device, cfg.dtype)
+    )
+
+
+def tidy(exp: ExperimentResult) -> tuple[list[Series], list[ModelOutcome]]:
+    """Per-model histories and outcomes as plain Python numbers."""
+    res = exp.result
+    series = [
+        Series(m.variant, m.seed, diverged_at=_event(res.diverged_at[i]))
+        for i, m in enumerate(exp.members)
+    ]
+    for record in res.records:
+        values = zip(record.train_loss.tolist(), record.test_loss.tolist(), record.slope.tolist())
+        for s, (train_loss, test_loss, slope) in zip(series, values):
+            s.steps.append(record.step)
+            s.time.append(record.elapsed)
+            s.train.append(train_loss)
+            s.test.append(test_loss)
+            s.slope.append(slope)
+    outcomes = [outcome(s, _event(res.steps_to_threshold[i])) for i, s in enumerate(series)]
+    return series, outcomes
+
+
+def _event(step: torch.Tensor) -> int | None:
+    value = int(step)
+    return None if value < 0 else value

@@ -1,0 +1,233 @@
+"""``aaf run`` as a library call: config in, complete run folder out."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aaf_cli import plots, runs
+from aaf_cli.config import ExperimentConfig
+from aaf_cli.experiment import ExperimentResult, resolve_device, run_experiment, tidy
+from aaf_cli.results import (
+    Band,
+    ModelOutcome,
+    Series,
+    aggregate,
+    by_variant,
+    compare_to_baseline,
+    median_seed,
+    variant_summary,
+)
+from aaf_cli.stats import verdict
+from aaf_cli.train import LogRecord
+
+
+@dataclass
+class RunReport:
+    """Where a run was written and what it found."""
+
+    folder: Path
+    summary: dict[str, Any]
+    outcomes: list[ModelOutcome]
+
+
+def baseline_of(cfg: ExperimentConfig) -> str:
+    """The first fixed variant, or the first variant if none is fixed."""
+    return next((v.name for v in cfg.variants if v.kind == "fixed"), cfg.variants[0].name)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def describe(cfg: ExperimentConfig) -> str:
+    """A short title: target, network and activation."""
+    layers = "x".join(str(w) for w in cfg.model.layers)
+    return f"{cfg.name}: {cfg.target.name}, [{layers}] {cfg.model.activation}"
+
+
+def status_of(interrupted: bool, outcomes: Sequence[ModelOutcome]) -> str:
+    if interrupted:
+        return "interrupted"
+    diverged = [o for o in outcomes if o.diverged]
+    if diverged:
+        where = ",".join(f"{o.variant}/seed{o.seed}@{o.diverged_at}" for o in diverged[:5])
+        more = f",+{len(diverged) - 5}" if len(diverged) > 5 else ""
+        return f"diverged:{where}{more}"
+    return "completed"
+
+
+def build_summary(
+    cfg: ExperimentConfig,
+    exp: ExperimentResult,
+    outcomes: list[ModelOutcome],
+    started: datetime,
+    folder: Path,
+) -> dict[str, Any]:
+    names = [v.name for v in cfg.variants]
+    baseline = baseline_of(cfg)
+    groups = by_variant(outcomes, names)
+    comparisons = compare_to_baseline(outcomes, names, baseline)
+    variants: dict[str, Any] = {}
+    for v in cfg.variants:
+        entry: dict[str, Any] = {"kind": v.kind, **v.model_dump(exclude={"name", "kind"})}
+        entry["a_init"] = v.a_init
+        entry["parameters"] = exp.ensemble.parameter_count() - (0 if v.trainable_slope else 1)
+        entry.update(variant_summary(groups[v.name]))
+        entry["wall_time_s"] = exp.result.wall_time
+        entry["per_seed"] = [o.__dict__ for o in groups[v.name]]
+        variants[v.name] = entry
+    finished = datetime.now()
+    res = exp.result
+    return {
+        "format_version": runs.SUMMARY_FORMAT,
+        "name": cfg.name,
+        "folder": folder.name,
+        "status": status_of(res.interrupted, outcomes),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "duration_s": (finished - started).total_seconds(),
+        "train_time_s": res.wall_time,
+        "steps": cfg.train.steps,
+        "steps_done": res.steps_done,
+        "threshold": cfg.train.threshold,
+        "seeds": cfg.seed_list,
+        "baseline": baseline,
+        "data": {
+            "target": cfg.target.name,
+            "domain": list(cfg.target.domain),
+            "n_train": cfg.target.n_train,
+            "n_test": cfg.target.n_test,
+            "sampling": cfg.target.sampling,
+            "noise": cfg.target.noise,
+            "same_data_for_all_seeds": True,
+        },
+        "variants": variants,
+        "comparisons": [
+            {**c.as_dict(), "win_rate": c.win_rate, "verdict": verdict(c, cfg.train.threshold)}
+            for c in comparisons
+        ],
+        "diverged": [
+            {"variant": o.variant, "seed": o.seed, "step": o.diverged_at}
+            for o in outcomes
+            if o.diverged
+        ],
+        "environment": {**exp.environment, "git_commit": _git_commit()},
+    }
+
+
+def curve_bands(series: Sequence[Series], variants: Sequence[str]) -> dict[str, dict[str, Band]]:
+    groups = by_variant(series, variants)
+    return {v: {m: aggregate(groups[v], m) for m in ("train", "test")} for v in variants}
+
+
+def write_figures(
+    folder: Path,
+    cfg: ExperimentConfig,
+    exp: ExperimentResult,
+    series: list[Series],
+    outcomes: list[ModelOutcome],
+) -> None:
+    names = [v.name for v in cfg.variants]
+    title = describe(cfg)
+    bands = curve_bands(series, names)
+    notes = [
+        f"left out (diverged): {o.variant} seed {o.seed} at step {o.diverged_at}"
+        for o in outcomes
+        if o.diverged
+    ]
+    plots.loss_curves(bands, folder / "loss_curves.png", title, cfg.train.threshold, notes)
+    runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
+
+    data = exp.data
+    x_test = data.x_test[:, 0].double().cpu().tolist()
+    y_test = data.y_test[:, 0].double().cpu().tolist()
+    index = {(m.variant, m.seed): i for i, m in enumerate(exp.members)}
+    groups = by_variant(outcomes, names)
+    predictions: dict[str, tuple[int, list[float]]] = {}
+    for name in names:
+        seed = median_seed(groups[name])
+        if seed is not None:
+            predictions[name] = (seed, exp.result.predictions[index[(name, seed)]].tolist())
+    x_train = data.x_train.reshape(-1).double().cpu().tolist()
+    y_train = data.y_train.reshape(-1).double().cpu().tolist()
+    plots.fit(x_test, y_test, x_train, y_train, predictions, folder / "fit.png", title)
+    columns: dict[str, list[float]] = {"x": x_test, "target": y_test}
+    columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
+    runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))
+    plots.slopes(series, names, folder / "slopes.png", f"{title}: effective slope n*a")
+
+
+def write_checkpoints(folder: Path, cfg: ExperimentConfig, exp: ExperimentResult) -> None:
+    """One file per variant: a ``PlainMLP`` state dict per seed (``weights_only`` loadable)."""
+    target = folder / "checkpoints"
+    target.mkdir(exist_ok=True)
+    for v in cfg.variants:
+        indices = [i for i, m in enumerate(exp.members) if m.variant == v.name]
+        payload = {
+            "format_version": runs.SUMMARY_FORMAT,
+            "variant": v.name,
+            "kind": v.kind,
+            "layers": list(cfg.model.layers),
+            "activation": cfg.model.activation,
+            "seeds": [exp.members[i].seed for i in indices],
+            "state_dicts": [exp.ensemble.state_dict_of(i) for i in indices],
+        }
+        tmp = target / f".{v.name}.pt.tmp"
+        torch.save(payload, tmp)
+        tmp.replace(target / f"{v.name}.pt")
+
+
+def config_header(source: str, overrides: Sequence[str]) -> str:
+    lines = [f"# resolved by aaf from {source}"]
+    lines += [f"# override: --set {o}" for o in overrides]
+    lines.append("# rerun with: aaf run <this file>")
+    return "\n".join(lines) + "\n"
+
+
+def execute(
+    cfg: ExperimentConfig,
+    runs_dir: Path,
+    source: str = "<built-in default>",
+    overrides: Sequence[str] = (),
+    on_start: Callable[[Path], None] | None = None,
+    on_log: Callable[[LogRecord], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> RunReport:
+    """Run one experiment and write its complete run folder.
+
+    Everything that can be checked before training is checked before the folder is made, so bad
+    input never leaves a folder behind. ``summary.json`` is written last: its presence marks a
+    finished folder.
+    """
+    resolve_device(cfg.device)
+    started = datetime.now()
+    folder = runs.new_run_dir(runs_dir, cfg.name, started)
+    runs.write_atomic(folder / "config.yaml", cfg.to_yaml(config_header(source, overrides)))
+    if on_start is not None:
+        on_start(folder)
+    exp = run_experiment(cfg, on_log=on_log, stop=stop)
+    series, outcomes = tidy(exp)
+    runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))
+    write_figures(folder, cfg, exp, series, outcomes)
+    write_checkpoints(folder, cfg, exp)
+    summary = build_summary(cfg, exp, outcomes, started, folder)
+    runs.write_json(folder / "summary.json", summary)
+    return RunReport(folder, summary, outcomes)
+

@@ -1,0 +1,157 @@
+"""Every figure of aaf. Object-oriented matplotlib on the Agg canvas: no pyplot, no display.
+
+Each function takes plain lists (never tensors) and writes one file atomically; the numbers it
+draws are the ones the caller writes to CSV.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from aaf_cli.results import Band, Series  # noqa: E402
+
+BAND_LABEL = {"iqr": "interquartile range", "minmax": "min-max", "std": "mean +- std", "none": ""}
+
+
+def colour(index: int) -> str:
+    return f"C{index % 10}"
+
+
+def new_figure(width: float = 7.5, height: float = 4.5, rows: int = 1) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False, height_ratios=[2, 1][:rows] or None)
+    return fig, [ax for row in axes for ax in row]
+
+
+def save(fig: Figure, path: Path, dpi: int = 130) -> None:
+    """Write the figure next to ``path`` and rename it into place (never a half-written file)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp.{fmt}", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format=fmt, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _positive(values: Sequence[float]) -> list[float]:
+    """Log axes cannot show values <= 0 or non-finite ones: they become gaps."""
+    return [v if math.isfinite(v) and v > 0 else math.nan for v in values]
+
+
+def loss_curves(
+    bands: Mapping[str, Mapping[str, Band]],
+    path: Path,
+    title: str,
+    threshold: float | None = None,
+    notes: Sequence[str] = (),
+) -> None:
+    """Median training (solid) and test (dashed) MSE per variant, with the seed band, log y."""
+    fig, (ax,) = new_figure()
+    kinds = set()
+    seeds = set()
+    for i, (variant, metrics) in enumerate(bands.items()):
+        for metric, style in (("train", "-"), ("test", "--")):
+            band = metrics[metric]
+            if not band.steps:
+                continue
+            ax.plot(band.steps, _positive(band.median), style, color=colour(i), lw=1.6)
+            if band.kind != "none":
+                ax.fill_between(
+                    band.steps,
+                    _positive(band.low),
+                    _positive(band.high),
+                    color=colour(i),
+                    alpha=0.15 if metric == "test" else 0.25,
+                    lw=0,
+                )
+                kinds.add(band.kind)
+            seeds.add(band.seeds)
+    if threshold is not None:
+        ax.axhline(threshold, color="0.4", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE (data loss)")
+    ax.grid(True, which="major", alpha=0.3)
+    handles = [Line2D([], [], color=colour(i), lw=2, label=v) for i, v in enumerate(bands)]
+    handles += [
+        Line2D([], [], color="0.3", ls="-", label="train"),
+        Line2D([], [], color="0.3", ls="--", label="test"),
+    ]
+    if threshold is not None:
+        handles.append(Line2D([], [], color="0.4", ls=":", label=f"threshold {threshold:g}"))
+    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    subtitle = _seed_note(seeds, kinds)
+    ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
+    for k, note in enumerate(notes):
+        ax.text(0.01, 0.02 + 0.05 * k, note, transform=ax.transAxes, fontsize=7, color="C3")
+    save(fig, path)
+
+
+def _seed_note(seeds: set[int], kinds: set[str]) -> str:
+    if not seeds or max(seeds) <= 1:
+        return ""
+    count = str(max(seeds)) if len(seeds) == 1 else f"{min(seeds)}-{max(seeds)}"
+    band = ", ".join(BAND_LABEL[k] for k in sorted(kinds))
+    return f"median over {count} seeds" + (f", band: {band}" if band else "")
+
+
+def fit(
+    x_test: Sequence[float],
+    y_test: Sequence[float],
+    x_train: Sequence[float],
+    y_train: Sequence[float],
+    predictions: Mapping[str, tuple[int, Sequence[float]]],
+    path: Path,
+    title: str,
+) -> None:
+    """Target, training points and each variant's prediction (top); absolute error (bottom)."""
+    fig, (top, bottom) = new_figure(7.5, 6.0, rows=2)
+    top.plot(x_test, y_test, color="black", lw=2.2, alpha=0.35, label="target")
+    top.plot(x_train, y_train, ".", color="0.4", ms=2.5, label=f"training points ({len(x_train)})")
+    for i, (variant, (seed, pred)) in enumerate(predictions.items()):
+        top.plot(x_test, pred, color=colour(i), lw=1.3, label=f"{variant} (seed {seed})")
+        error = [abs(p - y) for p, y in zip(pred, y_test)]
+        bottom.plot(x_test, _positive(error), color=colour(i), lw=1.0)
+    top.set_ylabel("y")
+    top.legend(fontsize=8, loc="best", framealpha=0.9)
+    top.set_title(title, fontsize=10)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("|prediction - target|")
+    bottom.set_xlabel("x")
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    save(fig, path)
+
+
+def slopes(series: Sequence[Series], variants: Sequence[str], path: Path, title: str) -> None:
+    """Effective slope n*a against the step: one thin line per seed, coloured by variant."""
+    fig, (ax,) = new_figure(7.5, 4.0)
+    for s in series:
+        i = list(variants).index(s.variant)
+        ax.plot(s.steps, s.slope, color=colour(i), lw=0.9, alpha=0.8)
+    handles = [Line2D([], [], color=colour(i), lw=2, label=v) for i, v in enumerate(variants)]
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.axhline(1.0, color="0.5", lw=0.6, ls=":")
+    ax.set_xlabel("step")
+    ax.set_ylabel("n * a")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    save(fig, path)

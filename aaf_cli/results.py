@@ -1,0 +1,181 @@
+"""Tidy, torch-free results: per-model histories, per-model outcomes, per-variant aggregates.
+
+The same structures are built from a finished training run and read back from a run folder's
+``metrics.csv``, so figures and tables look the same either way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aaf_cli.stats import Comparison, Summary, compare_paired, quantile
+
+BAND_IQR_MIN_SEEDS = 5
+
+
+@dataclass
+class Series:
+    """The logged history of one model (one variant, one seed)."""
+
+    variant: str
+    seed: int
+    steps: list[int] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    train: list[float] = field(default_factory=list)
+    test: list[float] = field(default_factory=list)
+    slope: list[float] = field(default_factory=list)
+    diverged_at: int | None = None
+
+    def metric(self, name: str) -> list[float]:
+        return {"train": self.train, "test": self.test, "slope": self.slope}[name]
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    """Final and best losses of one model; ``steps_to_threshold`` is None if never reached."""
+
+    variant: str
+    seed: int
+    final_train: float
+    final_test: float
+    best_train: float
+    best_test: float
+    best_test_step: int
+    steps_to_threshold: int | None
+    final_slope: float
+    diverged_at: int | None
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at is not None
+
+
+def outcome(series: Series, steps_to_threshold: int | None) -> ModelOutcome:
+    """Final values are the last logged ones; best values are minima over logged steps."""
+    finite_test = [(v, s) for v, s in zip(series.test, series.steps) if math.isfinite(v)]
+    finite_train = [v for v in series.train if math.isfinite(v)]
+    best_test, best_step = min(finite_test) if finite_test else (math.nan, -1)
+    return ModelOutcome(
+        variant=series.variant,
+        seed=series.seed,
+        final_train=series.train[-1],
+        final_test=series.test[-1],
+        best_train=min(finite_train) if finite_train else math.nan,
+        best_test=best_test,
+        best_test_step=best_step,
+        steps_to_threshold=steps_to_threshold,
+        final_slope=series.slope[-1],
+        diverged_at=series.diverged_at,
+    )
+
+
+@dataclass(frozen=True)
+class Band:
+    """Per-step median and band of one metric across seeds."""
+
+    steps: list[int]
+    median: list[float]
+    low: list[float]
+    high: list[float]
+    kind: str  # "iqr", "minmax" or "none"
+    seeds: int
+
+
+def band_kind(seeds: int) -> str:
+    """IQR with enough seeds for quartiles to mean something, min-max below, none for one."""
+    if seeds <= 1:
+        return "none"
+    return "iqr" if seeds >= BAND_IQR_MIN_SEEDS else "minmax"
+
+
+def aggregate(series: Sequence[Series], metric: str, kind: str | None = None) -> Band:
+    """Median and band over the non-diverged seeds of one variant, at every logged step.
+
+    Diverged seeds are left out entirely. Seeds are aligned by step; steps that not every seed
+    logged (an interrupted run) are dropped.
+    """
+    kept = [s for s in series if s.diverged_at is None]
+    kind = kind or band_kind(len(kept))
+    if not kept:
+        return Band([], [], [], [], kind, 0)
+    common = sorted(set.intersection(*(set(s.steps) for s in kept)))
+    index = [{step: i for i, step in enumerate(s.steps)} for s in kept]
+    steps, med, low, high = [], [], [], []
+    for step in common:
+        values = [s.metric(metric)[idx[step]] for s, idx in zip(kept, index)]
+        steps.append(step)
+        med.append(quantile(values, 0.5))
+        if kind == "iqr":
+            low.append(quantile(values, 0.25))
+            high.append(quantile(values, 0.75))
+        elif kind == "minmax":
+            low.append(min(values))
+            high.append(max(values))
+        elif kind == "std":
+            mean = sum(values) / len(values)
+            sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+            low.append(mean - sd)
+            high.append(mean + sd)
+        else:
+            low.append(med[-1])
+            high.append(med[-1])
+    return Band(steps, med, low, high, kind, len(kept))
+
+
+def by_variant(items: Sequence[Any], order: Sequence[str]) -> dict[str, list[Any]]:
+    """Group series or outcomes by their ``variant`` attribute, in the given variant order."""
+    groups: dict[str, list[Any]] = {name: [] for name in order}
+    for item in items:
+        groups.setdefault(item.variant, []).append(item)
+    return groups
+
+
+def median_seed(outcomes: Sequence[ModelOutcome]) -> int | None:
+    """The seed whose final test loss is the median (lower middle for an even count)."""
+    kept = sorted(
+        (o for o in outcomes if not o.diverged and math.isfinite(o.final_test)),
+        key=lambda o: o.final_test,
+    )
+    return kept[(len(kept) - 1) // 2].seed if kept else None
+
+
+def variant_summary(outcomes: Sequence[ModelOutcome]) -> dict[str, Any]:
+    """Aggregates across the non-diverged seeds of one variant."""
+    kept = [o for o in outcomes if not o.diverged]
+    reached = [o.steps_to_threshold for o in kept if o.steps_to_threshold is not None]
+    return {
+        "seeds": len(outcomes),
+        "diverged": len(outcomes) - len(kept),
+        "final_test": Summary.of([o.final_test for o in kept]).as_dict(),
+        "best_test": Summary.of([o.best_test for o in kept]).as_dict(),
+        "final_train": Summary.of([o.final_train for o in kept]).as_dict(),
+        "best_train": Summary.of([o.best_train for o in kept]).as_dict(),
+        "final_slope": Summary.of([o.final_slope for o in kept]).as_dict(),
+        "steps_to_threshold": {
+            "median": quantile([float(r) for r in reached], 0.5) if reached else None,
+            "reached": len(reached),
+            "never": len(kept) - len(reached),
+        },
+    }
+
+
+def compare_to_baseline(
+    outcomes: Sequence[ModelOutcome], variants: Sequence[str], baseline: str
+) -> list[Comparison]:
+    """Every other variant against ``baseline``, paired by seed."""
+    groups = by_variant(outcomes, variants)
+
+    def finals(name: str) -> dict[int, float]:
+        return {o.seed: o.final_test for o in groups[name] if not o.diverged}
+
+    def steps(name: str) -> dict[int, int | None]:
+        return {o.seed: o.steps_to_threshold for o in groups[name] if not o.diverged}
+
+    return [
+        compare_paired(name, baseline, finals(name), finals(baseline), steps(name), steps(baseline))
+        for name in variants
+        if name != baseline
+    ]

@@ -1,0 +1,145 @@
+"""Synthetic regression targets and the sampling of training and test data.
+
+The registry is importable without torch (the config loader validates names against it); the
+formulas use tensor methods only, and torch itself is imported when data is sampled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+TargetFn = Callable[..., "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A registered target: its formula, default domain and default number of training points."""
+
+    name: str
+    fn: TargetFn
+    formula: str
+    domain: tuple[float, float]
+    n_train: int
+    params: Mapping[str, float | tuple[float, ...]] = field(default_factory=dict)
+    reference: str = ""
+
+
+def _jcp_smooth(x: torch.Tensor) -> torch.Tensor:
+    return (x**3 - x) * (7 * x).sin() / 7 + (12 * x).sin()
+
+
+def _piecewise(x: torch.Tensor, freq: float) -> torch.Tensor:
+    left = 0.2 * (6 * x).sin()
+    right = 1 + 0.1 * x * (freq * x).cos()
+    return right.where(x > 0, left)
+
+
+def _jcp_discontinuous(x: torch.Tensor) -> torch.Tensor:
+    return _piecewise(x, 12.0)
+
+
+def _rspa_discontinuous(x: torch.Tensor) -> torch.Tensor:
+    return _piecewise(x, 18.0)
+
+
+def _sine(x: torch.Tensor, freq: float) -> torch.Tensor:
+    return (freq * x).sin()
+
+
+def _polynomial(x: torch.Tensor, coeffs: tuple[float, ...]) -> torch.Tensor:
+    # Horner's scheme; coeffs[i] multiplies x**i.
+    y = x * 0 + coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        y = y * x + c
+    return y
+
+
+def _step(x: torch.Tensor, at: float) -> torch.Tensor:
+    return (x > at).to(x.dtype)
+
+
+TARGETS: dict[str, TargetSpec] = {
+    spec.name: spec
+    for spec in (
+        TargetSpec(
+            "jcp_smooth",
+            _jcp_smooth,
+            "(x^3 - x) sin(7x) / 7 + sin(12x)",
+            (-3.0, 3.0),
+            300,
+            reference="Jagtap et al., J. Comput. Phys. 404 (2020), smooth function",
+        ),
+        TargetSpec(
+            "jcp_discontinuous",
+            _jcp_discontinuous,
+            "0.2 sin(6x) for x <= 0, else 1 + 0.1 x cos(12x)",
+            (-4.0, 3.75),
+            300,
+            reference="Jagtap et al., J. Comput. Phys. 404 (2020), discontinuous function",
+        ),
+        TargetSpec(
+            "rspa_discontinuous",
+            _rspa_discontinuous,
+            "0.2 sin(6x) for x <= 0, else 1 + 0.1 x cos(18x)",
+            (-3.0, 3.0),
+            300,
+            reference="Jagtap et al., Proc. R. Soc. A 476 (2020), discontinuous function",
+        ),
+        TargetSpec("sine", _sine, "sin(freq x)", (-math.pi, math.pi), 300, {"freq": 4.0}),
+        TargetSpec(
+            "polynomial",
+            _polynomial,
+            "sum_i coeffs[i] x^i",
+            (-1.5, 1.5),
+            200,
+            {"coeffs": (0.0, -1.0, 0.0, 1.0)},
+        ),
+        TargetSpec("step", _step, "1 for x > at, else 0", (-1.0, 1.0), 200, {"at": 0.0}),
+    )
+}
+
+
+def target_params(spec: TargetSpec, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The target's parameters: its defaults updated with ``given`` (validated by the config)."""
+    params = dict(spec.params)
+    params.update(given)
+    return params
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Training and test data of one experiment (float tensors on the experiment's device).
+
+    ``x_train`` is ``[N, d]`` when every model sees the same points, or ``[M, N, d]`` when data is
+    drawn anew for every model; ``x_test`` is always a shared ``[N_test, d]`` grid.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def evaluate_target(name: str, x: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
+    """Evaluate a registered target on points ``x`` of shape ``[..., 1]``."""
+    spec = TARGETS[name]
+    return spec.fn(x, **target_params(spec, params))
+
+
+def sample_points(
+    domain: tuple[float, float], n: int, sampling: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Training inputs ``[n, 1]`` in float64: a uniform grid or uniform random draws."""
+    import torch
+
+    lo, hi = domain
+    if sampling == "grid":
+        return torch.linspace(lo, hi, n, dtype=torch.float64).unsqueeze(-1)
+    x = torch.rand(n, 1, dtype=torch.float64, generator=generator) * (hi - lo) + lo
+    return x.sort(dim=0).values

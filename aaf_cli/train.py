@@ -1,0 +1,209 @@
+"""The training loop: every model of an ensemble takes each step at once.
+
+Pure: no printing, no files. Metrics stay on the device between log steps and reach the host only
+every ``log_every`` steps (and at the end), through the ``on_log`` callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from aaf_cli.config import TrainConfig
+from aaf_cli.models import Ensemble
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """Metrics of every model at one logged step (host tensors of shape ``[M]``)."""
+
+    step: int
+    elapsed: float
+    train_loss: torch.Tensor
+    test_loss: torch.Tensor
+    slope: torch.Tensor
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced. Step indices are -1 where an event never happened."""
+
+    records: list[LogRecord]
+    steps_to_threshold: torch.Tensor
+    diverged_at: torch.Tensor
+    predictions: torch.Tensor
+    wall_time: float
+    steps_done: int
+    interrupted: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class StackedAdam:
+    """Adam over stacked parameters ``[M, ...]``, with a learning rate per model and parameter.
+
+    Element for element this is ``torch.optim.Adam`` (no weight decay, no amsgrad); a rate of zero
+    for a row freezes that model's slice exactly: its gradient is masked, so neither its moments
+    nor its values change. Rows are frozen for a variant's untrained ``a`` and for diverged models.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        rates: Sequence[torch.Tensor],
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = list(params)
+        self.rates = [r.reshape(-1, *([1] * (p.dim() - 1))) for p, r in zip(params, rates)]
+        self.betas = betas
+        self.eps = eps
+        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> None:
+        self.t += 1
+        beta1, beta2 = self.betas
+        # Bias corrections in Python floats (double precision), as torch.optim.Adam does.
+        bias1 = 1 - beta1**self.t
+        bias2_sqrt = math.sqrt(1 - beta2**self.t)
+        mask = active.reshape(-1, 1)
+        for p, rate, (m, v) in zip(self.params, self.rates, self.moments):
+            row_rate = rate * mask.reshape(rate.shape)
+            grad = torch.where(row_rate > 0, p.grad, 0.0) if p.grad is not None else None
+            if grad is None:
+                continue
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
+            p.sub_(m / denom * (row_rate / bias1))
+
+
+class StackedSGD:
+    """SGD (optionally with momentum, as ``torch.optim.SGD``) over stacked parameters."""
+
+    def __init__(
+        self, params: Sequence[torch.Tensor], rates: Sequence[torch.Tensor], momentum: float = 0.0
+    ) -> None:
+        self.params = list(params)
+        self.rates = [r.reshape(-1, *([1] * (p.dim() - 1))) for p, r in zip(params, rates)]
+        self.momentum = momentum
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> None:
+        for i, (p, rate) in enumerate(zip(self.params, self.rates)):
+            if p.grad is None:
+                continue
+            row_rate = rate * active.reshape(rate.shape)
+            grad = torch.where(row_rate > 0, p.grad, 0.0)
+            if self.momentum:
+                buf = self.buffers[i]
+                if buf is None:
+                    buf = self.buffers[i] = grad.clone()
+                else:
+                    buf.mul_(self.momentum).add_(grad)
+                grad = buf
+            p.sub_(grad * row_rate)
+
+
+def make_optimizer(model: Ensemble, cfg: TrainConfig) -> StackedAdam | StackedSGD:
+    """One optimiser over the stacked tensors; ``a`` is trained only where its variant says so."""
+    device = model.a.device
+    lr = torch.full((model.size,), cfg.lr, dtype=model.a.dtype, device=device)
+    params: list[torch.Tensor] = [*model.weights, *model.biases, model.a]
+    rates = [lr] * (len(params) - 1) + [lr * model.trainable.to(lr.dtype)]
+    if cfg.optimizer == "adam":
+        return StackedAdam(params, rates, cfg.betas, cfg.eps)
+    return StackedSGD(params, rates, cfg.momentum)
+
+
+def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-model mean squared error ``[M]`` of predictions ``[M, N, out]``."""
+    return (prediction - target).square().mean(dim=(1, 2))
+
+
+def train(
+    model: Ensemble,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    cfg: TrainConfig,
+    on_log: Callable[[LogRecord], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train every model of ``model`` for ``cfg.steps`` steps.
+
+    Step s logs the losses of the parameters after s updates: step 0 is the initial network and
+    the last logged step is ``cfg.steps``. A model whose training loss becomes NaN or infinite is
+    frozen from that step (its later losses stay non-finite) and the others go on unaffected.
+
+    Args:
+        model: the ensemble (trained in place).
+        x_train, y_train: ``[N, 1]`` shared by all models, or ``[M, N, 1]``.
+        x_test, y_test: ``[N_test, 1]``.
+        cfg: optimiser and schedule.
+        on_log: called with every ``LogRecord`` as it is made.
+        stop: polled before every step; returning True ends training early (``interrupted``).
+    """
+    size = model.size
+    device = model.a.device
+    optimizer = make_optimizer(model, cfg)
+    active = torch.ones(size, dtype=torch.bool, device=device)
+    reached = torch.full((size,), -1, dtype=torch.long, device=device)
+    diverged = torch.full((size,), -1, dtype=torch.long, device=device)
+    records: list[LogRecord] = []
+    interrupted = False
+    start = time.perf_counter()
+
+    def log(step: int, train_loss: torch.Tensor) -> None:
+        with torch.no_grad():
+            test_loss = mse(model(x_test), y_test)
+            slope = model.slopes()
+        # The copies to the host synchronise with the device: the clock is read after the work.
+        host = [t.detach().to("cpu", torch.float64) for t in (train_loss, test_loss, slope)]
+        record = LogRecord(step, time.perf_counter() - start, *host)
+        records.append(record)
+        if on_log is not None:
+            on_log(record)
+
+    step = 0
+    for step in range(cfg.steps + 1):
+        if stop is not None and stop():
+            interrupted = True
+            step -= 1
+            break
+        loss = mse(model(x_train), y_train)
+        with torch.no_grad():
+            finite = torch.isfinite(loss)
+            diverged = torch.where(active & ~finite, step, diverged)
+            active = active & finite
+            reached = torch.where((reached < 0) & (loss < cfg.threshold), step, reached)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log(step, loss)
+        if step == cfg.steps:
+            break
+        for p in optimizer.params:
+            p.grad = None
+        torch.where(active, loss, 0.0).sum().backward()
+        optimizer.step(active)
+
+    if interrupted and step >= 0 and (not records or records[-1].step != step):
+        with torch.no_grad():
+            log(step, mse(model(x_train), y_train))
+    with torch.no_grad():
+        predictions = model(x_test)[..., 0].to("cpu", torch.float64)
+    return TrainResult(
+        records=records,
+        steps_to_threshold=reached.cpu(),
+        diverged_at=diverged.cpu(),
+        predictions=predictions,
+        wall_time=time.perf_counter() - start,
+        steps_done=max(step, 0),
+        interrupted=interrupted,
+    )
