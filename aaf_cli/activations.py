@@ -48,12 +48,24 @@ class ScaledActivation(nn.Module):
     trained. This per-model module is the reference the batched ensemble is tested against.
     """
 
-    def __init__(self, base: str, n: float = 1.0, a0: float | None = None, trainable: bool = True):
+    def __init__(
+        self,
+        base: str,
+        n: float = 1.0,
+        a0: float | None = None,
+        trainable: bool = True,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.base = base
         self.fn = get_activation(base)
-        self.register_buffer("n", torch.tensor(float(n)))
-        self.a = nn.Parameter(torch.tensor(1.0 / n if a0 is None else float(a0)), trainable)
+        # Made directly in the target dtype: a0 = 0.1 rounded to float32 and widened later is
+        # not 0.1 in float64.
+        self.register_buffer("n", torch.tensor(float(n), dtype=dtype))
+        a0 = 1.0 / n if a0 is None else float(a0)
+        self.a = nn.Parameter(torch.tensor(a0, dtype=dtype), trainable)
+
+    n: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn((self.n * self.a) * x)

@@ -36,8 +36,11 @@ _state = {"debug": False}
 
 ConfigArg = Annotated[
     Path | None,
-    typer.Argument(help="Experiment YAML file. Omitted: the built-in default (configs/elu.yaml).",
-                   show_default=False, metavar="CONFIG"),
+    typer.Argument(
+        help="Experiment YAML file. Omitted: the built-in default (configs/elu.yaml).",
+        show_default=False,
+        metavar="CONFIG",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,

@@ -76,7 +76,9 @@ class TargetConfig(_Strict):
             data.setdefault("n_train", spec.n_train if spec else 2)
             given = data.get("params", {})
             if spec is not None and isinstance(given, Mapping):
-                defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params.items()}
+                defaults = {
+                    k: list(v) if isinstance(v, tuple) else v for k, v in spec.params.items()
+                }
                 data["params"] = {**defaults, **given}
         return data
 
@@ -143,7 +145,13 @@ class ModelConfig(_Strict):
         return layers
 
 
-class FixedVariant(_Strict):
+class _Variant(_Strict):
+    lr: float | None = Field(
+        None, gt=0.0, le=100.0, description="this variant's learning rate; default: train.lr"
+    )
+
+
+class FixedVariant(_Variant):
     """The baseline: sigma(L_k) in every hidden layer."""
 
     kind: Literal["fixed"]
@@ -162,7 +170,7 @@ class FixedVariant(_Strict):
         return 1.0
 
 
-class GlobalVariant(_Strict):
+class GlobalVariant(_Variant):
     """GAAF: sigma(n * a * L_k) with one trainable ``a`` shared by all hidden layers."""
 
     kind: Literal["global"]
@@ -280,11 +288,16 @@ def _locate(node: yaml.Node, source: str, path: tuple[str | int, ...], out: _Loc
             if key in seen:
                 line = key_node.start_mark.line + 1
                 dotted = ".".join(str(p) for p in (*path, key))
-                raise ConfigError(source, dotted, "duplicate key", line, key_node.start_mark.column + 1)
+                raise ConfigError(
+                    source, dotted, "duplicate key", line, key_node.start_mark.column + 1
+                )
             seen.add(key)
             _locate(value_node, source, (*path, key), out)
             # An error about a key's value points at the key's line.
-            out.marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out.marks[path + (key,)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _locate(item, source, (*path, i), out)
@@ -347,7 +360,9 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     parts = key.split(".")
     if any(not p.strip() for p in parts):
         raise ConfigError(where, key, "empty part in the key path")
-    path: list[str | int] = [int(p) if p.strip().lstrip("-").isdigit() else p.strip() for p in parts]
+    path: list[str | int] = [
+        int(p) if p.strip().lstrip("-").isdigit() else p.strip() for p in parts
+    ]
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:

@@ -49,15 +49,13 @@ def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
     x_test = torch.linspace(t.domain[0], t.domain[1], t.n_test, dtype=torch.float64).unsqueeze(-1)
     y_test = evaluate_target(t.name, x_test, t.params)
     dtype = DTYPES[cfg.dtype]
-    return Dataset(
-        *(v.to(device=device, dtype=dtype) for v in (x_train, y_train, x_test, y_test))
-    )
+    return Dataset(*(v.to(device=device, dtype=dtype) for v in (x_train, y_train, x_test, y_test)))
 
 
 def members(cfg: ExperimentConfig) -> list[ModelSpec]:
     """Every model of the experiment, variant-major: index = variant * seeds + seed position."""
     return [
-        ModelSpec(v.name, seed, float(v.n), float(v.a_init), v.trainable_slope)
+        ModelSpec(v.name, seed, float(v.n), float(v.a_init), v.trainable_slope, v.lr)
         for v in cfg.variants
         for seed in cfg.seed_list
     ]

@@ -28,6 +28,7 @@ class ModelSpec:
     n: float
     a0: float
     trainable: bool
+    lr: float | None = None
 
 
 def init_weights(
@@ -76,6 +77,9 @@ class Ensemble(nn.Module):
         dtype, device: of every tensor.
     """
 
+    n: torch.Tensor
+    trainable: torch.Tensor
+
     def __init__(
         self,
         layers: Sequence[int],
@@ -92,19 +96,24 @@ class Ensemble(nn.Module):
         self.members = list(members)
         self.act = get_activation(activation)
         per_seed = {
-            s: init_weights(layers, s, init, init_std) for s in dict.fromkeys(m.seed for m in members)
+            s: init_weights(layers, s, init, init_std)
+            for s in dict.fromkeys(m.seed for m in members)
         }
-        kw = {"dtype": dtype, "device": device}
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for k in range(len(layers) - 1):
-            w = torch.stack([per_seed[m.seed][k][0].T for m in members]).to(**kw)
-            b = torch.stack([per_seed[m.seed][k][1] for m in members]).unsqueeze(1).to(**kw)
+            w = torch.stack([per_seed[m.seed][k][0].T for m in members])
+            b = torch.stack([per_seed[m.seed][k][1] for m in members]).unsqueeze(1)
+            w, b = w.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
             self.weights.append(nn.Parameter(w.contiguous()))
             self.biases.append(nn.Parameter(b.contiguous()))
-        self.a = nn.Parameter(torch.tensor([[[m.a0]] for m in members], **kw))
-        self.register_buffer("n", torch.tensor([[[m.n]] for m in members], **kw))
-        self.register_buffer("trainable", torch.tensor([m.trainable for m in members], device=device))
+        self.a = nn.Parameter(torch.tensor([[[m.a0]] for m in members], dtype=dtype, device=device))
+        self.register_buffer(
+            "n", torch.tensor([[[m.n]] for m in members], dtype=dtype, device=device)
+        )
+        self.register_buffer(
+            "trainable", torch.tensor([m.trainable for m in members], device=device)
+        )
 
     @property
     def size(self) -> int:
@@ -164,21 +173,26 @@ class PlainMLP(nn.Module):
         n: float = 1.0,
         a0: float | None = None,
         trainable: bool = True,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(layers[:-1], layers[1:]))
-        self.activation = ScaledActivation(activation, n, a0, trainable)
+        self.linears = nn.ModuleList(
+            nn.Linear(i, o, dtype=dtype) for i, o in zip(layers[:-1], layers[1:])
+        )
+        self.activation = ScaledActivation(activation, n, a0, trainable, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *hidden, output = self.linears
         for linear in hidden:
             x = self.activation(linear(x))
-        return output(x)
+        out: torch.Tensor = output(x)
+        return out
 
     def load_init(self, weights: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> PlainMLP:
         """Copy ``init_weights`` output into the linear layers; returns self."""
         with torch.no_grad():
             for linear, (w, b) in zip(self.linears, weights):
+                assert isinstance(linear, nn.Linear)
                 linear.weight.copy_(w)
                 linear.bias.copy_(b)
         return self

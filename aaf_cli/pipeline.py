@@ -225,9 +225,9 @@ def execute(
     exp = run_experiment(cfg, on_log=on_log, stop=stop)
     series, outcomes = tidy(exp)
     runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))
+    runs.write_atomic(folder / "timing.csv", runs.timing_csv(series))
     write_figures(folder, cfg, exp, series, outcomes)
     write_checkpoints(folder, cfg, exp)
     summary = build_summary(cfg, exp, outcomes, started, folder)
     runs.write_json(folder / "summary.json", summary)
     return RunReport(folder, summary, outcomes)
-

@@ -16,12 +16,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from aaf_cli.results import Band, Series  # noqa: E402
+from aaf_cli.results import Band, Series
 
 BAND_LABEL = {"iqr": "interquartile range", "minmax": "min-max", "std": "mean +- std", "none": ""}
 
@@ -67,7 +67,7 @@ def loss_curves(
     fig, (ax,) = new_figure()
     kinds = set()
     seeds = set()
-    for i, (variant, metrics) in enumerate(bands.items()):
+    for i, metrics in enumerate(bands.values()):
         for metric, style in (("train", "-"), ("test", "--")):
             band = metrics[metric]
             if not band.steps:

@@ -1,7 +1,7 @@
 """Run folders: naming, atomic writing, reading back.
 
 Layout of ``runs/<YYYY-MM-DD_HH-MM-SS>_<name>[-N]/``: ``config.yaml``, ``metrics.csv``,
-``aggregates.csv``, ``fit.csv``, ``summary.json``, ``loss_curves.png``, ``fit.png``,
+``aggregates.csv``, ``timing.csv``, ``fit.csv``, ``summary.json``, ``loss_curves.png``, ``fit.png``,
 ``slopes.png`` and ``checkpoints/<variant>.pt``. Every file is written under a temporary name and
 renamed into place, so a reader never sees half a file.
 """
@@ -26,7 +26,6 @@ METRICS_FORMAT = 1
 METRICS_HEADER = f"# aaf metrics format {METRICS_FORMAT}"
 METRICS_COLUMNS = [
     "step",
-    "time",
     "variant",
     "seed",
     "train_loss",
@@ -34,6 +33,7 @@ METRICS_COLUMNS = [
     "slope",
     "diverged",
 ]
+TIMING_COLUMNS = ["step", "variant", "seconds"]
 AGGREGATE_COLUMNS = ["variant", "metric", "step", "median", "low", "high", "band", "seeds"]
 
 
@@ -74,7 +74,11 @@ def _num(value: float) -> str:
 
 
 def metrics_csv(series: Iterable[Series]) -> str:
-    """Long format, one row per (step, variant, seed), in step order."""
+    """Long format, one row per (step, variant, seed), in step order.
+
+    Deterministic: the same config and seeds give the same file byte for byte on one machine.
+    Wall-clock times, which never repeat, go to ``timing.csv``.
+    """
     out = io.StringIO()
     out.write(METRICS_HEADER + "\n")
     writer = csv.writer(out, lineterminator="\n")
@@ -83,15 +87,26 @@ def metrics_csv(series: Iterable[Series]) -> str:
     for s in series:
         for i, step in enumerate(s.steps):
             diverged = int(s.diverged_at is not None and step >= s.diverged_at)
-            rows.append(
-                (step, s.variant, s.seed, s.time[i], s.train[i], s.test[i], s.slope[i], diverged)
-            )
+            rows.append((step, s.variant, s.seed, s.train[i], s.test[i], s.slope[i], diverged))
     order = {name: k for k, name in enumerate(dict.fromkeys(s.variant for s in series))}
     rows.sort(key=lambda r: (r[0], order[r[1]], r[2]))
-    for step, variant, seed, t, train, test, slope, diverged in rows:
-        writer.writerow(
-            [step, f"{t:.6f}", variant, seed, _num(train), _num(test), _num(slope), diverged]
-        )
+    for step, variant, seed, train, test, slope, diverged in rows:
+        writer.writerow([step, variant, seed, _num(train), _num(test), _num(slope), diverged])
+    return out.getvalue()
+
+
+def timing_csv(series: Iterable[Series]) -> str:
+    """Seconds since training started at every logged step, per variant."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TIMING_COLUMNS)
+    seen: set[str] = set()
+    for s in series:
+        if s.variant in seen:
+            continue
+        seen.add(s.variant)
+        for step, t in zip(s.steps, s.time):
+            writer.writerow([step, s.variant, f"{t:.6f}"])
     return out.getvalue()
 
 
@@ -113,7 +128,6 @@ def read_metrics(path: Path) -> list[Series]:
                 s = series[key] = Series(*key)
             step = int(row["step"])
             s.steps.append(step)
-            s.time.append(float(row["time"]))
             s.train.append(float(row["train_loss"]))
             s.test.append(float(row["test_loss"]))
             s.slope.append(float(row["slope"]))

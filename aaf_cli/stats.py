@@ -46,7 +46,9 @@ class Summary:
         if not vals:
             return cls(0, math.nan, math.nan, math.nan, math.nan, math.nan)
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        return cls(len(vals), statistics.fmean(vals), std, statistics.median(vals), min(vals), max(vals))
+        return cls(
+            len(vals), statistics.fmean(vals), std, statistics.median(vals), min(vals), max(vals)
+        )
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -182,8 +184,8 @@ def compare_paired(
         ci = (math.exp(lo), math.exp(hi))
     else:
         geomean, ci = math.nan, (math.nan, math.nan)
-    both = [s for s in seeds if steps.get(s) is not None and steps_base.get(s) is not None]
-    speedups = [steps_base[s] / max(steps[s], 1) for s in both]  # type: ignore[operator]
+    pairs = [(steps.get(s), steps_base.get(s)) for s in seeds]
+    speedups = [b / max(v, 1) for v, b in pairs if v is not None and b is not None]
     only_v = sum(1 for s in seeds if steps.get(s) is not None and steps_base.get(s) is None)
     only_b = sum(1 for s in seeds if steps.get(s) is None and steps_base.get(s) is not None)
     w, p = wilcoxon_signed_rank(usable)
@@ -225,4 +227,3 @@ def verdict(c: Comparison, threshold: float) -> str:
     if c.pairs >= 2 and math.isfinite(c.p_value):
         parts.append(f"Wilcoxon p = {c.p_value:.2g}")
     return "; ".join(parts)
-

@@ -112,9 +112,13 @@ class StackedSGD:
 
 
 def make_optimizer(model: Ensemble, cfg: TrainConfig) -> StackedAdam | StackedSGD:
-    """One optimiser over the stacked tensors; ``a`` is trained only where its variant says so."""
-    device = model.a.device
-    lr = torch.full((model.size,), cfg.lr, dtype=model.a.dtype, device=device)
+    """One optimiser over the stacked tensors; ``a`` is trained only where its variant says so.
+
+    Every model uses ``cfg.lr`` unless its variant sets its own (a sceptical control, or a rate
+    high enough to make a model diverge in a test).
+    """
+    rows = [cfg.lr if m.lr is None else m.lr for m in model.members]
+    lr = torch.tensor(rows, dtype=model.a.dtype, device=model.a.device)
     params: list[torch.Tensor] = [*model.weights, *model.biases, model.a]
     rates = [lr] * (len(params) - 1) + [lr * model.trainable.to(lr.dtype)]
     if cfg.optimizer == "adam":
@@ -190,7 +194,7 @@ def train(
             break
         for p in optimizer.params:
             p.grad = None
-        torch.where(active, loss, 0.0).sum().backward()
+        torch.where(active, loss, 0.0).sum().backward()  # type: ignore[no-untyped-call]
         optimizer.step(active)
 
     if interrupted and step >= 0 and (not records or records[-1].step != step):

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from aaf_cli import plots
+from aaf_cli.cli import app
+from aaf_cli.runs import new_run_dir, read_metrics
+
+from .conftest import REPO, SMOKE, only_run
+
+RUN_FILES = [
+    "config.yaml",
+    "metrics.csv",
+    "timing.csv",
+    "aggregates.csv",
+    "fit.csv",
+    "summary.json",
+    "loss_curves.png",
+    "fit.png",
+    "slopes.png",
+    "checkpoints/fixed.pt",
+    "checkpoints/adaptive.pt",
+]
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command_with_help_text() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "validate", "targets", "kinds"):
+        assert command in result.stdout
+        sub = runner.invoke(app, [command, "--help"])
+        assert sub.exit_code == 0 and len(sub.stdout.splitlines()) > 3
+
+
+def test_help_does_not_import_torch_or_matplotlib() -> None:
+    code = (
+        "import sys\n"
+        "from aaf_cli.cli import app\n"
+        "try:\n"
+        "    app(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'matplotlib', 'aaf_cli.config') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout
+
+
+def test_smoke_run_writes_every_file(runs_dir: Path) -> None:
+    result = runner.invoke(app, ["run", str(SMOKE), "--runs-dir", str(runs_dir)])
+    assert result.exit_code == 0, result.stderr
+    folder = only_run(runs_dir)
+    assert folder.name.endswith("_smoke")
+    assert str(folder) in result.stdout
+    for name in RUN_FILES:
+        assert (folder / name).is_file(), name
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert set(summary["variants"]) == {"fixed", "adaptive"}
+    assert summary["steps_done"] == 100
+    # The table reached the terminal.
+    assert "final test" in result.stdout and "adaptive" in result.stdout
+    # Resolved config reruns as it is.
+    rerun = runner.invoke(app, ["validate", str(folder / "config.yaml")])
+    assert rerun.exit_code == 0, rerun.stderr
+
+
+def test_metrics_csv_holds_exactly_what_the_loss_figure_draws(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: dict[str, list[tuple[list[float], list[float]]]] = {}
+    real_save = plots.save
+
+    def capture(fig, path):  # type: ignore[no-untyped-def]
+        drawn[Path(path).name] = [
+            (list(line.get_xdata()), list(line.get_ydata())) for line in fig.axes[0].get_lines()
+        ]
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "save", capture)
+    result = runner.invoke(app, ["run", str(SMOKE), "--runs-dir", str(runs_dir), "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    series = {(s.variant, s.seed): s for s in read_metrics(only_run(runs_dir) / "metrics.csv")}
+    lines = drawn["loss_curves.png"]
+    # One seed: the median is the seed itself. Lines come as (train, test) per variant.
+    expected = []
+    for variant in ("fixed", "adaptive"):
+        s = series[(variant, 0)]
+        expected += [(s.steps, s.train), (s.steps, s.test)]
+    curves = [(x, y) for x, y in lines if len(x) > 2]
+    assert curves == expected
+
+
+def test_installed_entry_point_runs_and_reruns_identically(tmp_path: Path) -> None:
+    aaf = Path(sys.executable).parent / "aaf"
+    assert aaf.exists(), "the console script is installed next to the interpreter"
+    folders = []
+    for _ in range(2):
+        out = subprocess.run(
+            [str(aaf), "run", str(SMOKE), "--runs-dir", str(tmp_path), "--quiet"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert out.returncode == 0, out.stderr
+        folders.append(Path(out.stdout.strip().splitlines()[-1]))
+    assert folders[0] != folders[1]
+    first, second = ((f / "metrics.csv").read_bytes() for f in folders)
+    assert first == second
+    with (folders[0] / "metrics.csv").open() as fh:
+        fh.readline()
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 21  # steps 0, 5, ..., 100 for two variants
+    first_step = [r for r in rows if r["step"] == "0"]
+    assert first_step[0]["train_loss"] == first_step[1]["train_loss"]
+
+
+def test_checkpoints_load_with_weights_only(runs_dir: Path) -> None:
+    result = runner.invoke(app, ["run", str(SMOKE), "--runs-dir", str(runs_dir), "-q"])
+    assert result.exit_code == 0
+    payload = torch.load(only_run(runs_dir) / "checkpoints/adaptive.pt", weights_only=True)
+    assert payload["seeds"] == [0]
+    state = payload["state_dicts"][0]
+    assert state["linears.0.weight"].shape == (8, 1)
+    assert state["activation.n"].item() == 10.0
+    summary = json.loads((only_run(runs_dir) / "summary.json").read_text())
+    assert state["activation.a"].item() * 10 == pytest.approx(
+        summary["variants"]["adaptive"]["final_slope"]["median"], rel=1e-6
+    )
+
+
+def test_run_folder_names_never_clash(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    names = [new_run_dir(tmp_path, "x", now).name for _ in range(3)]
+    assert names == ["2026-01-02_03-04-05_x", "2026-01-02_03-04-05_x-2", "2026-01-02_03-04-05_x-3"]
+
+
+def test_overrides_are_recorded_in_the_resolved_config(runs_dir: Path) -> None:
+    args = ["run", str(SMOKE), "--runs-dir", str(runs_dir), "-q", "--set", "train.steps=10"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    text = (only_run(runs_dir) / "config.yaml").read_text()
+    assert "# override: --set train.steps=10" in text
+    assert "steps: 10\n" in text
