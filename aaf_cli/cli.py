@@ -172,16 +172,20 @@ def _print_report(report: RunReport) -> None:
     if seeds > 1:
         title += f", median over {seeds} seeds"
     table = Table(title=title)
-    for column in ("variant", "final train", "final test", "best train", "best test"):
-        table.add_column(column, justify="right" if column != "variant" else "left")
-    table.add_column(f"steps to {summary['threshold']:g}", justify="right")
-    table.add_column("final n*a", justify="right")
-    table.add_column("wall time", justify="right")
+    table.add_column("variant", no_wrap=True)
+    for column in ("final train", "final test", "best train", "best test"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column(f"steps to {summary['threshold']:g}", justify="right", no_wrap=True)
+    table.add_column("final n*a", justify="right", no_wrap=True)
+    table.add_column("wall time", justify="right", no_wrap=True)
     for name, v in summary["variants"].items():
         reach = v["steps_to_threshold"]
-        steps = "never" if reach["median"] is None else f"{reach['median']:.0f}"
-        if seeds > 1 and reach["never"]:
-            steps += f" ({reach['never']} never)"
+        if reach["median"] is None:
+            steps = "never"
+        else:
+            steps = f"{reach['median']:.0f}"
+            if reach["never"]:
+                steps += f" ({reach['never']}/{v['seeds']} never)"
         table.add_row(
             name + (f" ({v['diverged']} diverged)" if v["diverged"] else ""),
             _fmt(v["final_train"]["median"]),
@@ -192,7 +196,8 @@ def _print_report(report: RunReport) -> None:
             _fmt(v["final_slope"]["median"], ".3g"),
             f"{v['wall_time_s']:.1f} s",
         )
-    console = Console()
+    # Piped output gets a fixed width rather than rich's 80-column fallback.
+    console = Console() if sys.stdout.isatty() else Console(width=130)
     console.print(table)
     for comparison in summary["comparisons"]:
         console.print(f"  {comparison['verdict']}", highlight=False)
@@ -200,7 +205,7 @@ def _print_report(report: RunReport) -> None:
         console.print(f"  status: {summary['status']}", style="yellow", highlight=False)
 
 
-def _fmt(value: float | None, spec: str = ".3e") -> str:
+def _fmt(value: float | None, spec: str = ".2e") -> str:
     return "-" if value is None else format(value, spec)
 
 

@@ -34,18 +34,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
-    """Training and test data, made once and shared by every variant and seed.
+def _training_data(cfg: ExperimentConfig, data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    t = cfg.target
+    gen = torch.Generator().manual_seed(data_seed)
+    x = sample_points(t.domain, t.n_train, t.sampling, gen)
+    y = evaluate_target(t.name, x, t.params)
+    if t.noise > 0:
+        y = y + t.noise * torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    return x, y
 
-    Inputs and targets are computed in float64 on the CPU, then cast, so the data does not depend
-    on the device.
+
+def data_seed(cfg: ExperimentConfig, seed: int | None) -> int:
+    """The generator seed of the training data: ``target.seed``, or one per model seed."""
+    if seed is None:
+        return cfg.target.seed
+    return cfg.target.seed * 1_000_003 + seed + 1
+
+
+def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
+    """Training and test data, made once and shared by every variant.
+
+    By default every seed sees the same training data too (``x_train`` is ``[N, 1]``); with
+    ``target.resample`` each seed draws its own (``[M, N, 1]``, one slice per model, equal for
+    the variants of a seed). Data is computed in float64 on the CPU, then cast, so it does not
+    depend on the device.
     """
     t = cfg.target
-    gen = torch.Generator().manual_seed(t.seed)
-    x_train = sample_points(t.domain, t.n_train, t.sampling, gen)
-    y_train = evaluate_target(t.name, x_train, t.params)
-    if t.noise > 0:
-        y_train = y_train + t.noise * torch.randn(y_train.shape, generator=gen, dtype=torch.float64)
+    if t.resample:
+        per_seed = {s: _training_data(cfg, data_seed(cfg, s)) for s in cfg.seed_list}
+        x_train = torch.stack([per_seed[m.seed][0] for m in members(cfg)])
+        y_train = torch.stack([per_seed[m.seed][1] for m in members(cfg)])
+    else:
+        x_train, y_train = _training_data(cfg, data_seed(cfg, None))
     x_test = torch.linspace(t.domain[0], t.domain[1], t.n_test, dtype=torch.float64).unsqueeze(-1)
     y_test = evaluate_target(t.name, x_test, t.params)
     dtype = DTYPES[cfg.dtype]
@@ -116,6 +136,8 @@ def run_experiment(
         stop: polled every step; True interrupts training (the result says so).
     """
     device = resolve_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     data = make_dataset(cfg, device)
     ensemble = build_ensemble(cfg, device)
     result = train(

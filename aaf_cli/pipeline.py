@@ -104,6 +104,8 @@ def build_summary(
         "finished": finished.isoformat(timespec="seconds"),
         "duration_s": (finished - started).total_seconds(),
         "train_time_s": res.wall_time,
+        "compiled": "compile_time_s" in res.extra and "compile_error" not in res.extra,
+        **{k: v for k, v in res.extra.items() if k.startswith("compile_")},
         "steps": cfg.train.steps,
         "steps_done": res.steps_done,
         "threshold": cfg.train.threshold,
@@ -116,7 +118,7 @@ def build_summary(
             "n_test": cfg.target.n_test,
             "sampling": cfg.target.sampling,
             "noise": cfg.target.noise,
-            "same_data_for_all_seeds": True,
+            "same_data_for_all_seeds": not cfg.target.resample,
         },
         "variants": variants,
         "comparisons": [
@@ -165,8 +167,13 @@ def write_figures(
         seed = median_seed(groups[name])
         if seed is not None:
             predictions[name] = (seed, exp.result.predictions[index[(name, seed)]].tolist())
-    x_train = data.x_train.reshape(-1).double().cpu().tolist()
-    y_train = data.y_train.reshape(-1).double().cpu().tolist()
+    x_train_all, y_train_all = data.x_train, data.y_train
+    if x_train_all.dim() == 3:  # resampled per seed: show the points of the first plotted model
+        first = next(iter(predictions.items()), None)
+        k = index[(first[0], first[1][0])] if first else 0
+        x_train_all, y_train_all = x_train_all[k], y_train_all[k]
+    x_train = x_train_all.reshape(-1).double().cpu().tolist()
+    y_train = y_train_all.reshape(-1).double().cpu().tolist()
     plots.fit(x_test, y_test, x_train, y_train, predictions, folder / "fit.png", title)
     columns: dict[str, list[float]] = {"x": x_test, "target": y_test}
     columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})

@@ -6,9 +6,8 @@ draws are the ones the caller writes to CSV.
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from aaf_cli.results import Band, Series
+from aaf_cli.runs import write_atomic
 
 BAND_LABEL = {"iqr": "interquartile range", "minmax": "min-max", "std": "mean +- std", "none": ""}
 
@@ -38,17 +38,11 @@ def new_figure(width: float = 7.5, height: float = 4.5, rows: int = 1) -> tuple[
 
 
 def save(fig: Figure, path: Path, dpi: int = 130) -> None:
-    """Write the figure next to ``path`` and rename it into place (never a half-written file)."""
+    """Render the figure (format from the suffix) and write it atomically."""
     path = Path(path)
-    fmt = path.suffix.lstrip(".") or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp.{fmt}", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi)
+    write_atomic(path, buffer.getvalue())
 
 
 def _positive(values: Sequence[float]) -> list[float]:

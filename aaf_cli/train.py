@@ -39,7 +39,7 @@ class TrainResult:
     wall_time: float
     steps_done: int
     interrupted: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float | str] = field(default_factory=dict)
 
 
 class StackedAdam:
@@ -131,6 +131,13 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (prediction - target).square().mean(dim=(1, 2))
 
 
+def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
+    """Resolve ``train.compile``: deterministic, from the config and device alone."""
+    if cfg.compile == "auto":
+        return device.type == "cuda" and cfg.steps >= 2000
+    return bool(cfg.compile)
+
+
 def train(
     model: Ensemble,
     x_train: torch.Tensor,
@@ -163,6 +170,25 @@ def train(
     diverged = torch.full((size,), -1, dtype=torch.long, device=device)
     records: list[LogRecord] = []
     interrupted = False
+    extra: dict[str, float | str] = {}
+
+    def training_loss() -> torch.Tensor:
+        return mse(model(x_train), y_train)
+
+    loss_fn: Callable[[], torch.Tensor] = training_loss
+    if use_compile(cfg, device):
+        compiled = torch.compile(training_loss, dynamic=False)
+        tic = time.perf_counter()
+        try:
+            # Compile the forward and the backward graph now, so that compile time is measured
+            # apart from training; the gradients of this call are discarded.
+            compiled().sum().backward()  # type: ignore[no-untyped-call]
+            loss_fn = compiled
+        except Exception as exc:
+            extra["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        for p in model.parameters():
+            p.grad = None
+        extra["compile_time_s"] = time.perf_counter() - tic
     start = time.perf_counter()
 
     def log(step: int, train_loss: torch.Tensor) -> None:
@@ -182,7 +208,7 @@ def train(
             interrupted = True
             step -= 1
             break
-        loss = mse(model(x_train), y_train)
+        loss = loss_fn()
         with torch.no_grad():
             finite = torch.isfinite(loss)
             diverged = torch.where(active & ~finite, step, diverged)
@@ -192,8 +218,8 @@ def train(
             log(step, loss)
         if step == cfg.steps:
             break
-        for p in optimizer.params:
-            p.grad = None
+        for param in optimizer.params:
+            param.grad = None
         torch.where(active, loss, 0.0).sum().backward()  # type: ignore[no-untyped-call]
         optimizer.step(active)
 
@@ -210,4 +236,5 @@ def train(
         wall_time=time.perf_counter() - start,
         steps_done=max(step, 0),
         interrupted=interrupted,
+        extra=extra,
     )

@@ -155,3 +155,11 @@ def test_overrides_are_recorded_in_the_resolved_config(runs_dir: Path) -> None:
     text = (only_run(runs_dir) / "config.yaml").read_text()
     assert "# override: --set train.steps=10" in text
     assert "steps: 10\n" in text
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    for command in app.registered_commands:
+        name = command.name or (command.callback.__name__ if command.callback else "")
+        assert f"aaf {name}" in readme, name
+        assert command.callback is not None and command.callback.__doc__
