@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aaf_cli import __version__
-from aaf_cli.errors import AafError
+from aaf_cli.errors import EXIT_INTERRUPTED, AafError
 
 if TYPE_CHECKING:
     from aaf_cli.config import ExperimentConfig
@@ -107,12 +107,37 @@ def run(
         cfg, source = _load(config, set_)
         from aaf_cli.pipeline import execute
 
-        if quiet:
-            report = execute(cfg, runs_dir, source, set_ or [])
-        else:
-            report = _run_with_progress(cfg, runs_dir, source, set_ or [], execute)
-            _print_report(report)
+        with _interruptible() as stop:
+            if quiet:
+                report = execute(cfg, runs_dir, source, set_ or [], stop=stop)
+            else:
+                report = _run_with_progress(cfg, runs_dir, source, set_ or [], execute, stop)
+                _print_report(report)
         typer.echo(str(report.folder))
+        if report.summary["status"] == "interrupted":
+            raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@contextmanager
+def _interruptible() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C or SIGTERM asks training to stop after the current step (the results so far are
+    written); a second Ctrl-C stops at once."""
+    import signal
+
+    requested: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+        typer.echo("Stopping after this step (Ctrl-C again to abort)...", err=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _run_with_progress(
@@ -121,6 +146,7 @@ def _run_with_progress(
     source: str,
     overrides: list[str],
     execute: Callable[..., RunReport],
+    stop: Callable[[], bool],
 ) -> RunReport:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -158,6 +184,7 @@ def _run_with_progress(
             overrides,
             on_start=lambda folder: console.print(f"run folder: {folder}"),
             on_log=on_log,
+            stop=stop,
         )
     return report
 
