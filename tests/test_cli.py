@@ -163,3 +163,37 @@ def test_every_command_is_documented_in_the_readme() -> None:
         name = command.name or (command.callback.__name__ if command.callback else "")
         assert f"aaf {name}" in readme, name
         assert command.callback is not None and command.callback.__doc__
+
+
+def test_aggregates_csv_equals_the_drawn_medians_and_bands(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: dict[str, object] = {}
+    real_save = plots.save
+
+    def capture(fig, path):  # type: ignore[no-untyped-def]
+        if Path(path).name == "loss_curves.png":
+            ax = fig.axes[0]
+            drawn["lines"] = [list(line.get_ydata()) for line in ax.get_lines()]
+            drawn["bands"] = [
+                sorted(float(v) for v in c.get_paths()[0].vertices[:, 1]) for c in ax.collections
+            ]
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "save", capture)
+    args = ["run", str(SMOKE), "--runs-dir", str(runs_dir), "-q", "--set", "seeds=5"]
+    assert runner.invoke(app, args).exit_code == 0
+    with (only_run(runs_dir) / "aggregates.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["band"] for r in rows} == {"iqr"} and {r["seeds"] for r in rows} == {"5"}
+    medians, bands = [], []
+    for variant in ("fixed", "adaptive"):
+        for metric in ("train", "test"):
+            part = [r for r in rows if r["variant"] == variant and r["metric"] == metric]
+            medians.append([float(r["median"]) for r in part])
+            bands.append(sorted({float(r["low"]) for r in part} | {float(r["high"]) for r in part}))
+    lines = [y for y in drawn["lines"] if len(y) > 2]  # type: ignore[attr-defined]
+    assert lines == medians
+    # fill_between's polygon runs along the low and back along the high values.
+    polygons = [sorted(set(p)) for p in drawn["bands"]]  # type: ignore[attr-defined]
+    assert polygons == bands

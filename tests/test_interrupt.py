@@ -1,4 +1,4 @@
-"""Ctrl-C during `aaf run` keeps what was computed: a complete folder, status interrupted, exit 130."""
+"""Ctrl-C during `aaf run` keeps what was computed: status interrupted, exit code 130."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_sigint_writes_an_interrupted_run_and_exits_130(tmp_path: Path) -> None:
         time.sleep(0.1)
     time.sleep(1.5)  # let it train a little
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     folder = only_run(tmp_path)
     summary = json.loads((folder / "summary.json").read_text())
