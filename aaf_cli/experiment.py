@@ -62,8 +62,9 @@ def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
     t = cfg.target
     if t.resample:
         per_seed = {s: _training_data(cfg, data_seed(cfg, s)) for s in cfg.seed_list}
-        x_train = torch.stack([per_seed[m.seed][0] for m in members(cfg)])
-        y_train = torch.stack([per_seed[m.seed][1] for m in members(cfg)])
+        order = [m.seed for m in members(cfg)]
+        x_train = torch.stack([per_seed[s][0] for s in order])
+        y_train = torch.stack([per_seed[s][1] for s in order])
     else:
         x_train, y_train = _training_data(cfg, data_seed(cfg, None))
     x_test = torch.linspace(t.domain[0], t.domain[1], t.n_test, dtype=torch.float64).unsqueeze(-1)

@@ -71,12 +71,11 @@ class StackedAdam:
         # Bias corrections in Python floats (double precision), as torch.optim.Adam does.
         bias1 = 1 - beta1**self.t
         bias2_sqrt = math.sqrt(1 - beta2**self.t)
-        mask = active.reshape(-1, 1)
         for p, rate, (m, v) in zip(self.params, self.rates, self.moments):
-            row_rate = rate * mask.reshape(rate.shape)
-            grad = torch.where(row_rate > 0, p.grad, 0.0) if p.grad is not None else None
-            if grad is None:
+            if p.grad is None:
                 continue
+            row_rate = rate * active.reshape(rate.shape)
+            grad = torch.where(row_rate > 0, p.grad, 0.0)
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
