@@ -150,49 +150,161 @@ class ModelConfig(_Strict):
         return layers
 
 
+class SlopeRecovery(_Strict):
+    """The slope-recovery term w * S(a) added to the training loss (Jagtap et al., RSPA 2020)."""
+
+    weight: float = Field(1.0, ge=0.0, le=1e6, description="w in loss = MSE + w * S(a)")
+    form: Literal["paper", "code"] = Field(
+        "paper",
+        description="paper: S = 1 / mean_k exp(a_k); code: the authors' TF1 script, "
+        "1 / sum_k exp(a_k) (= paper / (D-1))",
+    )
+
+
 class _Variant(_Strict):
     lr: float | None = Field(
         None, gt=0.0, le=100.0, description="this variant's learning rate; default: train.lr"
     )
 
+    @property
+    def base(self) -> str | None:
+        """The variant's own base activation, if its kind has one and it sets it."""
+        return None
 
-class FixedVariant(_Variant):
+
+class _Based(_Variant):
+    activation: str | None = Field(
+        None, description="this variant's base activation; default: model.activation"
+    )
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, name: str | None) -> str | None:
+        if name is not None and name not in ACTIVATIONS:
+            raise _unknown("activation", name, list(ACTIVATIONS))
+        return name
+
+    @property
+    def base(self) -> str | None:
+        return self.activation
+
+
+class FixedVariant(_Based):
     """The baseline: sigma(L_k) in every hidden layer."""
 
     kind: Literal["fixed"]
     name: str = Field("fixed", pattern=NAME_PATTERN)
 
-    @property
-    def trainable_slope(self) -> bool:
-        return False
 
-    @property
-    def n(self) -> float:
-        return 1.0
-
-    @property
-    def a_init(self) -> float:
-        return 1.0
-
-
-class GlobalVariant(_Variant):
-    """GAAF: sigma(n * a * L_k) with one trainable ``a`` shared by all hidden layers."""
-
-    kind: Literal["global"]
-    name: str = Field("global", pattern=NAME_PATTERN)
+class _Slope(_Based):
     n: float = Field(10.0, ge=1.0, le=1e4, description="fixed scale factor, n >= 1")
-    a0: float | None = Field(None, gt=0.0, description="initial a; default 1/n so that n*a0 = 1")
-
-    @property
-    def trainable_slope(self) -> bool:
-        return True
+    a0: float | None = Field(None, gt=0.0, le=1e4, description="initial a; default 1/n (n*a0 = 1)")
+    slope_recovery: SlopeRecovery | None = Field(
+        None, description="add w * S(a) to the loss; default: off"
+    )
 
     @property
     def a_init(self) -> float:
         return self.a0 if self.a0 is not None else 1.0 / self.n
 
 
-Variant = Annotated[Union[FixedVariant, GlobalVariant], Field(discriminator="kind")]  # noqa: UP007
+class GlobalVariant(_Slope):
+    """GAAF: sigma(n * a * L_k) with one trainable ``a`` shared by all hidden layers."""
+
+    kind: Literal["global"]
+    name: str = Field("global", pattern=NAME_PATTERN)
+
+
+class LayerVariant(_Slope):
+    """L-LAAF: sigma(n * a_k * L_k), one trainable ``a_k`` per hidden layer."""
+
+    kind: Literal["layer"]
+    name: str = Field("layer", pattern=NAME_PATTERN)
+
+
+class NeuronVariant(_Slope):
+    """N-LAAF: sigma(n * a_ki * (L_k)_i), one trainable ``a`` per hidden neuron."""
+
+    kind: Literal["neuron"]
+    name: str = Field("neuron", pattern=NAME_PATTERN)
+
+
+class RowdyVariant(_Based):
+    """Rowdy: sigma(n a L) + sum_{j=1}^{K-1} n a_j sin(j n F_j L), per hidden layer."""
+
+    kind: Literal["rowdy"]
+    name: str = Field("rowdy", pattern=NAME_PATTERN)
+    n: float = Field(10.0, ge=1.0, le=1e4, description="fixed scale factor, n >= 1")
+    K: int = Field(10, ge=2, le=64, description="number of terms (K-1 sine terms)")
+
+
+class PReLUVariant(_Variant):
+    """PReLU: max(0, x) + a * min(0, x) with one trainable ``a`` per hidden layer."""
+
+    kind: Literal["prelu"]
+    name: str = Field("prelu", pattern=NAME_PATTERN)
+    a0: float = Field(0.25, ge=-100.0, le=100.0, description="initial negative slope")
+
+
+class SwishVariant(_Variant):
+    """Swish: x * sigmoid(beta * x) with one trainable ``beta`` per hidden layer."""
+
+    kind: Literal["swish"]
+    name: str = Field("swish", pattern=NAME_PATTERN)
+    beta0: float = Field(1.0, ge=-100.0, le=100.0, description="initial beta")
+
+
+class RationalVariant(_Variant):
+    """Rational (Pade) unit P(x) / (1 + sum_k |b_k| |x|^k), coefficients per hidden layer."""
+
+    kind: Literal["rational"]
+    name: str = Field("rational", pattern=NAME_PATTERN)
+    degrees: tuple[int, int] = Field(
+        (5, 4), description="[numerator, denominator] degrees; initialised to fit leaky ReLU"
+    )
+
+    @field_validator("degrees")
+    @classmethod
+    def _degrees(cls, degrees: tuple[int, int]) -> tuple[int, int]:
+        p, q = degrees
+        if not (1 <= p <= 8 and 0 <= q <= 8):
+            raise ValueError(f"degrees must be [1..8, 0..8] (got [{p}, {q}])")
+        return degrees
+
+
+AnyVariant = Union[  # noqa: UP007
+    FixedVariant,
+    GlobalVariant,
+    LayerVariant,
+    NeuronVariant,
+    RowdyVariant,
+    PReLUVariant,
+    SwishVariant,
+    RationalVariant,
+]
+Variant = Annotated[AnyVariant, Field(discriminator="kind")]
+VARIANT_CLASSES: dict[str, type[_Variant]] = {
+    cls.model_fields["kind"].annotation.__args__[0]: cls for cls in typing.get_args(AnyVariant)
+}
+
+
+def variant_parameters(kind: str) -> list[tuple[str, str, str]]:
+    """(key, default, description) of every key a variant of ``kind`` accepts besides kind."""
+    out = []
+    fields = VARIANT_CLASSES[kind].model_fields
+    for key in ["name", *(k for k in fields if k not in ("name", "kind"))]:
+        field = fields[key]
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = default.model_dump()
+        shown = "-" if default is None else repr(default)
+        if isinstance(default, tuple):
+            shown = repr(list(default))
+        out.append((key, shown, field.description or ""))
+    return out
+
+
+SLOPE_KINDS = ("global", "layer", "neuron")
 
 
 def _default_variants() -> list[Variant]:
@@ -330,6 +442,16 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, _Located]:
             data = loader.construct_document(node)
         finally:
             loader.dispose()
+    except ConfigError as exc:  # a duplicate key, whose name may hold a line break
+        raise ConfigError(source, _one_line(exc.key), exc.message, exc.line, exc.column) from None
+    except RecursionError:
+        raise ConfigError(
+            source, "", "YAML nested too deeply, or an anchor inside itself"
+        ) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # PyYAML's constructors fail like this on 2020-02-30, !!int x, !!bool x, 5000-digit ints.
+        problem = _one_line(str(exc).split(";")[0])
+        raise ConfigError(source, "", f"invalid YAML value: {problem}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -341,19 +463,24 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, _Located]:
             problem = f"YAML syntax error: {problem}"
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
-        raise ConfigError(source, "", problem, line, column) from None
+        raise ConfigError(source, "", _one_line(problem), line, column) from None
+    except yaml.reader.ReaderError as exc:  # a control character; str(exc) has two lines
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        problem = str(exc).splitlines()[0]
+        raise ConfigError(source, "", f"invalid YAML: {problem}", line, column) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"invalid YAML: {exc}") from None
+        raise ConfigError(source, "", _one_line(f"invalid YAML: {exc}")) from None
     return data, located
 
 
 def _read_text(path: Path) -> str:
     source = str(path)
-    if not path.exists():
-        raise ConfigError(source, "", "no such file")
-    if path.is_dir():
-        raise ConfigError(source, "", "is a directory, expected a YAML file")
-    try:
+    try:  # exists() raises too: a name too long, a folder that cannot be searched
+        if not path.exists():
+            raise ConfigError(source, "", "no such file")
+        if path.is_dir():
+            raise ConfigError(source, "", "is a directory, expected a YAML file")
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(source, "", "not a UTF-8 text file") from None
@@ -376,12 +503,20 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     if any(not p.strip() for p in parts):
         raise ConfigError(where, key, "empty part in the key path")
     path: list[str | int] = [
-        int(p) if p.strip().lstrip("-").isdigit() else p.strip() for p in parts
+        # Not int() of a 5000-digit index: Python refuses (ValueError) to convert one.
+        int(p) if p.strip().removeprefix("-").isdecimal() and len(p) < 100 else p.strip()
+        for p in parts
     ]
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(where, key, f"value is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(where, key, "value is nested too deeply") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # PyYAML's constructors fail like this on 2020-02-30, !!int x, !!bool x, 5000-digit ints.
+        problem = str(exc).split(";")[0]
         raise ConfigError(where, key, f"value is not valid YAML: {problem}") from None
     if isinstance(value, dict):
         raise ConfigError(where, key, "set one key at a time, not a mapping")
@@ -462,8 +597,14 @@ def _walk(loc: Sequence[str | int]) -> tuple[list[str | int], type[BaseModel] | 
             if tagged:
                 tp = tagged[0]
                 continue
+        if len(members) > 1 and not models and isinstance(part, str):
+            continue  # the tag of a plain union member ('int', 'list[float]'): not a key
         model = models[0] if len(models) == 1 else None
         path.append(part)
+        mappings = [m for m in members if typing.get_origin(m) is dict]
+        if mappings and isinstance(part, str):
+            tp = typing.get_args(mappings[0])[1]  # a key of target.params: on to its value
+            continue
         if model is not None and isinstance(part, str) and part in model.model_fields:
             tp = model.model_fields[part].annotation
             continue
@@ -523,8 +664,16 @@ def _describe(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int over 4300 digits, a list nested too deeply
+        text = f"<{type(value).__name__} too large to show>"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped as repr() would."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _config_error(
@@ -537,10 +686,11 @@ def _config_error(
     path, message = _describe(errors[0])
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    dotted = ".".join(str(p) for p in path)
+    dotted, message = _one_line(".".join(str(p) for p in path)), _one_line(message)
     for prefix in (tuple(path[:i]) for i in range(len(path), 0, -1)):
         if prefix in overridden:
-            return ConfigError(f"{source} (--set {overridden[prefix]})", dotted, message)
+            setting = _one_line(overridden[prefix])
+            return ConfigError(f"{source} (--set {setting})", dotted, message)
     mark = located.find(path)
     return ConfigError(source, dotted, message, *(mark or (None, None)))
 
@@ -573,7 +723,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             keys, value = parse_override(text)
             apply_override(data, keys, value, text)
         except ConfigError as exc:
-            raise ConfigError(f"{source} ({exc.source})", exc.key, exc.message) from None
+            raise ConfigError(
+                f"{source} ({_one_line(exc.source)})", _one_line(exc.key), _one_line(exc.message)
+            ) from None
         overridden[tuple(keys)] = text
     try:
         return ExperimentConfig.model_validate(data)

@@ -6,16 +6,18 @@ a config into numbers.
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from aaf_cli import __version__
 from aaf_cli.config import ExperimentConfig
-from aaf_cli.models import Ensemble, ModelSpec
+from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
 from aaf_cli.targets import Dataset, evaluate_target, sample_points
 from aaf_cli.train import LogRecord, TrainResult, train
@@ -74,24 +76,47 @@ def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
 
 
 def members(cfg: ExperimentConfig) -> list[ModelSpec]:
-    """Every model of the experiment, variant-major: index = variant * seeds + seed position."""
-    return [
-        ModelSpec(v.name, seed, float(v.n), float(v.a_init), v.trainable_slope, v.lr)
-        for v in cfg.variants
-        for seed in cfg.seed_list
+    """Every model of the experiment in group order (see ``group_key``), variant-major within
+    a group, seeds in config order."""
+    specs = [
+        ModelSpec(v.name, seed, v.kind, v, v.lr) for v in cfg.variants for seed in cfg.seed_list
     ]
+    keys = list(dict.fromkeys(group_key(cfg, v) for v in cfg.variants))
+    by_name = {v.name: group_key(cfg, v) for v in cfg.variants}
+    return sorted(specs, key=lambda m: keys.index(by_name[m.variant]))
 
 
-def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Ensemble:
-    """The ensemble of all variants x seeds, each seed's variants from identical weights."""
-    return Ensemble(
-        cfg.model.layers,
-        cfg.model.activation,
-        members(cfg),
-        init=cfg.model.init,
-        init_std=cfg.model.init_std,
-        dtype=DTYPES[cfg.dtype],
-        device=device,
+def group_key(cfg: ExperimentConfig, variant: Any) -> tuple[Any, ...]:
+    """Variants that can share one batched ensemble: same kind, base activation and structure
+    (Rowdy's K, the rational degrees). Per-variant n, a0, lr and slope recovery vary per model.
+    """
+    base = variant.base or cfg.model.activation
+    structure = getattr(variant, "K", None), getattr(variant, "degrees", None)
+    return (variant.kind, base, *structure)
+
+
+def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Groups:
+    """One ensemble per group of variants; each seed starts from the same weights in every
+    group, so every variant of a seed starts from identical weights."""
+    everyone = members(cfg)
+    variants = {v.name: v for v in cfg.variants}
+    groups: dict[tuple[Any, ...], list[ModelSpec]] = {}
+    for m in everyone:
+        groups.setdefault(group_key(cfg, variants[m.variant]), []).append(m)
+    return Groups(
+        [
+            Ensemble(
+                cfg.model.layers,
+                key[0],
+                key[1],
+                group,
+                init=cfg.model.init,
+                init_std=cfg.model.init_std,
+                dtype=DTYPES[cfg.dtype],
+                device=device,
+            )
+            for key, group in groups.items()
+        ]
     )
 
 
@@ -103,7 +128,7 @@ class ExperimentResult:
     members: list[ModelSpec]
     data: Dataset
     result: TrainResult
-    ensemble: Ensemble
+    ensemble: Groups
     environment: dict[str, str]
 
 
@@ -156,21 +181,41 @@ def run_experiment(
     )
 
 
-def tidy(exp: ExperimentResult) -> tuple[list[Series], list[ModelOutcome]]:
-    """Per-model histories and outcomes as plain Python numbers."""
-    res = exp.result
-    series = [
-        Series(m.variant, m.seed, diverged_at=_event(res.diverged_at[i]))
-        for i, m in enumerate(exp.members)
-    ]
-    for record in res.records:
-        values = zip(record.train_loss.tolist(), record.test_loss.tolist(), record.slope.tolist())
-        for s, (train_loss, test_loss, slope) in zip(series, values):
+def series_of(
+    members: Sequence[ModelSpec],
+    records: Sequence[LogRecord],
+    diverged_at: Sequence[int | None] | None = None,
+) -> list[Series]:
+    """Per-model histories from log records. Without ``diverged_at`` (a run still going), a
+    model counts as diverged from its first logged non-finite loss."""
+    series = [Series(m.variant, m.seed) for m in members]
+    for record in records:
+        values = zip(
+            record.train_loss.tolist(), record.test_loss.tolist(), record.recovery.tolist()
+        )
+        params = {k: v.tolist() for k, v in record.params.items()}
+        for i, (s, (train_loss, test_loss, recovery)) in enumerate(zip(series, values)):
             s.steps.append(record.step)
             s.time.append(record.elapsed)
             s.train.append(train_loss)
             s.test.append(test_loss)
-            s.slope.append(slope)
+            s.recovery.append(recovery)
+            for name, column in params.items():
+                if not math.isnan(column[i]) or name in s.params:
+                    s.params.setdefault(name, []).append(column[i])
+            if diverged_at is None and s.diverged_at is None and not math.isfinite(train_loss):
+                s.diverged_at = record.step
+    if diverged_at is not None:
+        for s, step in zip(series, diverged_at):
+            s.diverged_at = step
+    return series
+
+
+def tidy(exp: ExperimentResult) -> tuple[list[Series], list[ModelOutcome]]:
+    """Per-model histories and outcomes as plain Python numbers."""
+    res = exp.result
+    diverged = [_event(res.diverged_at[i]) for i in range(len(exp.members))]
+    series = series_of(exp.members, res.records, diverged)
     outcomes = [outcome(s, _event(res.steps_to_threshold[i])) for i, s in enumerate(series)]
     return series, outcomes
 

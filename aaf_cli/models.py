@@ -1,10 +1,11 @@
 """The batched MLP ensemble, and the plain per-model network it must agree with.
 
-Every model of an experiment (variants x seeds) is one slice of stacked tensors: hidden layer k
-holds weights ``[M, in, out]`` and biases ``[M, 1, out]``, and the activation parameter ``a`` is
-``[M, 1, 1]``. One forward pass computes all M networks with batched matrix products, and the loss
-is the sum of the per-model mean losses, so each model's gradient is exactly the one it would get
-if it were trained alone.
+Every model of a group (variants of one kind x seeds) is one slice of stacked tensors: hidden
+layer k holds weights ``[M, in, out]`` and biases ``[M, 1, out]``, and the activation parameters
+lead with the model axis too (see ``activations.Family``). One forward pass computes all M
+networks with batched matrix products, and the loss is the sum of the per-model mean losses, so
+each model's gradient is exactly the one it would get if it were trained alone. Variants of
+different kinds or base activations train as separate ensembles inside one ``Groups``.
 """
 
 from __future__ import annotations
@@ -12,22 +13,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from aaf_cli.activations import ScaledActivation, get_activation
+from aaf_cli.activations import Slope, make_family, reference_activations, slope_recovery
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One member of an ensemble: which variant, which seed, and its activation parameters."""
+    """One member of an ensemble: which variant (and its config), which seed."""
 
     variant: str
     seed: int
-    n: float
-    a0: float
-    trainable: bool
+    kind: str = "fixed"
+    spec: Any = None  # the variant's config: n, a0, K, ... (None: a fixed variant)
     lr: float | None = None
 
 
@@ -66,24 +68,23 @@ def init_weights(
 
 
 class Ensemble(nn.Module):
-    """M MLPs of the same shape and base activation, evaluated and trained as one.
+    """M MLPs of the same shape and the same activation kind, evaluated and trained as one.
 
     Args:
         layers: widths ``[in, hidden..., out]``.
-        activation: base activation name.
+        kind: the activation family (``fixed``, ``global``, ``layer``, ...).
+        base: the base activation sigma (ignored by prelu, swish and rational).
         members: one ``ModelSpec`` per model; members with the same seed start from the same
-            weights, whatever their variant.
+            weights, whatever their variant or group.
         init, init_std: weight initialisation (see ``init_weights``).
         dtype, device: of every tensor.
     """
 
-    n: torch.Tensor
-    trainable: torch.Tensor
-
     def __init__(
         self,
         layers: Sequence[int],
-        activation: str,
+        kind: str,
+        base: str,
         members: Sequence[ModelSpec],
         init: str = "torch",
         init_std: float = 0.1,
@@ -92,9 +93,9 @@ class Ensemble(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = list(layers)
-        self.activation = activation
+        self.kind = kind
+        self.base = base
         self.members = list(members)
-        self.act = get_activation(activation)
         per_seed = {
             s: init_weights(layers, s, init, init_std)
             for s in dict.fromkeys(m.seed for m in members)
@@ -107,12 +108,8 @@ class Ensemble(nn.Module):
             w, b = w.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
             self.weights.append(nn.Parameter(w.contiguous()))
             self.biases.append(nn.Parameter(b.contiguous()))
-        self.a = nn.Parameter(torch.tensor([[[m.a0]] for m in members], dtype=dtype, device=device))
-        self.register_buffer(
-            "n", torch.tensor([[[m.n]] for m in members], dtype=dtype, device=device)
-        )
-        self.register_buffer(
-            "trainable", torch.tensor([m.trainable for m in members], device=device)
+        self.family = make_family(
+            kind, [m.spec for m in members], base, layers[1:-1], dtype, device
         )
 
     @property
@@ -120,17 +117,13 @@ class Ensemble(nn.Module):
         """Number of models M."""
         return len(self.members)
 
-    def slopes(self) -> torch.Tensor:
-        """The effective slope n*a of every model, ``[M]``."""
-        return (self.n * self.a).reshape(-1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs ``[M, N, out]`` for inputs ``[N, in]`` (shared) or ``[M, N, in]`` (per model)."""
-        scale = self.n * self.a
         h = x
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if k < last:
+            scale = self.family.prescale(k) if k < last else None
+            if scale is not None:
                 # sigma(s * (h W + b)) = sigma(h (s W) + s b): scaling the small weight tensors
                 # instead of the [M, N, width] pre-activations saves a full pass forward and two
                 # backward; the activation's input changes only by rounding.
@@ -147,54 +140,160 @@ class Ensemble(nn.Module):
                 z = torch.baddbmm(b, h, w)
             if k == last:
                 return z
-            h = self.act(z)
+            h = self.family.activate(z, k)
         raise AssertionError("unreachable: an ensemble has at least one layer")
 
     def parameter_count(self) -> int:
-        """Trainable parameters of one model (weights, biases and, if trained, its ``a``)."""
+        """Trainable parameters of one model: weights, biases and its activation's."""
         dense = sum(i * o + o for i, o in zip(self.layers[:-1], self.layers[1:]))
-        return dense + (1 if any(m.trainable for m in self.members) else 0)
+        return dense + self.family.count()
+
+    def rows(
+        self, default_lr: float, offset: int = 0
+    ) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Every parameter with its per-model learning rates ``[M]`` (the variant's own, or
+        ``default_lr``) and the index of its first model; activation parameters get the same
+        rate as the weights."""
+        p0 = self.weights[0]
+        lr = torch.tensor(
+            [default_lr if m.lr is None else m.lr for m in self.members],
+            dtype=p0.dtype,
+            device=p0.device,
+        )
+        return [(p, lr, offset) for p in self.parameters()]
 
     def state_dict_of(self, index: int) -> dict[str, torch.Tensor]:
         """Model ``index`` as a ``PlainMLP`` state dict (CPU tensors)."""
         state: dict[str, torch.Tensor] = {}
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            state[f"linears.{k}.weight"] = w[index].detach().T.cpu().clone()
-            state[f"linears.{k}.bias"] = b[index, 0].detach().cpu().clone()
-        state["activation.n"] = self.n[index].detach().reshape(()).cpu().clone()
-        state["activation.a"] = self.a[index].detach().reshape(()).cpu().clone()
-        return state
+            state[f"linears.{k}.weight"] = w[index].detach().T
+            state[f"linears.{k}.bias"] = b[index, 0].detach()
+        for key, value in self.family.state_of(index).items():
+            state[f"activations.{key}"] = value.detach()
+        return {k: v.cpu().clone() for k, v in state.items()}
+
+
+class Groups(nn.Module):
+    """Several ensembles (one per kind and activation) trained by one loop as one model list.
+
+    Models are numbered group after group; outputs, penalties and logged parameters are
+    concatenated in that order.
+    """
+
+    def __init__(self, groups: Sequence[Ensemble]) -> None:
+        super().__init__()
+        self.groups = nn.ModuleList(groups)
+        self.members = [m for g in groups for m in g.members]
+        self.offsets = []
+        offset = 0
+        for g in groups:
+            self.offsets.append(offset)
+            offset += g.size
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def ensembles(self) -> list[Ensemble]:
+        return [g for g in self.groups if isinstance(g, Ensemble)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for g, start in zip(self.ensembles(), self.offsets):
+            outs.append(g(x if x.dim() == 2 else x[start : start + g.size]))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def penalty(self) -> torch.Tensor | None:
+        """The slope-recovery terms ``[M]`` added to the losses, or None if no model has one."""
+        parts = [g.family.penalty() for g in self.ensembles()]
+        if all(p is None for p in parts):
+            return None
+        ref = self.ensembles()[0].weights[0]
+        return torch.cat(
+            [p if p is not None else ref.new_zeros(g.size) for p, g in zip(parts, self.ensembles())]
+        )
+
+    def recovery(self) -> torch.Tensor:
+        """S(a) per model, NaN for models without slope recovery."""
+        ref = self.ensembles()[0].weights[0]
+        parts = []
+        for g in self.ensembles():
+            r = g.family.recovery()
+            if r is None:
+                parts.append(ref.new_full((g.size,), math.nan))
+            else:
+                sr_on = getattr(g.family, "sr_on")  # noqa: B009
+                parts.append(torch.where(sr_on, r, math.nan))
+        return torch.cat(parts)
+
+    def trajectories(self) -> dict[str, torch.Tensor]:
+        """Logged activation parameters, name -> ``[M]`` (NaN for models without that name)."""
+        ref = self.ensembles()[0].weights[0]
+        out: dict[str, torch.Tensor] = {}
+        for g, start in zip(self.ensembles(), self.offsets):
+            for name, values in g.family.trajectories().items():
+                if name not in out:
+                    out[name] = ref.new_full((self.size,), math.nan)
+                out[name][start : start + g.size] = values.detach()
+        return out
+
+    def rows(self, default_lr: float) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        return [
+            row
+            for g, start in zip(self.ensembles(), self.offsets)
+            for row in g.rows(default_lr, start)
+        ]
+
+    def state_dict_of(self, index: int) -> dict[str, torch.Tensor]:
+        """Model ``index`` (numbered across groups) as a ``PlainMLP`` state dict."""
+        group, j = self.locate(index)
+        return group.state_dict_of(j)
+
+    def locate(self, index: int) -> tuple[Ensemble, int]:
+        """The ensemble holding model ``index`` and its position there."""
+        for g, start in zip(self.ensembles(), self.offsets):
+            if start <= index < start + g.size:
+                return g, index - start
+        raise IndexError(index)
 
 
 class PlainMLP(nn.Module):
-    """One MLP as users write it: ``nn.Linear`` layers and one shared ``ScaledActivation``.
+    """One MLP as users write it: ``nn.Linear`` layers and its activation modules.
 
-    The global adaptive activation shares ``a`` across hidden layers by design, so one module is
-    reused (a layer-wise variant would need one module per layer). Loads the checkpoints that
-    ``aaf run`` writes.
+    ``activations`` holds one module per hidden layer, or one shared by all (global: one ``a``
+    for every layer by design). Loads the checkpoints that ``aaf run`` writes.
     """
 
     def __init__(
         self,
         layers: Sequence[int],
-        activation: str,
-        n: float = 1.0,
-        a0: float | None = None,
-        trainable: bool = True,
+        kind: str = "fixed",
+        base: str = "tanh",
+        spec: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.kind = kind
         self.linears = nn.ModuleList(
             nn.Linear(i, o, dtype=dtype) for i, o in zip(layers[:-1], layers[1:])
         )
-        self.activation = ScaledActivation(activation, n, a0, trainable, dtype)
+        self.activations = reference_activations(kind, spec, base, layers[1:-1], dtype)
+        self.recovery_form = getattr(getattr(spec, "slope_recovery", None), "form", "paper")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *hidden, output = self.linears
-        for linear in hidden:
-            x = self.activation(linear(x))
+        for k, linear in enumerate(hidden):
+            act = self.activations[0 if len(self.activations) == 1 else k]
+            x = act(linear(x))
         out: torch.Tensor = output(x)
         return out
+
+    def recovery(self) -> torch.Tensor:
+        """S(a) of the slope kinds, from the raw ``a`` (not n*a), per the variant's form."""
+        hidden = len(self.linears) - 1
+        acts = [self.activations[0 if len(self.activations) == 1 else k] for k in range(hidden)]
+        slopes = [act.a.mean() for act in acts if isinstance(act, Slope)]
+        return slope_recovery(slopes, self.recovery_form)
 
     def load_init(self, weights: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> PlainMLP:
         """Copy ``init_weights`` output into the linear layers; returns self."""
@@ -204,3 +303,19 @@ class PlainMLP(nn.Module):
                 linear.weight.copy_(w)
                 linear.bias.copy_(b)
         return self
+
+
+def load_checkpoint(path: str | Path, seed: int) -> PlainMLP:
+    """The network of one seed from ``checkpoints/<variant>.pt`` (read with
+    ``weights_only=True``), in the dtype it was trained in."""
+    from pydantic import TypeAdapter
+
+    from aaf_cli.config import Variant
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    spec = TypeAdapter(Variant).validate_python(payload["config"])
+    state = payload["state_dicts"][payload["seeds"].index(seed)]
+    dtype = state["linears.0.weight"].dtype
+    model = PlainMLP(payload["layers"], payload["kind"], payload["activation"], spec, dtype)
+    model.load_state_dict(state)
+    return model

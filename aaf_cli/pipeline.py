@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +15,15 @@ import torch
 
 from aaf_cli import plots, runs
 from aaf_cli.config import ExperimentConfig
-from aaf_cli.experiment import ExperimentResult, resolve_device, run_experiment, tidy
+from aaf_cli.experiment import (
+    ExperimentResult,
+    members,
+    resolve_device,
+    run_experiment,
+    series_of,
+    tidy,
+)
+from aaf_cli.models import ModelSpec
 from aaf_cli.results import (
     Band,
     ModelOutcome,
@@ -87,8 +97,10 @@ def build_summary(
     variants: dict[str, Any] = {}
     for v in cfg.variants:
         entry: dict[str, Any] = {"kind": v.kind, **v.model_dump(exclude={"name", "kind"})}
-        entry["a_init"] = v.a_init
-        entry["parameters"] = exp.ensemble.parameter_count() - (0 if v.trainable_slope else 1)
+        index = next(i for i, m in enumerate(exp.members) if m.variant == v.name)
+        group, _ = exp.ensemble.locate(index)
+        entry["base_activation"] = group.base if group.family.base else None
+        entry["parameters"] = group.parameter_count()
         entry.update(variant_summary(groups[v.name]))
         entry["wall_time_s"] = exp.result.wall_time
         entry["per_seed"] = [o.__dict__ for o in groups[v.name]]
@@ -178,7 +190,7 @@ def write_figures(
     columns: dict[str, list[float]] = {"x": x_test, "target": y_test}
     columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
     runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))
-    plots.slopes(series, names, folder / "slopes.png", f"{title}: effective slope n*a")
+    plots.slopes(series, names, folder / "slopes.png", f"{title}: activation parameters")
 
 
 def write_checkpoints(folder: Path, cfg: ExperimentConfig, exp: ExperimentResult) -> None:
@@ -187,18 +199,20 @@ def write_checkpoints(folder: Path, cfg: ExperimentConfig, exp: ExperimentResult
     target.mkdir(exist_ok=True)
     for v in cfg.variants:
         indices = [i for i, m in enumerate(exp.members) if m.variant == v.name]
+        located = [exp.ensemble.locate(i) for i in indices]
         payload = {
             "format_version": runs.SUMMARY_FORMAT,
             "variant": v.name,
             "kind": v.kind,
+            "config": v.model_dump(mode="json"),
             "layers": list(cfg.model.layers),
-            "activation": cfg.model.activation,
+            "activation": v.base or cfg.model.activation,
             "seeds": [exp.members[i].seed for i in indices],
-            "state_dicts": [exp.ensemble.state_dict_of(i) for i in indices],
+            "state_dicts": [group.state_dict_of(j) for group, j in located],
         }
-        tmp = target / f".{v.name}.pt.tmp"
-        torch.save(payload, tmp)
-        tmp.replace(target / f"{v.name}.pt")
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        runs.write_atomic(target / f"{v.name}.pt", buffer.getvalue())
 
 
 def config_header(source: str, overrides: Sequence[str]) -> str:
@@ -206,6 +220,38 @@ def config_header(source: str, overrides: Sequence[str]) -> str:
     lines += [f"# override: --set {o}" for o in overrides]
     lines.append("# rerun with: aaf run <this file>")
     return "\n".join(lines) + "\n"
+
+
+FLUSH_SECONDS = 5.0
+
+
+class _Flusher:
+    """The ``on_log`` of a run: forwards each record, and keeps the metrics on disk current."""
+
+    def __init__(
+        self,
+        folder: Path,
+        members: Sequence[ModelSpec],
+        every: float,
+        forward: Callable[[LogRecord], None] | None,
+    ) -> None:
+        self.folder = folder
+        self.members = members
+        self.every = every
+        self.forward = forward
+        self.records: list[LogRecord] = []
+        self.last: float | None = None
+
+    def __call__(self, record: LogRecord) -> None:
+        self.records.append(record)
+        now = time.monotonic()
+        if self.last is None or now - self.last >= self.every:
+            self.last = now
+            series = series_of(self.members, self.records)
+            runs.write_atomic(self.folder / "metrics.csv", runs.metrics_csv(series))
+            runs.write_atomic(self.folder / "parameters.csv", runs.parameters_csv(series))
+        if self.forward is not None:
+            self.forward(record)
 
 
 def execute(
@@ -216,11 +262,14 @@ def execute(
     on_start: Callable[[Path], None] | None = None,
     on_log: Callable[[LogRecord], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    flush_every: float = FLUSH_SECONDS,
 ) -> RunReport:
     """Run one experiment and write its complete run folder.
 
     Everything that can be checked before training is checked before the folder is made, so bad
-    input never leaves a folder behind. ``summary.json`` is written last: its presence marks a
+    input never leaves a folder behind. While training, ``metrics.csv`` and ``parameters.csv``
+    are rewritten (atomically) at the first logged step and then every ``flush_every`` seconds,
+    so a killed run keeps what it had. ``summary.json`` is written last: its presence marks a
     finished folder.
     """
     resolve_device(cfg.device)
@@ -229,9 +278,11 @@ def execute(
     runs.write_atomic(folder / "config.yaml", cfg.to_yaml(config_header(source, overrides)))
     if on_start is not None:
         on_start(folder)
-    exp = run_experiment(cfg, on_log=on_log, stop=stop)
+    flusher = _Flusher(folder, members(cfg), flush_every, on_log)
+    exp = run_experiment(cfg, on_log=flusher, stop=stop)
     series, outcomes = tidy(exp)
     runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))
+    runs.write_atomic(folder / "parameters.csv", runs.parameters_csv(series))
     runs.write_atomic(folder / "timing.csv", runs.timing_csv(series))
     write_figures(folder, cfg, exp, series, outcomes)
     write_checkpoints(folder, cfg, exp)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from aaf_cli.compare import Curve
 from aaf_cli.results import Band, Series
 from aaf_cli.runs import write_atomic
 
@@ -136,16 +138,102 @@ def fit(
 
 
 def slopes(series: Sequence[Series], variants: Sequence[str], path: Path, title: str) -> None:
-    """Effective slope n*a against the step: one thin line per seed, coloured by variant."""
-    fig, (ax,) = new_figure(7.5, 4.0)
-    for s in series:
-        i = list(variants).index(s.variant)
-        ax.plot(s.steps, s.slope, color=colour(i), lw=0.9, alpha=0.8)
-    handles = [Line2D([], [], color=colour(i), lw=2, label=v) for i, v in enumerate(variants)]
-    ax.legend(handles=handles, fontsize=8, loc="best")
-    ax.axhline(1.0, color="0.5", lw=0.6, ls=":")
-    ax.set_xlabel("step")
-    ax.set_ylabel("n * a")
+    """Activation parameters against the step: a panel per variant that has any, a colour per
+    parameter (per layer), a thin line per seed; for neuron-wise slopes the per-layer mean as a
+    line and the min-max over the layer's neurons as a band."""
+    with_params = [v for v in variants if any(s.params for s in series if s.variant == v)]
+    rows = max(len(with_params), 1)
+    fig = Figure(figsize=(7.5, 1.2 + 2.2 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    fig.suptitle(title, fontsize=10)
+    if not with_params:
+        axes[0].text(
+            0.5,
+            0.5,
+            "no trainable activation parameters (fixed variants only)",
+            ha="center",
+            va="center",
+            transform=axes[0].transAxes,
+        )
+        axes[0].set_axis_off()
+    for ax, variant in zip(axes, with_params):
+        mine = [s for s in series if s.variant == variant]
+        names = list(dict.fromkeys(_base_name(n) for s in mine for n in s.params))
+        for s in mine:
+            for k, name in enumerate(names):
+                col = colour(k)
+                if f"{name} mean" in s.params:
+                    ax.plot(s.steps, s.params[f"{name} mean"], color=col, lw=0.9, alpha=0.8)
+                    ax.fill_between(
+                        s.steps,
+                        s.params[f"{name} min"],
+                        s.params[f"{name} max"],
+                        color=col,
+                        alpha=0.08,
+                        lw=0,
+                    )
+                elif name in s.params:
+                    ax.plot(s.steps, s.params[name], color=col, lw=0.9, alpha=0.8)
+        handles = [Line2D([], [], color=colour(k), lw=2, label=n) for k, n in enumerate(names)]
+        if any(f"{n} mean" in s.params for s in mine for n in names):
+            handles.append(
+                Line2D([], [], color="0.5", lw=6, alpha=0.25, label="min-max over neurons")
+            )
+        ax.legend(handles=handles, fontsize=7, loc="best", ncols=2 if len(handles) > 4 else 1)
+        ax.set_title(f"{variant} ({len(mine)} seeds)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xlabel("step")
+    save(fig, path)
+
+
+def _base_name(name: str) -> str:
+    for suffix in (" mean", " min", " max"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def compare(
+    curves: Sequence[Curve],
+    path: Path,
+    title: str,
+    x_label: str,
+    threshold: float | None = None,
+) -> None:
+    """Several runs in one figure: colour by run, line style by variant, log y, seed bands."""
+    fig, (ax,) = new_figure(8.5, 5.0)
+    runs = list(dict.fromkeys(c.run for c in curves))
+    variants = list(dict.fromkeys(c.variant for c in curves))
+    # Folder names start with a timestamp; a date all runs share goes to the title instead.
+    dates = {r[:11] for r in runs}
+    shared = len(dates) == 1 and all(re.match(r"\d{4}-\d{2}-\d{2}_", r) for r in runs)
+    short = {r: r[11:] if shared else r for r in runs}
+    if shared:
+        title += f" (runs of {next(iter(dates))[:10]})"
+    handles = []
+    for c in curves:
+        col = colour(runs.index(c.run))
+        style = LINE_STYLES[variants.index(c.variant) % len(LINE_STYLES)]
+        (line,) = ax.plot(c.x, _positive(c.shown.median), style, color=col, lw=1.6)
+        line.set_label(f"{short[c.run]} · {c.variant} ({c.raw.seeds} seeds)")
+        handles.append(line)
+        if c.raw.kind != "none":
+            ax.fill_between(
+                c.x, _positive(c.shown.low), _positive(c.shown.high), color=col, alpha=0.1, lw=0
+            )
+    if threshold is not None:
+        ax.axhline(threshold, color="0.4", lw=0.8, ls=":")
+        handles.append(Line2D([], [], color="0.4", ls=":", label=f"threshold {threshold:g}"))
+    ax.set_yscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("MSE")
+    ax.grid(True, which="major", alpha=0.3)
     ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=2 if len(handles) > 3 else 1, fontsize=8
+    )
     save(fig, path)

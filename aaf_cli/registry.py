@@ -15,6 +15,7 @@ ACTIVATIONS: dict[str, str] = {
     "sigmoid": "1 / (1 + exp(-x))",
     "relu": "max(0, x)",
     "sin": "sin(x)",
+    "cos": "cos(x) (the base of Rowdy in the authors' code)",
     "softplus": "log(1 + exp(x))",
     "gelu": "x * Phi(x)",
     "silu": "x * sigmoid(x)",
@@ -28,19 +29,40 @@ class KindInfo:
 
     name: str
     formula: str
-    parameters: str
     reference: str
 
+
+JCP = "Jagtap, Kawaguchi, Karniadakis, J. Comput. Phys. 404 (2020), arXiv:1906.01170"
+RSPA = "Jagtap, Kawaguchi, Karniadakis, Proc. R. Soc. A 476 (2020), arXiv:1909.12228"
 
 KINDS: dict[str, KindInfo] = {
     info.name: info
     for info in (
-        KindInfo("fixed", "sigma(L_k)", "none", "the baseline"),
+        KindInfo("fixed", "sigma(L_k)", "the baseline"),
+        KindInfo("global", "sigma(n * a * L_k), one a shared by all hidden layers", JCP),
+        KindInfo("layer", "sigma(n * a_k * L_k), one a per hidden layer (L-LAAF)", RSPA),
+        KindInfo("neuron", "sigma(n * a_ki * (L_k)_i), one a per hidden neuron (N-LAAF)", RSPA),
         KindInfo(
-            "global",
-            "sigma(n * a * L_k)",
-            "n >= 1 (default 10); a0 (default 1/n): one a shared by all hidden layers",
-            "Jagtap, Kawaguchi, Karniadakis, J. Comput. Phys. 404 (2020), arXiv:1906.01170",
+            "rowdy",
+            "sigma(n a L_k) + sum_{j=1}^{K-1} n a_j sin(j n F_j L_k), per hidden layer; "
+            "a = F_j = 1/n, a_j = 0 at the start (the authors' code uses cos as sigma)",
+            "Jagtap, Shin, Kawaguchi, Karniadakis, Neurocomputing 468 (2022), arXiv:2105.09513",
+        ),
+        KindInfo(
+            "prelu",
+            "max(0, x) + a * min(0, x), one a per hidden layer",
+            "He et al., ICCV 2015, arXiv:1502.01852",
+        ),
+        KindInfo(
+            "swish",
+            "x * sigmoid(beta * x), one beta per hidden layer",
+            "Ramachandran, Zoph, Le, arXiv:1710.05941",
+        ),
+        KindInfo(
+            "rational",
+            "P(x) / (1 + sum_k |b_k| |x|^k) (safe Pade unit), coefficients per hidden layer, "
+            "initialised to fit leaky ReLU",
+            "Molina, Schramowski, Kersting, ICLR 2020, arXiv:1907.06732",
         ),
     )
 }

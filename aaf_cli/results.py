@@ -26,11 +26,12 @@ class Series:
     time: list[float] = field(default_factory=list)
     train: list[float] = field(default_factory=list)
     test: list[float] = field(default_factory=list)
-    slope: list[float] = field(default_factory=list)
+    recovery: list[float] = field(default_factory=list)  # S(a); NaN without slope recovery
+    params: dict[str, list[float]] = field(default_factory=dict)  # activation parameters
     diverged_at: int | None = None
 
     def metric(self, name: str) -> list[float]:
-        return {"train": self.train, "test": self.test, "slope": self.slope}[name]
+        return {"train": self.train, "test": self.test, "recovery": self.recovery}[name]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class ModelOutcome:
     best_test: float
     best_test_step: int
     steps_to_threshold: int | None
-    final_slope: float
+    final_params: dict[str, float]
     diverged_at: int | None
 
     @property
@@ -67,7 +68,7 @@ def outcome(series: Series, steps_to_threshold: int | None) -> ModelOutcome:
         best_test=best_test,
         best_test_step=best_step,
         steps_to_threshold=steps_to_threshold,
-        final_slope=series.slope[-1],
+        final_params={k: v[-1] for k, v in series.params.items() if v},
         diverged_at=series.diverged_at,
     )
 
@@ -153,7 +154,10 @@ def variant_summary(outcomes: Sequence[ModelOutcome]) -> dict[str, Any]:
         "best_test": Summary.of([o.best_test for o in kept]).as_dict(),
         "final_train": Summary.of([o.final_train for o in kept]).as_dict(),
         "best_train": Summary.of([o.best_train for o in kept]).as_dict(),
-        "final_slope": Summary.of([o.final_slope for o in kept]).as_dict(),
+        "final_params": {
+            name: Summary.of([o.final_params[name] for o in kept]).as_dict()
+            for name in (kept[0].final_params if kept else {})
+        },
         "steps_to_threshold": {
             "median": quantile([float(r) for r in reached], 0.5) if reached else None,
             "reached": len(reached),

@@ -9,30 +9,41 @@ renamed into place, so a reader never sees half a file.
 from __future__ import annotations
 
 import csv
+import functools
+import glob as globmod
 import io
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from aaf_cli.errors import RunError, UsageError
 from aaf_cli.results import Band, Series
 
 SUMMARY_FORMAT = 1
-METRICS_FORMAT = 1
+METRICS_FORMAT = 2
 METRICS_HEADER = f"# aaf metrics format {METRICS_FORMAT}"
+# Format 1 (aaf 0.1 before the adaptive families) had a `slope` column and no `recovery`.
+METRICS_READABLE = (1, 2)
 METRICS_COLUMNS = [
     "step",
     "variant",
     "seed",
     "train_loss",
     "test_loss",
-    "slope",
+    "recovery",
     "diverged",
 ]
+PARAMETERS_HEADER = "# aaf parameters format 1"
+PARAMETERS_COLUMNS = ["step", "variant", "seed", "parameter", "value"]
 TIMING_COLUMNS = ["step", "variant", "seconds"]
 AGGREGATE_COLUMNS = ["variant", "metric", "step", "median", "low", "high", "band", "seeds"]
 
@@ -81,26 +92,77 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def metrics_csv(series: Iterable[Series]) -> str:
+def _cell(value: float) -> str:
+    """Empty for "not applicable" (NaN), else the shortest exact text."""
+    return "" if math.isnan(value) else _num(value)
+
+
+def _variant_order(series: Sequence[Series]) -> dict[str, int]:
+    return {name: k for k, name in enumerate(dict.fromkeys(s.variant for s in series))}
+
+
+def metrics_csv(series: Sequence[Series], header: bool = True) -> str:
     """Long format, one row per (step, variant, seed), in step order.
 
-    Deterministic: the same config and seeds give the same file byte for byte on one machine.
-    Wall-clock times, which never repeat, go to ``timing.csv``.
+    ``train_loss`` is the data term (MSE) alone; ``recovery`` is S(a) for variants with slope
+    recovery (empty otherwise). Deterministic: the same config and seeds give the same file
+    byte for byte on one machine. Wall-clock times, which never repeat, go to ``timing.csv``.
     """
     out = io.StringIO()
-    out.write(METRICS_HEADER + "\n")
+    if header:
+        out.write(METRICS_HEADER + "\n")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(METRICS_COLUMNS)
+    if header:
+        writer.writerow(METRICS_COLUMNS)
     rows = []
     for s in series:
         for i, step in enumerate(s.steps):
             diverged = int(s.diverged_at is not None and step >= s.diverged_at)
-            rows.append((step, s.variant, s.seed, s.train[i], s.test[i], s.slope[i], diverged))
-    order = {name: k for k, name in enumerate(dict.fromkeys(s.variant for s in series))}
+            recovery = s.recovery[i] if i < len(s.recovery) else math.nan
+            rows.append((step, s.variant, s.seed, s.train[i], s.test[i], recovery, diverged))
+    order = _variant_order(series)
     rows.sort(key=lambda r: (r[0], order[r[1]], r[2]))
-    for step, variant, seed, train, test, slope, diverged in rows:
-        writer.writerow([step, variant, seed, _num(train), _num(test), _num(slope), diverged])
+    for step, variant, seed, train, test, recovery, diverged in rows:
+        writer.writerow([step, variant, seed, _num(train), _num(test), _cell(recovery), diverged])
     return out.getvalue()
+
+
+def parameters_csv(series: Sequence[Series], header: bool = True) -> str:
+    """The logged activation parameters in long format: step, variant, seed, parameter, value."""
+    out = io.StringIO()
+    if header:
+        out.write(PARAMETERS_HEADER + "\n")
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow(PARAMETERS_COLUMNS)
+    rows = []
+    order = _variant_order(series)
+    for s in series:
+        for name, values in s.params.items():
+            for step, value in zip(s.steps, values):
+                rows.append((step, order[s.variant], s.seed, name, s.variant, value))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    for step, _, seed, name, variant, value in rows:
+        writer.writerow([step, variant, seed, name, _num(value)])
+    return out.getvalue()
+
+
+def read_parameters(path: Path, series: Sequence[Series]) -> None:
+    """Fill each series' ``params`` from ``parameters.csv`` (rows of unknown models ignored)."""
+    index = {(s.variant, s.seed): s for s in series}
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        first = fh.readline().strip()
+        if first != PARAMETERS_HEADER:
+            raise ValueError(f"unknown parameters format (first line {first[:40]!r})")
+        reader = csv.DictReader(fh)
+        for row in reader:
+            try:
+                s = index.get((row["variant"], int(row["seed"])))
+                value = float(row["value"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"malformed row at line {reader.line_num}") from None
+            if s is not None:
+                s.params.setdefault(row["parameter"], []).append(value)
 
 
 def timing_csv(series: Iterable[Series]) -> str:
@@ -119,29 +181,61 @@ def timing_csv(series: Iterable[Series]) -> str:
 
 
 def read_metrics(path: Path) -> list[Series]:
-    """Parse ``metrics.csv`` back into per-model series (in first-appearance order)."""
+    """Parse ``metrics.csv`` back into per-model series (in first-appearance order).
+
+    A file cut short (a run killed mid-write of an older version, or a truncated copy) keeps its
+    complete rows; a malformed row raises ``ValueError`` naming its line.
+    """
     path = Path(path)
     with path.open(encoding="utf-8", newline="") as fh:
         first = fh.readline().strip()
-        if first != METRICS_HEADER:
-            raise ValueError(f"unknown metrics format (first line {first[:40]!r})")
+        if not first.startswith("# aaf metrics format "):
+            raise ValueError(f"not an aaf metrics file (first line {first[:40]!r})")
+        version = first.rsplit(" ", 1)[-1]
+        if version not in {str(v) for v in METRICS_READABLE}:
+            raise ValueError(
+                f"unknown metrics format version {version!r} (this aaf reads "
+                f"{', '.join(str(v) for v in METRICS_READABLE)})"
+            )
         reader = csv.DictReader(fh)
-        if reader.fieldnames != METRICS_COLUMNS:
-            raise ValueError(f"unexpected columns {reader.fieldnames}")
+        required = ["step", "variant", "seed", "train_loss", "test_loss", "diverged"]
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"missing columns {', '.join(missing)}")
         series: dict[tuple[str, int], Series] = {}
         for row in reader:
-            key = (row["variant"], int(row["seed"]))
+            try:
+                key = (row["variant"], int(row["seed"]))
+                step = int(row["step"])
+                train, test = float(row["train_loss"]), float(row["test_loss"])
+                recovery = float(row.get("recovery") or "nan")
+            except (TypeError, ValueError):
+                raise ValueError(f"malformed row at line {reader.line_num}") from None
             s = series.get(key)
             if s is None:
                 s = series[key] = Series(*key)
-            step = int(row["step"])
             s.steps.append(step)
-            s.train.append(float(row["train_loss"]))
-            s.test.append(float(row["test_loss"]))
-            s.slope.append(float(row["slope"]))
+            s.train.append(train)
+            s.test.append(test)
+            s.recovery.append(recovery)
             if row["diverged"] == "1" and s.diverged_at is None:
                 s.diverged_at = step
     return list(series.values())
+
+
+def read_timing(path: Path) -> dict[str, dict[int, float]]:
+    """``timing.csv`` as variant -> step -> seconds since training started."""
+    out: dict[str, dict[int, float]] = {}
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != TIMING_COLUMNS:
+            raise ValueError(f"unexpected columns {reader.fieldnames}")
+        for row in reader:
+            try:
+                out.setdefault(row["variant"], {})[int(row["step"])] = float(row["seconds"])
+            except (TypeError, ValueError):
+                raise ValueError(f"malformed row at line {reader.line_num}") from None
+    return out
 
 
 def aggregates_csv(bands: Mapping[str, Mapping[str, Band]]) -> str:
@@ -181,3 +275,259 @@ def jsonable(value: Any) -> Any:
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     write_atomic(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading run folders back (aaf compare, list, show)
+
+FOLDER_PATTERN = re.compile(r"^(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})_([A-Za-z0-9][A-Za-z0-9_-]*)$")
+GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass
+class RunFolder:
+    """One run folder as found on disk; every reader of run folders goes through this class.
+
+    ``status`` is ``completed``, ``interrupted`` or ``diverged`` from ``summary.json``, or
+    ``incomplete`` when the summary is missing (a run still going, or killed). Problems (a
+    corrupt or unknown-format file) raise ``RunError`` naming the folder and the file.
+    """
+
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def started(self) -> datetime | None:
+        match = FOLDER_PATTERN.match(self.path.name)
+        if match is None:
+            return None
+        return datetime.strptime(match.group(1), "%Y-%m-%d_%H-%M-%S")
+
+    def _error(self, message: str) -> RunError:
+        return RunError(f"{self.path}: {message}")
+
+    @functools.cached_property
+    def summary(self) -> dict[str, Any] | None:
+        """The parsed ``summary.json``, or None if the run never finished."""
+        path = self.path / "summary.json"
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise self._error(f"summary.json is corrupt ({_reason(exc)})") from None
+        if not isinstance(data, dict) or "format_version" not in data:
+            raise self._error("summary.json is corrupt (no format_version)")
+        if data["format_version"] != SUMMARY_FORMAT:
+            raise self._error(
+                f"summary.json has unknown format version {data['format_version']!r} "
+                f"(this aaf reads {SUMMARY_FORMAT})"
+            )
+        for key in ("status", "variants", "seeds", "steps", "steps_done"):
+            if key not in data:
+                raise self._error(f"summary.json is corrupt (no '{key}')")
+        return data
+
+    @functools.cached_property
+    def config(self) -> dict[str, Any]:
+        """The resolved config as a plain mapping (read with ``yaml.safe_load``)."""
+        path = self.path / "config.yaml"
+        if not path.exists():
+            raise self._error("config.yaml is missing: not a complete run folder")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise self._error(f"config.yaml is corrupt ({_reason(exc)})") from None
+        if not isinstance(data, dict):
+            raise self._error("config.yaml is corrupt (not a mapping)")
+        return data
+
+    @functools.cached_property
+    def series(self) -> list[Series]:
+        """Per-model histories from ``metrics.csv`` (what a killed run had flushed)."""
+        path = self.path / "metrics.csv"
+        if not path.exists():
+            raise self._error("metrics.csv is missing (the run logged nothing yet)")
+        try:
+            series = read_metrics(path)
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+            raise self._error(f"metrics.csv is corrupt ({_reason(exc)})") from None
+        if not series:
+            raise self._error("metrics.csv has no rows yet")
+        return series
+
+    @functools.cached_property
+    def timing(self) -> dict[str, dict[int, float]]:
+        path = self.path / "timing.csv"
+        if not path.exists():
+            raise self._error("timing.csv is missing: this run cannot be shown against time")
+        try:
+            return read_timing(path)
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+            raise self._error(f"timing.csv is corrupt ({_reason(exc)})") from None
+
+    @property
+    def status(self) -> str:
+        summary = self.summary
+        if summary is None:
+            return "incomplete"
+        return str(summary["status"]).split(":", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name", self.path.name))
+
+    @property
+    def variants(self) -> list[str]:
+        """Variant names in config order (falling back to the metrics' order)."""
+        items = self.config.get("variants")
+        if isinstance(items, list) and all(isinstance(v, dict) and "name" in v for v in items):
+            return [str(v["name"]) for v in items]
+        return list(dict.fromkeys(s.variant for s in self.series))
+
+    @property
+    def baseline(self) -> str:
+        if self.summary is not None:
+            return str(self.summary["baseline"])
+        items = self.config.get("variants") or []
+        fixed = [v["name"] for v in items if isinstance(v, dict) and v.get("kind") == "fixed"]
+        return str(fixed[0]) if fixed else self.variants[0]
+
+    @property
+    def threshold(self) -> float | None:
+        train = self.config.get("train")
+        value = train.get("threshold") if isinstance(train, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def steps_planned(self) -> int | None:
+        train = self.config.get("train")
+        value = train.get("steps") if isinstance(train, dict) else None
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def steps_done(self) -> int:
+        if self.summary is not None:
+            return int(self.summary["steps_done"])
+        if not (self.path / "metrics.csv").exists():
+            return 0
+        return max((s.steps[-1] for s in self.series if s.steps), default=0)
+
+    def files(self) -> list[tuple[str, int]]:
+        """Relative path and size of every file in the folder (temporary files left out)."""
+        out = []
+        for p in sorted(self.path.rglob("*")):
+            if p.is_file() and not p.name.startswith("."):
+                out.append((str(p.relative_to(self.path)), p.stat().st_size))
+        return out
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON at line {exc.lineno}, column {exc.colno}"
+    if isinstance(exc, yaml.YAMLError):
+        return "invalid YAML"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder that aaf made: named like one, or holding a config and metrics or a summary."""
+    if not path.is_dir():
+        return False
+    if FOLDER_PATTERN.match(path.name):
+        return True
+    return (path / "config.yaml").is_file() and (
+        (path / "summary.json").is_file() or (path / "metrics.csv").is_file()
+    )
+
+
+def _newest_first_key(path: Path) -> tuple[str, int, float]:
+    match = FOLDER_PATTERN.match(path.name)
+    stamp = match.group(1) if match else ""
+    suffix = re.search(r"-(\d+)$", path.name)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return (stamp, int(suffix.group(1)) if suffix else 1, mtime)
+
+
+def find_runs(runs_dir: Path) -> list[RunFolder]:
+    """Every run folder directly under ``runs_dir``, newest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    folders = [p for p in runs_dir.iterdir() if is_run_folder(p)]
+    folders.sort(key=_newest_first_key, reverse=True)
+    return [RunFolder(p) for p in folders]
+
+
+def _name_of(path: Path) -> str:
+    match = FOLDER_PATTERN.match(path.name)
+    return match.group(2) if match else path.name
+
+
+def resolve_runs(specs: Sequence[str], runs_dir: Path, last: int | None = None) -> list[RunFolder]:
+    """Turn RUN arguments into run folders, in the order given (then ``--last N``, newest first).
+
+    A RUN is a folder path, a run name under ``runs_dir`` (its newest run), or a glob (matched
+    against paths, then against folder names under ``runs_dir``). Anything that matches nothing
+    is an error: no run is skipped silently.
+    """
+    runs_dir = Path(runs_dir)
+    found: list[RunFolder] = []
+    for spec in specs:
+        found.extend(_resolve_one(spec, runs_dir))
+    if last is not None:
+        if last < 1:
+            raise UsageError(f"--last must be at least 1 (got {last})")
+        newest = find_runs(runs_dir)
+        if len(newest) < last:
+            raise RunError(
+                f"--last {last}: only {len(newest)} run folder(s) in {runs_dir}"
+                if newest
+                else f"--last {last}: no run folders in {runs_dir}"
+            )
+        found.extend(newest[:last])
+    unique: dict[Path, RunFolder] = {}
+    for run in found:
+        unique.setdefault(run.path.resolve(), run)
+    return list(unique.values())
+
+
+def _resolve_one(spec: str, runs_dir: Path) -> list[RunFolder]:
+    path = Path(spec)
+    if path.is_dir():
+        if not is_run_folder(path):
+            raise RunError(f"{path}: not a run folder (no config.yaml with metrics.csv)")
+        return [RunFolder(path)]
+    if path.exists():
+        raise RunError(f"{path}: is a file, expected a run folder")
+    if GLOB_CHARS & set(spec):
+        matches = sorted(
+            {Path(p) for p in globmod.glob(spec)}
+            | {Path(p) for p in globmod.glob(str(runs_dir / spec))}
+        )
+        runs = [p for p in matches if is_run_folder(p)]
+        if not runs:
+            raise RunError(f"no run folder matches '{spec}' (looked in . and {runs_dir})")
+        runs.sort(key=_newest_first_key, reverse=True)
+        return [RunFolder(p) for p in runs]
+    if (runs_dir / spec).is_dir() and is_run_folder(runs_dir / spec):
+        return [RunFolder(runs_dir / spec)]
+    # Same-second clashes get a -2, -3... suffix; they still carry the run's name.
+    pattern = re.compile(re.escape(spec) + r"(-\d+)?")
+    named = [r for r in find_runs(runs_dir) if pattern.fullmatch(_name_of(r.path))]
+    if named:
+        return [named[0]]
+    raise RunError(
+        f"no run folder or run named '{spec}' (not a path; nothing under {runs_dir} has that "
+        "name; see aaf list)"
+    )

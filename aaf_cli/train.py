@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from aaf_cli.config import TrainConfig
-from aaf_cli.models import Ensemble
+from aaf_cli.models import Groups
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,10 @@ class LogRecord:
 
     step: int
     elapsed: float
-    train_loss: torch.Tensor
+    train_loss: torch.Tensor  # the data term (MSE) only
     test_loss: torch.Tensor
-    slope: torch.Tensor
+    recovery: torch.Tensor  # S(a), NaN for models without slope recovery
+    params: dict[str, torch.Tensor]  # logged activation parameters, NaN where a model has none
 
 
 @dataclass
@@ -56,9 +57,12 @@ class StackedAdam:
         rates: Sequence[torch.Tensor],
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        offsets: Sequence[int] | None = None,
     ) -> None:
         self.params = list(params)
         self.rates = [r.reshape(-1, *([1] * (p.dim() - 1))) for p, r in zip(params, rates)]
+        # Where each parameter's rows start in the list of all models (several groups).
+        self.offsets = list(offsets) if offsets is not None else [0] * len(self.params)
         self.betas = betas
         self.eps = eps
         self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
@@ -71,10 +75,10 @@ class StackedAdam:
         # Bias corrections in Python floats (double precision), as torch.optim.Adam does.
         bias1 = 1 - beta1**self.t
         bias2_sqrt = math.sqrt(1 - beta2**self.t)
-        for p, rate, (m, v) in zip(self.params, self.rates, self.moments):
+        for p, rate, (m, v), start in zip(self.params, self.rates, self.moments, self.offsets):
             if p.grad is None:
                 continue
-            row_rate = rate * active.reshape(rate.shape)
+            row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)
             grad = torch.where(row_rate > 0, p.grad, 0.0)
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -86,19 +90,24 @@ class StackedSGD:
     """SGD (optionally with momentum, as ``torch.optim.SGD``) over stacked parameters."""
 
     def __init__(
-        self, params: Sequence[torch.Tensor], rates: Sequence[torch.Tensor], momentum: float = 0.0
+        self,
+        params: Sequence[torch.Tensor],
+        rates: Sequence[torch.Tensor],
+        momentum: float = 0.0,
+        offsets: Sequence[int] | None = None,
     ) -> None:
         self.params = list(params)
         self.rates = [r.reshape(-1, *([1] * (p.dim() - 1))) for p, r in zip(params, rates)]
+        self.offsets = list(offsets) if offsets is not None else [0] * len(self.params)
         self.momentum = momentum
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
-        for i, (p, rate) in enumerate(zip(self.params, self.rates)):
+        for i, (p, rate, start) in enumerate(zip(self.params, self.rates, self.offsets)):
             if p.grad is None:
                 continue
-            row_rate = rate * active.reshape(rate.shape)
+            row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)
             grad = torch.where(row_rate > 0, p.grad, 0.0)
             if self.momentum:
                 buf = self.buffers[i]
@@ -110,19 +119,16 @@ class StackedSGD:
             p.sub_(grad * row_rate)
 
 
-def make_optimizer(model: Ensemble, cfg: TrainConfig) -> StackedAdam | StackedSGD:
-    """One optimiser over the stacked tensors; ``a`` is trained only where its variant says so.
+def make_optimizer(model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
+    """One optimiser over the stacked tensors of every group, with a rate per model row.
 
-    Every model uses ``cfg.lr`` unless its variant sets its own (a sceptical control, or a rate
-    high enough to make a model diverge in a test).
+    Every model uses ``cfg.lr`` unless its variant sets its own (the sceptical control: a fixed
+    activation with a raised rate). Activation parameters get no weight decay (none is used).
     """
-    rows = [cfg.lr if m.lr is None else m.lr for m in model.members]
-    lr = torch.tensor(rows, dtype=model.a.dtype, device=model.a.device)
-    params: list[torch.Tensor] = [*model.weights, *model.biases, model.a]
-    rates = [lr] * (len(params) - 1) + [lr * model.trainable.to(lr.dtype)]
+    params, rates, offsets = zip(*model.rows(cfg.lr))
     if cfg.optimizer == "adam":
-        return StackedAdam(params, rates, cfg.betas, cfg.eps)
-    return StackedSGD(params, rates, cfg.momentum)
+        return StackedAdam(params, rates, cfg.betas, cfg.eps, offsets)
+    return StackedSGD(params, rates, cfg.momentum, offsets)
 
 
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -138,7 +144,7 @@ def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def train(
-    model: Ensemble,
+    model: Groups,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     x_test: torch.Tensor,
@@ -150,8 +156,10 @@ def train(
     """Train every model of ``model`` for ``cfg.steps`` steps.
 
     Step s logs the losses of the parameters after s updates: step 0 is the initial network and
-    the last logged step is ``cfg.steps``. A model whose training loss becomes NaN or infinite is
-    frozen from that step (its later losses stay non-finite) and the others go on unaffected.
+    the last logged step is ``cfg.steps``. Each model minimises its MSE plus its slope-recovery
+    term, if any; the threshold and the logged training loss use the MSE alone. A model whose
+    loss becomes NaN or infinite is frozen from that step (its later losses stay non-finite) and
+    the others go on unaffected.
 
     Args:
         model: the ensemble (trained in place).
@@ -162,7 +170,7 @@ def train(
         stop: polled before every step; returning True ends training early (``interrupted``).
     """
     size = model.size
-    device = model.a.device
+    device = x_train.device
     optimizer = make_optimizer(model, cfg)
     active = torch.ones(size, dtype=torch.bool, device=device)
     reached = torch.full((size,), -1, dtype=torch.long, device=device)
@@ -171,17 +179,19 @@ def train(
     interrupted = False
     extra: dict[str, float | str] = {}
 
-    def training_loss() -> torch.Tensor:
-        return mse(model(x_train), y_train)
+    def training_loss() -> tuple[torch.Tensor, torch.Tensor]:
+        data = mse(model(x_train), y_train)
+        penalty = model.penalty()
+        return data, data if penalty is None else data + penalty
 
-    loss_fn: Callable[[], torch.Tensor] = training_loss
+    loss_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]] = training_loss
     if use_compile(cfg, device):
         compiled = torch.compile(training_loss, dynamic=False)
         tic = time.perf_counter()
         try:
             # Compile the forward and the backward graph now, so that compile time is measured
             # apart from training; the gradients of this call are discarded.
-            compiled().sum().backward()  # type: ignore[no-untyped-call]
+            compiled()[1].sum().backward()  # type: ignore[no-untyped-call]
             loss_fn = compiled
         except Exception as exc:
             extra["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -193,10 +203,21 @@ def train(
     def log(step: int, train_loss: torch.Tensor) -> None:
         with torch.no_grad():
             test_loss = mse(model(x_test), y_test)
-            slope = model.slopes()
+            recovery = model.recovery()
+            params = model.trajectories()
+
         # The copies to the host synchronise with the device: the clock is read after the work.
-        host = [t.detach().to("cpu", torch.float64) for t in (train_loss, test_loss, slope)]
-        record = LogRecord(step, time.perf_counter() - start, *host)
+        def host(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu", torch.float64)
+
+        record = LogRecord(
+            step,
+            time.perf_counter() - start,
+            host(train_loss),
+            host(test_loss),
+            host(recovery),
+            {k: host(v) for k, v in params.items()},
+        )
         records.append(record)
         if on_log is not None:
             on_log(record)
@@ -207,14 +228,14 @@ def train(
             interrupted = True
             step -= 1
             break
-        loss = loss_fn()
+        data, loss = loss_fn()
         with torch.no_grad():
             finite = torch.isfinite(loss)
             diverged = torch.where(active & ~finite, step, diverged)
             active = active & finite
-            reached = torch.where((reached < 0) & (loss < cfg.threshold), step, reached)
+            reached = torch.where((reached < 0) & (data < cfg.threshold), step, reached)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log(step, loss)
+            log(step, data)
         if step == cfg.steps:
             break
         for param in optimizer.params:

@@ -21,9 +21,12 @@ from collections.abc import Sequence
 
 import torch
 
-from aaf_cli.config import TrainConfig
-from aaf_cli.models import Ensemble, ModelSpec, PlainMLP, init_weights
+from aaf_cli.config import FixedVariant, GlobalVariant, TrainConfig
+from aaf_cli.models import Ensemble, Groups, ModelSpec, PlainMLP, init_weights
 from aaf_cli.train import train
+
+FIXED = FixedVariant(kind="fixed")
+ADAPTIVE = GlobalVariant(kind="global", name="adaptive", n=10.0)
 
 NETS = {
     "small": ([1, 20, 1], "elu"),  # the write-up's network
@@ -33,13 +36,10 @@ POINTS = 300
 
 
 def specs(models: int) -> list[ModelSpec]:
-    """Half fixed, half adaptive (n = 10), paired by seed."""
-    return [
-        ModelSpec("adaptive", i // 2, 10.0, 0.1, True)
-        if i % 2
-        else ModelSpec("fixed", i // 2, 1.0, 1.0, False)
-        for i in range(models)
-    ]
+    """Half fixed, half adaptive (n = 10), paired by seed; fixed first, as the engine groups."""
+    half = models // 2
+    fixed = [ModelSpec("fixed", s, "fixed", FIXED) for s in range(models - half)]
+    return fixed + [ModelSpec("adaptive", s, "global", ADAPTIVE) for s in range(half)]
 
 
 def data(device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,9 +61,9 @@ def plain_loop(
     histories = []
     elapsed = 0.0
     for m in members:
-        net = PlainMLP(layers, act, m.n, m.a0, m.trainable, dtype=dtype)
+        net = PlainMLP(layers, m.kind, act, m.spec, dtype=dtype)
         net.load_init(init_weights(layers, m.seed)).to(device)
-        opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         losses = []
         _sync(device)
         tic = time.perf_counter()
@@ -92,9 +92,15 @@ def engine(
 ) -> tuple[float, float, list[list[float]]]:
     """(b): the project's batched engine; returns (train seconds, compile seconds, histories)."""
     x, y = data(device, dtype)
-    ens = Ensemble(layers, act, members, dtype=dtype, device=device)
+    groups: dict[str, list[ModelSpec]] = {}
+    for m in members:
+        groups.setdefault(m.kind, []).append(m)
+    model = Groups(
+        [Ensemble(layers, kind, act, g, dtype=dtype, device=device) for kind, g in groups.items()]
+    )
+    assert model.members == list(members)
     cfg = TrainConfig(steps=steps, log_every=1 if record else steps, compile=compile_)
-    result = train(ens, x, y, x, y, cfg)
+    result = train(model, x, y, x, y, cfg)
     histories = [[r.train_loss[i].item() for r in result.records[:-1]] for i in range(len(members))]
     compile_time = float(result.extra.get("compile_time_s", 0.0))
     return result.wall_time, compile_time, histories if record else []

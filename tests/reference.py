@@ -19,19 +19,23 @@ def reference_run(
     momentum: float = 0.0,
     init: str = "torch",
 ) -> tuple[list[float], PlainMLP]:
-    """Train one ``PlainMLP`` with ``torch.optim``; returns the loss before every step and after."""
-    net = PlainMLP(layers, activation, spec.n, spec.a0, spec.trainable, dtype=x.dtype)
+    """Train one ``PlainMLP`` with ``torch.optim``; returns the data loss (MSE) before every
+    step and after the last, and the trained network. The optimised loss adds the variant's
+    slope-recovery term, if any."""
+    base = getattr(spec.spec, "activation", None) or activation
+    net = PlainMLP(layers, spec.kind, base, spec.spec, dtype=x.dtype)
     net.load_init(init_weights(layers, spec.seed, init))
-    params = [p for p in net.parameters() if p.requires_grad]
+    recovery = getattr(spec.spec, "slope_recovery", None)
     opt: torch.optim.Optimizer
     if optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=spec.lr or lr)
+        opt = torch.optim.Adam(net.parameters(), lr=spec.lr or lr)
     else:
-        opt = torch.optim.SGD(params, lr=spec.lr or lr, momentum=momentum)
+        opt = torch.optim.SGD(net.parameters(), lr=spec.lr or lr, momentum=momentum)
     losses = []
     for _ in range(steps):
-        loss = torch.nn.functional.mse_loss(net(x), y)
-        losses.append(loss.item())
+        data = torch.nn.functional.mse_loss(net(x), y)
+        losses.append(data.item())
+        loss = data if recovery is None else data + recovery.weight * net.recovery()
         opt.zero_grad()
         loss.backward()
         opt.step()

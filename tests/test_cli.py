@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from aaf_cli import plots
 from aaf_cli.cli import app
+from aaf_cli.models import load_checkpoint
 from aaf_cli.runs import new_run_dir, read_metrics
 
 from .conftest import REPO, SMOKE, only_run
@@ -19,6 +20,7 @@ from .conftest import REPO, SMOKE, only_run
 RUN_FILES = [
     "config.yaml",
     "metrics.csv",
+    "parameters.csv",
     "timing.csv",
     "aggregates.csv",
     "fit.csv",
@@ -126,18 +128,28 @@ def test_installed_entry_point_runs_and_reruns_identically(tmp_path: Path) -> No
     assert first_step[0]["train_loss"] == first_step[1]["train_loss"]
 
 
-def test_checkpoints_load_with_weights_only(runs_dir: Path) -> None:
+def test_checkpoints_load_with_weights_only_and_reproduce_the_fit(runs_dir: Path) -> None:
     result = runner.invoke(app, ["run", str(SMOKE), "--runs-dir", str(runs_dir), "-q"])
     assert result.exit_code == 0
-    payload = torch.load(only_run(runs_dir) / "checkpoints/adaptive.pt", weights_only=True)
+    folder = only_run(runs_dir)
+    payload = torch.load(folder / "checkpoints/adaptive.pt", weights_only=True)
     assert payload["seeds"] == [0]
     state = payload["state_dicts"][0]
     assert state["linears.0.weight"].shape == (8, 1)
-    assert state["activation.n"].item() == 10.0
-    summary = json.loads((only_run(runs_dir) / "summary.json").read_text())
-    assert state["activation.a"].item() * 10 == pytest.approx(
-        summary["variants"]["adaptive"]["final_slope"]["median"], rel=1e-6
+    assert state["activations.0.n"].item() == 10.0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert state["activations.0.a"].item() * 10 == pytest.approx(
+        summary["variants"]["adaptive"]["final_params"]["n*a"]["median"], rel=1e-6
     )
+    with (folder / "fit.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    x = torch.tensor([[float(r["x"])] for r in rows])
+    for variant in ("fixed", "adaptive"):
+        model = load_checkpoint(folder / f"checkpoints/{variant}.pt", 0)
+        expected = torch.tensor([float(r[f"{variant}_seed0"]) for r in rows], dtype=torch.float64)
+        with torch.no_grad():
+            got = model(x)[:, 0].double()
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_run_folder_names_never_clash(tmp_path: Path) -> None:

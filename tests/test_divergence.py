@@ -36,7 +36,7 @@ def test_diverging_model_is_frozen_and_the_others_are_untouched() -> None:
     for s in series_boom:
         if s.variant != "boom":
             other = plain[(s.variant, s.seed)]
-            assert s.train == other.train and s.test == other.test and s.slope == other.slope
+            assert s.train == other.train and s.test == other.test and s.params == other.params
             assert all(math.isfinite(v) for v in s.train)
     for i, m in enumerate(with_boom.members):
         if m.variant != "boom":

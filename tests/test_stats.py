@@ -93,7 +93,9 @@ def test_diverged_seeds_are_left_out_of_pairs() -> None:
 
 def make_series(variant: str, seed: int, test: list[float], diverged: int | None = None) -> Series:
     steps = list(range(0, 10 * len(test), 10))
-    return Series(variant, seed, steps, [0.0] * len(test), test, test, [1.0] * len(test), diverged)
+    return Series(
+        variant, seed, steps, [0.0] * len(test), train=test, test=test, diverged_at=diverged
+    )
 
 
 def test_aggregate_band_and_median_leave_out_diverged_seeds() -> None:

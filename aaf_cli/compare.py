@@ -1,0 +1,308 @@
+"""``aaf compare``, ``aaf list`` and ``aaf show`` as library calls: read run folders, aggregate.
+
+Everything here reads through ``runs.RunFolder`` and is torch-free. The curves a comparison draws
+are the rows of its CSV, so the figure can always be checked against numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aaf_cli.errors import UsageError
+from aaf_cli.results import (
+    Band,
+    ModelOutcome,
+    Series,
+    aggregate,
+    by_variant,
+    compare_to_baseline,
+    outcome,
+    variant_summary,
+)
+from aaf_cli.runs import RunFolder, _num
+from aaf_cli.stats import verdict
+
+METRICS = ("test", "train")
+BANDS = ("auto", "iqr", "minmax", "std", "none")
+X_AXES = ("step", "time")
+COMPARE_FORMAT = 1
+CSV_COLUMNS = [
+    "run",
+    "variant",
+    "metric",
+    "step",
+    "x",
+    "median",
+    "low",
+    "high",
+    "band",
+    "seeds",
+    "median_raw",
+    "low_raw",
+    "high_raw",
+]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One drawn line with its band: a variant of a run, aggregated over its seeds."""
+
+    run: str
+    variant: str
+    metric: str
+    steps: list[int]
+    x: list[float]
+    raw: Band
+    shown: Band  # equal to raw unless smoothed
+
+
+def labels(runs: Sequence[RunFolder]) -> list[str]:
+    """Short unique labels: folder names, or paths where two folders share a name."""
+    names = [r.path.name for r in runs]
+    return [str(r.path) if names.count(r.path.name) > 1 else r.path.name for r in runs]
+
+
+def select_variants(runs: Sequence[RunFolder], wanted: Sequence[str] | None) -> list[list[str]]:
+    """The variants to draw of each run; every wanted name must exist in some run, and every run
+    must keep at least one (compare never drops a run silently)."""
+    present = [r.variants for r in runs]
+    if not wanted:
+        return present
+    everywhere = sorted({v for vs in present for v in vs})
+    for name in wanted:
+        if name not in everywhere:
+            raise UsageError(
+                f"--variants: '{name}' is in none of the runs (they have: {', '.join(everywhere)})"
+            )
+    chosen = [[v for v in vs if v in wanted] for vs in present]
+    for run, vs in zip(runs, chosen):
+        if not vs:
+            raise UsageError(
+                f"--variants: run {run.path} has none of {', '.join(wanted)} "
+                f"(it has: {', '.join(run.variants)})"
+            )
+    return chosen
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Centred moving average over ``window`` logged points, in log10 space (the axis is
+    logarithmic); the window shrinks at the ends; non-positive or non-finite values stay gaps."""
+    logs = [math.log10(v) if math.isfinite(v) and v > 0 else math.nan for v in values]
+    half = window // 2
+    out = []
+    for i in range(len(logs)):
+        part = [v for v in logs[max(0, i - half) : i + half + 1] if math.isfinite(v)]
+        out.append(10 ** (sum(part) / len(part)) if part and math.isfinite(logs[i]) else math.nan)
+    return out
+
+
+def build_curves(
+    runs: Sequence[RunFolder],
+    metric: str = "test",
+    band: str = "auto",
+    variants: Sequence[str] | None = None,
+    x: str = "step",
+    smoothing: int = 0,
+) -> list[Curve]:
+    """Median and band per (run, variant) over non-diverged seeds, against step or seconds."""
+    if metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)} (got '{metric}')")
+    if band not in BANDS:
+        raise UsageError(f"--band must be one of {', '.join(BANDS)} (got '{band}')")
+    if x not in X_AXES:
+        raise UsageError(f"--x must be one of {', '.join(X_AXES)} (got '{x}')")
+    if smoothing < 0:
+        raise UsageError(f"--smooth must be 0 (off) or a window of logged points (got {smoothing})")
+    chosen = select_variants(runs, variants)
+    curves = []
+    for run, label, names in zip(runs, labels(runs), chosen):
+        groups = by_variant(run.series, names)
+        timing = run.timing if x == "time" else {}
+        for name in names:
+            raw = aggregate(groups.get(name, []), metric, None if band == "auto" else band)
+            if x == "time":
+                seconds = timing.get(name, {})
+                missing = [s for s in raw.steps if s not in seconds]
+                if missing:
+                    raise UsageError(
+                        f"{run.path}: timing.csv has no time for {name} at step {missing[0]}"
+                    )
+                xs = [seconds[s] for s in raw.steps]
+            else:
+                xs = [float(s) for s in raw.steps]
+            shown = raw
+            if smoothing > 1:
+                shown = Band(
+                    raw.steps,
+                    smooth(raw.median, smoothing),
+                    smooth(raw.low, smoothing),
+                    smooth(raw.high, smoothing),
+                    raw.kind,
+                    raw.seeds,
+                )
+            curves.append(Curve(label, name, metric, list(raw.steps), xs, raw, shown))
+    return curves
+
+
+def curves_csv(curves: Sequence[Curve], x: str, band: str, smoothing: int) -> str:
+    """Exactly the plotted series; ``median``/``low``/``high`` are what is drawn, the ``_raw``
+    columns the unsmoothed values (equal when smoothing is off)."""
+    out = io.StringIO()
+    smoothed = (
+        f"centred moving average of {smoothing} logged points in log10 space"
+        if smoothing > 1
+        else "none"
+    )
+    out.write(
+        f"# aaf compare format {COMPARE_FORMAT}; x: {'seconds' if x == 'time' else 'step'}; "
+        f"band: {band}; smoothing: {smoothed}\n"
+    )
+    out.write(",".join(CSV_COLUMNS) + "\n")
+    for c in curves:
+        for i, step in enumerate(c.steps):
+            row = [
+                _csv_text(c.run),
+                _csv_text(c.variant),
+                c.metric,
+                str(step),
+                _num(c.x[i]),
+                _num(c.shown.median[i]),
+                _num(c.shown.low[i]),
+                _num(c.shown.high[i]),
+                c.raw.kind,
+                str(c.raw.seeds),
+                _num(c.raw.median[i]),
+                _num(c.raw.low[i]),
+                _num(c.raw.high[i]),
+            ]
+            out.write(",".join(row) + "\n")
+    return out.getvalue()
+
+
+def _csv_text(text: str) -> str:
+    return f'"{text}"' if any(ch in text for ch in ',"\n') else text
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a compare/show table: a variant of a run, medians over its seeds."""
+
+    run: str
+    variant: str
+    seeds: int
+    diverged: int
+    steps: int
+    final_test: float | None
+    best_test: float | None
+    steps_to_threshold: float | None
+    never: int
+    versus: str  # compact paired result against the baseline, e.g. "4/5 wins, x0.65, p=0.44"
+    verdict: str  # the full sentence
+
+
+def _logged_steps_to(series: Series, threshold: float | None) -> int | None:
+    if threshold is None:
+        return None
+    return next((s for s, v in zip(series.steps, series.train) if v <= threshold), None)
+
+
+def outcomes_of(run: RunFolder) -> list[ModelOutcome]:
+    """Per-model outcomes from the metrics; steps to threshold at the logging resolution (used
+    for runs without a summary: still going, or killed)."""
+    threshold = run.threshold
+    return [outcome(s, _logged_steps_to(s, threshold)) for s in run.series]
+
+
+def table_rows(run: RunFolder, label: str, variants: Sequence[str] | None = None) -> list[Row]:
+    names = list(variants) if variants is not None else run.variants
+    summary = run.summary
+    verdicts: dict[str, str] = {}
+    versus: dict[str, str] = {}
+    if summary is not None:
+        for c in summary.get("comparisons", []):
+            verdicts[c["variant"]] = c["verdict"]
+            versus[c["variant"]] = _versus(c)
+        stats = {name: summary["variants"][name] for name in names if name in summary["variants"]}
+    else:
+        outcomes = outcomes_of(run)
+        groups = by_variant(outcomes, run.variants)
+        stats = {name: variant_summary(groups.get(name, [])) for name in names}
+        baseline = run.baseline
+        if groups.get(baseline):
+            for c in compare_to_baseline(outcomes, run.variants, baseline):
+                verdicts[c.variant] = verdict(c, run.threshold or math.nan) + " (incomplete run)"
+                versus[c.variant] = _versus(c.as_dict())
+    rows = []
+    for name in names:
+        v = stats.get(name)
+        if v is None:
+            continue
+        reach = v["steps_to_threshold"]
+        rows.append(
+            Row(
+                run=label,
+                variant=name,
+                seeds=int(v["seeds"]),
+                diverged=int(v["diverged"]),
+                steps=run.steps_done,
+                final_test=v["final_test"]["median"],
+                best_test=v["best_test"]["median"],
+                steps_to_threshold=reach["median"],
+                never=int(reach["never"]),
+                versus="baseline" if name == run.baseline else versus.get(name, "-"),
+                verdict="" if name == run.baseline else verdicts.get(name, ""),
+            )
+        )
+    return rows
+
+
+def _versus(c: dict[str, Any]) -> str:
+    """'4/5 wins, x0.65, p=0.44': seeds where the variant's final test MSE is lower, geometric
+    mean ratio of final test MSEs, Wilcoxon p."""
+    if not c.get("pairs"):
+        return "no pairs"
+    parts = [f"{c['wins']}/{c['pairs']} wins"]
+    ratio, p = c.get("ratio_geomean"), c.get("p_value")
+    if isinstance(ratio, (int, float)) and math.isfinite(ratio):
+        parts.append(f"x{ratio:.2g}")
+    if c["pairs"] >= 2 and isinstance(p, (int, float)) and math.isfinite(p):
+        parts.append(f"p={p:.2g}")
+    return ", ".join(parts)
+
+
+def describe_run(run: RunFolder) -> dict[str, Any]:
+    """One entry of ``aaf list``: what, how big, how it ended, how good (best test MSE)."""
+    cfg = run.config
+    target = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    seeds = cfg.get("seeds")
+    best: dict[str, float | None] = {}
+    duration = None
+    summary = run.summary
+    if summary is not None:
+        best = {k: v["best_test"]["median"] for k, v in summary["variants"].items()}
+        duration = summary.get("duration_s")
+    elif (run.path / "metrics.csv").exists():
+        best = {row.variant: row.best_test for row in table_rows(run, run.label)}
+    started = run.started
+    return {
+        "folder": str(run.path),
+        "name": run.name,
+        "started": started.isoformat() if started else None,
+        "target": (target or {}).get("name") or ("expr" if (target or {}).get("expr") else None),
+        "variants": run.variants,
+        "seeds": len(seeds) if isinstance(seeds, list) else seeds,
+        "steps": (train or {}).get("steps"),
+        "steps_done": run.steps_done,
+        "status": run.status,
+        "best_test": best,
+        "duration_s": duration,
+    }
