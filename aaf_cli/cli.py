@@ -98,6 +98,10 @@ def run(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or table; print the folder only.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Run a config over the size limits (see aaf validate)."),
+    ] = False,
 ) -> None:
     """Train the baseline and the adaptive variants of one experiment and write a run folder.
 
@@ -105,6 +109,7 @@ def run(
     """
     with _errors():
         cfg, source = _load(config, set_)
+        _check_size(cfg, source, force)
         from aaf_cli.pipeline import execute
 
         with _interruptible() as stop:
@@ -118,6 +123,18 @@ def run(
             raise typer.Exit(EXIT_INTERRUPTED)
 
 
+def _check_size(cfg: ExperimentConfig, source: str, force: bool) -> None:
+    from aaf_cli.budget import estimate, over_limits
+    from aaf_cli.errors import UsageError
+
+    est = estimate(cfg)
+    over = over_limits(cfg, est)
+    if over and not force:
+        raise UsageError(
+            f"{source}: too large ({'; '.join(over)}): {est.describe()}; run it anyway with --force"
+        )
+
+
 @contextmanager
 def _interruptible() -> Iterator[Callable[[], bool]]:
     """Ctrl-C or SIGTERM asks training to stop after the current step (the results so far are
@@ -128,6 +145,7 @@ def _interruptible() -> Iterator[Callable[[], bool]]:
 
     def handler(signum: int, frame: Any) -> None:
         if requested:
+            typer.echo("Aborting now.", err=True)
             raise KeyboardInterrupt
         requested.append(signum)
         typer.echo("Stopping after this step (Ctrl-C again to abort)...", err=True)
@@ -256,12 +274,21 @@ def validate(config: ConfigArg = None, set_: SetOpt = None) -> None:
     """
     with _errors():
         cfg, source = _load(config, set_)
-        typer.echo(cfg.to_yaml(f"# {source}: valid\n"), nl=False)
+        from aaf_cli.budget import estimate, over_limits
+
+        est = estimate(cfg)
+        over = over_limits(cfg, est)
+        header = f"# {source}: valid\n# size: {est.describe()}\n"
+        if over:
+            header += f"# over the limits ({'; '.join(over)}): aaf run needs --force\n"
+        typer.echo(cfg.to_yaml(header), nl=False)
 
 
 @app.command()
 def targets() -> None:
-    """List the built-in targets with their formula, default domain and points."""
+    """List the built-in targets (formula, default domain and points) and what your own
+    expression targets (target.expr) may use."""
+    from aaf_cli.expr import CONSTANTS, FUNCTIONS
     from aaf_cli.targets import TARGETS
 
     for spec in TARGETS.values():
@@ -271,6 +298,17 @@ def targets() -> None:
             f"{spec.name:20s} {spec.formula}  on [{lo:g}, {hi:g}], {spec.n_train} points"
             + (f"; params: {params}" if params else "")
         )
+    typer.echo(
+        "\nYour own target: target: {expr: '0.2*sin(6*x) if x <= 0 else 1 + 0.1*x*cos(18*x)', "
+        "domain: [-3, 3]}"
+    )
+    typer.echo("  variables: x, or x1, x2, ... when model.layers starts with 2 or more")
+    typer.echo(f"  constants: {', '.join(CONSTANTS)}")
+    typer.echo(f"  functions: {', '.join(FUNCTIONS)}")
+    typer.echo(
+        "  operators: + - * / ** %, comparisons (chained too), and/or/not, a if cond else b; "
+        "or piecewise: [{when: 'x <= 0', expr: ...}, {expr: ...}]"
+    )
 
 
 @app.command()
@@ -516,16 +554,19 @@ def _print_list(entries: list[dict[str, Any]], runs_dir: Path) -> None:
         if status == "unreadable":
             table.add_row(Path(e["folder"]).name, "", "", "", "", "[red]unreadable[/]", "", "")
             continue
-        steps = (
-            f"{e['steps_done']}/{e['steps']}" if e["steps_done"] != e["steps"] else str(e["steps"])
-        )
+        if e["steps"] is None:
+            steps = "-"
+        elif e["steps_done"] != e["steps"]:
+            steps = f"{e['steps_done']}/{e['steps']}"
+        else:
+            steps = str(e["steps"])
         best = ", ".join(f"{k} {_fmt(v)}" for k, v in e["best_test"].items())
         duration = e["duration_s"]
         table.add_row(
             Path(e["folder"]).name,
-            str(e["target"]),
-            ", ".join(e["variants"]),
-            str(e["seeds"]),
+            str(e["target"] or "-"),
+            ", ".join(e["variants"]) or "-",
+            "-" if e["seeds"] is None else str(e["seeds"]),
             steps,
             f"[{colours.get(status, 'magenta')}]{status}[/]",
             best,
@@ -615,4 +656,15 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        # A bug, not bad input: still one line, with the way to the traceback.
+        if _state["debug"]:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        typer.echo(
+            f"Error: internal error ({type(exc).__name__}: {first[:200]}); rerun with "
+            "--debug for the traceback and please report it",
+            err=True,
+        )
+        sys.exit(1)

@@ -280,6 +280,22 @@ def _versus(c: dict[str, Any]) -> str:
 
 def describe_run(run: RunFolder) -> dict[str, Any]:
     """One entry of ``aaf list``: what, how big, how it ended, how good (best test MSE)."""
+    if not any(run.path.iterdir()):
+        # Made a moment ago by a run that is starting (or was killed right then).
+        started = run.started
+        return {
+            "folder": str(run.path),
+            "name": run.label,
+            "started": started.isoformat() if started else None,
+            "target": None,
+            "variants": [],
+            "seeds": None,
+            "steps": None,
+            "steps_done": 0,
+            "status": "incomplete",
+            "best_test": {},
+            "duration_s": None,
+        }
     cfg = run.config
     target = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
     train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}

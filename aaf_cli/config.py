@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ MAX_STEPS = 10_000_000
 MAX_POINTS = 1_000_000
 MAX_WIDTH = 4096
 MAX_SEEDS = 4096
+MAX_INPUTS = 8
 
 
 class _Strict(BaseModel):
@@ -50,16 +52,65 @@ def _unknown(kind: str, name: str, valid: Sequence[str]) -> ValueError:
     return ValueError(f"unknown {kind} '{name}'{hint} (valid: {', '.join(valid)})")
 
 
+class Piece(_Strict):
+    """One piece of a piecewise target: ``expr`` where ``when`` holds (no ``when``: otherwise)."""
+
+    when: str | None = None
+    expr: str
+
+
+INPUT_NAMES = ("x", *(f"x{i}" for i in range(1, MAX_INPUTS + 1)))
+
+
+def _parse_expression(source: str | Sequence[Piece]) -> Any:
+    """Parse with the safe expression parser; its error becomes a one-line ValueError."""
+    from aaf_cli.expr import ExprError, parse, parse_piecewise
+
+    try:
+        if isinstance(source, str):
+            return parse(source, INPUT_NAMES)
+        return parse_piecewise([(p.when, p.expr) for p in source], INPUT_NAMES)
+    except ExprError as exc:
+        # The parser's hint lists every allowed input name (x, x1..x8); say it shorter here.
+        hint = exc.hint or ""
+        if "variables:" in hint:
+            hint = (
+                "variables: x (x1, x2, ... for several inputs), constants: pi, e; functions: "
+                "see `aaf targets`"
+            )
+        short = ExprError(exc.message, exc.column, exc.snippet, hint or None)
+        raise ValueError(str(short)) from None
+
+
 class TargetConfig(_Strict):
     """The synthetic regression target and how it is sampled."""
 
-    name: str = Field("sine", description="a registered target (see `aaf targets`)")
+    name: str | None = Field(
+        None, description="a registered target (see `aaf targets`); default sine"
+    )
+    expr: str | None = Field(
+        None,
+        description="your own target as an expression of x (x1, x2, ... for several inputs), "
+        "e.g. '0.2*sin(6*x) if x <= 0 else 1 + 0.1*x*cos(18*x)'; needs a domain",
+    )
+    piecewise: list[Piece] | None = Field(
+        None,
+        description="your own target piece by piece: [{when: 'x <= 0', expr: ...}, {expr: ...}]",
+        max_length=32,
+    )
     params: dict[str, float | list[float]] = Field(
         default_factory=dict,
         description="the target's parameters, e.g. {freq: 4} for sine; default: the target's",
     )
-    domain: tuple[float, float] = Field(description="[low, high]; default: the target's")
-    n_train: int = Field(ge=2, le=MAX_POINTS, description="training points; default: the target's")
+    domain: tuple[float, float] = Field(
+        description="[low, high] (of every input); default: the target's"
+    )
+    n_train: int = Field(
+        ge=2,
+        le=MAX_POINTS,
+        description="training points; default: the target's, 300 for expressions; with d "
+        "inputs a grid has round(n_train^(1/d)) points per axis",
+    )
     n_test: int = Field(1000, ge=2, le=MAX_POINTS, description="test points (a uniform grid)")
     sampling: Literal["grid", "random"] = "grid"
     noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise on training targets")
@@ -73,26 +124,63 @@ class TargetConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _target_defaults(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            data = dict(data)
-            spec = TARGETS.get(str(data.get("name", "sine")))
-            # An unknown name is reported by its own validator; placeholders avoid a second error.
-            data.setdefault("domain", spec.domain if spec else (0.0, 1.0))
-            data.setdefault("n_train", spec.n_train if spec else 2)
-            given = data.get("params", {})
-            if spec is not None and isinstance(given, Mapping):
-                defaults = {
-                    k: list(v) if isinstance(v, tuple) else v for k, v in spec.params.items()
-                }
-                data["params"] = {**defaults, **given}
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        custom = [k for k in ("expr", "piecewise") if data.get(k) is not None]
+        if custom:
+            if data.get("name") is not None or len(custom) > 1:
+                given = [k for k in ("name", "expr", "piecewise") if data.get(k) is not None]
+                raise ValueError(f"give one of name, expr or piecewise (got {', '.join(given)})")
+            data.setdefault("n_train", 300)
+            return data
+        if data.get("name") is None:
+            data["name"] = "sine"
+        spec = TARGETS.get(data["name"]) if isinstance(data["name"], str) else None
+        # An unknown name is reported by its own validator; placeholders avoid a second error.
+        data.setdefault("domain", spec.domain if spec else (0.0, 1.0))
+        data.setdefault("n_train", spec.n_train if spec else 2)
+        given = data.get("params", {})
+        if spec is not None and isinstance(given, Mapping):
+            defaults = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.params.items()}
+            data["params"] = {**defaults, **given}
         return data
 
     @field_validator("name")
     @classmethod
-    def _known_target(cls, name: str) -> str:
-        if name not in TARGETS:
+    def _known_target(cls, name: str | None) -> str | None:
+        if name is not None and name not in TARGETS:
             raise _unknown("target", name, list(TARGETS))
         return name
+
+    @field_validator("expr")
+    @classmethod
+    def _safe_expression(cls, expr: str | None) -> str | None:
+        if expr is not None:
+            _parse_expression(expr)
+        return expr
+
+    @field_validator("piecewise")
+    @classmethod
+    def _safe_pieces(cls, pieces: list[Piece] | None) -> list[Piece] | None:
+        if pieces is not None:
+            if not pieces:
+                raise ValueError("piecewise needs at least one piece")
+            _parse_expression(pieces)
+        return pieces
+
+    @property
+    def label(self) -> str:
+        """The target's name, or 'expr' for your own."""
+        return self.name or "expr"
+
+    def variables(self) -> tuple[str, ...]:
+        """The input variables the expression uses (x, or x1, x2, ...); () for named targets."""
+        if self.expr is None and self.piecewise is None:
+            return ()
+        parsed = _parse_expression(self.expr if self.expr is not None else self.piecewise or [])
+        names: tuple[str, ...] = tuple(parsed.variables)
+        return names
 
     @field_validator("domain")
     @classmethod
@@ -105,6 +193,8 @@ class TargetConfig(_Strict):
     @classmethod
     def _known_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         name = info.data.get("name")
+        if name is None and params and "name" in info.data:
+            raise ValueError("params belong to named targets; write the numbers into expr")
         if name not in TARGETS:
             return params
         spec = TARGETS[name]
@@ -141,12 +231,11 @@ class ModelConfig(_Strict):
 
     @field_validator("layers")
     @classmethod
-    def _one_dimensional(cls, layers: list[int]) -> list[int]:
-        if layers[0] != 1 or layers[-1] != 1:
-            raise ValueError(
-                f"the targets map one input to one output: layers must start and end with 1 "
-                f"(got {layers})"
-            )
+    def _scalar_output(cls, layers: list[int]) -> list[int]:
+        if layers[-1] != 1:
+            raise ValueError(f"the targets have one output: layers must end with 1 (got {layers})")
+        if layers[0] > MAX_INPUTS:
+            raise ValueError(f"at most {MAX_INPUTS} inputs (got {layers[0]})")
         return layers
 
 
@@ -377,6 +466,27 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"variant names must be unique ('{repeated[0]}' repeats)")
         return variants
 
+    @model_validator(mode="after")
+    def _inputs_match_target(self) -> ExperimentConfig:
+        d = self.model.layers[0]
+        used = self.target.variables()
+        if not used and self.target.expr is None and self.target.piecewise is None:
+            if d != 1:
+                raise ValueError(
+                    f"model.layers: target '{self.target.name}' has one input, so layers must "
+                    f"start with 1 (got {d}); use target.expr with x1, x2, ... for more"
+                )
+            return self
+        allowed = ("x",) if d == 1 else tuple(f"x{i}" for i in range(1, d + 1))
+        wrong = [v for v in used if v not in allowed]
+        if wrong:
+            raise ValueError(
+                f"target.expr: uses {', '.join(wrong)}, but the network has {d} input"
+                f"{'s' if d > 1 else ''} (model.layers starts with {d}), so the variables are "
+                f"{', '.join(allowed)}"
+            )
+        return self
+
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
@@ -406,8 +516,21 @@ class _Located:
         return None
 
 
+MAX_YAML_NODES = 100_000
+
+
 def _locate(node: yaml.Node, source: str, path: tuple[str | int, ...], out: _Located) -> None:
     out.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if len(out.marks) > MAX_YAML_NODES:
+        # Anchors used many times over ("billion laughs") would otherwise take forever.
+        raise ConfigError(
+            source,
+            "",
+            f"the YAML document is too large (over {MAX_YAML_NODES} values once "
+            "aliases are expanded)",
+            node.start_mark.line + 1,
+            node.start_mark.column + 1,
+        )
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -518,7 +641,7 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
         # PyYAML's constructors fail like this on 2020-02-30, !!int x, !!bool x, 5000-digit ints.
         problem = str(exc).split(";")[0]
         raise ConfigError(where, key, f"value is not valid YAML: {problem}") from None
-    if isinstance(value, dict):
+    if isinstance(value, dict) and value:
         raise ConfigError(where, key, "set one key at a time, not a mapping")
     return path, value
 
@@ -641,6 +764,10 @@ def _describe(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    # Checks across sections (ExperimentConfig's own validators) name their key first.
+    keyed = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", message)
+    if not path and keyed:
+        return list(keyed.group(1).split(".")), keyed.group(2)
     if kind == "missing":
         return path, "missing required key"
     if kind == "union_tag_not_found":

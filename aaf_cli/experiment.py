@@ -19,7 +19,7 @@ from aaf_cli import __version__
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
-from aaf_cli.targets import Dataset, evaluate_target, sample_points
+from aaf_cli.targets import Dataset, grid_points, sample_points, target_function
 from aaf_cli.train import LogRecord, TrainResult, train
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -39,11 +39,28 @@ def resolve_device(name: str) -> torch.device:
 def _training_data(cfg: ExperimentConfig, data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     t = cfg.target
     gen = torch.Generator().manual_seed(data_seed)
-    x = sample_points(t.domain, t.n_train, t.sampling, gen)
-    y = evaluate_target(t.name, x, t.params)
+    x = sample_points(t.domain, t.n_train, t.sampling, gen, cfg.model.layers[0])
+    y = _finite(cfg, x, target_function(t)(x))
     if t.noise > 0:
         y = y + t.noise * torch.randn(y.shape, generator=gen, dtype=torch.float64)
     return x, y
+
+
+def _finite(cfg: ExperimentConfig, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The target values, or a ConfigError naming the first point where they are not finite."""
+    bad = (~torch.isfinite(y)).reshape(-1).nonzero()
+    if len(bad):
+        from aaf_cli.errors import ConfigError
+
+        point = ", ".join(f"{v:.6g}" for v in x[int(bad[0])].tolist())
+        key = "target.expr" if cfg.target.expr is not None else "target"
+        raise ConfigError(
+            "config",
+            key,
+            f"the target is {y.reshape(-1)[int(bad[0])].item()} at x = ({point}) "
+            f"({len(bad)} of {y.numel()} points not finite); choose a domain where it is defined",
+        )
+    return y
 
 
 def data_seed(cfg: ExperimentConfig, seed: int | None) -> int:
@@ -69,8 +86,8 @@ def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
         y_train = torch.stack([per_seed[s][1] for s in order])
     else:
         x_train, y_train = _training_data(cfg, data_seed(cfg, None))
-    x_test = torch.linspace(t.domain[0], t.domain[1], t.n_test, dtype=torch.float64).unsqueeze(-1)
-    y_test = evaluate_target(t.name, x_test, t.params)
+    x_test = grid_points(t.domain, t.n_test, cfg.model.layers[0])
+    y_test = _finite(cfg, x_test, target_function(t)(x_test))
     dtype = DTYPES[cfg.dtype]
     return Dataset(*(v.to(device=device, dtype=dtype) for v in (x_train, y_train, x_test, y_test)))
 
@@ -153,6 +170,7 @@ def run_experiment(
     cfg: ExperimentConfig,
     on_log: Callable[[LogRecord], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    data: Dataset | None = None,
 ) -> ExperimentResult:
     """Sample the data, build the ensemble and train it.
 
@@ -164,7 +182,7 @@ def run_experiment(
     device = resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    data = make_dataset(cfg, device)
+    data = data if data is not None else make_dataset(cfg, device)
     ensemble = build_ensemble(cfg, device)
     result = train(
         ensemble,

@@ -15,8 +15,10 @@ import torch
 
 from aaf_cli import plots, runs
 from aaf_cli.config import ExperimentConfig
+from aaf_cli.errors import ConfigError
 from aaf_cli.experiment import (
     ExperimentResult,
+    make_dataset,
     members,
     resolve_device,
     run_experiment,
@@ -69,7 +71,7 @@ def _git_commit() -> str | None:
 def describe(cfg: ExperimentConfig) -> str:
     """A short title: target, network and activation."""
     layers = "x".join(str(w) for w in cfg.model.layers)
-    return f"{cfg.name}: {cfg.target.name}, [{layers}] {cfg.model.activation}"
+    return f"{cfg.name}: {cfg.target.label}, [{layers}] {cfg.model.activation}"
 
 
 def status_of(interrupted: bool, outcomes: Sequence[ModelOutcome]) -> str:
@@ -124,10 +126,12 @@ def build_summary(
         "seeds": cfg.seed_list,
         "baseline": baseline,
         "data": {
-            "target": cfg.target.name,
+            "target": cfg.target.label,
+            "expr": cfg.target.expr,
+            "inputs": cfg.model.layers[0],
             "domain": list(cfg.target.domain),
-            "n_train": cfg.target.n_train,
-            "n_test": cfg.target.n_test,
+            "n_train": int(exp.data.x_train.shape[-2]),
+            "n_test": int(exp.data.x_test.shape[0]),
             "sampling": cfg.target.sampling,
             "noise": cfg.target.noise,
             "same_data_for_all_seeds": not cfg.target.resample,
@@ -170,7 +174,8 @@ def write_figures(
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
 
     data = exp.data
-    x_test = data.x_test[:, 0].double().cpu().tolist()
+    dims = data.x_test.shape[-1]
+    x_cols = [data.x_test[:, k].double().cpu().tolist() for k in range(dims)]
     y_test = data.y_test[:, 0].double().cpu().tolist()
     index = {(m.variant, m.seed): i for i, m in enumerate(exp.members)}
     groups = by_variant(outcomes, names)
@@ -184,10 +189,17 @@ def write_figures(
         first = next(iter(predictions.items()), None)
         k = index[(first[0], first[1][0])] if first else 0
         x_train_all, y_train_all = x_train_all[k], y_train_all[k]
-    x_train = x_train_all.reshape(-1).double().cpu().tolist()
+    x_train = [x_train_all[:, k].double().cpu().tolist() for k in range(dims)]
     y_train = y_train_all.reshape(-1).double().cpu().tolist()
-    plots.fit(x_test, y_test, x_train, y_train, predictions, folder / "fit.png", title)
-    columns: dict[str, list[float]] = {"x": x_test, "target": y_test}
+    if dims == 1:
+        plots.fit(x_cols[0], y_test, x_train[0], y_train, predictions, folder / "fit.png", title)
+    elif dims == 2:
+        plots.fit_2d(x_cols, y_test, x_train, predictions, folder / "fit.png", title)
+    # More inputs: no picture, the numbers are in fit.csv.
+    columns: dict[str, list[float]] = (
+        {"x": x_cols[0]} if dims == 1 else {f"x{k + 1}": c for k, c in enumerate(x_cols)}
+    )
+    columns["target"] = y_test
     columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
     runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))
     plots.slopes(series, names, folder / "slopes.png", f"{title}: activation parameters")
@@ -272,14 +284,18 @@ def execute(
     so a killed run keeps what it had. ``summary.json`` is written last: its presence marks a
     finished folder.
     """
-    resolve_device(cfg.device)
+    try:
+        device = resolve_device(cfg.device)
+        data = make_dataset(cfg, device)  # a target undefined somewhere fails before any folder
+    except ConfigError as exc:
+        raise ConfigError(source, exc.key, exc.message) from None
     started = datetime.now()
     folder = runs.new_run_dir(runs_dir, cfg.name, started)
     runs.write_atomic(folder / "config.yaml", cfg.to_yaml(config_header(source, overrides)))
     if on_start is not None:
         on_start(folder)
     flusher = _Flusher(folder, members(cfg), flush_every, on_log)
-    exp = run_experiment(cfg, on_log=flusher, stop=stop)
+    exp = run_experiment(cfg, on_log=flusher, stop=stop, data=data)
     series, outcomes = tidy(exp)
     runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))
     runs.write_atomic(folder / "parameters.csv", runs.parameters_csv(series))

@@ -137,6 +137,70 @@ def fit(
     save(fig, path)
 
 
+def fit_2d(
+    x_test: Sequence[Sequence[float]],
+    y_test: Sequence[float],
+    x_train: Sequence[Sequence[float]],
+    predictions: Mapping[str, tuple[int, Sequence[float]]],
+    path: Path,
+    title: str,
+) -> None:
+    """Two inputs: the target with the training points, then per variant its prediction and its
+    absolute error (log colour scale) as heat maps over the test grid."""
+    from matplotlib.colors import LogNorm
+
+    k = round(math.sqrt(len(y_test)))
+    x1, x2 = x_test
+    extent = (min(x1), max(x1), min(x2), max(x2))
+
+    def grid(values: Sequence[float]) -> list[list[float]]:
+        # grid_points orders x1-major: row i of the picture is x2's i-th value.
+        return [[values[a * k + b] for a in range(k)] for b in range(k)]
+
+    rows = 1 + len(predictions)
+    fig = Figure(figsize=(8.0, 3.0 * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 2, squeeze=False)
+    fig.suptitle(title, fontsize=10)
+    lo, hi = min(y_test), max(y_test)
+    image = axes[0][0].imshow(
+        grid(y_test), origin="lower", extent=extent, aspect="auto", vmin=lo, vmax=hi, cmap="viridis"
+    )
+    axes[0][0].plot(x_train[0], x_train[1], ".", color="white", ms=1.5, alpha=0.6)
+    axes[0][0].set_title(f"target, training points ({len(x_train[0])})", fontsize=9)
+    fig.colorbar(image, ax=axes[0][0])
+    axes[0][1].set_axis_off()
+    for r, (variant, (seed, pred)) in enumerate(predictions.items(), start=1):
+        image = axes[r][0].imshow(
+            grid(pred),
+            origin="lower",
+            extent=extent,
+            aspect="auto",
+            vmin=lo,
+            vmax=hi,
+            cmap="viridis",
+        )
+        axes[r][0].set_title(f"{variant} (seed {seed}): prediction", fontsize=9)
+        fig.colorbar(image, ax=axes[r][0])
+        error = [max(abs(p - y), 1e-12) for p, y in zip(pred, y_test)]
+        image = axes[r][1].imshow(
+            grid(error),
+            origin="lower",
+            extent=extent,
+            aspect="auto",
+            norm=LogNorm(vmin=max(min(error), 1e-8), vmax=max(error)),
+            cmap="magma",
+        )
+        axes[r][1].set_title(f"{variant}: |prediction - target|", fontsize=9)
+        fig.colorbar(image, ax=axes[r][1])
+    for row in axes:
+        for ax in row:
+            if ax.axison:
+                ax.set_xlabel("x1", fontsize=8)
+                ax.set_ylabel("x2", fontsize=8)
+    save(fig, path)
+
+
 def slopes(series: Sequence[Series], variants: Sequence[str], path: Path, title: str) -> None:
     """Activation parameters against the step: a panel per variant that has any, a colour per
     parameter (per layer), a thin line per seed; for neuron-wise slopes the per-layer mean as a
@@ -194,7 +258,16 @@ def _base_name(name: str) -> str:
     return name
 
 
-LINE_STYLES = ("-", "--", ":", "-.")
+LINE_STYLES: tuple[str | tuple[int, tuple[int, ...]], ...] = (
+    "-",
+    "--",
+    ":",
+    "-.",
+    (0, (5, 1, 1, 1, 1, 1)),
+    (0, (8, 2)),
+    (0, (1, 3)),
+    (0, (3, 1, 1, 1)),
+)
 
 
 def compare(
@@ -218,7 +291,7 @@ def compare(
     for c in curves:
         col = colour(runs.index(c.run))
         style = LINE_STYLES[variants.index(c.variant) % len(LINE_STYLES)]
-        (line,) = ax.plot(c.x, _positive(c.shown.median), style, color=col, lw=1.6)
+        (line,) = ax.plot(c.x, _positive(c.shown.median), linestyle=style, color=col, lw=1.6)
         line.set_label(f"{short[c.run]} · {c.variant} ({c.raw.seeds} seeds)")
         handles.append(line)
         if c.raw.kind != "none":

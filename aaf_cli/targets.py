@@ -132,14 +132,54 @@ def evaluate_target(name: str, x: torch.Tensor, params: Mapping[str, Any]) -> to
     return spec.fn(x, **target_params(spec, params))
 
 
+def target_function(target: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``[N, d] -> [N, 1]`` for a target config: a registered target, or your own expression
+    (evaluated by the safe parser of ``expr.py``, never by Python's eval)."""
+    if target.expr is None and target.piecewise is None:
+        return lambda x: evaluate_target(target.name, x, target.params)
+    from aaf_cli.expr import parse, parse_piecewise
+
+    names = ("x",) + tuple(f"x{i}" for i in range(1, 9))
+    if target.expr is not None:
+        expression = parse(target.expr, names)
+    else:
+        expression = parse_piecewise([(p.when, p.expr) for p in target.piecewise], names)
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        d = x.shape[-1]
+        inputs = {"x": x[:, 0]} if d == 1 else {f"x{i + 1}": x[:, i] for i in range(d)}
+        return expression.evaluate(inputs).reshape(-1, 1)
+
+    return fn
+
+
+def grid_points(domain: tuple[float, float], n: int, dims: int) -> torch.Tensor:
+    """A uniform grid ``[k^dims, dims]`` with ``k = max(2, round(n^(1/dims)))`` points per axis
+    (exactly ``n`` points for one input), in float64."""
+    import torch
+
+    lo, hi = domain
+    k = n if dims == 1 else max(2, round(n ** (1.0 / dims)))
+    axis = torch.linspace(lo, hi, k, dtype=torch.float64)
+    if dims == 1:
+        return axis.unsqueeze(-1)
+    mesh = torch.meshgrid(*([axis] * dims), indexing="ij")
+    return torch.stack([m.reshape(-1) for m in mesh], dim=-1)
+
+
 def sample_points(
-    domain: tuple[float, float], n: int, sampling: str, generator: torch.Generator
+    domain: tuple[float, float],
+    n: int,
+    sampling: str,
+    generator: torch.Generator,
+    dims: int = 1,
 ) -> torch.Tensor:
-    """Training inputs ``[n, 1]`` in float64: a uniform grid or uniform random draws."""
+    """Training inputs ``[n, dims]`` in float64: a uniform grid or uniform random draws (sorted
+    for one input)."""
     import torch
 
     lo, hi = domain
     if sampling == "grid":
-        return torch.linspace(lo, hi, n, dtype=torch.float64).unsqueeze(-1)
-    x = torch.rand(n, 1, dtype=torch.float64, generator=generator) * (hi - lo) + lo
-    return x.sort(dim=0).values
+        return grid_points(domain, n, dims)
+    x = torch.rand(n, dims, dtype=torch.float64, generator=generator) * (hi - lo) + lo
+    return x.sort(dim=0).values if dims == 1 else x

@@ -38,7 +38,7 @@ runner = CliRunner()
 def test_help_lists_every_command_with_help_text() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "validate", "targets", "kinds"):
+    for command in ("run", "validate", "targets", "kinds", "compare", "list", "show"):
         assert command in result.stdout
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0 and len(sub.stdout.splitlines()) > 3
@@ -209,3 +209,69 @@ def test_aggregates_csv_equals_the_drawn_medians_and_bands(
     # fill_between's polygon runs along the low and back along the high values.
     polygons = [sorted(set(p)) for p in drawn["bands"]]  # type: ignore[attr-defined]
     assert polygons == bands
+
+
+def test_all_kinds_config_runs_end_to_end(runs_dir: Path) -> None:
+    config = REPO / "configs/all_kinds.yaml"
+    result = runner.invoke(app, ["run", str(config), "--runs-dir", str(runs_dir), "-q"])
+    assert result.exit_code == 0, result.stderr
+    folder = only_run(runs_dir)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    variants = summary["variants"]
+    dense = (8 + 8) + (8 * 8 + 8) + (8 + 1)
+    expected_counts = {
+        "fixed": dense,
+        "fixed_lr5x": dense,
+        "fixed_elu": dense,
+        "gaaf": dense + 1,
+        "llaaf_sr": dense + 2,
+        "nlaaf_sr": dense + 16,
+        "rowdy": dense + 2 * (1 + 2 * 3),
+        "prelu": dense + 2,
+        "swish": dense + 2,
+        "rational": dense + 2 * (6 + 4),
+    }
+    assert {k: v["parameters"] for k, v in variants.items()} == expected_counts
+    assert variants["fixed_elu"]["base_activation"] == "elu"
+    assert variants["rational"]["base_activation"] is None
+    # Per-layer trajectories in parameters.csv; S(a) only where slope recovery is on.
+    with (folder / "parameters.csv").open() as fh:
+        fh.readline()
+        names: dict[str, set[str]] = {}
+        for row in csv.DictReader(fh):
+            names.setdefault(row["variant"], set()).add(row["parameter"])
+    assert names["gaaf"] == {"n*a"}
+    assert names["llaaf_sr"] == {"n*a[1]", "n*a[2]"}
+    assert names["nlaaf_sr"] == {f"n*a[{k}] {s}" for k in (1, 2) for s in ("mean", "min", "max")}
+    assert names["rowdy"] == {"n*a[1]", "n*a[2]", "max|n*a_j|[1]", "max|n*a_j|[2]"}
+    assert "fixed" not in names
+    with (folder / "metrics.csv").open() as fh:
+        fh.readline()
+        rows = list(csv.DictReader(fh))
+    with_recovery = {r["variant"] for r in rows if r["recovery"]}
+    assert with_recovery == {"llaaf_sr", "nlaaf_sr"}
+    # Every checkpoint reloads (weights_only) into a plain network that reproduces fit.csv.
+    with (folder / "fit.csv").open() as fh:
+        fit = list(csv.DictReader(fh))
+    x = torch.tensor([[float(r["x"])] for r in fit])
+    for name in variants:
+        column = next(c for c in fit[0] if c.startswith(f"{name}_seed"))
+        seed = int(column.rsplit("seed", 1)[1])
+        model = load_checkpoint(folder / f"checkpoints/{name}.pt", seed)
+        with torch.no_grad():
+            got = model(x)[:, 0].double()
+        expected = torch.tensor([float(r[column]) for r in fit], dtype=torch.float64)
+        # float32, and the plain modules order some operations differently: ~1e-5 apart.
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=2e-5, msg=name)
+
+
+def test_force_runs_a_config_over_the_soft_limits(runs_dir: Path) -> None:
+    args = ["run", str(SMOKE), "--runs-dir", str(runs_dir), "-q", "--set", "seeds=101"]
+    refused = runner.invoke(app, [*args, "--set", "train.steps=5"])
+    assert refused.exit_code == 2 and "--force" in refused.stderr
+    assert not any(runs_dir.iterdir())
+    forced = runner.invoke(app, [*args, "--set", "train.steps=5", "--force"])
+    assert forced.exit_code == 0, forced.stderr
+    summary = json.loads((only_run(runs_dir) / "summary.json").read_text())
+    assert len(summary["seeds"]) == 101

@@ -62,6 +62,103 @@ CASES = {
         ["--set train.lr=-5", "train.lr", "greater than 0"],
     ),
     "set empty key part": (None, ["run", "{smoke}", "--set", "train..lr=1"], ["empty part"]),
+    # Numbers that must be finite.
+    "lr nan": ("train:\n  lr: .nan\n", [], ["train.lr", "finite"]),
+    "noise inf": ("target:\n  noise: .inf\n", [], ["target.noise", "finite"]),
+    "domain reversed": ("target:\n  domain: [1, -1]\n", [], ["target.domain", "low must be"]),
+    # Names never leave the runs directory.
+    "name with a path": ("name: ../../etc/evil\n", [], ["name", "should match pattern"]),
+    "name absolute": ("name: /tmp/x\n", [], ["name", "should match pattern"]),
+    # YAML that would hang or blow up a naive loader.
+    "alias bomb": (
+        "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+        + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg")),
+        [],
+        ["too large", "aliases"],
+    ),
+    "anchor in itself": ("seeds: &x [*x]\n", [], ["nested too deeply"]),
+    # Expression targets: never eval, errors point into the expression.
+    "expr import": (
+        "target:\n  expr: __import__('os').system('echo hi')\n  domain: [0, 1]\n",
+        [],
+        ["target.expr", "column"],
+    ),
+    "expr attribute": (
+        "target:\n  expr: x.__class__\n  domain: [0, 1]\n",
+        [],
+        ["target.expr", "attribute access is not allowed", "column 1"],
+    ),
+    "expr unknown name": (
+        "target:\n  expr: sin(x) + y\n  domain: [0, 1]\n",
+        [],
+        ["target.expr", "'y' is not allowed at column 10"],
+    ),
+    "expr syntax": ("target:\n  expr: 'sin(x'\n  domain: [0, 1]\n", [], ["target.expr"]),
+    "expr too long": (
+        "target:\n  expr: '" + "x+" * 3000 + "x'\n  domain: [0, 1]\n",
+        [],
+        ["target.expr", "too long"],
+    ),
+    "expr and name": (
+        "target:\n  name: sine\n  expr: x\n  domain: [0, 1]\n",
+        [],
+        ["target", "give one of name, expr or piecewise"],
+    ),
+    "expr without domain": ("target:\n  expr: sin(x)\n", [], ["target.domain", "missing"]),
+    "expr undefined on domain": (
+        "target:\n  expr: log(x)\n  domain: [-1, 1]\n",
+        [],
+        ["target.expr", "not finite", "choose a domain"],
+    ),
+    "expr wrong variable": (
+        "target:\n  expr: x1 * x2\n  domain: [0, 1]\n",
+        [],
+        ["target.expr", "uses x1, x2", "1 input"],
+    ),
+    "two inputs named target": (
+        "model:\n  layers: [2, 8, 1]\n",
+        [],
+        ["model.layers", "has one input"],
+    ),
+    "piecewise bad piece": (
+        "target:\n  piecewise: [{when: 'x < 0', expr: '1'}, {expr: 'x.real'}]\n  domain: [-1, 1]\n",
+        [],
+        ["target.piecewise", "piece 2"],
+    ),
+    # Kinds and their keys.
+    "unknown kind": (
+        "variants:\n  - {kind: globl}\n",
+        [],
+        ["variants.0.kind", "did you mean 'global'"],
+    ),
+    "key of another kind": (
+        "variants:\n  - {kind: prelu, n: 10}\n",
+        [],
+        ["variants.0.n", "unknown key"],
+    ),
+    "recovery form": (
+        "variants:\n  - {kind: layer, slope_recovery: {form: tf}}\n",
+        [],
+        ["variants.0.slope_recovery.form", "'paper' or 'code'"],
+    ),
+    "rowdy K": ("variants:\n  - {kind: rowdy, K: 1}\n", [], ["variants.0.K", "2"]),
+    "rational degrees": (
+        "variants:\n  - {kind: rational, degrees: [0, 4]}\n",
+        [],
+        ["variants.0.degrees", "degrees must be"],
+    ),
+    # Size: over the soft limits needs --force, and says how big.
+    "too large": (
+        None,
+        ["run", "{smoke}", "--set", "seeds=300"],
+        ["too large", "seeds 300 > 100", "memory", "--force"],
+    ),
+    "over the hard limit": (
+        None,
+        ["run", "{smoke}", "--set", "train.steps=1e12", "--force"],
+        ["train.steps"],
+    ),
+    "not a config file": (None, ["run", "{tmp}/x.png"], ["no such file"]),
 }
 
 

@@ -260,3 +260,14 @@ def test_bad_compare_arguments(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_an_empty_run_folder_is_incomplete_not_broken(tmp_path: Path) -> None:
+    """A run killed between making its folder and writing config.yaml."""
+    folder = tmp_path / "2026-01-01_00-00-00_smoke"
+    folder.mkdir()
+    listing = runner.invoke(app, ["list", "--runs-dir", str(tmp_path), "--json"])
+    assert listing.exit_code == 0, listing.stderr
+    assert json.loads(listing.stdout)[0]["status"] == "incomplete"
+    result = runner.invoke(app, ["compare", str(folder), "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 2 and "config.yaml is missing" in result.stderr

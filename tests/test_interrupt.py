@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .conftest import SMOKE, only_run
 
@@ -26,6 +27,7 @@ def test_sigint_writes_an_interrupted_run_and_exits_130(tmp_path: Path) -> None:
             "train.steps=1000000",
             "--set",
             "train.log_every=100",
+            "--force",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -46,3 +48,24 @@ def test_sigint_writes_an_interrupted_run_and_exits_130(tmp_path: Path) -> None:
         assert (folder / name).is_file()
     assert not list(folder.glob(".*tmp*"))
     assert "Traceback" not in err
+
+
+def test_metrics_are_on_disk_while_training(tmp_path: Path) -> None:
+    """A run killed at any moment keeps its metrics: they are flushed while it trains."""
+    from aaf_cli.config import load_config
+    from aaf_cli.pipeline import execute
+    from aaf_cli.runs import read_metrics
+
+    seen: dict[int, list[int]] = {}
+
+    def on_log(record: Any) -> None:
+        folder = next(tmp_path.iterdir())
+        if record.step in (40, 80):
+            series = read_metrics(folder / "metrics.csv")
+            seen[record.step] = series[0].steps
+            assert not (folder / "summary.json").exists()
+
+    cfg = load_config(SMOKE, ["train.steps=100", "train.log_every=20"])
+    execute(cfg, tmp_path, on_log=on_log, flush_every=0.0)
+    # Each flush holds every record up to and including the one being logged.
+    assert seen == {40: [0, 20, 40], 80: [0, 20, 40, 60, 80]}

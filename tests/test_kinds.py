@@ -129,15 +129,15 @@ def test_parameters_are_registered_saved_and_moved(key: str) -> None:
 
 @pytest.mark.parametrize("key", list(VARIANTS))
 def test_batched_kind_matches_the_per_model_reference(key: str) -> None:
-    """60 Adam steps of two seeds in the batched ensemble == nn.Module + torch.optim.Adam."""
+    """40 Adam steps of two seeds in the batched ensemble == nn.Module + torch.optim.Adam."""
     x, y = data()
     members = [spec(key, 0), spec(key, 1)]
     base = VARIANTS[key].get("activation", "tanh")
     model = Groups([Ensemble(LAYERS, VARIANTS[key]["kind"], base, members, dtype=F64)])
-    result = train(model, x, y, x, y, TrainConfig(steps=60, log_every=1, lr=5e-3))
+    result = train(model, x, y, x, y, TrainConfig(steps=40, log_every=1, lr=5e-3))
     engine = torch.stack([r.train_loss for r in result.records])
     for i, m in enumerate(members):
-        losses, net = reference_run(m, LAYERS, "tanh", x, y, 60, 5e-3)
+        losses, net = reference_run(m, LAYERS, "tanh", x, y, 40, 5e-3)
         torch.testing.assert_close(
             engine[:, i], torch.tensor(losses, dtype=F64), rtol=1e-9, atol=1e-13
         )

@@ -1,0 +1,108 @@
+"""How big a run is before it starts: models, memory and time, and the limits that need --force.
+
+The config schema has hard limits that no run may pass (a typo such as ``steps: 1e9``); these
+are softer: a run over them is refused with an estimate of its memory and time, and ``aaf run
+--force`` runs it anyway. Torch-free, so ``aaf validate`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from aaf_cli.config import ExperimentConfig
+
+SOFT_LIMITS = {
+    "train.steps": 200_000,
+    "target.n_train": 100_000,
+    "model width": 1024,
+    "seeds": 100,
+    "models (variants x seeds)": 512,
+}
+MAX_HOURS = 6.0
+MAX_MEMORY_FRACTION = 0.5
+# Sustained rate of the batched engine on a 2-core CPU (benchmarks/bench_engine.py measured
+# 5-34 GFLOP/s); the lower end keeps the time estimate on the safe side.
+ASSUMED_FLOPS = 5e9
+# Floats kept per hidden unit and point for the backward pass (pre-activation, activation,
+# their gradients); Rowdy keeps K-1 more.
+FLOATS_PER_UNIT = 4
+
+
+@dataclass(frozen=True)
+class Estimate:
+    models: int
+    points: int
+    memory_bytes: float
+    seconds: float
+
+    def describe(self) -> str:
+        return (
+            f"{self.models} models on {self.points} points: about "
+            f"{_bytes(self.memory_bytes)} of memory and {_duration(self.seconds)} "
+            f"(at an assumed {ASSUMED_FLOPS / 1e9:g} GFLOP/s)"
+        )
+
+
+def estimate(cfg: ExperimentConfig) -> Estimate:
+    """A rough upper estimate: activations and optimizer state in memory, FLOPs over time."""
+    models = len(cfg.variants) * len(cfg.seed_list)
+    dims = cfg.model.layers[0]
+    points = cfg.target.n_train
+    if cfg.target.sampling == "grid" and dims > 1:
+        points = max(2, round(points ** (1.0 / dims))) ** dims
+    layers = cfg.model.layers
+    hidden = sum(layers[1:-1])
+    weights = sum(i * o + o for i, o in zip(layers[:-1], layers[1:]))
+    extra = max((getattr(v, "K", 1) for v in cfg.variants), default=1)
+    size = 8 if cfg.dtype == "float64" else 4
+    test_points = cfg.target.n_test
+    activations = models * max(points, test_points) * hidden * FLOATS_PER_UNIT * extra * size
+    state = models * weights * 4 * size  # weights, gradients, two Adam moments
+    flops = 6.0 * models * points * (weights + hidden * extra) * cfg.train.steps
+    return Estimate(models, points, float(activations + state), flops / ASSUMED_FLOPS)
+
+
+def over_limits(cfg: ExperimentConfig, est: Estimate) -> list[str]:
+    """Which soft limits the config passes, in words; empty if none."""
+    values = {
+        "train.steps": cfg.train.steps,
+        "target.n_train": est.points,
+        "model width": max(cfg.model.layers),
+        "seeds": len(cfg.seed_list),
+        "models (variants x seeds)": est.models,
+    }
+    out = [
+        f"{key} {value} > {SOFT_LIMITS[key]}"
+        for key, value in values.items()
+        if value > SOFT_LIMITS[key]
+    ]
+    if est.seconds > MAX_HOURS * 3600:
+        out.append(f"estimated time over {MAX_HOURS:g} h")
+    memory = physical_memory()
+    if memory and est.memory_bytes > MAX_MEMORY_FRACTION * memory:
+        out.append(f"estimated memory over half of this machine's {_bytes(memory)}")
+    return out
+
+
+def physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
