@@ -51,9 +51,9 @@ def estimate(cfg: ExperimentConfig) -> Estimate:
     points = cfg.target.n_train
     if cfg.target.sampling == "grid" and dims > 1:
         points = max(2, round(points ** (1.0 / dims))) ** dims
-    layers = cfg.model.layers
-    hidden = sum(layers[1:-1])
-    weights = sum(i * o + o for i, o in zip(layers[:-1], layers[1:]))
+    widths = [cfg.layers_of(v) for v in cfg.variants]
+    hidden = max(sum(layers[1:-1]) for layers in widths)
+    weights = max(sum(i * o + o for i, o in zip(ls[:-1], ls[1:])) for ls in widths)
     extra = max((getattr(v, "K", 1) for v in cfg.variants), default=1)
     size = 8 if cfg.dtype == "float64" else 4
     test_points = cfg.target.n_test
@@ -68,7 +68,7 @@ def over_limits(cfg: ExperimentConfig, est: Estimate) -> list[str]:
     values = {
         "train.steps": cfg.train.steps,
         "target.n_train": est.points,
-        "model width": max(cfg.model.layers),
+        "model width": max(max(cfg.layers_of(v)) for v in cfg.variants),
         "seeds": len(cfg.seed_list),
         "models (variants x seeds)": est.models,
     }

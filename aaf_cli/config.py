@@ -254,6 +254,13 @@ class _Variant(_Strict):
     lr: float | None = Field(
         None, gt=0.0, le=100.0, description="this variant's learning rate; default: train.lr"
     )
+    layers: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] | None = Field(
+        None,
+        min_length=2,
+        max_length=64,
+        description="this variant's own widths (e.g. a parameter-matched control); default: "
+        "model.layers",
+    )
 
     @property
     def base(self) -> str | None:
@@ -476,8 +483,10 @@ class ExperimentConfig(_Strict):
                     f"model.layers: target '{self.target.name}' has one input, so layers must "
                     f"start with 1 (got {d}); use target.expr with x1, x2, ... for more"
                 )
+            self._variant_layers(d)
             return self
         allowed = ("x",) if d == 1 else tuple(f"x{i}" for i in range(1, d + 1))
+        self._variant_layers(d)
         wrong = [v for v in used if v not in allowed]
         if wrong:
             raise ValueError(
@@ -486,6 +495,19 @@ class ExperimentConfig(_Strict):
                 f"{', '.join(allowed)}"
             )
         return self
+
+    def _variant_layers(self, inputs: int) -> None:
+        for k, v in enumerate(self.variants):
+            if v.layers is not None and (v.layers[0] != inputs or v.layers[-1] != 1):
+                raise ValueError(
+                    f"variants.{k}.layers: must start with the {inputs} input"
+                    f"{'s' if inputs > 1 else ''} of model.layers and end with 1 "
+                    f"(got {v.layers})"
+                )
+
+    def layers_of(self, variant: Any) -> list[int]:
+        """A variant's widths: its own, or ``model.layers``."""
+        return list(variant.layers) if variant.layers is not None else list(self.model.layers)
 
     @property
     def seed_list(self) -> list[int]:

@@ -104,12 +104,12 @@ def members(cfg: ExperimentConfig) -> list[ModelSpec]:
 
 
 def group_key(cfg: ExperimentConfig, variant: Any) -> tuple[Any, ...]:
-    """Variants that can share one batched ensemble: same kind, base activation and structure
-    (Rowdy's K, the rational degrees). Per-variant n, a0, lr and slope recovery vary per model.
+    """Variants that can share one batched ensemble: same kind, base activation, widths and
+    structure (Rowdy's K, the rational degrees). n, a0, lr and slope recovery vary per model.
     """
     base = variant.base or cfg.model.activation
     structure = getattr(variant, "K", None), getattr(variant, "degrees", None)
-    return (variant.kind, base, *structure)
+    return (variant.kind, base, tuple(cfg.layers_of(variant)), *structure)
 
 
 def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Groups:
@@ -123,7 +123,7 @@ def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Groups:
     return Groups(
         [
             Ensemble(
-                cfg.model.layers,
+                list(key[2]),
                 key[0],
                 key[1],
                 group,

@@ -103,6 +103,7 @@ def build_summary(
         group, _ = exp.ensemble.locate(index)
         entry["base_activation"] = group.base if group.family.base else None
         entry["parameters"] = group.parameter_count()
+        entry["layers"] = group.layers
         entry.update(variant_summary(groups[v.name]))
         entry["wall_time_s"] = exp.result.wall_time
         entry["per_seed"] = [o.__dict__ for o in groups[v.name]]
@@ -217,7 +218,7 @@ def write_checkpoints(folder: Path, cfg: ExperimentConfig, exp: ExperimentResult
             "variant": v.name,
             "kind": v.kind,
             "config": v.model_dump(mode="json"),
-            "layers": list(cfg.model.layers),
+            "layers": cfg.layers_of(v),
             "activation": v.base or cfg.model.activation,
             "seeds": [exp.members[i].seed for i in indices],
             "state_dicts": [group.state_dict_of(j) for group, j in located],

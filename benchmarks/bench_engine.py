@@ -20,8 +20,9 @@ import time
 from collections.abc import Sequence
 
 import torch
+from pydantic import TypeAdapter
 
-from aaf_cli.config import FixedVariant, GlobalVariant, TrainConfig
+from aaf_cli.config import FixedVariant, GlobalVariant, TrainConfig, Variant
 from aaf_cli.models import Ensemble, Groups, ModelSpec, PlainMLP, init_weights
 from aaf_cli.train import train
 
@@ -35,11 +36,15 @@ NETS = {
 POINTS = 300
 
 
-def specs(models: int) -> list[ModelSpec]:
-    """Half fixed, half adaptive (n = 10), paired by seed; fixed first, as the engine groups."""
-    half = models // 2
-    fixed = [ModelSpec("fixed", s, "fixed", FIXED) for s in range(models - half)]
-    return fixed + [ModelSpec("adaptive", s, "global", ADAPTIVE) for s in range(half)]
+def specs(models: int, kind: str = "mixed") -> list[ModelSpec]:
+    """``mixed``: half fixed, half global (n = 10), paired by seed, fixed first as the engine
+    groups them; otherwise M models of one kind with its default settings."""
+    if kind == "mixed":
+        half = models // 2
+        fixed = [ModelSpec("fixed", s, "fixed", FIXED) for s in range(models - half)]
+        return fixed + [ModelSpec("adaptive", s, "global", ADAPTIVE) for s in range(half)]
+    variant = TypeAdapter(Variant).validate_python({"kind": kind})
+    return [ModelSpec(kind, s, kind, variant) for s in range(models)]
 
 
 def data(device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,9 +111,11 @@ def engine(
     return result.wall_time, compile_time, histories if record else []
 
 
-def check_equivalence(layers: list[int], act: str, device: str, models: int = 4) -> float:
+def check_equivalence(
+    layers: list[int], act: str, device: str, models: int = 4, kind: str = "mixed"
+) -> float:
     """Largest relative difference of the loss trajectories over 100 steps in float64."""
-    members = specs(models)
+    members = specs(models, kind)
     _, ref = plain_loop(members, layers, act, 100, device, torch.float64, record=True)
     _, _, got = engine(members, layers, act, 100, device, torch.float64, record=True)
     worst = 0.0
@@ -150,6 +157,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time the compiled engine")
     parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["mixed"],
+        help="mixed (half fixed, half global; the README table) or kinds: global layer neuron "
+        "rowdy prelu swish rational",
+    )
+    parser.add_argument(
         "--loop-models",
         type=int,
         default=0,
@@ -168,33 +182,38 @@ def main() -> None:
     )
     if args.compile:
         header += f"{'compiled ms/s':>15}{'ratio':>8}{'compile s':>11}"
-    for net in args.nets:
-        layers, act = NETS[net]
-        worst = check_equivalence(layers, act, args.device)
-        print(
-            f"\n{net} {layers} {act}: engine == per-model loop (float64, 100 steps, "
-            f"max rel. diff {worst:.1e})"
+    for kind in args.kinds:
+        for net in args.nets:
+            run_case(args, kind, net, header)
+
+
+def run_case(args: argparse.Namespace, kind: str, net: str, header: str) -> None:
+    layers, act = NETS[net]
+    worst = check_equivalence(layers, act, args.device, kind=kind)
+    print(
+        f"\n{kind}, {net} {layers} {act}: engine == per-model loop (float64, 100 steps, "
+        f"max rel. diff {worst:.1e})"
+    )
+    print(header)
+    for models in args.models:
+        members = specs(models, kind)
+        timed = members[: args.loop_models] if args.loop_models else members
+        loop_s, _ = plain_loop(timed, layers, act, args.steps, args.device, torch.float32)
+        loop_rate = len(timed) * args.steps / loop_s
+        eng_s, _, _ = engine(members, layers, act, args.steps, args.device, torch.float32)
+        eng_rate = models * args.steps / eng_s
+        gflops = eng_rate * flops_per_model_step(layers) / 1e9
+        line = (
+            f"{layers!s:<24}{models:>6}{loop_rate:>12.0f}{eng_rate:>13.0f}"
+            f"{eng_rate / loop_rate:>7.1f}x{gflops:>16.2f}"
         )
-        print(header)
-        for models in args.models:
-            members = specs(models)
-            timed = members[: args.loop_models] if args.loop_models else members
-            loop_s, _ = plain_loop(timed, layers, act, args.steps, args.device, torch.float32)
-            loop_rate = len(timed) * args.steps / loop_s
-            eng_s, _, _ = engine(members, layers, act, args.steps, args.device, torch.float32)
-            eng_rate = models * args.steps / eng_s
-            gflops = eng_rate * flops_per_model_step(layers) / 1e9
-            line = (
-                f"{layers!s:<24}{models:>6}{loop_rate:>12.0f}{eng_rate:>13.0f}"
-                f"{eng_rate / loop_rate:>7.1f}x{gflops:>16.2f}"
+        if args.compile:
+            comp_s, comp_t, _ = engine(
+                members, layers, act, args.steps, args.device, torch.float32, compile_=True
             )
-            if args.compile:
-                comp_s, comp_t, _ = engine(
-                    members, layers, act, args.steps, args.device, torch.float32, compile_=True
-                )
-                comp_rate = models * args.steps / comp_s
-                line += f"{comp_rate:>15.0f}{comp_rate / loop_rate:>7.1f}x{comp_t:>11.1f}"
-            print(line, flush=True)
+            comp_rate = models * args.steps / comp_s
+            line += f"{comp_rate:>15.0f}{comp_rate / loop_rate:>7.1f}x{comp_t:>11.1f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

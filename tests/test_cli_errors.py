@@ -147,6 +147,11 @@ CASES = {
         [],
         ["variants.0.degrees", "degrees must be"],
     ),
+    "variant layers": (
+        "variants:\n  - {kind: fixed, layers: [2, 8, 1]}\n",
+        [],
+        ["variants.0.layers", "must start with the 1 input"],
+    ),
     # Size: over the soft limits needs --force, and says how big.
     "too large": (
         None,

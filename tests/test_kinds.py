@@ -244,3 +244,33 @@ def test_groups_split_by_kind_and_activation_and_share_initial_weights() -> None
                 torch.testing.assert_close(
                     g.weights[k][j], first.weights[k][m.seed], rtol=0, atol=0
                 )
+
+
+def test_a_variant_with_its_own_layers_trains_in_its_own_group(tmp_path: Any) -> None:
+    from aaf_cli.pipeline import execute
+
+    cfg = load_config(
+        None,
+        [
+            "seeds=2",
+            "train.steps=10",
+            "model.layers=[1, 6, 1]",
+            "variants=[{kind: fixed}, {kind: global},"
+            " {kind: fixed, name: wide, layers: [1, 7, 1]}]",
+        ],
+    )
+    model = build_ensemble(cfg, torch.device("cpu"))
+    assert [(g.kind, g.layers) for g in model.ensembles()] == [
+        ("fixed", [1, 6, 1]),
+        ("global", [1, 6, 1]),
+        ("fixed", [1, 7, 1]),
+    ]
+    wide = model.ensembles()[2]
+    torch.testing.assert_close(wide.weights[0][1].T, init_weights([1, 7, 1], 1)[0][0].float())
+    summary = execute(cfg, tmp_path).summary
+    assert {k: v["parameters"] for k, v in summary["variants"].items()} == {
+        "fixed": 6 + 6 + 7,
+        "global": 6 + 6 + 7 + 1,
+        "wide": 7 + 7 + 8,
+    }
+    assert summary["variants"]["wide"]["layers"] == [1, 7, 1]

@@ -370,3 +370,35 @@ def test_union_tags_are_not_part_of_the_key(text: str, key: str) -> None:
     message = _load(None, [text])
     assert isinstance(message, str) and message.startswith(f"{DEFAULT_SOURCE} (--set {text}): ")
     assert message.split(": ")[1] == key
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Random expressions as targets, in a file and through --set
+
+EXPR_TOKENS = [
+    "x", "x1", "x2", "y", "1", "0.5", "2e3", "pi", "+", "-", "*", "/", "**", "%", "(", ")",
+    "sin", "cos", "exp", "log", "sqrt", "min", "max", ",", "if", "else", "<", "<=", "==",
+    "and", "or", "not", ".", "__class__", "[", "]", "'", '"', "lambda", ":", "__import__",
+]  # fmt: skip
+expressions = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.sampled_from(EXPR_TOKENS), min_size=1, max_size=12).map(" ".join),
+)
+
+
+@PROPERTY
+@given(expr=expressions, inputs=st.sampled_from([1, 2]))
+def test_any_expression_target_loads_or_fails_with_one_line(expr: str, inputs: int) -> None:
+    tree = {
+        "target": {"expr": expr, "domain": [-1, 1]},
+        "model": {"layers": [inputs, 4, 1]},
+    }
+    result = _load(_write("expr.yaml", yaml.safe_dump(tree)))
+    if isinstance(result, ExperimentConfig):
+        assert result.target.expr == expr
+    override = _load(
+        SMOKE,
+        ["target.name=null", "target.params={}", "target.domain=[0, 1]", f"target.expr={expr}"],
+        limit=MAX_MESSAGE + 3 * len(expr),
+    )
+    assert isinstance(override, (ExperimentConfig, str))
