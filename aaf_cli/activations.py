@@ -123,6 +123,28 @@ def rational_init(p: int, q: int) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(best[1].tolist()), tuple(best[2].tolist())
 
 
+def inverse(n: float, dtype: torch.dtype | None = None) -> float:
+    """The number a of ``dtype`` nearest 1/n for which n * a rounds to exactly 1 in ``dtype``.
+
+    1/n rounded is not always such a number (in float64, 49 * fl(1/49) != 1), and the adaptive
+    network must start *exactly* as the fixed one; a neighbour a few ulps away always is one for
+    the n users pick. Falls back to fl(1/n).
+    """
+    dtype = dtype or torch.get_default_dtype()
+    n_t = torch.tensor(float(n), dtype=dtype)
+    a = torch.tensor(1.0 / float(n), dtype=dtype)
+    candidates = [a]
+    up, down = a, a
+    for _ in range(4):
+        up = torch.nextafter(up, torch.tensor(math.inf, dtype=dtype))
+        down = torch.nextafter(down, torch.tensor(-math.inf, dtype=dtype))
+        candidates += [up, down]
+    for c in candidates:
+        if float(n_t * c) == 1.0:
+            return float(c)
+    return float(a)
+
+
 def slope_recovery(means: Sequence[torch.Tensor], form: str) -> torch.Tensor:
     """S(a) from the (mean) raw slope of each hidden layer, stacked on the last axis.
 
@@ -159,7 +181,7 @@ class Slope(nn.Module):
         self.fn = get_activation(base)
         # Made directly in the target dtype: 0.1 rounded to float32 and widened is not 0.1.
         self.register_buffer("n", torch.tensor(float(n), dtype=dtype))
-        value = 1.0 / n if a0 is None else float(a0)
+        value = inverse(n, dtype) if a0 is None else float(a0)
         shape = () if width is None else (width,)
         self.a = nn.Parameter(torch.full(shape, value, dtype=dtype))
 
@@ -193,9 +215,9 @@ class RowdyUnit(nn.Module):
         self.fn = get_activation(base)
         self.register_buffer("n", torch.tensor(float(n), dtype=dtype))
         self.register_buffer("j", torch.arange(1, K, dtype=dtype))
-        self.a = nn.Parameter(torch.tensor(1.0 / n, dtype=dtype))
+        self.a = nn.Parameter(torch.tensor(inverse(n, dtype), dtype=dtype))
         self.amp = nn.Parameter(torch.zeros(K - 1, dtype=dtype))
-        self.freq = nn.Parameter(torch.full((K - 1,), 1.0 / n, dtype=dtype))
+        self.freq = nn.Parameter(torch.full((K - 1,), inverse(n, dtype), dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         waves = torch.sin(x.unsqueeze(-1) * (self.j * self.n * self.freq))
@@ -236,11 +258,11 @@ def reference_activations(
     if kind == "fixed":
         return nn.ModuleList([Fixed(base)])
     if kind == "global":
-        return nn.ModuleList([Slope(base, spec.n, spec.a_init, None, dtype)])
+        return nn.ModuleList([Slope(base, spec.n, spec.a0, None, dtype)])
     if kind == "layer":
-        return nn.ModuleList(Slope(base, spec.n, spec.a_init, None, dtype) for _ in widths)
+        return nn.ModuleList(Slope(base, spec.n, spec.a0, None, dtype) for _ in widths)
     if kind == "neuron":
-        return nn.ModuleList(Slope(base, spec.n, spec.a_init, w, dtype) for w in widths)
+        return nn.ModuleList(Slope(base, spec.n, spec.a0, w, dtype) for w in widths)
     if kind == "rowdy":
         return nn.ModuleList(RowdyUnit(base, spec.n, spec.K, dtype) for _ in widths)
     if kind == "prelu":
@@ -331,7 +353,9 @@ class SlopeFamily(Family):
         super().__init__(base, widths, len(specs))
         self.kind = kind
         self.register_buffer("n", _column([float(s.n) for s in specs], dtype, device))
-        a0 = _column([float(s.a_init) for s in specs], dtype, device)
+        a0 = _column(
+            [inverse(s.n, dtype) if s.a0 is None else float(s.a0) for s in specs], dtype, device
+        )
         if kind == "global":
             tensors = [a0]
         elif kind == "layer":
@@ -419,7 +443,7 @@ class RowdyFamily(Family):
         K = specs[0].K
         self.register_buffer("n", _column([float(s.n) for s in specs], dtype, device))
         self.register_buffer("j", torch.arange(1, K, dtype=dtype, device=device))
-        inv = 1.0 / self.n  # [M,1,1]
+        inv = _column([inverse(s.n, dtype) for s in specs], dtype, device)  # [M,1,1]
         self.a = nn.ParameterList(nn.Parameter(inv.clone()) for _ in widths)
         # [M, 1, 1, K-1]: broadcast over [M, N, width, K-1]
         self.amp = nn.ParameterList(

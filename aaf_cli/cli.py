@@ -172,8 +172,12 @@ def _run_with_progress(
     from aaf_cli.stats import quantile
 
     console = Console(stderr=True)
+    from aaf_cli.experiment import members
+
     names = [v.name for v in cfg.variants]
-    seeds = len(cfg.seed_list)
+    # Models are ordered by training group, not by variant: find each variant's rows.
+    order = members(cfg)
+    rows = {name: [i for i, m in enumerate(order) if m.variant == name] for name in names}
     progress = Progress(
         TextColumn("[bold]{task.fields[name]}"),
         BarColumn(),
@@ -188,8 +192,8 @@ def _run_with_progress(
     def on_log(record: Any) -> None:
         losses = record.train_loss.tolist()
         parts = []
-        for k, name in enumerate(names):
-            values = [v for v in losses[k * seeds : (k + 1) * seeds] if math.isfinite(v)]
+        for name in names:
+            values = [losses[i] for i in rows[name] if math.isfinite(losses[i])]
             shown = f"{quantile(values, 0.5):.2e}" if values else "diverged"
             parts.append(f"{name} {shown}")
         progress.update(task, completed=record.step, description="  ".join(parts))
@@ -216,13 +220,13 @@ def _print_report(report: RunReport) -> None:
     title = f"{summary['name']}: {summary['data']['target']}, {summary['steps_done']} steps"
     if seeds > 1:
         title += f", median over {seeds} seeds"
+    title += f"; all models trained together in {summary['train_time_s']:.1f} s"
     table = Table(title=title)
     table.add_column("variant", no_wrap=True)
     for column in ("final train", "final test", "best train", "best test"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column(f"steps to {summary['threshold']:g}", justify="right", no_wrap=True)
     table.add_column("final parameters", justify="left")
-    table.add_column("wall time", justify="right", no_wrap=True)
     for name, v in summary["variants"].items():
         reach = v["steps_to_threshold"]
         if reach["median"] is None:
@@ -239,7 +243,6 @@ def _print_report(report: RunReport) -> None:
             _fmt(v["best_test"]["median"]),
             steps,
             _params(v["final_params"]),
-            f"{v['wall_time_s']:.1f} s",
         )
     # Piped output gets a fixed width rather than rich's 80-column fallback.
     console = Console() if sys.stdout.isatty() else Console(width=130)
@@ -406,6 +409,12 @@ def compare(
         folders = resolve_runs(runs or [], runs_dir, last)
         target = _compare_output(out, runs_dir, datetime.now())
         curves = core.build_curves(folders, metric, band, wanted, x, smooth)
+        # Every folder is read (and so checked) before anything is written.
+        rows = [
+            row
+            for folder, label in zip(folders, core.labels(folders))
+            for row in core.table_rows(folder, label, _kept(folder, wanted))
+        ]
         from aaf_cli import plots
 
         thresholds = {f.threshold for f in folders}
@@ -422,11 +431,6 @@ def compare(
         )
         csv_path = target.with_suffix(".csv")
         write_atomic(csv_path, core.curves_csv(curves, x, band, smooth))
-        rows = [
-            row
-            for folder, label in zip(folders, core.labels(folders))
-            for row in core.table_rows(folder, label, _kept(folder, wanted))
-        ]
         _print_rows(rows, f"{len(folders)} runs")
         typer.echo(f"figure: {target}")
         typer.echo(f"data:   {csv_path}")

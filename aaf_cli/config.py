@@ -39,6 +39,7 @@ MAX_STEPS = 10_000_000
 MAX_POINTS = 1_000_000
 MAX_WIDTH = 4096
 MAX_SEEDS = 4096
+MAX_SEED = 2**31 - 1  # seed values: torch generators take 64-bit seeds; leave room for mixing
 MAX_INPUTS = 8
 
 
@@ -114,7 +115,7 @@ class TargetConfig(_Strict):
     n_test: int = Field(1000, ge=2, le=MAX_POINTS, description="test points (a uniform grid)")
     sampling: Literal["grid", "random"] = "grid"
     noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise on training targets")
-    seed: int = Field(0, ge=0, description="seed of random sampling and noise")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of random sampling and noise")
     resample: bool = Field(
         False,
         description="draw new training data (random points, noise) for every seed; all variants "
@@ -205,6 +206,8 @@ class TargetConfig(_Strict):
             if isinstance(spec.params[key], tuple) != isinstance(value, list):
                 want = "a list of numbers" if isinstance(spec.params[key], tuple) else "a number"
                 raise ValueError(f"parameter '{key}' of target '{name}' must be {want}")
+            if isinstance(value, list) and not value:
+                raise ValueError(f"parameter '{key}' of target '{name}' needs at least one number")
         return params
 
 
@@ -212,7 +215,10 @@ class ModelConfig(_Strict):
     """The network shared by every variant: layer widths, base activation and initialisation."""
 
     layers: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
-        default_factory=lambda: [1, 20, 1], min_length=2, max_length=64
+        default_factory=lambda: [1, 20, 1],
+        min_length=3,
+        max_length=64,
+        description="widths: inputs, hidden layers (at least one), output",
     )
     activation: str = "elu"
     init: Literal["torch", "xavier_normal", "xavier_uniform", "normal"] = Field(
@@ -256,7 +262,7 @@ class _Variant(_Strict):
     )
     layers: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] | None = Field(
         None,
-        min_length=2,
+        min_length=3,
         max_length=64,
         description="this variant's own widths (e.g. a parameter-matched control); default: "
         "model.layers",
@@ -301,6 +307,7 @@ class _Slope(_Based):
 
     @property
     def a_init(self) -> float:
+        """a0, or 1/n (the engine picks the nearest float with n * a == 1 exactly)."""
         return self.a0 if self.a0 is not None else 1.0 / self.n
 
 
@@ -439,7 +446,7 @@ class ExperimentConfig(_Strict):
     """One experiment: a target, a network, the variants to compare, and how to train them."""
 
     name: str = Field("elu", pattern=NAME_PATTERN)
-    seeds: int | list[Annotated[int, Field(ge=0)]] = Field(
+    seeds: int | list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(
         10, description="a count (seeds 0..N-1) or a list of seeds"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -460,6 +467,8 @@ class ExperimentConfig(_Strict):
                 raise ValueError(f"a seed count must be between 1 and {MAX_SEEDS} (got {seeds})")
         elif not seeds:
             raise ValueError("the list of seeds is empty")
+        elif len(seeds) > MAX_SEEDS:
+            raise ValueError(f"at most {MAX_SEEDS} seeds (got {len(seeds)})")
         elif len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds repeat (got {seeds})")
         return seeds
@@ -663,8 +672,6 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
         # PyYAML's constructors fail like this on 2020-02-30, !!int x, !!bool x, 5000-digit ints.
         problem = str(exc).split(";")[0]
         raise ConfigError(where, key, f"value is not valid YAML: {problem}") from None
-    if isinstance(value, dict) and value:
-        raise ConfigError(where, key, "set one key at a time, not a mapping")
     return path, value
 
 
@@ -832,6 +839,13 @@ def _config_error(
     overridden: Mapping[tuple[str | int, ...], str],
 ) -> ConfigError:
     errors = exc.errors()
+    # A value that fits one member of a union (seeds: a count or a list) but breaks a rule of
+    # it is better told by that rule than by "not a valid integer" from the other member.
+    first = errors[0]
+    if str(first["type"]).endswith("_type"):
+        specific = [e for e in errors if not str(e["type"]).endswith("_type")]
+        if specific and tuple(specific[0]["loc"][:1]) == tuple(first["loc"][:1]):
+            errors = [specific[0]] + [e for e in errors if e is not specific[0]]
     path, message = _describe(errors[0])
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"

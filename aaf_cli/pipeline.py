@@ -105,7 +105,6 @@ def build_summary(
         entry["parameters"] = group.parameter_count()
         entry["layers"] = group.layers
         entry.update(variant_summary(groups[v.name]))
-        entry["wall_time_s"] = exp.result.wall_time
         entry["per_seed"] = [o.__dict__ for o in groups[v.name]]
         variants[v.name] = entry
     finished = datetime.now()
@@ -263,6 +262,7 @@ class _Flusher:
             series = series_of(self.members, self.records)
             runs.write_atomic(self.folder / "metrics.csv", runs.metrics_csv(series))
             runs.write_atomic(self.folder / "parameters.csv", runs.parameters_csv(series))
+            runs.write_atomic(self.folder / "timing.csv", runs.timing_csv(series))
         if self.forward is not None:
             self.forward(record)
 

@@ -258,6 +258,8 @@ def _base_name(name: str) -> str:
     return name
 
 
+MARKERS = (None, "o", "s", "^", "v", "D")
+THRESHOLD_STYLE = (0, (1, 4))
 LINE_STYLES: tuple[str | tuple[int, tuple[int, ...]], ...] = (
     "-",
     "--",
@@ -290,8 +292,20 @@ def compare(
     handles = []
     for c in curves:
         col = colour(runs.index(c.run))
-        style = LINE_STYLES[variants.index(c.variant) % len(LINE_STYLES)]
-        (line,) = ax.plot(c.x, _positive(c.shown.median), linestyle=style, color=col, lw=1.6)
+        k = variants.index(c.variant)
+        style = LINE_STYLES[k % len(LINE_STYLES)]
+        # Past the line styles, markers keep variants apart.
+        marker = MARKERS[(k // len(LINE_STYLES)) % len(MARKERS)]
+        (line,) = ax.plot(
+            c.x,
+            _positive(c.shown.median),
+            linestyle=style,
+            color=col,
+            lw=1.6,
+            marker=marker,
+            markevery=max(1, len(c.x) // 12),
+            markersize=4,
+        )
         line.set_label(f"{short[c.run]} · {c.variant} ({c.raw.seeds} seeds)")
         handles.append(line)
         if c.raw.kind != "none":
@@ -299,8 +313,12 @@ def compare(
                 c.x, _positive(c.shown.low), _positive(c.shown.high), color=col, alpha=0.1, lw=0
             )
     if threshold is not None:
-        ax.axhline(threshold, color="0.4", lw=0.8, ls=":")
-        handles.append(Line2D([], [], color="0.4", ls=":", label=f"threshold {threshold:g}"))
+        ax.axhline(threshold, color="0.55", lw=0.8, ls=THRESHOLD_STYLE)
+        handles.append(
+            Line2D(
+                [], [], color="0.55", lw=0.8, ls=THRESHOLD_STYLE, label=f"threshold {threshold:g}"
+            )
+        )
     ax.set_yscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel("MSE")

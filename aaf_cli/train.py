@@ -225,8 +225,8 @@ def train(
     step = 0
     for step in range(cfg.steps + 1):
         if stop is not None and stop():
+            # The parameters have had `step` updates: that is the step logged and reported.
             interrupted = True
-            step -= 1
             break
         data, loss = loss_fn()
         with torch.no_grad():
@@ -243,7 +243,7 @@ def train(
         torch.where(active, loss, 0.0).sum().backward()  # type: ignore[no-untyped-call]
         optimizer.step(active)
 
-    if interrupted and step >= 0 and (not records or records[-1].step != step):
+    if interrupted and (not records or records[-1].step != step):
         with torch.no_grad():
             log(step, mse(model(x_train), y_train))
     with torch.no_grad():
@@ -254,7 +254,7 @@ def train(
         diverged_at=diverged.cpu(),
         predictions=predictions,
         wall_time=time.perf_counter() - start,
-        steps_done=max(step, 0),
+        steps_done=step,
         interrupted=interrupted,
         extra=extra,
     )

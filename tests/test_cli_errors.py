@@ -147,6 +147,18 @@ CASES = {
         [],
         ["variants.0.degrees", "degrees must be"],
     ),
+    "no hidden layer": ("model:\n  layers: [1, 1]\n", [], ["model.layers", "at least 3"]),
+    "seed too large": ("seeds: [99999999999999999999]\n", [], ["seeds.0", "less than or equal"]),
+    "too many seeds": (
+        "seeds: [" + ", ".join(str(i) for i in range(5000)) + "]\n",
+        [],
+        ["seeds", "at most 4096 seeds"],
+    ),
+    "empty coefficients": (
+        "target:\n  name: polynomial\n  params: {coeffs: []}\n",
+        [],
+        ["target.params", "at least one number"],
+    ),
     "variant layers": (
         "variants:\n  - {kind: fixed, layers: [2, 8, 1]}\n",
         [],

@@ -216,11 +216,12 @@ def test_broken_runs_give_one_line_and_exit_2(
     folder = _broken(first, tmp_path, case.replace(" ", "-"))
     damage(folder)
     for command in (
-        ["compare", str(folder), "--out", str(tmp_path / "c.png")],
+        ["compare", str(first), str(folder), "--out", str(tmp_path / "c.png")],
         ["show", str(folder)],
     ):
         result = runner.invoke(app, command)
         assert result.exit_code == 2, (command, result.stdout)
+        assert not (tmp_path / "c.png").exists() and not (tmp_path / "c.csv").exists()
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and str(folder) in lines[0] and message in lines[0], lines
         assert "Traceback" not in result.stderr

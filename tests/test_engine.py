@@ -143,3 +143,29 @@ def test_threshold_step_is_the_first_step_below_it() -> None:
         below = (losses[:, i] < 0.2).nonzero()
         expected = int(below[0]) if len(below) else -1
         assert int(result.steps_to_threshold[i]) == expected
+
+
+def test_an_interrupt_reports_the_step_the_parameters_are_at() -> None:
+    """Stopped before step k: k updates were made, and the last record is step k's loss."""
+    x, y = data()
+    polls = []
+
+    def stop() -> bool:
+        polls.append(1)
+        return len(polls) > 8  # steps 0..7 run, the 9th poll stops
+
+    model = fixed_and_global([1, 20, 1], "elu", [0])
+    result = train(model, x, y, x, y, TrainConfig(steps=100, log_every=5), stop=stop)
+    assert result.interrupted and result.steps_done == 8
+    assert [r.step for r in result.records] == [0, 5, 8]
+    for i, spec in enumerate(model.members):
+        losses, _ = reference_run(spec, [1, 20, 1], "elu", x, y, 8, 1e-3)
+        assert result.records[-1].train_loss[i].item() == pytest.approx(losses[8], rel=1e-12)
+
+
+def test_an_interrupt_before_the_first_step_still_logs_step_zero() -> None:
+    x, y = data()
+    model = fixed_and_global([1, 20, 1], "elu", [0])
+    result = train(model, x, y, x, y, TrainConfig(steps=100), stop=lambda: True)
+    assert result.interrupted and result.steps_done == 0
+    assert [r.step for r in result.records] == [0]

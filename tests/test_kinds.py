@@ -274,3 +274,17 @@ def test_a_variant_with_its_own_layers_trains_in_its_own_group(tmp_path: Any) ->
         "wide": 7 + 7 + 8,
     }
     assert summary["variants"]["wide"]["layers"] == [1, 7, 1]
+
+
+@pytest.mark.parametrize("n", [3.0, 7.0, 49.0, 97.0])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_step_zero_is_bit_for_bit_the_fixed_network_for_any_n(n: float, dtype: torch.dtype) -> None:
+    """n * a0 is exactly 1 in the run's dtype, even where n * fl(1/n) is not (n = 49)."""
+    x = torch.linspace(-2, 2, 50, dtype=dtype).unsqueeze(-1)
+    fixed = Ensemble(LAYERS, "fixed", "tanh", [spec("fixed")], dtype=dtype)
+    with torch.no_grad():
+        reference = fixed(x)
+        for kind in ("global", "layer", "neuron", "rowdy"):
+            v = TypeAdapter(Variant).validate_python({"kind": kind, "n": n})
+            ens = Ensemble(LAYERS, kind, "tanh", [ModelSpec(kind, 0, kind, v)], dtype=dtype)
+            assert torch.equal(ens(x), reference), (kind, n)

@@ -360,7 +360,7 @@ def test_a_file_name_too_long_is_a_config_error() -> None:
     ("text", "key"),
     [
         ("seeds=abc", "seeds"),
-        ("seeds=[1, -1]", "seeds"),
+        ("seeds=[1, -1]", "seeds.1"),  # the bad item, not "not a valid integer"
         ("train.compile=maybe", "train.compile"),
         ("target.params.freq=abc", "target.params.freq"),
     ],
