@@ -7,7 +7,7 @@ import pytest
 from aaf_cli.config import ExperimentConfig, GlobalVariant, load_config
 from aaf_cli.errors import ConfigError
 
-from .conftest import CONFIGS
+from .conftest import CONFIGS, SMOKE
 
 
 def test_builtin_default_is_the_elu_config() -> None:
@@ -102,3 +102,11 @@ def test_error_from_an_override_names_the_override(tmp_path: Path) -> None:
         load_config(CONFIGS / "smoke.yaml", ["train.lr=0"])
     assert "(--set train.lr=0)" in str(info.value)
     assert info.value.key == "train.lr"
+
+
+def test_set_with_a_mapping_replaces_the_whole_section() -> None:
+    cfg = load_config(SMOKE, ["target={expr: 'sin(3*x)', domain: [0, 2]}"])
+    assert cfg.target.expr == "sin(3*x)" and cfg.target.name is None
+    assert cfg.target.domain == (0.0, 2.0) and cfg.target.n_train == 300
+    cfg = load_config(SMOKE, ["variants.1={kind: layer, n: 5}"])
+    assert cfg.variants[1].kind == "layer" and cfg.variants[1].name == "layer"
