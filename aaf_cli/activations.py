@@ -328,10 +328,6 @@ def _column(values: Sequence[float], dtype: torch.dtype, device: Any) -> torch.T
     return torch.tensor(values, dtype=dtype, device=device).reshape(-1, 1, 1)
 
 
-def _layer_label(k: int, layers: int) -> str:
-    return "" if layers == 1 else f"[{k + 1}]"
-
-
 class SlopeFamily(Family):
     """global, layer and neuron: sigma(n * a * z) with ``a`` shared, per layer or per neuron."""
 
@@ -481,45 +477,51 @@ class RowdyFamily(Family):
         return out
 
 
-class PReLUFamily(Family):
+class _LayerScalarFamily(Family):
+    """One trainable scalar per hidden layer and model (PReLU's a, Swish's beta)."""
+
+    label = ""
+    state_key = ""
+    state_shape: tuple[int, ...] = ()
+
+    def __init__(
+        self, initial: Sequence[float], widths: Sequence[int], dtype: torch.dtype, device: Any
+    ) -> None:
+        super().__init__(None, widths, len(initial))
+        start = _column([float(v) for v in initial], dtype, device)
+        self.p = nn.ParameterList(nn.Parameter(start.clone()) for _ in widths)
+
+    def trajectories(self) -> dict[str, torch.Tensor]:
+        return {f"{self.label}[{k + 1}]": self.p[k].reshape(-1) for k in range(len(self.widths))}
+
+    def state_of(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            f"{k}.{self.state_key}": self.p[k][index].reshape(self.state_shape)
+            for k in range(len(self.widths))
+        }
+
+
+class PReLUFamily(_LayerScalarFamily):
+    """max(0, z) + a * min(0, z); state as ``nn.PReLU`` (``weight`` of shape [1])."""
+
     kind = "prelu"
-
-    def __init__(
-        self, specs: Sequence[Any], widths: Sequence[int], dtype: torch.dtype, device: Any
-    ) -> None:
-        super().__init__(None, widths, len(specs))
-        a0 = _column([float(s.a0) for s in specs], dtype, device)
-        self.a = nn.ParameterList(nn.Parameter(a0.clone()) for _ in widths)
+    label = "a"
+    state_key = "weight"
+    state_shape = (1,)
 
     def activate(self, z: torch.Tensor, k: int) -> torch.Tensor:
-        return torch.where(z >= 0, z, self.a[k] * z)
-
-    def trajectories(self) -> dict[str, torch.Tensor]:
-        L = len(self.widths)
-        return {f"a{_layer_label(k, L) or '[1]'}": self.a[k].reshape(-1) for k in range(L)}
-
-    def state_of(self, index: int) -> dict[str, torch.Tensor]:
-        return {f"{k}.weight": self.a[k][index].reshape(1) for k in range(len(self.widths))}
+        return torch.where(z >= 0, z, self.p[k] * z)
 
 
-class SwishFamily(Family):
+class SwishFamily(_LayerScalarFamily):
+    """z * sigmoid(beta * z)."""
+
     kind = "swish"
-
-    def __init__(
-        self, specs: Sequence[Any], widths: Sequence[int], dtype: torch.dtype, device: Any
-    ) -> None:
-        super().__init__(None, widths, len(specs))
-        b0 = _column([float(s.beta0) for s in specs], dtype, device)
-        self.beta = nn.ParameterList(nn.Parameter(b0.clone()) for _ in widths)
+    label = "beta"
+    state_key = "beta"
 
     def activate(self, z: torch.Tensor, k: int) -> torch.Tensor:
-        return z * torch.sigmoid(self.beta[k] * z)
-
-    def trajectories(self) -> dict[str, torch.Tensor]:
-        return {f"beta[{k + 1}]": self.beta[k].reshape(-1) for k in range(len(self.widths))}
-
-    def state_of(self, index: int) -> dict[str, torch.Tensor]:
-        return {f"{k}.beta": self.beta[k][index].reshape(()) for k in range(len(self.widths))}
+        return z * torch.sigmoid(self.p[k] * z)
 
 
 class RationalFamily(Family):
@@ -570,9 +572,9 @@ def make_family(
     elif kind == "rowdy":
         family = RowdyFamily(specs, base, widths, dtype, device)
     elif kind == "prelu":
-        family = PReLUFamily(specs, widths, dtype, device)
+        family = PReLUFamily([s.a0 for s in specs], widths, dtype, device)
     elif kind == "swish":
-        family = SwishFamily(specs, widths, dtype, device)
+        family = SwishFamily([s.beta0 for s in specs], widths, dtype, device)
     elif kind == "rational":
         family = RationalFamily(specs, widths, dtype, device)
     else:

@@ -97,23 +97,27 @@ def _cell(value: float) -> str:
     return "" if math.isnan(value) else _num(value)
 
 
+def _csv(version_line: str, columns: Sequence[str]) -> tuple[io.StringIO, Any]:
+    """A text buffer and a CSV writer on it, with the format line and column names first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    out.write(version_line + "\n")
+    writer.writerow(columns)
+    return out, writer
+
+
 def _variant_order(series: Sequence[Series]) -> dict[str, int]:
     return {name: k for k, name in enumerate(dict.fromkeys(s.variant for s in series))}
 
 
-def metrics_csv(series: Sequence[Series], header: bool = True) -> str:
+def metrics_csv(series: Sequence[Series]) -> str:
     """Long format, one row per (step, variant, seed), in step order.
 
     ``train_loss`` is the data term (MSE) alone; ``recovery`` is S(a) for variants with slope
     recovery (empty otherwise). Deterministic: the same config and seeds give the same file
     byte for byte on one machine. Wall-clock times, which never repeat, go to ``timing.csv``.
     """
-    out = io.StringIO()
-    if header:
-        out.write(METRICS_HEADER + "\n")
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow(METRICS_COLUMNS)
+    out, writer = _csv(METRICS_HEADER, METRICS_COLUMNS)
     rows = []
     for s in series:
         for i, step in enumerate(s.steps):
@@ -127,14 +131,9 @@ def metrics_csv(series: Sequence[Series], header: bool = True) -> str:
     return out.getvalue()
 
 
-def parameters_csv(series: Sequence[Series], header: bool = True) -> str:
+def parameters_csv(series: Sequence[Series]) -> str:
     """The logged activation parameters in long format: step, variant, seed, parameter, value."""
-    out = io.StringIO()
-    if header:
-        out.write(PARAMETERS_HEADER + "\n")
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow(PARAMETERS_COLUMNS)
+    out, writer = _csv(PARAMETERS_HEADER, PARAMETERS_COLUMNS)
     rows = []
     order = _variant_order(series)
     for s in series:
