@@ -401,12 +401,14 @@ def compare(
 
         from aaf_cli import compare as core
         from aaf_cli.errors import UsageError
-        from aaf_cli.runs import resolve_runs, write_atomic
+        from aaf_cli.runs import resolve_runs, unique_runs, write_atomic
 
         if not runs and last is None:
             raise UsageError("give run folders, names or globs, or --last N (see aaf list)")
         wanted = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-        folders = resolve_runs(runs or [], runs_dir, last)
+        folders, repeats = unique_runs(resolve_runs(runs or [], runs_dir, last))
+        for repeat in repeats:
+            typer.echo(f"note: {repeat.path} is given more than once; drawn once", err=True)
         target = _compare_output(out, runs_dir, datetime.now())
         curves = core.build_curves(folders, metric, band, wanted, x, smooth)
         # Every folder is read (and so checked) before anything is written.
@@ -596,9 +598,9 @@ def show(
     with _errors():
         from aaf_cli.compare import table_rows
         from aaf_cli.errors import UsageError
-        from aaf_cli.runs import resolve_runs
+        from aaf_cli.runs import resolve_runs, unique_runs
 
-        found = resolve_runs([run_], runs_dir)
+        found, _ = unique_runs(resolve_runs([run_], runs_dir))
         if len(found) > 1:
             names = ", ".join(f.path.name for f in found[:5])
             raise UsageError(f"'{run_}' matches {len(found)} runs ({names}...); show takes one")

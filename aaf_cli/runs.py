@@ -495,10 +495,19 @@ def resolve_runs(specs: Sequence[str], runs_dir: Path, last: int | None = None) 
                 else f"--last {last}: no run folders in {runs_dir}"
             )
         found.extend(newest[:last])
+    return found
+
+
+def unique_runs(runs: Sequence[RunFolder]) -> tuple[list[RunFolder], list[RunFolder]]:
+    """The runs in order with repeats removed, and the repeats (to be reported, not hidden)."""
     unique: dict[Path, RunFolder] = {}
-    for run in found:
-        unique.setdefault(run.path.resolve(), run)
-    return list(unique.values())
+    repeats = []
+    for run in runs:
+        if run.path.resolve() in unique:
+            repeats.append(run)
+        else:
+            unique[run.path.resolve()] = run
+    return list(unique.values()), repeats
 
 
 def _resolve_one(spec: str, runs_dir: Path) -> list[RunFolder]:

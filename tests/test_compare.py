@@ -272,3 +272,15 @@ def test_an_empty_run_folder_is_incomplete_not_broken(tmp_path: Path) -> None:
     assert json.loads(listing.stdout)[0]["status"] == "incomplete"
     result = runner.invoke(app, ["compare", str(folder), "--out", str(tmp_path / "c.png")])
     assert result.exit_code == 2 and "config.yaml is missing" in result.stderr
+
+
+def test_a_run_given_twice_is_drawn_once_and_said_so(
+    two_runs: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    runs_dir, first, _ = two_runs
+    out = tmp_path / "c.png"
+    args = ["compare", str(first), "smoke", "--runs-dir", str(runs_dir), "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "given more than once" in result.stderr
+    assert {r["run"] for r in _read_csv(out.with_suffix(".csv"))[1]} == {first.name}
