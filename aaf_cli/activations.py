@@ -145,13 +145,19 @@ def inverse(n: float, dtype: torch.dtype | None = None) -> float:
     return float(a)
 
 
-def slope_recovery(means: Sequence[torch.Tensor], form: str) -> torch.Tensor:
+def recovery_scale(form: str, layers: int) -> float:
+    """The numerator of S(a): D-1 for the paper's form, 1 for the authors' TF1 script."""
+    return float(layers) if form == "paper" else 1.0
+
+
+def slope_recovery(means: Sequence[torch.Tensor], form: str | float | torch.Tensor) -> torch.Tensor:
     """S(a) from the (mean) raw slope of each hidden layer, stacked on the last axis.
 
     paper: 1 / ((1/L) sum_k exp(a_k)); code: 1 / sum_k exp(a_k) (the authors' TF1 script).
+    ``form`` may also be the numerator itself (one per model for the batched families).
     """
     total = torch.stack([torch.exp(m) for m in means], dim=-1).sum(-1)
-    scale = len(means) if form == "paper" else 1.0
+    scale = recovery_scale(form, len(means)) if isinstance(form, str) else form
     return scale / total
 
 
@@ -242,7 +248,7 @@ class Rational(nn.Module):
         super().__init__()
         num, den = rational_init(*degrees)
         self.num = nn.Parameter(torch.tensor(num, dtype=dtype))
-        self.den = nn.Parameter(torch.tensor(den, dtype=dtype).reshape(len(den)))
+        self.den = nn.Parameter(torch.tensor(den, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return rational_value(x, self.num, self.den)
@@ -287,14 +293,13 @@ class Family(nn.Module):
     """
 
     kind = "fixed"
-    has_recovery = False
+    recovering = False  # whether any model adds a slope-recovery term to its loss
 
-    def __init__(self, base: str | None, widths: Sequence[int], size: int) -> None:
+    def __init__(self, base: str | None, widths: Sequence[int]) -> None:
         super().__init__()
         self.base = base
         self.fn = get_activation(base) if base is not None else None
         self.widths = list(widths)
-        self.size = size
 
     def prescale(self, k: int) -> torch.Tensor | None:
         return None
@@ -304,7 +309,8 @@ class Family(nn.Module):
         return self.fn(z)
 
     def recovery(self) -> torch.Tensor | None:
-        """S(a) per model ``[M]`` for kinds with slope recovery, else None."""
+        """The logged S(a) per model ``[M]`` (NaN where a model has no slope recovery), or
+        None for kinds without it."""
         return None
 
     def penalty(self) -> torch.Tensor | None:
@@ -331,7 +337,6 @@ def _column(values: Sequence[float], dtype: torch.dtype, device: Any) -> torch.T
 class SlopeFamily(Family):
     """global, layer and neuron: sigma(n * a * z) with ``a`` shared, per layer or per neuron."""
 
-    has_recovery = True
     n: torch.Tensor
     sr_weight: torch.Tensor
     sr_scale: torch.Tensor
@@ -346,7 +351,7 @@ class SlopeFamily(Family):
         dtype: torch.dtype,
         device: Any,
     ) -> None:
-        super().__init__(base, widths, len(specs))
+        super().__init__(base, widths)
         self.kind = kind
         self.register_buffer("n", _column([float(s.n) for s in specs], dtype, device))
         a0 = _column(
@@ -367,8 +372,7 @@ class SlopeFamily(Family):
         self.register_buffer(
             "sr_scale",
             torch.tensor(
-                [float(layers) if (r is None or r.form == "paper") else 1.0 for r in recoveries],
-                dtype=dtype,
+                [recovery_scale(r.form if r else "paper", layers) for r in recoveries], dtype=dtype
             ),
         )
         self.register_buffer("sr_on", torch.tensor([r is not None for r in recoveries]))
@@ -383,15 +387,17 @@ class SlopeFamily(Family):
     def prescale(self, k: int) -> torch.Tensor:
         return self.n * self._a(k)
 
-    def recovery(self) -> torch.Tensor:
+    def _recovery(self) -> torch.Tensor:
         means = [self._a(k).mean(dim=(1, 2)) for k in range(len(self.widths))]
-        total = torch.stack([torch.exp(m) for m in means], dim=-1).sum(-1)
-        return self.sr_scale / total
+        return slope_recovery(means, self.sr_scale)
+
+    def recovery(self) -> torch.Tensor:
+        return torch.where(self.sr_on, self._recovery(), math.nan)
 
     def penalty(self) -> torch.Tensor | None:
         if not self.recovering:
             return None
-        return self.sr_weight * self.recovery()
+        return self.sr_weight * self._recovery()
 
     def trajectories(self) -> dict[str, torch.Tensor]:
         L = len(self.widths)
@@ -408,9 +414,6 @@ class SlopeFamily(Family):
                 out[f"{label} min"] = s.amin(dim=(1, 2))
                 out[f"{label} max"] = s.amax(dim=(1, 2))
         return out
-
-    def count(self) -> int:
-        return sum(p[0].numel() for p in self.a)
 
     def state_of(self, index: int) -> dict[str, torch.Tensor]:
         n = self.n[index].reshape(())
@@ -435,7 +438,7 @@ class RowdyFamily(Family):
         dtype: torch.dtype,
         device: Any,
     ) -> None:
-        super().__init__(base, widths, len(specs))
+        super().__init__(base, widths)
         K = specs[0].K
         self.register_buffer("n", _column([float(s.n) for s in specs], dtype, device))
         self.register_buffer("j", torch.arange(1, K, dtype=dtype, device=device))
@@ -487,7 +490,7 @@ class _LayerScalarFamily(Family):
     def __init__(
         self, initial: Sequence[float], widths: Sequence[int], dtype: torch.dtype, device: Any
     ) -> None:
-        super().__init__(None, widths, len(initial))
+        super().__init__(None, widths)
         start = _column([float(v) for v in initial], dtype, device)
         self.p = nn.ParameterList(nn.Parameter(start.clone()) for _ in widths)
 
@@ -530,7 +533,7 @@ class RationalFamily(Family):
     def __init__(
         self, specs: Sequence[Any], widths: Sequence[int], dtype: torch.dtype, device: Any
     ) -> None:
-        super().__init__(None, widths, len(specs))
+        super().__init__(None, widths)
         num, den = rational_init(*specs[0].degrees)
         M = len(specs)
         n0 = torch.tensor(num, dtype=dtype, device=device).reshape(1, 1, 1, -1).repeat(M, 1, 1, 1)
@@ -566,7 +569,7 @@ def make_family(
     """The batched family of ``kind`` for models with these variant configs (one per model)."""
     family: Family
     if kind == "fixed":
-        family = Family(base, widths, len(specs))
+        family = Family(base, widths)
     elif kind in ("global", "layer", "neuron"):
         family = SlopeFamily(kind, specs, base, widths, dtype, device)
     elif kind == "rowdy":

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from aaf_cli.config import ExperimentConfig
+from aaf_cli.targets import grid_side
 
 SOFT_LIMITS = {
     "train.steps": 200_000,
@@ -49,8 +50,8 @@ def estimate(cfg: ExperimentConfig) -> Estimate:
     models = len(cfg.variants) * len(cfg.seed_list)
     dims = cfg.model.layers[0]
     points = cfg.target.n_train
-    if cfg.target.sampling == "grid" and dims > 1:
-        points = max(2, round(points ** (1.0 / dims))) ** dims
+    if cfg.target.sampling == "grid":
+        points = grid_side(points, dims) ** dims
     widths = [cfg.layers_of(v) for v in cfg.variants]
     hidden = max(sum(layers[1:-1]) for layers in widths)
     weights = max(sum(i * o + o for i, o in zip(ls[:-1], ls[1:])) for ls in widths)

@@ -212,7 +212,6 @@ def _run_with_progress(
 
 
 def _print_report(report: RunReport) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     summary = report.summary
@@ -244,8 +243,7 @@ def _print_report(report: RunReport) -> None:
             steps,
             _params(v["final_params"]),
         )
-    # Piped output gets a fixed width rather than rich's 80-column fallback.
-    console = Console() if sys.stdout.isatty() else Console(width=130)
+    console = _console()
     console.print(table)
     for comparison in summary["comparisons"]:
         console.print(f"  {comparison['verdict']}", highlight=False, soft_wrap=True)
@@ -605,9 +603,9 @@ def show(
             names = ", ".join(f.path.name for f in found[:5])
             raise UsageError(f"'{run_}' matches {len(found)} runs ({names}...); show takes one")
         folder = found[0]
-        cfg = folder.config
+        # Read (and so check) the config, summary and metrics before printing anything.
+        folder.config, folder.series  # noqa: B018
         summary = folder.summary
-        folder.series  # noqa: B018 - read (and so check) the metrics before printing anything
         console = _console()
         console.print(f"[bold]{folder.path}[/]  status: {folder.status}", highlight=False)
         if summary is not None:
@@ -617,7 +615,7 @@ def show(
                 f"{summary['steps']} steps, seeds {summary['seeds']}",
                 highlight=False,
             )
-        for line in _highlights(cfg):
+        for line in _highlights(folder):
             console.print(f"  {line}", highlight=False)
         rows = table_rows(folder, folder.label)
         _print_rows(rows, "results (medians over seeds)")
@@ -628,12 +626,9 @@ def show(
             console.print(f"  {name:28s} {size:>10,d} bytes", highlight=False)
 
 
-def _highlights(cfg: dict[str, Any]) -> list[str]:
-    def section(key: str) -> dict[str, Any]:
-        value = cfg.get(key)
-        return value if isinstance(value, dict) else {}
-
-    target, model, train = section("target"), section("model"), section("train")
+def _highlights(folder: Any) -> list[str]:
+    cfg = folder.config
+    target, model, train = (folder.section(k) for k in ("target", "model", "train"))
     domain = target.get("domain")
     if isinstance(domain, list) and all(isinstance(v, (int, float)) for v in domain):
         domain = "[" + ", ".join(f"{v:.6g}" for v in domain) + "]"

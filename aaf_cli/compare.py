@@ -6,7 +6,6 @@ are the rows of its CSV, so the figure can always be checked against numbers.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,12 +18,10 @@ from aaf_cli.results import (
     Series,
     aggregate,
     by_variant,
-    compare_to_baseline,
     outcome,
-    variant_summary,
+    summarise,
 )
-from aaf_cli.runs import RunFolder, _num
-from aaf_cli.stats import verdict
+from aaf_cli.runs import RunFolder, csv_buffer, num_text
 
 METRICS = ("test", "train")
 BANDS = ("auto", "iqr", "minmax", "std", "none")
@@ -151,40 +148,31 @@ def build_curves(
 def curves_csv(curves: Sequence[Curve], x: str, band: str, smoothing: int) -> str:
     """Exactly the plotted series; ``median``/``low``/``high`` are what is drawn, the ``_raw``
     columns the unsmoothed values (equal when smoothing is off)."""
-    out = io.StringIO()
     smoothed = (
         f"centred moving average of {smoothing} logged points in log10 space"
         if smoothing > 1
         else "none"
     )
-    out.write(
+    out, writer = csv_buffer(
         f"# aaf compare format {COMPARE_FORMAT}; x: {'seconds' if x == 'time' else 'step'}; "
-        f"band: {band}; smoothing: {smoothed}\n"
+        f"band: {band}; smoothing: {smoothed}",
+        CSV_COLUMNS,
     )
-    out.write(",".join(CSV_COLUMNS) + "\n")
     for c in curves:
         for i, step in enumerate(c.steps):
-            row = [
-                _csv_text(c.run),
-                _csv_text(c.variant),
-                c.metric,
-                str(step),
-                _num(c.x[i]),
-                _num(c.shown.median[i]),
-                _num(c.shown.low[i]),
-                _num(c.shown.high[i]),
-                c.raw.kind,
-                str(c.raw.seeds),
-                _num(c.raw.median[i]),
-                _num(c.raw.low[i]),
-                _num(c.raw.high[i]),
-            ]
-            out.write(",".join(row) + "\n")
+            writer.writerow(
+                [
+                    c.run,
+                    c.variant,
+                    c.metric,
+                    step,
+                    *map(num_text, (c.x[i], c.shown.median[i], c.shown.low[i], c.shown.high[i])),
+                    c.raw.kind,
+                    c.raw.seeds,
+                    *map(num_text, (c.raw.median[i], c.raw.low[i], c.raw.high[i])),
+                ]
+            )
     return out.getvalue()
-
-
-def _csv_text(text: str) -> str:
-    return f'"{text}"' if any(ch in text for ch in ',"\n') else text
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,28 +212,25 @@ def outcomes_of(run: RunFolder) -> list[ModelOutcome]:
 def table_rows(run: RunFolder, label: str, variants: Sequence[str] | None = None) -> list[Row]:
     names = list(variants) if variants is not None else run.variants
     summary = run.summary
-    verdicts: dict[str, str] = {}
-    versus: dict[str, str] = {}
+    note = ""
     if summary is not None:
-        for c in summary.get("comparisons", []):
-            verdicts[c["variant"]] = c["verdict"]
-            versus[c["variant"]] = _versus(c)
-        stats = {name: summary["variants"][name] for name in names if name in summary["variants"]}
+        stats, comparisons = summary["variants"], summary.get("comparisons", [])
     else:
+        # No summary (still going, or killed): the same aggregates from the logged metrics.
         outcomes = outcomes_of(run)
-        groups = by_variant(outcomes, run.variants)
-        stats = {name: variant_summary(groups.get(name, [])) for name in names}
         baseline = run.baseline
-        if groups.get(baseline):
-            for c in compare_to_baseline(outcomes, run.variants, baseline):
-                verdicts[c.variant] = verdict(c, run.threshold or math.nan) + " (incomplete run)"
-                versus[c.variant] = _versus(c.as_dict())
+        stats, comparisons = summarise(outcomes, run.variants, baseline, run.threshold or math.nan)
+        if not any(o.variant == baseline for o in outcomes):
+            comparisons = []
+        note = " (incomplete run)"
+    by_name = {c["variant"]: c for c in comparisons}
     rows = []
     for name in names:
         v = stats.get(name)
         if v is None:
             continue
         reach = v["steps_to_threshold"]
+        c = by_name.get(name)
         rows.append(
             Row(
                 run=label,
@@ -257,8 +242,8 @@ def table_rows(run: RunFolder, label: str, variants: Sequence[str] | None = None
                 best_test=v["best_test"]["median"],
                 steps_to_threshold=reach["median"],
                 never=int(reach["never"]),
-                versus="baseline" if name == run.baseline else versus.get(name, "-"),
-                verdict="" if name == run.baseline else verdicts.get(name, ""),
+                versus="baseline" if name == run.baseline else _versus(c) if c else "-",
+                verdict=c["verdict"] + note if c and name != run.baseline else "",
             )
         )
     return rows
@@ -280,45 +265,36 @@ def _versus(c: dict[str, Any]) -> str:
 
 def describe_run(run: RunFolder) -> dict[str, Any]:
     """One entry of ``aaf list``: what, how big, how it ended, how good (best test MSE)."""
+    started = run.started
+    entry: dict[str, Any] = {
+        "folder": str(run.path),
+        "name": run.label,
+        "started": started.isoformat() if started else None,
+        "target": None,
+        "variants": [],
+        "seeds": None,
+        "steps": None,
+        "steps_done": 0,
+        "status": "incomplete",
+        "best_test": {},
+        "duration_s": None,
+    }
     if not any(run.path.iterdir()):
-        # Made a moment ago by a run that is starting (or was killed right then).
-        started = run.started
-        return {
-            "folder": str(run.path),
-            "name": run.label,
-            "started": started.isoformat() if started else None,
-            "target": None,
-            "variants": [],
-            "seeds": None,
-            "steps": None,
-            "steps_done": 0,
-            "status": "incomplete",
-            "best_test": {},
-            "duration_s": None,
-        }
-    cfg = run.config
-    target = cfg.get("target") if isinstance(cfg.get("target"), dict) else {}
-    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
-    seeds = cfg.get("seeds")
-    best: dict[str, float | None] = {}
-    duration = None
+        return entry  # made a moment ago by a run that is starting (or was killed right then)
+    target, seeds = run.section("target"), run.config.get("seeds")
     summary = run.summary
     if summary is not None:
-        best = {k: v["best_test"]["median"] for k, v in summary["variants"].items()}
-        duration = summary.get("duration_s")
+        entry["best_test"] = {k: v["best_test"]["median"] for k, v in summary["variants"].items()}
+        entry["duration_s"] = summary.get("duration_s")
     elif (run.path / "metrics.csv").exists():
-        best = {row.variant: row.best_test for row in table_rows(run, run.label)}
-    started = run.started
-    return {
-        "folder": str(run.path),
-        "name": run.name,
-        "started": started.isoformat() if started else None,
-        "target": (target or {}).get("name") or ("expr" if (target or {}).get("expr") else None),
-        "variants": run.variants,
-        "seeds": len(seeds) if isinstance(seeds, list) else seeds,
-        "steps": (train or {}).get("steps"),
-        "steps_done": run.steps_done,
-        "status": run.status,
-        "best_test": best,
-        "duration_s": duration,
-    }
+        entry["best_test"] = {row.variant: row.best_test for row in table_rows(run, run.label)}
+    entry.update(
+        name=run.name,
+        target=target.get("name") or ("expr" if target.get("expr") else None),
+        variants=run.variants,
+        seeds=len(seeds) if isinstance(seeds, list) else seeds,
+        steps=run.section("train").get("steps"),
+        steps_done=run.steps_done,
+        status=run.status,
+    )
+    return entry

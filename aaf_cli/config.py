@@ -14,7 +14,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -28,6 +28,9 @@ from pydantic import (
 )
 
 from aaf_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aaf_cli.expr import Expression
 from aaf_cli.registry import ACTIVATIONS
 from aaf_cli.targets import TARGETS
 
@@ -63,7 +66,7 @@ class Piece(_Strict):
 INPUT_NAMES = ("x", *(f"x{i}" for i in range(1, MAX_INPUTS + 1)))
 
 
-def _parse_expression(source: str | Sequence[Piece]) -> Any:
+def _parse_expression(source: str | Sequence[Piece]) -> Expression:
     """Parse with the safe expression parser; its error becomes a one-line ValueError."""
     from aaf_cli.expr import ExprError, parse, parse_piecewise
 
@@ -175,13 +178,18 @@ class TargetConfig(_Strict):
         """The target's name, or 'expr' for your own."""
         return self.name or "expr"
 
+    def expression(self) -> Expression | None:
+        """Your own target, parsed, or None for a named target."""
+        if self.expr is not None:
+            return _parse_expression(self.expr)
+        if self.piecewise is not None:
+            return _parse_expression(self.piecewise)
+        return None
+
     def variables(self) -> tuple[str, ...]:
         """The input variables the expression uses (x, or x1, x2, ...); () for named targets."""
-        if self.expr is None and self.piecewise is None:
-            return ()
-        parsed = _parse_expression(self.expr if self.expr is not None else self.piecewise or [])
-        names: tuple[str, ...] = tuple(parsed.variables)
-        return names
+        parsed = self.expression()
+        return () if parsed is None else tuple(parsed.variables)
 
     @field_validator("domain")
     @classmethod
@@ -407,9 +415,6 @@ def variant_parameters(kind: str) -> list[tuple[str, str, str]]:
     return out
 
 
-SLOPE_KINDS = ("global", "layer", "neuron")
-
-
 def _default_variants() -> list[Variant]:
     return [
         FixedVariant(kind="fixed", name="fixed"),
@@ -485,18 +490,17 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _inputs_match_target(self) -> ExperimentConfig:
         d = self.model.layers[0]
-        used = self.target.variables()
-        if not used and self.target.expr is None and self.target.piecewise is None:
-            if d != 1:
-                raise ValueError(
-                    f"model.layers: target '{self.target.name}' has one input, so layers must "
-                    f"start with 1 (got {d}); use target.expr with x1, x2, ... for more"
-                )
-            self._variant_layers(d)
+        named = self.target.name is not None
+        if named and d != 1:
+            raise ValueError(
+                f"model.layers: target '{self.target.name}' has one input, so layers must "
+                f"start with 1 (got {d}); use target.expr with x1, x2, ... for more"
+            )
+        self._variant_layers(d)
+        if named:
             return self
         allowed = ("x",) if d == 1 else tuple(f"x{i}" for i in range(1, d + 1))
-        self._variant_layers(d)
-        wrong = [v for v in used if v not in allowed]
+        wrong = [v for v in self.target.variables() if v not in allowed]
         if wrong:
             raise ValueError(
                 f"target.expr: uses {', '.join(wrong)}, but the network has {d} input"

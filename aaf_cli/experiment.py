@@ -92,17 +92,6 @@ def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
     return Dataset(*(v.to(device=device, dtype=dtype) for v in (x_train, y_train, x_test, y_test)))
 
 
-def members(cfg: ExperimentConfig) -> list[ModelSpec]:
-    """Every model of the experiment in group order (see ``group_key``), variant-major within
-    a group, seeds in config order."""
-    specs = [
-        ModelSpec(v.name, seed, v.kind, v, v.lr) for v in cfg.variants for seed in cfg.seed_list
-    ]
-    keys = list(dict.fromkeys(group_key(cfg, v) for v in cfg.variants))
-    by_name = {v.name: group_key(cfg, v) for v in cfg.variants}
-    return sorted(specs, key=lambda m: keys.index(by_name[m.variant]))
-
-
 def group_key(cfg: ExperimentConfig, variant: Any) -> tuple[Any, ...]:
     """Variants that can share one batched ensemble: same kind, base activation, widths and
     structure (Rowdy's K, the rational degrees). n, a0, lr and slope recovery vary per model.
@@ -112,14 +101,24 @@ def group_key(cfg: ExperimentConfig, variant: Any) -> tuple[Any, ...]:
     return (variant.kind, base, tuple(cfg.layers_of(variant)), *structure)
 
 
+def groups_of(cfg: ExperimentConfig) -> dict[tuple[Any, ...], list[ModelSpec]]:
+    """Every model of the experiment by group (see ``group_key``), groups in order of first
+    appearance, variant-major within a group, seeds in config order."""
+    groups: dict[tuple[Any, ...], list[ModelSpec]] = {}
+    for v in cfg.variants:
+        models = [ModelSpec(v.name, seed, v.kind, v, v.lr) for seed in cfg.seed_list]
+        groups.setdefault(group_key(cfg, v), []).extend(models)
+    return groups
+
+
+def members(cfg: ExperimentConfig) -> list[ModelSpec]:
+    """Every model of the experiment, numbered as the ensembles hold them: group after group."""
+    return [m for group in groups_of(cfg).values() for m in group]
+
+
 def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Groups:
     """One ensemble per group of variants; each seed starts from the same weights in every
     group, so every variant of a seed starts from identical weights."""
-    everyone = members(cfg)
-    variants = {v.name: v for v in cfg.variants}
-    groups: dict[tuple[Any, ...], list[ModelSpec]] = {}
-    for m in everyone:
-        groups.setdefault(group_key(cfg, variants[m.variant]), []).append(m)
     return Groups(
         [
             Ensemble(
@@ -132,7 +131,7 @@ def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Groups:
                 dtype=DTYPES[cfg.dtype],
                 device=device,
             )
-            for key, group in groups.items()
+            for key, group in groups_of(cfg).items()
         ]
     )
 

@@ -10,8 +10,9 @@ different kinds or base activations train as separate ensembles inside one ``Gro
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,65 +183,63 @@ class Groups(nn.Module):
 
     def __init__(self, groups: Sequence[Ensemble]) -> None:
         super().__init__()
-        self.groups = nn.ModuleList(groups)
+        self.groups = nn.ModuleList(groups)  # registers the parameters
+        self._ensembles = list(groups)  # the same, typed
         self.members = [m for g in groups for m in g.members]
-        self.offsets = []
-        offset = 0
-        for g in groups:
-            self.offsets.append(offset)
-            offset += g.size
+        self.offsets = [0, *itertools.accumulate(g.size for g in groups)][:-1]
+        self.recovering = any(g.family.recovering for g in groups)
 
     @property
     def size(self) -> int:
         return len(self.members)
 
     def ensembles(self) -> list[Ensemble]:
-        return [g for g in self.groups if isinstance(g, Ensemble)]
+        return self._ensembles
+
+    def _placed(self) -> Iterator[tuple[Ensemble, slice]]:
+        """Each ensemble with the slice of the model axis its models occupy."""
+        for g, start in zip(self._ensembles, self.offsets):
+            yield g, slice(start, start + g.size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for g, start in zip(self.ensembles(), self.offsets):
-            outs.append(g(x if x.dim() == 2 else x[start : start + g.size]))
+        outs = [g(x if x.dim() == 2 else x[rows]) for g, rows in self._placed()]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _concat(self, parts: Sequence[torch.Tensor | None], fill: float) -> torch.Tensor:
+        """Per-group ``[M_g]`` values as one ``[M]`` tensor, ``fill`` for groups without one."""
+        ref = self._ensembles[0].weights[0]
+        return torch.cat(
+            [
+                p if p is not None else ref.new_full((g.size,), fill)
+                for p, g in zip(parts, self._ensembles)
+            ]
+        )
 
     def penalty(self) -> torch.Tensor | None:
         """The slope-recovery terms ``[M]`` added to the losses, or None if no model has one."""
-        parts = [g.family.penalty() for g in self.ensembles()]
-        if all(p is None for p in parts):
+        if not self.recovering:
             return None
-        ref = self.ensembles()[0].weights[0]
-        return torch.cat(
-            [p if p is not None else ref.new_zeros(g.size) for p, g in zip(parts, self.ensembles())]
-        )
+        return self._concat([g.family.penalty() for g in self._ensembles], 0.0)
 
     def recovery(self) -> torch.Tensor:
         """S(a) per model, NaN for models without slope recovery."""
-        ref = self.ensembles()[0].weights[0]
-        parts = []
-        for g in self.ensembles():
-            r = g.family.recovery()
-            if r is None:
-                parts.append(ref.new_full((g.size,), math.nan))
-            else:
-                sr_on = getattr(g.family, "sr_on")  # noqa: B009
-                parts.append(torch.where(sr_on, r, math.nan))
-        return torch.cat(parts)
+        return self._concat([g.family.recovery() for g in self._ensembles], math.nan)
 
     def trajectories(self) -> dict[str, torch.Tensor]:
         """Logged activation parameters, name -> ``[M]`` (NaN for models without that name)."""
-        ref = self.ensembles()[0].weights[0]
+        ref = self._ensembles[0].weights[0]
         out: dict[str, torch.Tensor] = {}
-        for g, start in zip(self.ensembles(), self.offsets):
+        for g, rows in self._placed():
             for name, values in g.family.trajectories().items():
                 if name not in out:
                     out[name] = ref.new_full((self.size,), math.nan)
-                out[name][start : start + g.size] = values.detach()
+                out[name][rows] = values.detach()
         return out
 
     def rows(self, default_lr: float) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         return [
             row
-            for g, start in zip(self.ensembles(), self.offsets)
+            for g, start in zip(self._ensembles, self.offsets)
             for row in g.rows(default_lr, start)
         ]
 
@@ -251,9 +250,9 @@ class Groups(nn.Module):
 
     def locate(self, index: int) -> tuple[Ensemble, int]:
         """The ensemble holding model ``index`` and its position there."""
-        for g, start in zip(self.ensembles(), self.offsets):
-            if start <= index < start + g.size:
-                return g, index - start
+        for g, rows in self._placed():
+            if rows.start <= index < rows.stop:
+                return g, index - rows.start
         raise IndexError(index)
 
 
@@ -280,18 +279,20 @@ class PlainMLP(nn.Module):
         self.activations = reference_activations(kind, spec, base, layers[1:-1], dtype)
         self.recovery_form = getattr(getattr(spec, "slope_recovery", None), "form", "paper")
 
+    def activation(self, k: int) -> nn.Module:
+        """Hidden layer k's activation (the shared one for global)."""
+        return self.activations[0 if len(self.activations) == 1 else k]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *hidden, output = self.linears
         for k, linear in enumerate(hidden):
-            act = self.activations[0 if len(self.activations) == 1 else k]
-            x = act(linear(x))
+            x = self.activation(k)(linear(x))
         out: torch.Tensor = output(x)
         return out
 
     def recovery(self) -> torch.Tensor:
         """S(a) of the slope kinds, from the raw ``a`` (not n*a), per the variant's form."""
-        hidden = len(self.linears) - 1
-        acts = [self.activations[0 if len(self.activations) == 1 else k] for k in range(hidden)]
+        acts = [self.activation(k) for k in range(len(self.linears) - 1)]
         slopes = [act.a.mean() for act in acts if isinstance(act, Slope)]
         return slope_recovery(slopes, self.recovery_form)
 

@@ -32,11 +32,9 @@ from aaf_cli.results import (
     Series,
     aggregate,
     by_variant,
-    compare_to_baseline,
     median_seed,
-    variant_summary,
+    summarise,
 )
-from aaf_cli.stats import verdict
 from aaf_cli.train import LogRecord
 
 
@@ -95,7 +93,7 @@ def build_summary(
     names = [v.name for v in cfg.variants]
     baseline = baseline_of(cfg)
     groups = by_variant(outcomes, names)
-    comparisons = compare_to_baseline(outcomes, names, baseline)
+    stats, comparisons = summarise(outcomes, names, baseline, cfg.train.threshold)
     variants: dict[str, Any] = {}
     for v in cfg.variants:
         entry: dict[str, Any] = {"kind": v.kind, **v.model_dump(exclude={"name", "kind"})}
@@ -104,7 +102,7 @@ def build_summary(
         entry["base_activation"] = group.base if group.family.base else None
         entry["parameters"] = group.parameter_count()
         entry["layers"] = group.layers
-        entry.update(variant_summary(groups[v.name]))
+        entry.update(stats[v.name])
         entry["per_seed"] = [o.__dict__ for o in groups[v.name]]
         variants[v.name] = entry
     finished = datetime.now()
@@ -137,10 +135,7 @@ def build_summary(
             "same_data_for_all_seeds": not cfg.target.resample,
         },
         "variants": variants,
-        "comparisons": [
-            {**c.as_dict(), "win_rate": c.win_rate, "verdict": verdict(c, cfg.train.threshold)}
-            for c in comparisons
-        ],
+        "comparisons": comparisons,
         "diverged": [
             {"variant": o.variant, "seed": o.seed, "step": o.diverged_at}
             for o in outcomes

@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -153,46 +154,27 @@ def fit_2d(
     x1, x2 = x_test
     extent = (min(x1), max(x1), min(x2), max(x2))
 
-    def grid(values: Sequence[float]) -> list[list[float]]:
+    def heat(ax: Axes, values: Sequence[float], title: str, **scale: Any) -> None:
         # grid_points orders x1-major: row i of the picture is x2's i-th value.
-        return [[values[a * k + b] for a in range(k)] for b in range(k)]
+        grid = [[values[a * k + b] for a in range(k)] for b in range(k)]
+        image = ax.imshow(grid, origin="lower", extent=extent, aspect="auto", **scale)
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax)
 
     rows = 1 + len(predictions)
     fig = Figure(figsize=(8.0, 3.0 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 2, squeeze=False)
     fig.suptitle(title, fontsize=10)
-    lo, hi = min(y_test), max(y_test)
-    image = axes[0][0].imshow(
-        grid(y_test), origin="lower", extent=extent, aspect="auto", vmin=lo, vmax=hi, cmap="viridis"
-    )
+    values = {"vmin": min(y_test), "vmax": max(y_test), "cmap": "viridis"}
+    heat(axes[0][0], y_test, f"target, training points ({len(x_train[0])})", **values)
     axes[0][0].plot(x_train[0], x_train[1], ".", color="white", ms=1.5, alpha=0.6)
-    axes[0][0].set_title(f"target, training points ({len(x_train[0])})", fontsize=9)
-    fig.colorbar(image, ax=axes[0][0])
     axes[0][1].set_axis_off()
     for r, (variant, (seed, pred)) in enumerate(predictions.items(), start=1):
-        image = axes[r][0].imshow(
-            grid(pred),
-            origin="lower",
-            extent=extent,
-            aspect="auto",
-            vmin=lo,
-            vmax=hi,
-            cmap="viridis",
-        )
-        axes[r][0].set_title(f"{variant} (seed {seed}): prediction", fontsize=9)
-        fig.colorbar(image, ax=axes[r][0])
+        heat(axes[r][0], pred, f"{variant} (seed {seed}): prediction", **values)
         error = [max(abs(p - y), 1e-12) for p, y in zip(pred, y_test)]
-        image = axes[r][1].imshow(
-            grid(error),
-            origin="lower",
-            extent=extent,
-            aspect="auto",
-            norm=LogNorm(vmin=max(min(error), 1e-8), vmax=max(error)),
-            cmap="magma",
-        )
-        axes[r][1].set_title(f"{variant}: |prediction - target|", fontsize=9)
-        fig.colorbar(image, ax=axes[r][1])
+        norm = LogNorm(vmin=max(min(error), 1e-8), vmax=max(error))
+        heat(axes[r][1], error, f"{variant}: |prediction - target|", norm=norm, cmap="magma")
     for row in axes:
         for ax in row:
             if ax.axison:

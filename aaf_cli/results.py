@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aaf_cli.stats import Comparison, Summary, compare_paired, quantile
+from aaf_cli.stats import Comparison, Summary, compare_paired, quantile, verdict
 
 BAND_IQR_MIN_SEEDS = 5
 
@@ -183,3 +183,17 @@ def compare_to_baseline(
         for name in variants
         if name != baseline
     ]
+
+
+def summarise(
+    outcomes: Sequence[ModelOutcome], variants: Sequence[str], baseline: str, threshold: float
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Per-variant aggregates and the paired comparisons against ``baseline``, as they appear
+    in ``summary.json`` (``variants`` entries and ``comparisons``)."""
+    groups = by_variant(outcomes, variants)
+    stats = {name: variant_summary(groups.get(name, [])) for name in variants}
+    comparisons = [
+        {**c.as_dict(), "win_rate": c.win_rate, "verdict": verdict(c, threshold)}
+        for c in compare_to_baseline(outcomes, variants, baseline)
+    ]
+    return stats, comparisons

@@ -87,17 +87,17 @@ def _umask() -> int:
     return mask
 
 
-def _num(value: float) -> str:
+def num_text(value: float) -> str:
     """Shortest text that reads back as the same float (repr), 'nan'/'inf' as such."""
     return repr(float(value))
 
 
 def _cell(value: float) -> str:
     """Empty for "not applicable" (NaN), else the shortest exact text."""
-    return "" if math.isnan(value) else _num(value)
+    return "" if math.isnan(value) else num_text(value)
 
 
-def _csv(version_line: str, columns: Sequence[str]) -> tuple[io.StringIO, Any]:
+def csv_buffer(version_line: str, columns: Sequence[str]) -> tuple[io.StringIO, Any]:
     """A text buffer and a CSV writer on it, with the format line and column names first."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -117,7 +117,7 @@ def metrics_csv(series: Sequence[Series]) -> str:
     recovery (empty otherwise). Deterministic: the same config and seeds give the same file
     byte for byte on one machine. Wall-clock times, which never repeat, go to ``timing.csv``.
     """
-    out, writer = _csv(METRICS_HEADER, METRICS_COLUMNS)
+    out, writer = csv_buffer(METRICS_HEADER, METRICS_COLUMNS)
     rows = []
     for s in series:
         for i, step in enumerate(s.steps):
@@ -127,13 +127,15 @@ def metrics_csv(series: Sequence[Series]) -> str:
     order = _variant_order(series)
     rows.sort(key=lambda r: (r[0], order[r[1]], r[2]))
     for step, variant, seed, train, test, recovery, diverged in rows:
-        writer.writerow([step, variant, seed, _num(train), _num(test), _cell(recovery), diverged])
+        writer.writerow(
+            [step, variant, seed, num_text(train), num_text(test), _cell(recovery), diverged]
+        )
     return out.getvalue()
 
 
 def parameters_csv(series: Sequence[Series]) -> str:
     """The logged activation parameters in long format: step, variant, seed, parameter, value."""
-    out, writer = _csv(PARAMETERS_HEADER, PARAMETERS_COLUMNS)
+    out, writer = csv_buffer(PARAMETERS_HEADER, PARAMETERS_COLUMNS)
     rows = []
     order = _variant_order(series)
     for s in series:
@@ -142,7 +144,7 @@ def parameters_csv(series: Sequence[Series]) -> str:
                 rows.append((step, order[s.variant], s.seed, name, s.variant, value))
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     for step, _, seed, name, variant, value in rows:
-        writer.writerow([step, variant, seed, name, _num(value)])
+        writer.writerow([step, variant, seed, name, num_text(value)])
     return out.getvalue()
 
 
@@ -246,7 +248,16 @@ def aggregates_csv(bands: Mapping[str, Mapping[str, Band]]) -> str:
         for metric, band in metrics.items():
             for step, med, low, high in zip(band.steps, band.median, band.low, band.high):
                 writer.writerow(
-                    [variant, metric, step, _num(med), _num(low), _num(high), band.kind, band.seeds]
+                    [
+                        variant,
+                        metric,
+                        step,
+                        num_text(med),
+                        num_text(low),
+                        num_text(high),
+                        band.kind,
+                        band.seeds,
+                    ]
                 )
     return out.getvalue()
 
@@ -257,7 +268,7 @@ def table_csv(columns: Mapping[str, Sequence[float]]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(list(columns))
     for row in zip(*columns.values()):
-        writer.writerow([_num(v) for v in row])
+        writer.writerow([num_text(v) for v in row])
     return out.getvalue()
 
 
@@ -395,17 +406,15 @@ class RunFolder:
         fixed = [v["name"] for v in items if isinstance(v, dict) and v.get("kind") == "fixed"]
         return str(fixed[0]) if fixed else self.variants[0]
 
-    @property
-    def threshold(self) -> float | None:
-        train = self.config.get("train")
-        value = train.get("threshold") if isinstance(train, dict) else None
-        return float(value) if isinstance(value, (int, float)) else None
+    def section(self, key: str) -> dict[str, Any]:
+        """A section of the config (``target``, ``train``...), empty if absent or malformed."""
+        value = self.config.get(key)
+        return value if isinstance(value, dict) else {}
 
     @property
-    def steps_planned(self) -> int | None:
-        train = self.config.get("train")
-        value = train.get("steps") if isinstance(train, dict) else None
-        return int(value) if isinstance(value, int) else None
+    def threshold(self) -> float | None:
+        value = self.section("train").get("threshold")
+        return float(value) if isinstance(value, (int, float)) else None
 
     @property
     def steps_done(self) -> int:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from aaf_cli.config import TargetConfig
+
 TargetFn = Callable[..., "torch.Tensor"]
 
 
@@ -132,18 +134,13 @@ def evaluate_target(name: str, x: torch.Tensor, params: Mapping[str, Any]) -> to
     return spec.fn(x, **target_params(spec, params))
 
 
-def target_function(target: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def target_function(target: TargetConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """``[N, d] -> [N, 1]`` for a target config: a registered target, or your own expression
     (evaluated by the safe parser of ``expr.py``, never by Python's eval)."""
-    if target.expr is None and target.piecewise is None:
-        return lambda x: evaluate_target(target.name, x, target.params)
-    from aaf_cli.expr import parse, parse_piecewise
-
-    names = ("x",) + tuple(f"x{i}" for i in range(1, 9))
-    if target.expr is not None:
-        expression = parse(target.expr, names)
-    else:
-        expression = parse_piecewise([(p.when, p.expr) for p in target.piecewise], names)
+    expression = target.expression()
+    if expression is None:
+        name = target.label
+        return lambda x: evaluate_target(name, x, target.params)
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         d = x.shape[-1]
@@ -153,13 +150,18 @@ def target_function(target: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return fn
 
 
+def grid_side(n: int, dims: int) -> int:
+    """Points per axis of a grid of about ``n`` points in ``dims`` dimensions."""
+    return n if dims == 1 else max(2, round(n ** (1.0 / dims)))
+
+
 def grid_points(domain: tuple[float, float], n: int, dims: int) -> torch.Tensor:
     """A uniform grid ``[k^dims, dims]`` with ``k = max(2, round(n^(1/dims)))`` points per axis
     (exactly ``n`` points for one input), in float64."""
     import torch
 
     lo, hi = domain
-    k = n if dims == 1 else max(2, round(n ** (1.0 / dims)))
+    k = grid_side(n, dims)
     axis = torch.linspace(lo, hi, k, dtype=torch.float64)
     if dims == 1:
         return axis.unsqueeze(-1)

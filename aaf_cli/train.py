@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -43,26 +43,47 @@ class TrainResult:
     extra: dict[str, float | str] = field(default_factory=dict)
 
 
-class StackedAdam:
-    """Adam over stacked parameters ``[M, ...]``, with a learning rate per model and parameter.
+class _Stacked:
+    """Parameters stacked along a model axis ``[M, ...]``, each with a learning rate per row.
 
-    Element for element this is ``torch.optim.Adam`` (no weight decay, no amsgrad); a rate of zero
-    for a row freezes that model's slice exactly: its gradient is masked, so neither its moments
-    nor its values change. Rows are frozen for a variant's untrained ``a`` and for diverged models.
+    Several groups of models share one optimiser: ``offsets`` say where each parameter's rows
+    start in the list of all models. A row whose rate is zero, or whose model is no longer
+    active (diverged), is frozen exactly: its gradient is masked, so neither its optimiser state
+    nor its values change.
     """
 
     def __init__(
         self,
         params: Sequence[torch.Tensor],
         rates: Sequence[torch.Tensor],
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        offsets: Sequence[int] | None = None,
+        offsets: Sequence[int],
     ) -> None:
         self.params = list(params)
         self.rates = [r.reshape(-1, *([1] * (p.dim() - 1))) for p, r in zip(params, rates)]
-        # Where each parameter's rows start in the list of all models (several groups).
-        self.offsets = list(offsets) if offsets is not None else [0] * len(self.params)
+        self.offsets = list(offsets)
+
+    def _masked(self, active: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(index, masked gradient, row rates) of every parameter that has a gradient."""
+        for i, (p, rate, start) in enumerate(zip(self.params, self.rates, self.offsets)):
+            if p.grad is None:
+                continue
+            row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)
+            yield i, torch.where(row_rate > 0, p.grad, 0.0), row_rate
+
+
+class StackedAdam(_Stacked):
+    """Adam over stacked parameters; element for element ``torch.optim.Adam`` (no weight decay,
+    no amsgrad)."""
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        rates: Sequence[torch.Tensor],
+        offsets: Sequence[int],
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(params, rates, offsets)
         self.betas = betas
         self.eps = eps
         self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
@@ -75,40 +96,31 @@ class StackedAdam:
         # Bias corrections in Python floats (double precision), as torch.optim.Adam does.
         bias1 = 1 - beta1**self.t
         bias2_sqrt = math.sqrt(1 - beta2**self.t)
-        for p, rate, (m, v), start in zip(self.params, self.rates, self.moments, self.offsets):
-            if p.grad is None:
-                continue
-            row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)
-            grad = torch.where(row_rate > 0, p.grad, 0.0)
+        for i, grad, row_rate in self._masked(active):
+            m, v = self.moments[i]
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-            p.sub_(m / denom * (row_rate / bias1))
+            self.params[i].sub_(m / denom * (row_rate / bias1))
 
 
-class StackedSGD:
+class StackedSGD(_Stacked):
     """SGD (optionally with momentum, as ``torch.optim.SGD``) over stacked parameters."""
 
     def __init__(
         self,
         params: Sequence[torch.Tensor],
         rates: Sequence[torch.Tensor],
+        offsets: Sequence[int],
         momentum: float = 0.0,
-        offsets: Sequence[int] | None = None,
     ) -> None:
-        self.params = list(params)
-        self.rates = [r.reshape(-1, *([1] * (p.dim() - 1))) for p, r in zip(params, rates)]
-        self.offsets = list(offsets) if offsets is not None else [0] * len(self.params)
+        super().__init__(params, rates, offsets)
         self.momentum = momentum
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
-        for i, (p, rate, start) in enumerate(zip(self.params, self.rates, self.offsets)):
-            if p.grad is None:
-                continue
-            row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)
-            grad = torch.where(row_rate > 0, p.grad, 0.0)
+        for i, grad, row_rate in self._masked(active):
             if self.momentum:
                 buf = self.buffers[i]
                 if buf is None:
@@ -116,7 +128,7 @@ class StackedSGD:
                 else:
                     buf.mul_(self.momentum).add_(grad)
                 grad = buf
-            p.sub_(grad * row_rate)
+            self.params[i].sub_(grad * row_rate)
 
 
 def make_optimizer(model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
@@ -127,8 +139,8 @@ def make_optimizer(model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
     """
     params, rates, offsets = zip(*model.rows(cfg.lr))
     if cfg.optimizer == "adam":
-        return StackedAdam(params, rates, cfg.betas, cfg.eps, offsets)
-    return StackedSGD(params, rates, cfg.momentum, offsets)
+        return StackedAdam(params, rates, offsets, cfg.betas, cfg.eps)
+    return StackedSGD(params, rates, offsets, cfg.momentum)
 
 
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
