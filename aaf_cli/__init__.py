@@ -1,3 +1,95 @@
-"""aaf: does an adaptive activation function help your network learn? A fair, fast answer."""
+"""aaf: does an adaptive activation function help your network learn? A fair, fast answer.
+
+The Python API (see ``aaf_cli.api`` for the details)::
+
+    import aaf_cli as aaf
+
+    cfg = aaf.load_config("configs/elu.yaml", overrides=["seeds=5"])
+    run = aaf.run(cfg, runs_dir="runs")
+    print(run.verdicts)
+    aaf.compare([run, aaf.open_run("runs/elu")], out="compare.png")
+
+The names below are imported on first use, so ``import aaf_cli`` (and ``aaf --help``) stays
+light: torch and matplotlib load only when a run or a figure needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import TYPE_CHECKING, Any
+
+# Keep this before anything that may import torch: its OpenMP runtime reads these once, when it
+# loads. Idle worker threads then sleep at once instead of spinning for milliseconds (torch's
+# libgomp default) — with one other CPU-bound process on a 2-core machine, spinning made the
+# default run 20x slower. KMP_BLOCKTIME is the same for Intel's OpenMP. A user's own setting wins.
+for _key, _value in (("OMP_WAIT_POLICY", "PASSIVE"), ("KMP_BLOCKTIME", "0")):
+    os.environ.setdefault(_key, _value)
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from aaf_cli.api import (
+        CompareResult,
+        History,
+        Run,
+        check,
+        compare,
+        export,
+        list_runs,
+        load_config,
+        open_run,
+        run,
+    )
+    from aaf_cli.config import ExperimentConfig
+    from aaf_cli.errors import AafError, ConfigError, RunError, UsageError
+
+_LAZY = {
+    "load_config": "aaf_cli.api",
+    "check": "aaf_cli.api",
+    "run": "aaf_cli.api",
+    "open_run": "aaf_cli.api",
+    "list_runs": "aaf_cli.api",
+    "compare": "aaf_cli.api",
+    "export": "aaf_cli.api",
+    "Run": "aaf_cli.api",
+    "History": "aaf_cli.api",
+    "CompareResult": "aaf_cli.api",
+    "ExperimentConfig": "aaf_cli.config",
+    "AafError": "aaf_cli.errors",
+    "ConfigError": "aaf_cli.errors",
+    "RunError": "aaf_cli.errors",
+    "UsageError": "aaf_cli.errors",
+}
+
+__all__ = [
+    "AafError",
+    "CompareResult",
+    "ConfigError",
+    "ExperimentConfig",
+    "History",
+    "Run",
+    "RunError",
+    "UsageError",
+    "__version__",
+    "check",
+    "compare",
+    "export",
+    "list_runs",
+    "load_config",
+    "open_run",
+    "run",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aaf_cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,7 +7,9 @@ are softer: a run over them is refused with an estimate of its memory and time, 
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass
 
 from aaf_cli.config import ExperimentConfig
@@ -22,12 +24,241 @@ SOFT_LIMITS = {
 }
 MAX_HOURS = 6.0
 MAX_MEMORY_FRACTION = 0.5
-# Sustained rate of the batched engine on a 2-core CPU (benchmarks/bench_engine.py measured
-# 5-34 GFLOP/s); the lower end keeps the time estimate on the safe side.
-ASSUMED_FLOPS = 5e9
 # Floats kept per hidden unit and point for the backward pass (pre-activation, activation,
 # their gradients); Rowdy keeps K-1 more.
 FLOATS_PER_UNIT = 4
+
+# --- The time model --------------------------------------------------------------------------
+# The eager engine's step is many small torch operations (their count depends on the structure
+# only: kinds, groups, depth), plus arithmetic that grows with models x points x weights:
+#
+#   step  = OPS x SECONDS_PER_OP + WORK / (RATE x speedup(threads))
+#   log   = LOG_OPS_FRACTION x OPS x SECONDS_PER_OP + forward WORK on the test points / RATE
+#   train = steps x step + (steps // log_every + 1) x log
+#
+# OPS: torch operations dispatched per training step, counted exactly on this engine with a
+# TorchDispatchMode (aten calls in 1 vs 2 steps of `train`, /tmp-free recipe in
+# benchmarks/bench_estimate.py --count-ops). Per group of variants that share one batched
+# ensemble: (fixed part, per hidden layer); plus SHARED_OPS once (loss sum, divergence mask).
+# Counted: fixed 116 / 200 ops at 1 / 3 hidden layers, global 144 / 252, layer 144 / 284,
+# neuron 142 / 280, rowdy 198 / 446, rational 251 / 605, prelu 142 / 278, swish 143 / 281;
+# slope recovery +25 / +47. The model below reproduces every shipped config's count within 4%
+# (default 232 counted 232; jcp_* 536 vs 520; rspa_discontinuous 1313 vs 1283; all_kinds
+# 1977 vs 1959).
+SHARED_OPS = 28
+GROUP_OPS: dict[str, tuple[int, int]] = {
+    "fixed": (46, 42),
+    "global": (62, 54),
+    "layer": (46, 70),
+    "neuron": (45, 69),
+    "rowdy": (46, 124),
+    "rational": (46, 177),
+    "prelu": (46, 68),
+    "swish": (46, 69),
+}
+SLOPE_RECOVERY_OPS = (14, 11)
+# A logged step: the test-set forward pass, S(a) and the trajectories, then copies to the host;
+# counted 13-20% of a training step's operations.
+LOG_OPS_FRACTION = 0.2
+# WORK: 6 FLOPs per weight and point for the matrix products (forward 2, backward 4), and the
+# elementwise activation work counted as ELEMENTWISE_FLOPS per hidden unit and point (tanh/ELU
+# and their gradients run far below the matmul rate, so they weigh as ~28 weights each).
+ELEMENTWISE_FLOPS = 28
+# Fitted on this 2-core machine (AMD EPYC, torch 2.13, one thread) from the CPU time per step
+# (the wall clock was useless: other work kept the load at 9-13 while this was measured) of
+#   OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_estimate.py --fit
+# deep [1,50x4,1] on 300 points: 3.28 / 4.52 / 13.38 ms per step at 2 / 4 / 20 models; least
+# squares: 0.558 ms per added model (18.4 MFLOP) -> RATE 33 GFLOP/s, and 2.22 ms at no models
+# for 536 counted ops -> 4.1 us per op (DESIGN.md's profile: 5-6 us). [1,20,1] x 20 models:
+# 1.64 ms per step, 0.96 ms of it ops -> ELEMENTWISE_FLOPS ~ 28.
+SECONDS_PER_OP = 4.1e-6
+RATE = 33e9
+# The share of the work a second thread takes over (thin batched matmuls and elementwise ops
+# on [M, N, width] tensors); the per-op overhead does not shrink with threads.
+THREAD_SPEEDUP = 1.7
+
+# --- The thread choice -----------------------------------------------------------------------
+# Below this much work per step a second thread gains nothing here (every parallel region
+# costs a wake-up, and the step is dominated by per-op overhead): [1,20,1] x 20 models on 300
+# points is 22 MFLOP and runs no faster with 2 threads. Measured break-even: see
+# benchmarks/bench_threads.py --break-even.
+FLOPS_PER_THREAD = 50e6
+# A core counts as free when at least this much of it was idle.
+FREE_CORE_IDLE = 0.75
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """How many threads a run uses, and why (recorded in summary.json)."""
+
+    requested: int | str
+    threads: int
+    reason: str
+    cores: int
+    free_cores: float | None
+
+    def record(self) -> dict[str, str]:
+        free = "unknown" if self.free_cores is None else f"{self.free_cores:.2f}"
+        return {
+            "threads": str(self.threads),
+            "threads_requested": str(self.requested),
+            "threads_reason": self.reason,
+            "cores": str(self.cores),
+            "free_cores": free,
+        }
+
+
+def choose_threads(
+    requested: int | str, step_flops: float, cores: int, free_cores: float | None
+) -> ThreadChoice:
+    """The thread count for a run: pure, so the rules can be tested.
+
+    A number in the config is used as given. ``auto`` wants one thread per ``FLOPS_PER_THREAD``
+    of work per step (at least one, at most ``cores``), and then no more than the cores that are
+    free: a core counts when at least ``FREE_CORE_IDLE`` of it is idle. ``free_cores`` None
+    (not measurable) trusts ``cores``.
+    """
+    cores = max(1, cores)
+    if requested != "auto":
+        n = int(requested)
+        return ThreadChoice(requested, n, "set in the config", cores, free_cores)
+    want = min(cores, 1 + int(step_flops // FLOPS_PER_THREAD))
+    usable = cores if free_cores is None else int(free_cores + 1 - FREE_CORE_IDLE)
+    usable = max(1, min(cores, usable))
+    if want == 1:
+        reason = (
+            f"a small workload ({step_flops / 1e6:.3g} MFLOP per step) gains nothing from "
+            "a second thread"
+        )
+        return ThreadChoice(requested, 1, reason, cores, free_cores)
+    if usable < want:
+        reason = f"the workload could use {want}, but only {usable} of {cores} cores are free"
+        return ThreadChoice(requested, usable, reason, cores, free_cores)
+    reason = f"{step_flops / 1e6:.3g} MFLOP per step; {usable} of {cores} cores free"
+    return ThreadChoice(requested, want, reason, cores, free_cores)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def _cpu_times() -> dict[str, tuple[int, int]]:
+    """(idle, total) jiffies per CPU from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                ticks = [int(v) for v in fields[:8]]
+                out[name[3:]] = (ticks[3] + ticks[4], sum(ticks))
+    return out
+
+
+def free_cores(sample_s: float = 0.1) -> float | None:
+    """Idle cores among those this process may use, sampled over ``sample_s`` seconds.
+
+    /proc/stat over a short window sees a CPU-bound process that started a moment ago, and not
+    the load of a run that just ended (the 1-minute load average lags both ways by a minute);
+    where /proc/stat is missing, the load average stands in. None when neither is available.
+    """
+    cores = usable_cores()
+    try:
+        allowed = {str(c) for c in os.sched_getaffinity(0)}
+        before = _cpu_times()
+        time.sleep(sample_s)
+        after = _cpu_times()
+        idle = 0.0
+        for cpu in allowed & before.keys() & after.keys():
+            total = after[cpu][1] - before[cpu][1]
+            if total > 0:
+                idle += (after[cpu][0] - before[cpu][0]) / total
+        if before.keys() & allowed:
+            return min(float(cores), idle)
+    except (OSError, AttributeError, ValueError):
+        pass
+    try:
+        return max(0.0, cores - os.getloadavg()[0])
+    except OSError:
+        return None
+
+
+def plan_threads(cfg: ExperimentConfig) -> ThreadChoice:
+    """The thread choice for ``cfg`` on this machine now (reads /proc when threads is auto)."""
+    cores = usable_cores()
+    if cfg.threads != "auto":
+        return choose_threads(cfg.threads, 0.0, cores, None)
+    return choose_threads("auto", workload(cfg).step_flops, cores, free_cores())
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one training step and one logged step cost, by structure."""
+
+    models: int
+    points: int
+    ops: int
+    step_flops: float
+    log_flops: float
+
+
+def _points(cfg: ExperimentConfig) -> int:
+    dims = cfg.model.layers[0]
+    points = cfg.target.n_train
+    if cfg.target.sampling == "grid":
+        points = grid_side(points, dims) ** dims
+    return points
+
+
+def workload(cfg: ExperimentConfig) -> Workload:
+    """Operations and FLOPs per step of ``cfg``'s ensemble (torch-free)."""
+    points = _points(cfg)
+    seeds = len(cfg.seed_list)
+    ops = SHARED_OPS
+    step_flops = 0.0
+    log_flops = 0.0
+    groups: dict[tuple[object, ...], tuple[str, int, bool]] = {}
+    for v in cfg.variants:
+        layers = cfg.layers_of(v)
+        weights = sum(i * o + o for i, o in zip(layers[:-1], layers[1:]))
+        hidden = sum(layers[1:-1]) * getattr(v, "K", 1)
+        per_point = weights + ELEMENTWISE_FLOPS * hidden
+        step_flops += 6.0 * seeds * points * per_point
+        log_flops += 2.0 * seeds * cfg.target.n_test * per_point
+        # Variants that share one batched ensemble (experiment.group_key) share its operations.
+        base = v.base or cfg.model.activation
+        key = (v.kind, base, tuple(layers), getattr(v, "K", None), getattr(v, "degrees", None))
+        recovery = getattr(v, "slope_recovery", None) is not None
+        _, _, seen = groups.get(key, (v.kind, len(layers) - 2, False))
+        groups[key] = (v.kind, len(layers) - 2, seen or recovery)
+    for kind, hidden_layers, recovery in groups.values():
+        fixed, per_layer = GROUP_OPS.get(kind, GROUP_OPS["global"])
+        if recovery:
+            fixed += SLOPE_RECOVERY_OPS[0]
+            per_layer += SLOPE_RECOVERY_OPS[1]
+        ops += fixed + per_layer * hidden_layers
+    return Workload(len(cfg.variants) * seeds, points, ops, step_flops, log_flops)
+
+
+def train_seconds(cfg: ExperimentConfig, threads: int = 1) -> float:
+    """Predicted training time on this machine (quiet) with ``threads`` threads."""
+    w = workload(cfg)
+    rate = RATE * (THREAD_SPEEDUP if threads > 1 else 1.0)
+    step = w.ops * SECONDS_PER_OP + w.step_flops / rate
+    log = LOG_OPS_FRACTION * w.ops * SECONDS_PER_OP + w.log_flops / rate
+    steps = cfg.train.steps
+    return steps * step + (steps // cfg.train.log_every + 1) * log
 
 
 @dataclass(frozen=True)
@@ -36,32 +267,35 @@ class Estimate:
     points: int
     memory_bytes: float
     seconds: float
+    threads: int = 1
 
     def describe(self) -> str:
+        plural = "s" if self.threads > 1 else ""
         return (
             f"{self.models} models on {self.points} points: about "
-            f"{_bytes(self.memory_bytes)} of memory and {_duration(self.seconds)} "
-            f"(at an assumed {ASSUMED_FLOPS / 1e9:g} GFLOP/s)"
+            f"{_bytes(self.memory_bytes)} of memory and {_duration(self.seconds)} of training "
+            f"on {self.threads} thread{plural} of a quiet machine"
         )
 
 
 def estimate(cfg: ExperimentConfig) -> Estimate:
-    """A rough upper estimate: activations and optimizer state in memory, FLOPs over time."""
-    models = len(cfg.variants) * len(cfg.seed_list)
-    dims = cfg.model.layers[0]
-    points = cfg.target.n_train
-    if cfg.target.sampling == "grid":
-        points = grid_side(points, dims) ** dims
+    """Memory (activations and optimizer state) and training time, from the structure alone.
+
+    Deterministic: the time assumes the thread count ``auto`` picks on an idle machine (or the
+    configured one), not the load of the moment.
+    """
+    w = workload(cfg)
+    threads = choose_threads(cfg.threads, w.step_flops, usable_cores(), None).threads
     widths = [cfg.layers_of(v) for v in cfg.variants]
     hidden = max(sum(layers[1:-1]) for layers in widths)
     weights = max(sum(i * o + o for i, o in zip(ls[:-1], ls[1:])) for ls in widths)
     extra = max((getattr(v, "K", 1) for v in cfg.variants), default=1)
     size = 8 if cfg.dtype == "float64" else 4
     test_points = cfg.target.n_test
-    activations = models * max(points, test_points) * hidden * FLOATS_PER_UNIT * extra * size
-    state = models * weights * 4 * size  # weights, gradients, two Adam moments
-    flops = 6.0 * models * points * (weights + hidden * extra) * cfg.train.steps
-    return Estimate(models, points, float(activations + state), flops / ASSUMED_FLOPS)
+    activations = w.models * max(w.points, test_points) * hidden * FLOATS_PER_UNIT * extra * size
+    state = w.models * weights * 4 * size  # weights, gradients, two Adam moments
+    seconds = train_seconds(cfg, threads)
+    return Estimate(w.models, w.points, float(activations + state), seconds, threads)
 
 
 def over_limits(cfg: ExperimentConfig, est: Estimate) -> list[str]:

@@ -6,21 +6,16 @@ Heavy modules (torch, matplotlib, the config schema) are imported inside the com
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from aaf_cli import __version__
 from aaf_cli.errors import EXIT_INTERRUPTED, AafError
-
-if TYPE_CHECKING:
-    from aaf_cli.config import ExperimentConfig
-    from aaf_cli.pipeline import RunReport
 
 app = typer.Typer(
     name="aaf",
@@ -82,12 +77,6 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
 
 
-def _load(config: Path | None, overrides: list[str] | None) -> tuple[ExperimentConfig, str]:
-    from aaf_cli.config import DEFAULT_SOURCE, load_config
-
-    return load_config(config, overrides or []), str(config) if config else DEFAULT_SOURCE
-
-
 @app.command()
 def run(
     config: ConfigArg = None,
@@ -108,31 +97,25 @@ def run(
     Example: aaf run configs/elu.yaml --set train.steps=2000
     """
     with _errors():
-        cfg, source = _load(config, set_)
-        _check_size(cfg, source, force)
-        from aaf_cli.pipeline import execute
+        from aaf_cli import api
 
         with _interruptible() as stop:
-            if quiet:
-                report = execute(cfg, runs_dir, source, set_ or [], stop=stop)
-            else:
-                report = _run_with_progress(cfg, runs_dir, source, set_ or [], execute, stop)
-                _print_report(report)
-        typer.echo(str(report.folder))
-        if report.summary["status"] == "interrupted":
+            result = api.run(
+                config,
+                overrides=set_ or [],
+                runs_dir=runs_dir,
+                progress=not quiet,
+                force=force,
+                stop=stop,
+            )
+        summary = result.summary or {}
+        if not quiet:
+            from aaf_cli import render
+
+            render.report_table(summary)
+        typer.echo(str(result.folder))
+        if summary.get("status") == "interrupted":
             raise typer.Exit(EXIT_INTERRUPTED)
-
-
-def _check_size(cfg: ExperimentConfig, source: str, force: bool) -> None:
-    from aaf_cli.budget import estimate, over_limits
-    from aaf_cli.errors import UsageError
-
-    est = estimate(cfg)
-    over = over_limits(cfg, est)
-    if over and not force:
-        raise UsageError(
-            f"{source}: too large ({'; '.join(over)}): {est.describe()}; run it anyway with --force"
-        )
 
 
 @contextmanager
@@ -158,131 +141,28 @@ def _interruptible() -> Iterator[Callable[[], bool]]:
             signal.signal(sig, old)
 
 
-def _run_with_progress(
-    cfg: ExperimentConfig,
-    runs_dir: Path,
-    source: str,
-    overrides: list[str],
-    execute: Callable[..., RunReport],
-    stop: Callable[[], bool],
-) -> RunReport:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from aaf_cli.stats import quantile
-
-    console = Console(stderr=True)
-    from aaf_cli.experiment import members
-
-    names = [v.name for v in cfg.variants]
-    # Models are ordered by training group, not by variant: find each variant's rows.
-    order = members(cfg)
-    rows = {name: [i for i, m in enumerate(order) if m.variant == name] for name in names}
-    progress = Progress(
-        TextColumn("[bold]{task.fields[name]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-        transient=True,
-    )
-    task = progress.add_task("", total=cfg.train.steps, name=cfg.name)
-
-    def on_log(record: Any) -> None:
-        losses = record.train_loss.tolist()
-        parts = []
-        for name in names:
-            values = [losses[i] for i in rows[name] if math.isfinite(losses[i])]
-            shown = f"{quantile(values, 0.5):.2e}" if values else "diverged"
-            parts.append(f"{name} {shown}")
-        progress.update(task, completed=record.step, description="  ".join(parts))
-
-    with progress:
-        report = execute(
-            cfg,
-            runs_dir,
-            source,
-            overrides,
-            on_start=lambda folder: console.print(f"run folder: {folder}"),
-            on_log=on_log,
-            stop=stop,
-        )
-    return report
-
-
-def _print_report(report: RunReport) -> None:
-    from rich.table import Table
-
-    summary = report.summary
-    seeds = len(summary["seeds"])
-    title = f"{summary['name']}: {summary['data']['target']}, {summary['steps_done']} steps"
-    if seeds > 1:
-        title += f", median over {seeds} seeds"
-    title += f"; all models trained together in {summary['train_time_s']:.1f} s"
-    table = Table(title=title)
-    table.add_column("variant", no_wrap=True)
-    for column in ("final train", "final test", "best train", "best test"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column(f"steps to {summary['threshold']:g}", justify="right", no_wrap=True)
-    table.add_column("final parameters", justify="left")
-    for name, v in summary["variants"].items():
-        reach = v["steps_to_threshold"]
-        if reach["median"] is None:
-            steps = "never"
-        else:
-            steps = f"{reach['median']:.0f}"
-            if reach["never"]:
-                steps += f" ({reach['never']}/{v['seeds']} never)"
-        table.add_row(
-            name + (f" ({v['diverged']} diverged)" if v["diverged"] else ""),
-            _fmt(v["final_train"]["median"]),
-            _fmt(v["final_test"]["median"]),
-            _fmt(v["best_train"]["median"]),
-            _fmt(v["best_test"]["median"]),
-            steps,
-            _params(v["final_params"]),
-        )
-    console = _console()
-    console.print(table)
-    for comparison in summary["comparisons"]:
-        console.print(f"  {comparison['verdict']}", highlight=False, soft_wrap=True)
-    if summary["status"] != "completed":
-        console.print(f"  status: {summary['status']}", style="yellow", highlight=False)
-
-
-def _params(final: dict[str, Any], most: int = 4) -> str:
-    """Median final activation parameters, e.g. 'n*a 9.5' (neuron-wise: layer means only)."""
-    shown = [
-        f"{name} {_fmt(stats['median'], '.3g')}"
-        for name, stats in final.items()
-        if not name.endswith((" min", " max"))
-    ]
-    if len(shown) > most:
-        shown = [*shown[:most], f"+{len(shown) - most} more"]
-    return ", ".join(shown) or "-"
-
-
-def _fmt(value: float | None, spec: str = ".2e") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 @app.command()
-def validate(config: ConfigArg = None, set_: SetOpt = None) -> None:
-    """Check a config without running it and print it fully resolved.
+def validate(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Accept a config over the size limits, as aaf run --force."),
+    ] = False,
+) -> None:
+    """Run every check aaf run makes before training (schema, target finite on its domain,
+    device, size limits) and print the config fully resolved, with its size estimate.
 
     Example: aaf validate configs/elu.yaml --set train.lr=1e-2
     """
     with _errors():
-        cfg, source = _load(config, set_)
-        from aaf_cli.budget import estimate, over_limits
+        from aaf_cli import api
 
-        est = estimate(cfg)
-        over = over_limits(cfg, est)
-        header = f"# {source}: valid\n# size: {est.describe()}\n"
-        if over:
-            header += f"# over the limits ({'; '.join(over)}): aaf run needs --force\n"
-        typer.echo(cfg.to_yaml(header), nl=False)
+        checked = api.check(config, overrides=set_ or [], force=force)
+        header = f"# {checked.source}: valid\n# size: {checked.estimate.describe()}\n"
+        if checked.over_limits:
+            header += f"# over the limits ({'; '.join(checked.over_limits)}): runs with --force\n"
+        typer.echo(checked.config.to_yaml(header), nl=False)
 
 
 @app.command()
@@ -341,13 +221,6 @@ RunsDirOpt = Annotated[
 ]
 
 
-def _console() -> Any:
-    from rich.console import Console
-
-    # Piped output gets a fixed width rather than rich's 80-column fallback.
-    return Console() if sys.stdout.isatty() else Console(width=130)
-
-
 @app.command()
 def compare(
     runs: Annotated[
@@ -395,113 +268,25 @@ def compare(
     Example: aaf compare --last 3 --variants fixed,adaptive --out compare.svg
     """
     with _errors():
-        from datetime import datetime
+        from aaf_cli import api, render
 
-        from aaf_cli import compare as core
-        from aaf_cli.errors import UsageError
-        from aaf_cli.runs import resolve_runs, unique_runs, write_atomic
-
-        if not runs and last is None:
-            raise UsageError("give run folders, names or globs, or --last N (see aaf list)")
         wanted = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-        folders, repeats = unique_runs(resolve_runs(runs or [], runs_dir, last))
-        for repeat in repeats:
-            typer.echo(f"note: {repeat.path} is given more than once; drawn once", err=True)
-        target = _compare_output(out, runs_dir, datetime.now())
-        curves = core.build_curves(folders, metric, band, wanted, x, smooth)
-        # Every folder is read (and so checked) before anything is written.
-        rows = [
-            row
-            for folder, label in zip(folders, core.labels(folders))
-            for row in core.table_rows(folder, label, _kept(folder, wanted))
-        ]
-        from aaf_cli import plots
-
-        thresholds = {f.threshold for f in folders}
-        what = "test" if metric == "test" else "training"
-        title = f"{what} MSE (data loss), median over seeds"
-        if smooth > 1:
-            title += f", smoothed over {smooth} logged points"
-        plots.compare(
-            curves,
-            target,
-            title,
-            "seconds of training" if x == "time" else "step",
-            thresholds.pop() if len(thresholds) == 1 else None,
+        drawn = api.compare(
+            runs or [],
+            last=last,
+            out=out,
+            metric=metric,
+            band=band,
+            smooth=smooth,
+            variants=wanted,
+            x=x,
+            runs_dir=runs_dir,
         )
-        csv_path = target.with_suffix(".csv")
-        write_atomic(csv_path, core.curves_csv(curves, x, band, smooth))
-        _print_rows(rows, f"{len(folders)} runs")
-        typer.echo(f"figure: {target}")
-        typer.echo(f"data:   {csv_path}")
-
-
-def _kept(folder: Any, wanted: list[str] | None) -> list[str]:
-    return [v for v in folder.variants if wanted is None or v in wanted]
-
-
-def _compare_output(out: Path | None, runs_dir: Path, now: Any) -> Path:
-    from aaf_cli.errors import UsageError
-
-    if out is None:
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        stamp = now.strftime("%Y-%m-%d_%H-%M-%S")
-        out = runs_dir / f"compare_{stamp}.png"
-        k = 2
-        while out.exists() or out.with_suffix(".csv").exists():
-            out = runs_dir / f"compare_{stamp}-{k}.png"
-            k += 1
-        return out
-    if out.suffix == "":
-        out = out.with_suffix(".png")
-    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UsageError(f"--out {out}: the figure must be .png, .svg or .pdf")
-    if out.is_dir():
-        raise UsageError(f"--out {out}: is a directory, expected a file name")
-    if not out.parent.is_dir():
-        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
-    return out
-
-
-def _print_rows(rows: list[Any], title: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("run", "variant"):
-        table.add_column(column, overflow="fold")
-    for column in ("seeds", "steps", "final test", "best test", "steps to thr."):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("vs baseline", no_wrap=True)
-    previous = None
-    for r in rows:
-        reach = "never" if r.steps_to_threshold is None else f"{r.steps_to_threshold:.0f}"
-        if r.steps_to_threshold is not None and r.never:
-            reach += f" ({r.never} never)"
-        seeds = str(r.seeds) + (f" ({r.diverged} div.)" if r.diverged else "")
-        if previous is not None and r.run != previous:
-            table.add_section()
-        table.add_row(
-            "" if r.run == previous else r.run,
-            r.variant,
-            seeds,
-            str(r.steps),
-            _fmt(r.final_test),
-            _fmt(r.best_test),
-            reach,
-            r.versus,
-        )
-        previous = r.run
-    console = _console()
-    console.print(table)
-    console.print(
-        "vs baseline: seeds where the final test MSE is lower, geometric-mean ratio of final "
-        "test MSEs (below 1: better), Wilcoxon signed-rank p",
-        style="dim",
-        highlight=False,
-    )
-    for r in rows:
-        if r.verdict:
-            console.print(f"  {r.run}: {r.verdict}", highlight=False, soft_wrap=True)
+        for repeat in drawn.repeated:
+            typer.echo(f"note: {repeat} is given more than once; drawn once", err=True)
+        render.print_rows(drawn.rows, f"{len(drawn.runs)} runs")
+        typer.echo(f"figure: {drawn.figure}")
+        typer.echo(f"data:   {drawn.data}")
 
 
 @app.command("list")
@@ -516,19 +301,18 @@ def list_(
     with _errors():
         import json
 
-        from aaf_cli.compare import describe_run
+        from aaf_cli import api
         from aaf_cli.errors import RunError
-        from aaf_cli.runs import find_runs
 
         entries: list[dict[str, Any]] = []
         problems: list[str] = []
-        for folder in find_runs(runs_dir):
+        for found in api.list_runs(runs_dir):
             try:
-                entries.append(describe_run(folder))
+                entries.append(found.describe())
             except RunError as exc:
                 problems.append(str(exc))
                 entries.append(
-                    {"folder": str(folder.path), "status": "unreadable", "error": str(exc)}
+                    {"folder": str(found.folder), "status": "unreadable", "error": str(exc)}
                 )
         if as_json:
             from aaf_cli.runs import jsonable
@@ -537,46 +321,13 @@ def list_(
         elif not entries:
             typer.echo(f"No runs in {runs_dir}. Start one with: aaf run")
         else:
-            _print_list(entries, runs_dir)
+            from aaf_cli import render
+
+            render.print_list(entries, runs_dir)
         for problem in problems:
             typer.echo(f"Error: {problem}", err=True)
         if problems:
             raise typer.Exit(RunError.exit_code)
-
-
-def _print_list(entries: list[dict[str, Any]], runs_dir: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{len(entries)} runs in {runs_dir}, newest first")
-    table.add_column("folder", overflow="fold")
-    for column in ("target", "variants", "seeds", "steps", "status", "best test (median)"):
-        table.add_column(column, overflow="fold")
-    table.add_column("time", justify="right", no_wrap=True)
-    colours = {"completed": "green", "interrupted": "yellow", "diverged": "red"}
-    for e in entries:
-        status = e["status"]
-        if status == "unreadable":
-            table.add_row(Path(e["folder"]).name, "", "", "", "", "[red]unreadable[/]", "", "")
-            continue
-        if e["steps"] is None:
-            steps = "-"
-        elif e["steps_done"] != e["steps"]:
-            steps = f"{e['steps_done']}/{e['steps']}"
-        else:
-            steps = str(e["steps"])
-        best = ", ".join(f"{k} {_fmt(v)}" for k, v in e["best_test"].items())
-        duration = e["duration_s"]
-        table.add_row(
-            Path(e["folder"]).name,
-            str(e["target"] or "-"),
-            ", ".join(e["variants"]) or "-",
-            "-" if e["seeds"] is None else str(e["seeds"]),
-            steps,
-            f"[{colours.get(status, 'magenta')}]{status}[/]",
-            best,
-            "-" if duration is None else f"{duration:.0f} s",
-        )
-    _console().print(table)
 
 
 @app.command()
@@ -594,61 +345,99 @@ def show(
     Example: aaf show elu
     """
     with _errors():
-        from aaf_cli.compare import table_rows
-        from aaf_cli.errors import UsageError
-        from aaf_cli.runs import resolve_runs, unique_runs
+        from aaf_cli import api, render
 
-        found, _ = unique_runs(resolve_runs([run_], runs_dir))
-        if len(found) > 1:
-            names = ", ".join(f.path.name for f in found[:5])
-            raise UsageError(f"'{run_}' matches {len(found)} runs ({names}...); show takes one")
-        folder = found[0]
         # Read (and so check) the config, summary and metrics before printing anything.
-        folder.config, folder.series  # noqa: B018
-        summary = folder.summary
-        console = _console()
-        console.print(f"[bold]{folder.path}[/]  status: {folder.status}", highlight=False)
-        if summary is not None:
-            console.print(
-                f"started {summary['started']}, {summary['duration_s']:.1f} s "
-                f"(training {summary['train_time_s']:.1f} s), {summary['steps_done']}/"
-                f"{summary['steps']} steps, seeds {summary['seeds']}",
-                highlight=False,
-            )
-        for line in _highlights(folder):
-            console.print(f"  {line}", highlight=False)
-        rows = table_rows(folder, folder.label)
-        _print_rows(rows, "results (medians over seeds)")
-        if summary is not None and summary["status"] != "completed":
-            console.print(f"status: {summary['status']}", style="yellow", highlight=False)
-        console.print("files:", highlight=False)
-        for name, size in folder.files():
-            console.print(f"  {name:28s} {size:>10,d} bytes", highlight=False)
+        opened = api.open_run(run_, runs_dir).read()
+        rows = opened.rows
+        render.print_show(
+            str(opened.folder),
+            opened.status,
+            opened.summary,
+            opened.config,
+            rows,
+            opened.files,
+        )
 
 
-def _highlights(folder: Any) -> list[str]:
-    cfg = folder.config
-    target, model, train = (folder.section(k) for k in ("target", "model", "train"))
-    domain = target.get("domain")
-    if isinstance(domain, list) and all(isinstance(v, (int, float)) for v in domain):
-        domain = "[" + ", ".join(f"{v:.6g}" for v in domain) + "]"
-    lines = [
-        f"target: {target.get('name') or target.get('expr')} on {domain}, "
-        f"{target.get('n_train')} {target.get('sampling', '')} training points, "
-        f"noise {target.get('noise')}",
-        f"model: {model.get('layers')} {model.get('activation')}, init {model.get('init')}",
-        f"train: {train.get('optimizer')} lr {train.get('lr')}, {train.get('steps')} steps, "
-        f"threshold {train.get('threshold')}, dtype {cfg.get('dtype')}",
-    ]
-    for v in cfg.get("variants") or []:
-        if isinstance(v, dict):
-            params = ", ".join(
-                f"{k}={x}" for k, x in v.items() if k not in ("name", "kind") and x is not None
-            )
-            lines.append(
-                f"variant {v.get('name')}: {v.get('kind')}" + (f" ({params})" if params else "")
-            )
-    return lines
+class _ExportCommand(typer.core.TyperCommand):
+    """``--mlflow`` takes an optional URI: alone (last, or before another option) it means the
+    default store. Typer's parser has no optional values, so the empty one is filled in here."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        given: list[str] = []
+        for k, arg in enumerate(args):
+            if arg == "--":
+                given += args[k:]
+                break
+            given.append(arg)
+            if arg == "--mlflow" and (k + 1 == len(args) or args[k + 1].startswith("-")):
+                given.append("")
+        return super().parse_args(ctx, given)
+
+
+@app.command(cls=_ExportCommand)
+def export(
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Run folders, run names under --runs-dir (the newest of that name) or globs.",
+            metavar="RUN...",
+            show_default=False,
+        ),
+    ] = None,
+    last: Annotated[
+        int | None, typer.Option("--last", help="Also take the N newest runs.", show_default=False)
+    ] = None,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow",
+            metavar="[URI]",
+            help="Log each run as an MLflow run. Alone: $MLFLOW_TRACKING_URI, else "
+            "sqlite:///<runs-dir>/mlflow/mlflow.db. A URI goes as --mlflow=URI, or after "
+            "the runs.",
+            show_default=False,
+        ),
+    ] = None,
+    experiment: Annotated[
+        str, typer.Option("--experiment", help="MLflow experiment (made if missing).")
+    ] = "aaf",
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option(
+            "--tensorboard",
+            metavar="DIR",
+            help="Write TensorBoard event files to DIR/<run folder name>/.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Export runs exported before again, replacing them."),
+    ] = False,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Send runs to MLflow and/or TensorBoard: config, losses per step (median and per seed),
+    summary numbers, figures. A run exported before is skipped unless --force.
+
+    Example: aaf export --last 3 --mlflow --tensorboard tb
+    """
+    with _errors():
+        from aaf_cli import api
+
+        done = api.export(
+            runs or [],
+            mlflow=False if mlflow is None else (mlflow or True),
+            tensorboard=tensorboard,
+            last=last,
+            experiment=experiment,
+            force=force,
+            runs_dir=runs_dir,
+            on_export=lambda exported: typer.echo(exported.describe()),
+        )
+        for repeat in done.repeated:
+            typer.echo(f"note: {repeat} is given more than once; exported once", err=True)
 
 
 def main() -> None:

@@ -268,6 +268,12 @@ class _Variant(_Strict):
     lr: float | None = Field(
         None, gt=0.0, le=100.0, description="this variant's learning rate; default: train.lr"
     )
+    weight_decay: float | None = Field(
+        None,
+        ge=0.0,
+        le=100.0,
+        description="this variant's weight decay; default: train.weight_decay",
+    )
     layers: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] | None = Field(
         None,
         min_length=3,
@@ -422,15 +428,60 @@ def _default_variants() -> list[Variant]:
     ]
 
 
+# The schedules that use each schedule parameter, with its default there (None: required).
+_SCHEDULE_PARAMETERS: dict[str, dict[str, float | None]] = {
+    "min_lr_factor": {"cosine": 0.0},
+    "gamma": {"exponential": None, "step": 0.1},
+    "step_size": {"step": None},
+}
+
+
 class TrainConfig(_Strict):
-    """Optimiser and schedule, the same for every variant."""
+    """Optimiser and schedule, the same for every variant (a variant may set its own peak
+    ``lr`` and ``weight_decay``; the schedule scales each model's own rate)."""
 
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0.0, le=100.0)
+    lr: float = Field(1e-3, gt=0.0, le=100.0, description="peak learning rate")
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd only")
+    weight_decay: float = Field(
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="adam: decoupled, as torch.optim.AdamW (w -= lr_t * wd * w); sgd: L2 added "
+        "to the gradient, as torch.optim.SGD; on the linear layers' weights and biases",
+    )
+    decay_activation_params: bool = Field(
+        False,
+        description="also decay the activation parameters (a, beta, rational coefficients); "
+        "off: decaying a slope toward 0 changes the method",
+    )
     steps: int = Field(5000, ge=1, le=MAX_STEPS)
+    schedule: Literal["constant", "cosine", "exponential", "step"] = Field(
+        "constant", description="learning-rate factor after warmup, applied to every model's lr"
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="linear warmup: update s < warmup_steps uses lr * s / warmup_steps"
+    )
+    min_lr_factor: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        validate_default=True,
+        description="cosine only: the final rate as a fraction of the peak lr; default 0",
+    )
+    gamma: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        validate_default=True,
+        description="exponential (required): factor per step; step: factor per step_size "
+        "steps, default 0.1",
+    )
+    step_size: int | None = Field(
+        None, ge=1, validate_default=True, description="step only (required): steps per decay"
+    )
     log_every: int = Field(10, ge=1)
     threshold: float = Field(1e-2, gt=0.0, description="data-loss level for 'steps to reach'")
     compile: bool | Literal["auto"] = Field(
@@ -446,6 +497,49 @@ class TrainConfig(_Strict):
             raise ValueError(f"each beta must be in [0, 1) (got {list(betas)})")
         return betas
 
+    @field_validator("warmup_steps")
+    @classmethod
+    def _warmup(cls, warmup: int, info: ValidationInfo) -> int:
+        steps = info.data.get("steps")
+        if warmup and steps is not None and warmup >= steps:
+            raise ValueError(f"must be less than train.steps ({warmup} >= {steps})")
+        return warmup
+
+    @field_validator("min_lr_factor", "gamma", "step_size")
+    @classmethod
+    def _schedule_parameter(cls, value: float | None, info: ValidationInfo) -> float | None:
+        schedule = info.data.get("schedule")
+        if schedule is None:  # the schedule itself is invalid: that error is the one to tell
+            return value
+        users = _SCHEDULE_PARAMETERS[str(info.field_name)]
+        if schedule not in users:
+            if value is not None:
+                raise ValueError(
+                    f"set to {value!r}, but schedule {schedule} does not use it (used by: "
+                    f"{', '.join(users)})"
+                )
+            return None
+        if value is None:
+            value = users[schedule]
+            if value is None:
+                raise ValueError(f"required by schedule {schedule}, but not set (None)")
+        return value
+
+
+def schedule_summary(train: Mapping[str, Any]) -> str:
+    """``", cosine schedule (warmup_steps 100), weight decay 0.01"`` for a resolved ``train``
+    section (a plain mapping) whose schedule or weight decay is not the default; ``""`` when
+    both are (runs made before schedules existed have neither key)."""
+    parts = []
+    schedule = train.get("schedule") or "constant"
+    params = [f"{k} {train[k]}" for k in ("warmup_steps", *_SCHEDULE_PARAMETERS) if train.get(k)]
+    if schedule != "constant" or params:
+        parts.append(f"{schedule} schedule" + (f" ({', '.join(params)})" if params else ""))
+    if train.get("weight_decay"):
+        also = " (activation parameters too)" if train.get("decay_activation_params") else ""
+        parts.append(f"weight decay {train['weight_decay']}{also}")
+    return "".join(", " + p for p in parts)
+
 
 class ExperimentConfig(_Strict):
     """One experiment: a target, a network, the variants to compare, and how to train them."""
@@ -455,14 +549,26 @@ class ExperimentConfig(_Strict):
         10, description="a count (seeds 0..N-1) or a list of seeds"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(
-        None, ge=1, le=1024, description="CPU threads; default: the physical cores torch sees"
+    threads: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        "auto",
+        description="CPU threads; auto: two or more only for a workload large enough to gain "
+        "from them, and never more than the cores free when the run starts",
     )
     dtype: Literal["float32", "float64"] = "float32"
     target: TargetConfig = Field(default_factory=lambda: TargetConfig.model_validate({}))
     model: ModelConfig = Field(default_factory=ModelConfig)
     variants: list[Variant] = Field(default_factory=_default_variants, min_length=1, max_length=64)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_null_is_auto(cls, threads: Any) -> Any:
+        # Configs written before `auto` existed say `threads: null` (torch's default then).
+        if threads is None or threads == "auto":
+            return "auto"
+        if isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= 1024:
+            return threads
+        raise ValueError(f"must be auto or a whole number from 1 to 1024 (got {threads!r})")
 
     @field_validator("seeds")
     @classmethod
@@ -481,11 +587,22 @@ class ExperimentConfig(_Strict):
     @field_validator("variants")
     @classmethod
     def _unique_names(cls, variants: list[Variant]) -> list[Variant]:
-        names = [v.name for v in variants]
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        """Given names must be unique; a variant without one is named after what it is
+        (``naming.default_names``: ``global-n5``, ``layer-sr``; ``fixed-1``, ``fixed-2`` for
+        identical ones)."""
+        from aaf_cli.naming import default_names
+
+        given = [v.name if "name" in v.model_fields_set else None for v in variants]
+        explicit = [n for n in given if n is not None]
+        repeated = sorted({n for n in explicit if explicit.count(n) > 1})
         if repeated:
             raise ValueError(f"variant names must be unique ('{repeated[0]}' repeats)")
-        return variants
+        entries = [v.model_dump(mode="json", exclude={"name"}) for v in variants]
+        names = default_names(entries, given)
+        return [
+            v if g is not None else v.model_copy(update={"name": name})
+            for v, g, name in zip(variants, given, names)
+        ]
 
     @model_validator(mode="after")
     def _inputs_match_target(self) -> ExperimentConfig:
@@ -862,11 +979,14 @@ def _config_error(
     return ConfigError(source, dotted, message, *(mark or (None, None)))
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+def load_config(
+    path: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
+) -> ExperimentConfig:
     """Load, override and validate an experiment config.
 
     Args:
-        path: a YAML file, or None for the built-in default experiment.
+        path: a YAML file, a mapping of the same keys (messages name it ``<mapping>``), or None
+            for the built-in default experiment.
         overrides: ``key.path=value`` strings applied in order (list items by index).
 
     Returns:
@@ -878,6 +998,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is None:
         source = DEFAULT_SOURCE
         data: Any = {}
+        located = _Located()
+    elif isinstance(path, Mapping):
+        source = "<mapping>"
+        data = copy.deepcopy(dict(path))
         located = _Located()
     else:
         source = str(path)

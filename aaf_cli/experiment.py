@@ -7,6 +7,7 @@ a config into numbers.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from aaf_cli import __version__
+from aaf_cli.budget import ThreadChoice, plan_threads
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
@@ -148,8 +150,10 @@ class ExperimentResult:
     environment: dict[str, str]
 
 
-def environment(device: torch.device, dtype: str) -> dict[str, str]:
-    """Versions and machine facts recorded in the summary."""
+def environment(
+    device: torch.device, dtype: str, threads: ThreadChoice | None = None
+) -> dict[str, str]:
+    """Versions and machine facts recorded in the summary, with the thread choice and why."""
     env = {
         "aaf": __version__,
         "python": platform.python_version(),
@@ -160,9 +164,21 @@ def environment(device: torch.device, dtype: str) -> dict[str, str]:
         "threads": str(torch.get_num_threads()),
         "argv": " ".join(sys.argv),
     }
+    if threads is not None:
+        env.update(threads.record())
+        env["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "")
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
+
+
+def set_threads(cfg: ExperimentConfig) -> ThreadChoice:
+    """Set torch's thread count for ``cfg`` (``auto``: from the workload and the free cores,
+    see ``budget.choose_threads``) and say what was chosen. The inter-op pool is left alone:
+    the eager engine runs no inter-op parallel work, and its threads block, they do not spin."""
+    choice = plan_threads(cfg)
+    torch.set_num_threads(choice.threads)
+    return choice
 
 
 def run_experiment(
@@ -179,8 +195,7 @@ def run_experiment(
         stop: polled every step; True interrupts training (the result says so).
     """
     device = resolve_device(cfg.device)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    threads = set_threads(cfg)
     data = data if data is not None else make_dataset(cfg, device)
     ensemble = build_ensemble(cfg, device)
     result = train(
@@ -194,7 +209,7 @@ def run_experiment(
         stop=stop,
     )
     return ExperimentResult(
-        cfg, ensemble.members, data, result, ensemble, environment(device, cfg.dtype)
+        cfg, ensemble.members, data, result, ensemble, environment(device, cfg.dtype, threads)
     )
 
 

@@ -14,13 +14,11 @@ from typing import Any
 import torch
 
 from aaf_cli import plots, runs
+from aaf_cli.checks import Checked, preflight
 from aaf_cli.config import ExperimentConfig
-from aaf_cli.errors import ConfigError
 from aaf_cli.experiment import (
     ExperimentResult,
-    make_dataset,
     members,
-    resolve_device,
     run_experiment,
     series_of,
     tidy,
@@ -67,9 +65,14 @@ def _git_commit() -> str | None:
 
 
 def describe(cfg: ExperimentConfig) -> str:
-    """A short title: target, network and activation."""
+    """A figure title: the run's name (left out where it is the target's own), the target as
+    written (a named target's formula, your expression), the network and its activation."""
+    from aaf_cli.naming import target_text
+
+    target = target_text(cfg.target.model_dump(mode="json"))
+    head = target if cfg.name == cfg.target.name else f"{cfg.name}: {target}"
     layers = "x".join(str(w) for w in cfg.model.layers)
-    return f"{cfg.name}: {cfg.target.label}, [{layers}] {cfg.model.activation}"
+    return f"{head} · [{layers}] {cfg.model.activation}"
 
 
 def status_of(interrupted: bool, outcomes: Sequence[ModelOutcome]) -> str:
@@ -123,6 +126,7 @@ def build_summary(
         "threshold": cfg.train.threshold,
         "seeds": cfg.seed_list,
         "baseline": baseline,
+        "statistics": statistics_rules(),
         "data": {
             "target": cfg.target.label,
             "expr": cfg.target.expr,
@@ -145,6 +149,25 @@ def build_summary(
     }
 
 
+def statistics_rules() -> dict[str, Any]:
+    """The rules behind the summary's numbers, stated in the summary itself."""
+    from aaf_cli import stats
+
+    return {
+        "final": stats.tail_rule(),
+        "last": "the last logged point",
+        "best": "the minimum over logged points",
+        "ratio_interval": f"Student's t on log ratios below {stats.BOOTSTRAP_MIN_PAIRS} seed "
+        f"pairs, percentile bootstrap ({stats.BOOTSTRAP_SAMPLES} resamples) from there on",
+        "test": "two-sided Wilcoxon signed-rank on log ratios of final test MSE, exact up to "
+        f"{stats.EXACT_WILCOXON_MAX_N} pairs without ties; Holm-adjusted across the variants "
+        "compared with one baseline",
+        "alpha": stats.ALPHA,
+        "seeds_needed": f"paired-t sample size at {stats.POWER:.0%} power and level alpha / "
+        "comparisons, at least what the exact test needs to reach that level",
+    }
+
+
 def curve_bands(series: Sequence[Series], variants: Sequence[str]) -> dict[str, dict[str, Band]]:
     groups = by_variant(series, variants)
     return {v: {m: aggregate(groups[v], m) for m in ("train", "test")} for v in variants}
@@ -157,15 +180,21 @@ def write_figures(
     series: list[Series],
     outcomes: list[ModelOutcome],
 ) -> None:
+    from aaf_cli.naming import variant_label
+
     names = [v.name for v in cfg.variants]
+    labels = {v.name: variant_label(v.name, v.model_dump(mode="json")) for v in cfg.variants}
     title = describe(cfg)
+    if exp.result.interrupted:
+        done, planned = exp.result.steps_done, cfg.train.steps
+        title += f"\nINTERRUPTED at step {done:,} of {planned:,}: curves end there"
     bands = curve_bands(series, names)
     notes = [
         f"left out (diverged): {o.variant} seed {o.seed} at step {o.diverged_at}"
         for o in outcomes
         if o.diverged
     ]
-    plots.loss_curves(bands, folder / "loss_curves.png", title, cfg.train.threshold, notes)
+    plots.loss_curves(bands, folder / "loss_curves.png", title, cfg.train.threshold, notes, labels)
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
 
     data = exp.data
@@ -186,10 +215,14 @@ def write_figures(
         x_train_all, y_train_all = x_train_all[k], y_train_all[k]
     x_train = [x_train_all[:, k].double().cpu().tolist() for k in range(dims)]
     y_train = y_train_all.reshape(-1).double().cpu().tolist()
+    seeds = len(cfg.seed_list)
     if dims == 1:
-        plots.fit(x_cols[0], y_test, x_train[0], y_train, predictions, folder / "fit.png", title)
+        plots.fit(
+            x_cols[0], y_test, x_train[0], y_train, predictions, folder / "fit.png", title,
+            labels, seeds,
+        )  # fmt: skip
     elif dims == 2:
-        plots.fit_2d(x_cols, y_test, x_train, predictions, folder / "fit.png", title)
+        plots.fit_2d(x_cols, y_test, x_train, predictions, folder / "fit.png", title, labels, seeds)
     # More inputs: no picture, the numbers are in fit.csv.
     columns: dict[str, list[float]] = (
         {"x": x_cols[0]} if dims == 1 else {f"x{k + 1}": c for k, c in enumerate(x_cols)}
@@ -197,7 +230,7 @@ def write_figures(
     columns["target"] = y_test
     columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
     runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))
-    plots.slopes(series, names, folder / "slopes.png", f"{title}: activation parameters")
+    plots.slopes(series, names, folder / "slopes.png", f"{title}\nactivation parameters", labels)
 
 
 def write_checkpoints(folder: Path, cfg: ExperimentConfig, exp: ExperimentResult) -> None:
@@ -271,27 +304,27 @@ def execute(
     on_log: Callable[[LogRecord], None] | None = None,
     stop: Callable[[], bool] | None = None,
     flush_every: float = FLUSH_SECONDS,
+    force: bool = False,
+    checked: Checked | None = None,
 ) -> RunReport:
     """Run one experiment and write its complete run folder.
 
-    Everything that can be checked before training is checked before the folder is made, so bad
-    input never leaves a folder behind. While training, ``metrics.csv`` and ``parameters.csv``
-    are rewritten (atomically) at the first logged step and then every ``flush_every`` seconds,
-    so a killed run keeps what it had. ``summary.json`` is written last: its presence marks a
-    finished folder.
+    Everything that can be checked before training is checked before the folder is made
+    (``checks.preflight``, the same checks as ``aaf validate``), so bad input never leaves a
+    folder behind. While training, ``metrics.csv`` and ``parameters.csv`` are rewritten
+    (atomically) at the first logged step and then every ``flush_every`` seconds, so a killed
+    run keeps what it had. ``summary.json`` is written last: its presence marks a finished
+    folder.
     """
-    try:
-        device = resolve_device(cfg.device)
-        data = make_dataset(cfg, device)  # a target undefined somewhere fails before any folder
-    except ConfigError as exc:
-        raise ConfigError(source, exc.key, exc.message) from None
+    if checked is None or checked.config is not cfg:
+        checked = preflight(cfg, source, force)
     started = datetime.now()
     folder = runs.new_run_dir(runs_dir, cfg.name, started)
     runs.write_atomic(folder / "config.yaml", cfg.to_yaml(config_header(source, overrides)))
     if on_start is not None:
         on_start(folder)
     flusher = _Flusher(folder, members(cfg), flush_every, on_log)
-    exp = run_experiment(cfg, on_log=flusher, stop=stop, data=data)
+    exp = run_experiment(cfg, on_log=flusher, stop=stop, data=checked.data)
     series, outcomes = tidy(exp)
     runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))
     runs.write_atomic(folder / "parameters.csv", runs.parameters_csv(series))

@@ -1,7 +1,17 @@
 """Every figure of aaf. Object-oriented matplotlib on the Agg canvas: no pyplot, no display.
 
-Each function takes plain lists (never tensors) and writes one file atomically; the numbers it
-draws are the ones the caller writes to CSV.
+Each function takes plain lists (never tensors), writes one file atomically and returns the
+figure (so tests can read what was drawn); the numbers it draws are the ones the caller writes to
+CSV.
+
+Conventions shared by every figure:
+
+- Colours come from the Okabe-Ito palette (safe for the common colour-vision deficiencies), and
+  line styles repeat on a different period, so two variants never share both colour and style
+  and the figure still reads in grey.
+- Legends sit below the axes, never over the ends of the curves.
+- Seed bands are filled while few overlap; from ``OUTLINE_FROM`` bands on they are drawn as thin
+  outlines over a faint fill, so overlapping bands do not blend into an unreadable brown.
 """
 
 from __future__ import annotations
@@ -9,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,16 +32,43 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from aaf_cli.compare import Curve
-from aaf_cli.results import Band, Series
+from aaf_cli.overview import Curve
+from aaf_cli.results import Band, Series, aggregate
 from aaf_cli.runs import write_atomic
 
 BAND_LABEL = {"iqr": "interquartile range", "minmax": "min-max", "std": "mean +- std", "none": ""}
 
+# Okabe & Ito (2008), "Color Universal Design": blue, vermillion, bluish green, reddish purple,
+# orange, sky blue; black last. Their yellow is left out: it does not show on white.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+SHARED = "#000000"  # curves that stand for several runs (compare), one a for all layers (slopes)
+NEUTRAL = "0.35"
+LineStyle = str | tuple[int, tuple[int, ...]]
+LINE_STYLES: tuple[LineStyle, ...] = (
+    "-",
+    "--",
+    ":",
+    "-.",
+    (0, (5, 1, 1, 1, 1, 1)),
+    (0, (8, 2)),
+    (0, (1, 3)),
+    (0, (3, 1, 1, 1)),
+)
+VARIANT_STYLES = LINE_STYLES[:4]  # period 4 against the palette's 7: 28 distinct pairs
+MARKERS = (None, "o", "s", "^", "v", "D")
+THRESHOLD_STYLE = (0, (1, 4))
+OUTLINE_FROM = 4  # bands drawn at once from which fills give way to outlines
+REFERENCE_STYLE = (0, (6, 3))
+
 
 def colour(index: int) -> str:
-    return f"C{index % 10}"
+    return PALETTE[index % len(PALETTE)]
+
+
+def style(index: int) -> LineStyle:
+    return VARIANT_STYLES[index % len(VARIANT_STYLES)]
 
 
 def new_figure(width: float = 7.5, height: float = 4.5, rows: int = 1) -> tuple[Figure, list[Axes]]:
@@ -53,61 +91,118 @@ def _positive(values: Sequence[float]) -> list[float]:
     return [v if math.isfinite(v) and v > 0 else math.nan for v in values]
 
 
+def wrap(text: str, width_in: float, fontsize: float = 10) -> str:
+    """Break each line of a title so it fits a figure ``width_in`` inches wide."""
+    # DejaVu Sans averages about 0.55 em per character.
+    chars = max(30, int(width_in * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) if line else line for line in text.split("\n"))
+
+
+def _band(
+    ax: Axes,
+    x: Sequence[float],
+    low: Sequence[float],
+    high: Sequence[float],
+    col: str,
+    crowded: bool,
+    log: bool = True,
+    alpha: float = 0.2,
+) -> None:
+    """A seed band: filled while few are drawn; a faint fill with outlines when crowded."""
+    lo, hi = (_positive(low), _positive(high)) if log else (list(low), list(high))
+    if not crowded:
+        ax.fill_between(x, lo, hi, color=col, alpha=alpha, lw=0)
+        return
+    ax.fill_between(x, lo, hi, color=col, alpha=0.05, lw=0)
+    for edge in (lo, hi):
+        ax.plot(x, edge, color=col, lw=0.6, alpha=0.55)
+
+
+def _legend_columns(count: int, width_in: float) -> int:
+    return max(1, min(count, int(width_in // 2.8)))
+
+
+def _seed_note(seeds: set[int], kinds: set[str]) -> str:
+    if not seeds or max(seeds) <= 1:
+        return "one seed"
+    count = str(max(seeds)) if len(seeds) == 1 else f"{min(seeds)}-{max(seeds)}"
+    band = ", ".join(BAND_LABEL[k] for k in sorted(kinds) if BAND_LABEL[k])
+    return f"median over {count} seeds" + (f", band: {band} over seeds" if band else "")
+
+
 def loss_curves(
     bands: Mapping[str, Mapping[str, Band]],
     path: Path,
     title: str,
     threshold: float | None = None,
     notes: Sequence[str] = (),
-) -> None:
-    """Median training (solid) and test (dashed) MSE per variant, with the seed band, log y."""
-    fig, (ax,) = new_figure()
-    kinds = set()
-    seeds = set()
-    for i, metrics in enumerate(bands.values()):
-        for metric, style in (("train", "-"), ("test", "--")):
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
+    """Median training and test MSE per variant with the seed band: two panels (training left,
+    test right) sharing a log y axis.
+
+    Training and test losses of these noise-free targets lie almost on top of each other, so
+    drawn in one panel one of them hides the other whatever its line style; side by side each
+    reads, the shared axis shows the gap, and line style stays free to tell variants apart.
+    """
+    width = 11.0
+    fig = Figure(figsize=(width, 5.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    train_ax, test_ax = fig.subplots(1, 2, sharex=True, sharey=True)
+    labels = labels or {}
+    crowded = len(bands) >= OUTLINE_FROM
+    kinds: set[str] = set()
+    seeds: set[int] = set()
+    handles: list[Any] = []
+    for i, (variant, metrics) in enumerate(bands.items()):
+        col, ls = colour(i), style(i)
+        for ax, metric in ((train_ax, "train"), (test_ax, "test")):
             band = metrics[metric]
             if not band.steps:
                 continue
-            ax.plot(band.steps, _positive(band.median), style, color=colour(i), lw=1.6)
+            ax.plot(band.steps, _positive(band.median), color=col, ls=ls, lw=1.7)
             if band.kind != "none":
-                ax.fill_between(
-                    band.steps,
-                    _positive(band.low),
-                    _positive(band.high),
-                    color=colour(i),
-                    alpha=0.15 if metric == "test" else 0.25,
-                    lw=0,
-                )
+                _band(ax, band.steps, band.low, band.high, col, crowded)
                 kinds.add(band.kind)
             seeds.add(band.seeds)
+        handles.append(Line2D([], [], color=col, ls=ls, lw=1.7, label=labels.get(variant, variant)))
     if threshold is not None:
-        ax.axhline(threshold, color="0.4", lw=0.8, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("MSE (data loss)")
-    ax.grid(True, which="major", alpha=0.3)
-    handles = [Line2D([], [], color=colour(i), lw=2, label=v) for i, v in enumerate(bands)]
-    handles += [
-        Line2D([], [], color="0.3", ls="-", label="train"),
-        Line2D([], [], color="0.3", ls="--", label="test"),
-    ]
-    if threshold is not None:
-        handles.append(Line2D([], [], color="0.4", ls=":", label=f"threshold {threshold:g}"))
-    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
-    subtitle = _seed_note(seeds, kinds)
-    ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
-    for k, note in enumerate(notes):
-        ax.text(0.01, 0.02 + 0.05 * k, note, transform=ax.transAxes, fontsize=7, color="C3")
+        # steps to threshold are counted on the training loss
+        train_ax.axhline(threshold, color=NEUTRAL, lw=0.9, ls=THRESHOLD_STYLE)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=NEUTRAL,
+                lw=0.9,
+                ls=THRESHOLD_STYLE,
+                label=f"threshold {threshold:g} (training loss)",
+            )
+        )
+    for ax, what in ((train_ax, "training"), (test_ax, "test")):
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"{what} MSE (data loss)", fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+    train_ax.set_ylabel("MSE (data loss)")
+    test_ax.tick_params(labelleft=True)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=_legend_columns(len(handles), width),
+        fontsize=8,
+        frameon=False,
+    )
+    lines = [title, _seed_note(seeds, kinds), *notes]
+    fig.suptitle(wrap("\n".join(line for line in lines if line), width), fontsize=10)
     save(fig, path)
+    return fig
 
 
-def _seed_note(seeds: set[int], kinds: set[str]) -> str:
-    if not seeds or max(seeds) <= 1:
-        return ""
-    count = str(max(seeds)) if len(seeds) == 1 else f"{min(seeds)}-{max(seeds)}"
-    band = ", ".join(BAND_LABEL[k] for k in sorted(kinds))
-    return f"median over {count} seeds" + (f", band: {band}" if band else "")
+def _median_note(count: int) -> str:
+    if count <= 1:
+        return "one seed per variant"
+    return f"each variant's median seed by final test MSE (of {count})"
 
 
 def fit(
@@ -118,24 +213,42 @@ def fit(
     predictions: Mapping[str, tuple[int, Sequence[float]]],
     path: Path,
     title: str,
-) -> None:
-    """Target, training points and each variant's prediction (top); absolute error (bottom)."""
-    fig, (top, bottom) = new_figure(7.5, 6.0, rows=2)
-    top.plot(x_test, y_test, color="black", lw=2.2, alpha=0.35, label="target")
+    labels: Mapping[str, str] | None = None,
+    seeds: int = 1,
+) -> Figure:
+    """Target, training points and each variant's prediction (top); absolute error (bottom).
+
+    Each variant is drawn by one model, its median seed (``seeds``: how many it was picked from).
+    """
+    width = 7.5
+    labels = labels or {}
+    fig, (top, bottom) = new_figure(width, 6.4, rows=2)
+    top.plot(x_test, y_test, color="black", lw=2.4, alpha=0.3, label="target")
     top.plot(x_train, y_train, ".", color="0.4", ms=2.5, label=f"training points ({len(x_train)})")
     for i, (variant, (seed, pred)) in enumerate(predictions.items()):
-        top.plot(x_test, pred, color=colour(i), lw=1.3, label=f"{variant} (seed {seed})")
+        col, ls = colour(i), style(i)
+        label = f"{labels.get(variant, variant)}, {'median ' if seeds > 1 else ''}seed {seed}"
+        top.plot(x_test, pred, color=col, ls=ls, lw=1.3, label=label)
         error = [abs(p - y) for p, y in zip(pred, y_test)]
-        bottom.plot(x_test, _positive(error), color=colour(i), lw=1.0)
+        bottom.plot(x_test, _positive(error), color=col, ls=ls, lw=1.0)
     top.set_ylabel("y")
-    top.legend(fontsize=8, loc="best", framealpha=0.9)
-    top.set_title(title, fontsize=10)
     bottom.set_yscale("log")
     bottom.set_ylabel("|prediction - target|")
     bottom.set_xlabel("x")
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
+    handles, texts = top.get_legend_handles_labels()
+    fig.legend(
+        handles,
+        texts,
+        loc="outside lower center",
+        ncols=_legend_columns(len(handles), width),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(wrap(f"{title}\n{_median_note(seeds)}", width), fontsize=10)
     save(fig, path)
+    return fig
 
 
 def fit_2d(
@@ -145,11 +258,14 @@ def fit_2d(
     predictions: Mapping[str, tuple[int, Sequence[float]]],
     path: Path,
     title: str,
-) -> None:
+    labels: Mapping[str, str] | None = None,
+    seeds: int = 1,
+) -> Figure:
     """Two inputs: the target with the training points, then per variant its prediction and its
     absolute error (log colour scale) as heat maps over the test grid."""
     from matplotlib.colors import LogNorm
 
+    labels = labels or {}
     k = round(math.sqrt(len(y_test)))
     x1, x2 = x_test
     extent = (min(x1), max(x1), min(x2), max(x2))
@@ -158,41 +274,101 @@ def fit_2d(
         # grid_points orders x1-major: row i of the picture is x2's i-th value.
         grid = [[values[a * k + b] for a in range(k)] for b in range(k)]
         image = ax.imshow(grid, origin="lower", extent=extent, aspect="auto", **scale)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(wrap(title, 3.6, 9), fontsize=9)
         fig.colorbar(image, ax=ax)
 
     rows = 1 + len(predictions)
-    fig = Figure(figsize=(8.0, 3.0 * rows), layout="constrained")
+    fig = Figure(figsize=(8.0, 3.0 * rows + 0.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 2, squeeze=False)
-    fig.suptitle(title, fontsize=10)
-    values = {"vmin": min(y_test), "vmax": max(y_test), "cmap": "viridis"}
+    fig.suptitle(wrap(f"{title}\n{_median_note(seeds)}", 8.0), fontsize=10)
+    # cividis: perceptually uniform and readable with colour-vision deficiencies.
+    values = {"vmin": min(y_test), "vmax": max(y_test), "cmap": "cividis"}
     heat(axes[0][0], y_test, f"target, training points ({len(x_train[0])})", **values)
     axes[0][0].plot(x_train[0], x_train[1], ".", color="white", ms=1.5, alpha=0.6)
     axes[0][1].set_axis_off()
     for r, (variant, (seed, pred)) in enumerate(predictions.items(), start=1):
-        heat(axes[r][0], pred, f"{variant} (seed {seed}): prediction", **values)
+        label = labels.get(variant, variant)
+        which = f"{'median ' if seeds > 1 else ''}seed {seed}"
+        heat(axes[r][0], pred, f"{label}, {which}: prediction", **values)
         error = [max(abs(p - y), 1e-12) for p, y in zip(pred, y_test)]
         norm = LogNorm(vmin=max(min(error), 1e-8), vmax=max(error))
-        heat(axes[r][1], error, f"{variant}: |prediction - target|", norm=norm, cmap="magma")
+        heat(axes[r][1], error, f"{label}: |prediction - target|", norm=norm, cmap="magma")
     for row in axes:
         for ax in row:
             if ax.axison:
                 ax.set_xlabel("x1", fontsize=8)
                 ax.set_ylabel("x2", fontsize=8)
     save(fig, path)
+    return fig
 
 
-def slopes(series: Sequence[Series], variants: Sequence[str], path: Path, title: str) -> None:
-    """Activation parameters against the step: a panel per variant that has any, a colour per
-    parameter (per layer), a thin line per seed; for neuron-wise slopes the per-layer mean as a
-    line and the min-max over the layer's neurons as a band."""
+# --------------------------------------------------------------------------------------------
+# Activation parameters
+
+SLOPE_FAMILIES = ("n*a", "max|n*a_j|")  # on the n*a scale: 1 is the fixed activation
+FAMILY_TEXT = {
+    "n*a": "n·a",
+    "max|n*a_j|": "max_j |n·a_j|",
+    "a": "a (negative slope)",
+    "beta": "β",
+    "slope@0": "slope at 0",
+}
+_LAYER = re.compile(r"^(.*)\[(\d+)\]$")
+
+
+def _split(name: str) -> tuple[str, int | None]:
+    """'n*a[2]' -> ('n*a', 2); 'n*a' -> ('n*a', None): one a for all layers."""
+    match = _LAYER.match(name)
+    return (match.group(1), int(match.group(2))) if match else (name, None)
+
+
+def _base_name(name: str) -> str:
+    for suffix in (" mean", " min", " max"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _across_seeds(series: Sequence[Series], key: str) -> Band:
+    """Median and band over seeds of one logged parameter, aligned by step like the losses."""
+    # aggregate() reads a metric; the parameter is handed to it in the 'train' slot.
+    carriers = [
+        Series(s.variant, s.seed, steps=s.steps, train=s.params[key], diverged_at=s.diverged_at)
+        for s in series
+        if key in s.params
+    ]
+    return aggregate(carriers, "train")
+
+
+def slopes(
+    series: Sequence[Series],
+    variants: Sequence[str],
+    path: Path,
+    title: str,
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
+    """Activation parameters against the step, a panel per variant that has any.
+
+    In a panel: a colour per hidden layer (black where one parameter serves all layers), the
+    median over seeds as a line and the seed band around it; neuron-wise slopes show the median
+    of the layer's mean, with dotted lines for the layer's smallest and largest neuron. Panels on
+    the n·a scale (GAAF, L-LAAF, N-LAAF, Rowdy) share their y axis and a dashed n·a = 1 line,
+    where the adaptive activation equals the fixed one; one legend below serves every panel.
+    """
+    labels = labels or {}
     with_params = [v for v in variants if any(s.params for s in series if s.variant == v)]
-    rows = max(len(with_params), 1)
-    fig = Figure(figsize=(7.5, 1.2 + 2.2 * rows), layout="constrained")
+    panels = max(len(with_params), 1)
+    columns = 2 if panels > 3 else 1
+    rows = math.ceil(panels / columns)
+    width = 11.0 if columns == 2 else 7.5
+    fig = Figure(figsize=(width, 1.6 + 2.4 * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
-    fig.suptitle(title, fontsize=10)
+    grid = fig.subplots(rows, columns, sharex=True, squeeze=False)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[panels:]:
+        ax.set_axis_off()
+    fig.suptitle(wrap(title, width), fontsize=10)
     if not with_params:
         axes[0].text(
             0.5,
@@ -203,55 +379,97 @@ def slopes(series: Sequence[Series], variants: Sequence[str], path: Path, title:
             transform=axes[0].transAxes,
         )
         axes[0].set_axis_off()
+        save(fig, path)
+        return fig
+    names_of = {
+        v: list(dict.fromkeys(_base_name(n) for s in series if s.variant == v for n in s.params))
+        for v in with_params
+    }
+    families_of = {v: list(dict.fromkeys(_split(n)[0] for n in names_of[v])) for v in with_params}
+    slope_axes = [
+        ax for ax, v in zip(axes, with_params) if all(f in SLOPE_FAMILIES for f in families_of[v])
+    ]
+    for ax in slope_axes[1:]:
+        ax.sharey(slope_axes[0])  # comparable: all on the n·a scale (shared before drawing)
+    layers_seen: set[int] = set()
+    shared_a = neurons = False
+    dashed: list[str] = []  # a panel's second parameter family (Rowdy's sine amplitudes)
+    band_kinds: set[str] = set()
+    seed_counts: set[int] = set()
     for ax, variant in zip(axes, with_params):
         mine = [s for s in series if s.variant == variant]
-        names = list(dict.fromkeys(_base_name(n) for s in mine for n in s.params))
-        for s in mine:
-            for k, name in enumerate(names):
-                col = colour(k)
-                if f"{name} mean" in s.params:
-                    ax.plot(s.steps, s.params[f"{name} mean"], color=col, lw=0.9, alpha=0.8)
-                    ax.fill_between(
-                        s.steps,
-                        s.params[f"{name} min"],
-                        s.params[f"{name} max"],
-                        color=col,
-                        alpha=0.08,
-                        lw=0,
-                    )
-                elif name in s.params:
-                    ax.plot(s.steps, s.params[name], color=col, lw=0.9, alpha=0.8)
-        handles = [Line2D([], [], color=colour(k), lw=2, label=n) for k, n in enumerate(names)]
-        if any(f"{n} mean" in s.params for s in mine for n in names):
-            handles.append(
-                Line2D([], [], color="0.5", lw=6, alpha=0.25, label="min-max over neurons")
-            )
-        ax.legend(handles=handles, fontsize=7, loc="best", ncols=2 if len(handles) > 4 else 1)
-        ax.set_title(f"{variant} ({len(mine)} seeds)", fontsize=9)
+        names, families = names_of[variant], families_of[variant]
+        for name in names:
+            family, layer = _split(name)
+            col = SHARED if layer is None else colour(layer - 1)
+            ls: LineStyle = "-" if families.index(family) == 0 else "--"
+            shared_a |= layer is None
+            if layer is not None:
+                layers_seen.add(layer)
+            if ls == "--" and family not in dashed:
+                dashed.append(family)
+            wise = any(f"{name} mean" in s.params for s in mine)
+            band = _across_seeds(mine, f"{name} mean" if wise else name)
+            if not band.steps:
+                continue
+            seed_counts.add(band.seeds)
+            ax.plot(band.steps, band.median, color=col, ls=ls, lw=1.5)
+            if band.kind != "none":
+                band_kinds.add(band.kind)
+                _band(ax, band.steps, band.low, band.high, col, crowded=False, log=False)
+            if wise:
+                neurons = True
+                for edge in ("min", "max"):
+                    spread = _across_seeds(mine, f"{name} {edge}")
+                    ax.plot(spread.steps, spread.median, color=col, ls=":", lw=0.9)
+        if ax in slope_axes:
+            ax.axhline(1.0, color=NEUTRAL, lw=0.9, ls=REFERENCE_STYLE, zorder=1)
+        ax.set_ylabel("; ".join(FAMILY_TEXT.get(f, f) for f in families), fontsize=8)
+        one = ": one a for all layers" if any(_split(n)[1] is None for n in names) else ""
+        ax.set_title(f"{labels.get(variant, variant)}{one}", fontsize=9)
         ax.grid(True, alpha=0.3)
-    axes[-1].set_xlabel("step")
+    for ax in axes[:panels]:
+        ax.tick_params(labelbottom=True)
+        ax.set_xlabel("step", fontsize=8)
+    handles: list[Any] = []
+    if shared_a:
+        handles.append(Line2D([], [], color=SHARED, lw=1.5, label="all hidden layers (one a)"))
+    for layer in sorted(layers_seen):
+        handles.append(Line2D([], [], color=colour(layer - 1), lw=1.5, label=f"layer {layer}"))
+    count = max(seed_counts) if seed_counts else 0
+    handles.append(
+        Line2D([], [], color=NEUTRAL, lw=1.5, label=f"median over {count} seeds")
+        if count > 1
+        else Line2D([], [], color=NEUTRAL, lw=1.5, label="one seed")
+    )
+    for kind in sorted(band_kinds):
+        handles.append(
+            Patch(color=NEUTRAL, alpha=0.25, lw=0, label=f"{BAND_LABEL[kind]} over seeds")
+        )
+    if neurons:
+        handles.append(
+            Line2D([], [], color=NEUTRAL, ls=":", lw=0.9, label="smallest / largest neuron")
+        )
+    for family in dashed:
+        text = FAMILY_TEXT.get(family, family)
+        handles.append(Line2D([], [], color=NEUTRAL, ls="--", lw=1.5, label=f"dashed: {text}"))
+    if slope_axes:
+        handles.append(
+            Line2D([], [], color=NEUTRAL, ls=REFERENCE_STYLE, lw=0.9, label="n·a = 1: the fixed σ")
+        )
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=_legend_columns(len(handles), width),
+        fontsize=8,
+        frameon=False,
+    )
     save(fig, path)
+    return fig
 
 
-def _base_name(name: str) -> str:
-    for suffix in (" mean", " min", " max"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-MARKERS = (None, "o", "s", "^", "v", "D")
-THRESHOLD_STYLE = (0, (1, 4))
-LINE_STYLES: tuple[str | tuple[int, tuple[int, ...]], ...] = (
-    "-",
-    "--",
-    ":",
-    "-.",
-    (0, (5, 1, 1, 1, 1, 1)),
-    (0, (8, 2)),
-    (0, (1, 3)),
-    (0, (3, 1, 1, 1)),
-)
+# --------------------------------------------------------------------------------------------
+# Several runs
 
 
 def compare(
@@ -260,40 +478,54 @@ def compare(
     title: str,
     x_label: str,
     threshold: float | None = None,
-) -> None:
-    """Several runs in one figure: colour by run, line style by variant, log y, seed bands."""
-    fig, (ax,) = new_figure(8.5, 5.0)
-    runs = list(dict.fromkeys(c.run for c in curves))
+) -> Figure:
+    """Several runs in one figure: colour by run, line style by variant, log y, seed bands.
+
+    A curve that stands for several runs (a baseline their identical configs share, drawn once)
+    is black and names the runs in its label.
+    """
+    width = 8.5
+    fig, (ax,) = new_figure(width, 5.4)
+    runs = list(dict.fromkeys(r for c in curves for r in (c.runs or (c.run,))))
     variants = list(dict.fromkeys(c.variant for c in curves))
     # Folder names start with a timestamp; a date all runs share goes to the title instead.
     dates = {r[:11] for r in runs}
-    shared = len(dates) == 1 and all(re.match(r"\d{4}-\d{2}-\d{2}_", r) for r in runs)
-    short = {r: r[11:] if shared else r for r in runs}
-    if shared:
+    shared_date = len(dates) == 1 and all(re.match(r"\d{4}-\d{2}-\d{2}_", r) for r in runs)
+    short = {r: r[11:] if shared_date else r for r in runs}
+    if shared_date:
         title += f" (runs of {next(iter(dates))[:10]})"
-    handles = []
+    targets = {c.target for c in curves}
+    if len(targets) == 1 and "" not in targets:
+        title += f"\n{targets.pop()}"
+    run_colours = PALETTE[:-1]  # black is kept for shared curves
+    crowded = sum(c.raw.kind != "none" for c in curves) >= OUTLINE_FROM
+    handles: list[Any] = []
     for c in curves:
-        col = colour(runs.index(c.run))
+        together = len(c.runs) > 1
+        col = SHARED if together else run_colours[runs.index(c.run) % len(run_colours)]
         k = variants.index(c.variant)
-        style = LINE_STYLES[k % len(LINE_STYLES)]
         # Past the line styles, markers keep variants apart.
         marker = MARKERS[(k // len(LINE_STYLES)) % len(MARKERS)]
         (line,) = ax.plot(
             c.x,
             _positive(c.shown.median),
-            linestyle=style,
+            linestyle=LINE_STYLES[k % len(LINE_STYLES)],
             color=col,
             lw=1.6,
             marker=marker,
             markevery=max(1, len(c.x) // 12),
             markersize=4,
         )
-        line.set_label(f"{short[c.run]} · {c.variant} ({c.raw.seeds} seeds)")
+        name = c.label or c.variant
+        if together:
+            together_runs = ", ".join(short[r] for r in c.runs)
+            line.set_label(f"{name} (runs {together_runs}; {c.raw.seeds} seeds)")
+        else:
+            line.set_label(f"{short[c.run]} · {name} ({c.raw.seeds} seeds)")
         handles.append(line)
         if c.raw.kind != "none":
-            ax.fill_between(
-                c.x, _positive(c.shown.low), _positive(c.shown.high), color=col, alpha=0.1, lw=0
-            )
+            # Runs compared are alike and their bands overlap much: lighter than in a run.
+            _band(ax, c.x, c.shown.low, c.shown.high, col, crowded, alpha=0.12)
     if threshold is not None:
         ax.axhline(threshold, color="0.55", lw=0.8, ls=THRESHOLD_STYLE)
         handles.append(
@@ -305,8 +537,13 @@ def compare(
     ax.set_xlabel(x_label)
     ax.set_ylabel("MSE")
     ax.grid(True, which="major", alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(wrap(title, width), fontsize=10)
     fig.legend(
-        handles=handles, loc="outside lower center", ncols=2 if len(handles) > 3 else 1, fontsize=8
+        handles=handles,
+        loc="outside lower center",
+        ncols=2 if len(handles) > 3 else 1,
+        fontsize=8,
+        frameon=False,
     )
     save(fig, path)
+    return fig

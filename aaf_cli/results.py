@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aaf_cli.stats import Comparison, Summary, compare_paired, quantile, verdict
+from aaf_cli.stats import (
+    Comparison,
+    Summary,
+    adjust_family,
+    compare_paired,
+    quantile,
+    tail_value,
+    verdict,
+)
 
 BAND_IQR_MIN_SEEDS = 5
 
@@ -36,7 +44,12 @@ class Series:
 
 @dataclass(frozen=True)
 class ModelOutcome:
-    """Final and best losses of one model; ``steps_to_threshold`` is None if never reached."""
+    """Final, last and best losses of one model.
+
+    ``final_*`` is the robust tail value (``stats.tail_value``: the median of the last 5% of
+    logged points), ``last_*`` the very last logged point, ``best_*`` the minimum over logged
+    points; ``steps_to_threshold`` is None if never reached.
+    """
 
     variant: str
     seed: int
@@ -48,6 +61,8 @@ class ModelOutcome:
     steps_to_threshold: int | None
     final_params: dict[str, float]
     diverged_at: int | None
+    last_train: float = math.nan
+    last_test: float = math.nan
 
     @property
     def diverged(self) -> bool:
@@ -55,21 +70,24 @@ class ModelOutcome:
 
 
 def outcome(series: Series, steps_to_threshold: int | None) -> ModelOutcome:
-    """Final values are the last logged ones; best values are minima over logged steps."""
+    """Final values are tail medians (``stats.tail_value``), last values the last logged ones,
+    best values minima over logged steps; parameters are the last logged ones."""
     finite_test = [(v, s) for v, s in zip(series.test, series.steps) if math.isfinite(v)]
     finite_train = [v for v in series.train if math.isfinite(v)]
     best_test, best_step = min(finite_test) if finite_test else (math.nan, -1)
     return ModelOutcome(
         variant=series.variant,
         seed=series.seed,
-        final_train=series.train[-1],
-        final_test=series.test[-1],
+        final_train=tail_value(series.train),
+        final_test=tail_value(series.test),
         best_train=min(finite_train) if finite_train else math.nan,
         best_test=best_test,
         best_test_step=best_step,
         steps_to_threshold=steps_to_threshold,
         final_params={k: v[-1] for k, v in series.params.items() if v},
         diverged_at=series.diverged_at,
+        last_train=series.train[-1],
+        last_test=series.test[-1],
     )
 
 
@@ -154,6 +172,8 @@ def variant_summary(outcomes: Sequence[ModelOutcome]) -> dict[str, Any]:
         "best_test": Summary.of([o.best_test for o in kept]).as_dict(),
         "final_train": Summary.of([o.final_train for o in kept]).as_dict(),
         "best_train": Summary.of([o.best_train for o in kept]).as_dict(),
+        "last_test": Summary.of([o.last_test for o in kept]).as_dict(),
+        "last_train": Summary.of([o.last_train for o in kept]).as_dict(),
         "final_params": {
             name: Summary.of([o.final_params[name] for o in kept]).as_dict()
             for name in (kept[0].final_params if kept else {})
@@ -169,8 +189,9 @@ def variant_summary(outcomes: Sequence[ModelOutcome]) -> dict[str, Any]:
 def compare_to_baseline(
     outcomes: Sequence[ModelOutcome], variants: Sequence[str], baseline: str
 ) -> list[Comparison]:
-    """Every other variant against ``baseline``, paired by seed."""
+    """Every other variant against ``baseline``, paired by seed, Holm-adjusted as a family."""
     groups = by_variant(outcomes, variants)
+    family = sum(1 for name in variants if name != baseline)
 
     def finals(name: str) -> dict[int, float]:
         return {o.seed: o.final_test for o in groups[name] if not o.diverged}
@@ -178,11 +199,15 @@ def compare_to_baseline(
     def steps(name: str) -> dict[int, int | None]:
         return {o.seed: o.steps_to_threshold for o in groups[name] if not o.diverged}
 
-    return [
-        compare_paired(name, baseline, finals(name), finals(baseline), steps(name), steps(baseline))
-        for name in variants
-        if name != baseline
-    ]
+    return adjust_family(
+        [
+            compare_paired(
+                name, baseline, finals(name), finals(baseline), steps(name), steps(baseline), family
+            )
+            for name in variants
+            if name != baseline
+        ]
+    )
 
 
 def summarise(

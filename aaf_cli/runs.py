@@ -8,6 +8,7 @@ renamed into place, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import glob as globmod
@@ -16,7 +17,7 @@ import json
 import math
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,11 @@ import yaml
 from aaf_cli.errors import RunError, UsageError
 from aaf_cli.results import Band, Series
 
-SUMMARY_FORMAT = 1
+# 2: "final" values are tail medians (stats.tail_value), "last" values added, comparisons carry
+# Holm-adjusted p-values and their interval method. Format 1 (final = last logged point) is
+# still read: its tables are recomputed from metrics.csv under the current rules.
+SUMMARY_FORMAT = 2
+SUMMARY_FORMATS_READ = (1, 2)
 METRICS_FORMAT = 2
 METRICS_HEADER = f"# aaf metrics format {METRICS_FORMAT}"
 # Format 1 (aaf 0.1 before the adaptive families) had a `slope` column and no `recovery`.
@@ -65,26 +70,31 @@ def new_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Path:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+
+    The temporary name is chosen before anything exists on disk, and the file is created inside
+    the ``try``: an exception at any point, a ``KeyboardInterrupt`` raised by a signal handler
+    included, leaves the old file or the new one, and never the temporary file.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
+        # O_EXCL: never reuse a file that is already there; 0o666 less the umask, the mode a
+        # plain open() gives.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        # After a successful rename there is nothing left to remove.
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
 def num_text(value: float) -> str:
@@ -331,10 +341,10 @@ class RunFolder:
             raise self._error(f"summary.json is corrupt ({_reason(exc)})") from None
         if not isinstance(data, dict) or "format_version" not in data:
             raise self._error("summary.json is corrupt (no format_version)")
-        if data["format_version"] != SUMMARY_FORMAT:
+        if data["format_version"] not in SUMMARY_FORMATS_READ:
             raise self._error(
                 f"summary.json has unknown format version {data['format_version']!r} "
-                f"(this aaf reads {SUMMARY_FORMAT})"
+                f"(this aaf reads {', '.join(map(str, SUMMARY_FORMATS_READ))})"
             )
         for key in ("status", "variants", "seeds", "steps", "steps_done"):
             if key not in data:

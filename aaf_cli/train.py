@@ -43,13 +43,39 @@ class TrainResult:
     extra: dict[str, float | str] = field(default_factory=dict)
 
 
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """The factor on every model's own (peak) learning rate at update ``step`` (0-based).
+
+    Update s < ``warmup_steps`` uses s / warmup_steps (the first update has rate 0, as in the
+    usual linear warmup from 0); then, with t = s - warmup_steps steps since the warmup and
+    T = steps - warmup_steps: ``constant`` 1, ``cosine`` f + (1 - f)(1 + cos(pi t / T)) / 2 with
+    f = ``min_lr_factor`` (it would reach f after the last update), ``exponential`` gamma^t,
+    ``step`` gamma^(t // step_size). These are ``torch.optim.lr_scheduler``'s LambdaLR warmup
+    followed, through SequentialLR at milestone ``warmup_steps``, by ConstantLR(factor=1),
+    CosineAnnealingLR(T_max=T, eta_min=f * lr), ExponentialLR and StepLR.
+    """
+    warmup = cfg.warmup_steps
+    if step < warmup:
+        return step / warmup
+    t = step - warmup
+    if cfg.schedule == "cosine":
+        floor = cfg.min_lr_factor or 0.0
+        return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * t / (cfg.steps - warmup))) / 2
+    if cfg.schedule in ("exponential", "step"):
+        assert cfg.gamma is not None  # the config resolves it for these schedules
+        return cfg.gamma ** (t if cfg.schedule == "exponential" else t // (cfg.step_size or 1))
+    return 1.0
+
+
 class _Stacked:
     """Parameters stacked along a model axis ``[M, ...]``, each with a learning rate per row.
 
     Several groups of models share one optimiser: ``offsets`` say where each parameter's rows
     start in the list of all models. A row whose rate is zero, or whose model is no longer
     active (diverged), is frozen exactly: its gradient is masked, so neither its optimiser state
-    nor its values change.
+    nor its values change. A schedule scales every rate by one factor per step (a factor of 0,
+    the first step of a warmup, updates the optimiser state as torch does, not the values).
+    ``decays`` holds each parameter's weight decay per row, or None where it has none.
     """
 
     def __init__(
@@ -57,23 +83,35 @@ class _Stacked:
         params: Sequence[torch.Tensor],
         rates: Sequence[torch.Tensor],
         offsets: Sequence[int],
+        decays: Sequence[torch.Tensor | None] | None = None,
     ) -> None:
         self.params = list(params)
         self.rates = [r.reshape(-1, *([1] * (p.dim() - 1))) for p, r in zip(params, rates)]
         self.offsets = list(offsets)
+        self.decays = [
+            None if d is None else d.reshape(r.shape)
+            for d, r in zip(decays or [None] * len(self.params), self.rates)
+        ]
 
-    def _masked(self, active: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """(index, masked gradient, row rates) of every parameter that has a gradient."""
+    def _masked(
+        self, active: torch.Tensor, factor: float, l2: bool = False
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(index, masked gradient, row rates times ``factor``) of every parameter that has a
+        gradient; ``l2`` adds ``decay * param`` to the gradient before it is masked."""
         for i, (p, rate, start) in enumerate(zip(self.params, self.rates, self.offsets)):
             if p.grad is None:
                 continue
             row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)
-            yield i, torch.where(row_rate > 0, p.grad, 0.0), row_rate
+            grad, decay = p.grad, self.decays[i]
+            if l2 and decay is not None:
+                grad = grad + decay * p
+            grad = torch.where(row_rate > 0, grad, 0.0)
+            yield i, grad, row_rate if factor == 1.0 else row_rate * factor
 
 
 class StackedAdam(_Stacked):
-    """Adam over stacked parameters; element for element ``torch.optim.Adam`` (no weight decay,
-    no amsgrad)."""
+    """Adam over stacked parameters; element for element ``torch.optim.Adam`` (no amsgrad), and
+    with weight decay ``torch.optim.AdamW`` (decoupled: ``w *= 1 - lr_t * decay``)."""
 
     def __init__(
         self,
@@ -82,21 +120,26 @@ class StackedAdam(_Stacked):
         offsets: Sequence[int],
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        decays: Sequence[torch.Tensor | None] | None = None,
     ) -> None:
-        super().__init__(params, rates, offsets)
+        super().__init__(params, rates, offsets, decays)
         self.betas = betas
         self.eps = eps
         self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
         self.t = 0
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
+    def step(self, active: torch.Tensor, factor: float = 1.0) -> None:
+        """One update of the active rows, at ``factor`` times their rates."""
         self.t += 1
         beta1, beta2 = self.betas
         # Bias corrections in Python floats (double precision), as torch.optim.Adam does.
         bias1 = 1 - beta1**self.t
         bias2_sqrt = math.sqrt(1 - beta2**self.t)
-        for i, grad, row_rate in self._masked(active):
+        for i, grad, row_rate in self._masked(active, factor):
+            decay = self.decays[i]
+            if decay is not None:
+                self.params[i].mul_(1 - row_rate * decay)
             m, v = self.moments[i]
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -105,7 +148,8 @@ class StackedAdam(_Stacked):
 
 
 class StackedSGD(_Stacked):
-    """SGD (optionally with momentum, as ``torch.optim.SGD``) over stacked parameters."""
+    """SGD (optionally with momentum) over stacked parameters, as ``torch.optim.SGD``; weight
+    decay is its L2 term, ``decay * w`` added to the gradient before the momentum."""
 
     def __init__(
         self,
@@ -113,14 +157,16 @@ class StackedSGD(_Stacked):
         rates: Sequence[torch.Tensor],
         offsets: Sequence[int],
         momentum: float = 0.0,
+        decays: Sequence[torch.Tensor | None] | None = None,
     ) -> None:
-        super().__init__(params, rates, offsets)
+        super().__init__(params, rates, offsets, decays)
         self.momentum = momentum
         self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        for i, grad, row_rate in self._masked(active):
+    def step(self, active: torch.Tensor, factor: float = 1.0) -> None:
+        """One update of the active rows, at ``factor`` times their rates."""
+        for i, grad, row_rate in self._masked(active, factor, l2=True):
             if self.momentum:
                 buf = self.buffers[i]
                 if buf is None:
@@ -131,16 +177,44 @@ class StackedSGD(_Stacked):
             self.params[i].sub_(grad * row_rate)
 
 
+def weight_decays(model: Groups, cfg: TrainConfig) -> list[torch.Tensor | None]:
+    """Each parameter's weight decay per model row (as ``model.rows`` orders them), or None
+    where it has none.
+
+    A model uses its variant's ``weight_decay``, else ``cfg.weight_decay``. It applies to the
+    weights and biases of the linear layers; activation parameters (slopes, Rowdy and rational
+    coefficients) only with ``cfg.decay_activation_params``: pulling a slope toward 0 changes
+    the method being compared.
+    """
+    per_model = [
+        cfg.weight_decay
+        if m.spec is None or m.spec.weight_decay is None
+        else float(m.spec.weight_decay)
+        for m in model.members
+    ]
+    dense = {id(p) for g in model.ensembles() for p in (*g.weights, *g.biases)}
+    out: list[torch.Tensor | None] = []
+    for p, _, start in model.rows(cfg.lr):
+        rows = per_model[start : start + p.shape[0]]
+        decayed = id(p) in dense or cfg.decay_activation_params
+        out.append(
+            torch.tensor(rows, dtype=p.dtype, device=p.device) if decayed and any(rows) else None
+        )
+    return out
+
+
 def make_optimizer(model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
     """One optimiser over the stacked tensors of every group, with a rate per model row.
 
     Every model uses ``cfg.lr`` unless its variant sets its own (the sceptical control: a fixed
-    activation with a raised rate). Activation parameters get no weight decay (none is used).
+    activation with a raised rate); the schedule (``lr_factor``) scales those rates. Weight decay
+    as ``weight_decays`` says: AdamW's decoupled decay for adam, the L2 gradient term for sgd.
     """
     params, rates, offsets = zip(*model.rows(cfg.lr))
+    decays = weight_decays(model, cfg)
     if cfg.optimizer == "adam":
-        return StackedAdam(params, rates, offsets, cfg.betas, cfg.eps)
-    return StackedSGD(params, rates, offsets, cfg.momentum)
+        return StackedAdam(params, rates, offsets, cfg.betas, cfg.eps, decays)
+    return StackedSGD(params, rates, offsets, cfg.momentum, decays)
 
 
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -253,7 +327,7 @@ def train(
         for param in optimizer.params:
             param.grad = None
         torch.where(active, loss, 0.0).sum().backward()  # type: ignore[no-untyped-call]
-        optimizer.step(active)
+        optimizer.step(active, lr_factor(cfg, step))
 
     if interrupted and (not records or records[-1].step != step):
         with torch.no_grad():

@@ -85,8 +85,11 @@ def test_metrics_csv_holds_exactly_what_the_loss_figure_draws(
     real_save = plots.save
 
     def capture(fig, path):  # type: ignore[no-untyped-def]
+        # loss_curves.png: the training panel, then the test panel
         drawn[Path(path).name] = [
-            (list(line.get_xdata()), list(line.get_ydata())) for line in fig.axes[0].get_lines()
+            (list(line.get_xdata()), list(line.get_ydata()))
+            for ax in fig.axes[:2]
+            for line in ax.get_lines()
         ]
         real_save(fig, path)
 
@@ -95,11 +98,12 @@ def test_metrics_csv_holds_exactly_what_the_loss_figure_draws(
     assert result.exit_code == 0, result.stderr
     series = {(s.variant, s.seed): s for s in read_metrics(only_run(runs_dir) / "metrics.csv")}
     lines = drawn["loss_curves.png"]
-    # One seed: the median is the seed itself. Lines come as (train, test) per variant.
+    # One seed: the median is the seed itself. Lines come per variant, train panel first.
     expected = []
-    for variant in ("fixed", "adaptive"):
-        s = series[(variant, 0)]
-        expected += [(s.steps, s.train), (s.steps, s.test)]
+    for metric in ("train", "test"):
+        for variant in ("fixed", "adaptive"):
+            s = series[(variant, 0)]
+            expected.append((s.steps, s.metric(metric)))
     curves = [(x, y) for x, y in lines if len(x) > 2]
     assert curves == expected
 
@@ -185,10 +189,12 @@ def test_aggregates_csv_equals_the_drawn_medians_and_bands(
 
     def capture(fig, path):  # type: ignore[no-untyped-def]
         if Path(path).name == "loss_curves.png":
-            ax = fig.axes[0]
-            drawn["lines"] = [list(line.get_ydata()) for line in ax.get_lines()]
+            axes = fig.axes[:2]  # the training panel, then the test panel
+            drawn["lines"] = [list(line.get_ydata()) for ax in axes for line in ax.get_lines()]
             drawn["bands"] = [
-                sorted(float(v) for v in c.get_paths()[0].vertices[:, 1]) for c in ax.collections
+                sorted(float(v) for v in c.get_paths()[0].vertices[:, 1])
+                for ax in axes
+                for c in ax.collections
             ]
         real_save(fig, path)
 
@@ -199,8 +205,8 @@ def test_aggregates_csv_equals_the_drawn_medians_and_bands(
         rows = list(csv.DictReader(fh))
     assert {r["band"] for r in rows} == {"iqr"} and {r["seeds"] for r in rows} == {"5"}
     medians, bands = [], []
-    for variant in ("fixed", "adaptive"):
-        for metric in ("train", "test"):
+    for metric in ("train", "test"):
+        for variant in ("fixed", "adaptive"):
             part = [r for r in rows if r["variant"] == variant and r["metric"] == metric]
             medians.append([float(r["median"]) for r in part])
             bands.append(sorted({float(r["low"]) for r in part} | {float(r["high"]) for r in part}))

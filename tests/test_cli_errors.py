@@ -176,6 +176,17 @@ CASES = {
         ["train.steps"],
     ),
     "not a config file": (None, ["run", "{tmp}/x.png"], ["no such file"]),
+    # Checks that need the target evaluated or the machine looked at (checks.preflight).
+    "expr not finite via set": (
+        None,
+        ["run", "{smoke}", "--set", "target={{expr: 'log(x)', domain: [-1, 1]}}"],
+        ["target.expr", "not finite", "choose a domain"],
+    ),
+    "cuda without a gpu": (
+        None,
+        ["run", "{smoke}", "--set", "device=cuda"],
+        ["device", "no CUDA device is available"],
+    ),
 }
 
 
@@ -201,6 +212,37 @@ def test_bad_input_is_one_line_exit_2_and_no_run_folder(case: str, tmp_path: Pat
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def _invoke(command: str, case: str, tmp_path: Path) -> tuple[int, str]:
+    text, args, _ = CASES[case]
+    config = tmp_path / "bad.yaml"
+    if text is not None:
+        config.write_text(text)
+        args = ["run", str(config)]
+    args = [command, *(a.format(tmp=tmp_path, smoke=SMOKE) for a in args[1:])]
+    if command == "run":
+        args += ["--runs-dir", str(tmp_path / "runs")]
+    result = runner.invoke(app, args)
+    return result.exit_code, result.stderr
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_validate_fails_exactly_as_run_does(case: str, tmp_path: Path) -> None:
+    # One check path: whatever aaf run refuses before training, aaf validate refuses with the
+    # same exit code and the same one-line message.
+    if "cuda" in case and torch_cuda_available():
+        pytest.skip("a CUDA device is available here")
+    run_code, run_err = _invoke("run", case, tmp_path)
+    validate_code, validate_err = _invoke("validate", case, tmp_path)
+    assert (validate_code, validate_err) == (run_code, run_err)
+    assert run_code == 2
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def test_validate_reports_the_same_errors(tmp_path: Path) -> None:

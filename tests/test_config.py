@@ -69,7 +69,7 @@ def test_config_is_frozen() -> None:
         ("variants:\n  - {name: a}\n", "variants.0.kind", "missing 'kind'"),
         ("variants:\n  - {kind: global, n: 0.5}\n", "variants.0.n", "greater than or equal to 1"),
         ("seeds: [1, 1]\n", "seeds", "repeat"),
-        ("variants:\n  - {kind: fixed}\n  - {kind: fixed}\n", "variants", "unique"),
+        ("variants:\n- {name: a, kind: fixed}\n- {name: a, kind: fixed}\n", "variants", "unique"),
         ("target:\n  domain: [2, 1]\n", "target.domain", "below"),
         ("target:\n  params: {freq: [1, 2]}\n", "target.params", "must be a number"),
         ("model:\n  layers: [2, 4, 1]\n", "model.layers", "has one input"),
@@ -109,4 +109,4 @@ def test_set_with_a_mapping_replaces_the_whole_section() -> None:
     assert cfg.target.expr == "sin(3*x)" and cfg.target.name is None
     assert cfg.target.domain == (0.0, 2.0) and cfg.target.n_train == 300
     cfg = load_config(SMOKE, ["variants.1={kind: layer, n: 5}"])
-    assert cfg.variants[1].kind == "layer" and cfg.variants[1].name == "layer"
+    assert cfg.variants[1].kind == "layer" and cfg.variants[1].name == "layer-n5"

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import IO, Any
 
 import pytest
@@ -31,6 +31,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from aaf_cli import runs
 from aaf_cli.cli import app
 from aaf_cli.runs import FOLDER_PATTERN, read_metrics, read_parameters, read_timing
 
@@ -255,6 +256,54 @@ def test_second_ctrl_c_aborts_without_half_written_files(
     listed = aaf_list(runs_dir)
     assert listed[str(folder)]["status"] == ("incomplete" if summary is None else "interrupted")
     aaf_compare(folder, tmp_path / "second_ctrl_c.png")
+
+
+def test_an_interrupt_at_any_point_of_an_atomic_write_leaves_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    """The deterministic form of the test above: where a second Ctrl-C lands is up to the
+    scheduler, so here a ``KeyboardInterrupt`` is raised in turn at every bytecode instruction
+    of ``write_atomic`` (what a signal handler can do), and each time the old file or the new
+    one is left whole, and nothing else."""
+    path = tmp_path / "metrics.csv"
+    old, new = b"old, complete\n", b"new, complete\n" * 1000
+    code = runs.write_atomic.__code__
+    with_temp_file = 0
+    for at in range(1, 10_000):
+        path.write_bytes(old)
+        count = 0
+
+        def local(frame: FrameType, event: str, arg: Any, at: int = at) -> Any:
+            nonlocal count, with_temp_file
+            if event in ("line", "opcode"):
+                count += 1
+                if count == at:
+                    with_temp_file += any(".tmp" in p.name for p in tmp_path.iterdir())
+                    raise KeyboardInterrupt
+            return local
+
+        def start(frame: FrameType, event: str, arg: Any) -> Any:
+            if frame.f_code is code:
+                frame.f_trace_opcodes = True
+                return local
+            return None
+
+        previous = sys.gettrace()
+        sys.settrace(start)
+        try:
+            runs.write_atomic(path, new)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(previous)
+        assert path.read_bytes() in (old, new), at
+        assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"], at
+        if count < at:  # the write ran to its end without meeting the interrupt
+            assert path.read_bytes() == new
+            break
+    else:
+        pytest.fail("write_atomic never ran to its end")
+    assert at > 20 and with_temp_file > 5, (at, with_temp_file)
 
 
 # --------------------------------------------------------------------------------------------

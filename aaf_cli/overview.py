@@ -1,4 +1,7 @@
-"""``aaf compare``, ``aaf list`` and ``aaf show`` as library calls: read run folders, aggregate.
+"""What ``aaf compare``, ``aaf list`` and ``aaf show`` read and aggregate from run folders:
+the drawn curves, the results tables and the one-line run descriptions.
+
+(Not named ``compare``: that name is the public ``aaf_cli.compare`` function of the API.)
 
 Everything here reads through ``runs.RunFolder`` and is torch-free. The curves a comparison draws
 are the rows of its CSV, so the figure can always be checked against numbers.
@@ -6,12 +9,14 @@ are the rows of its CSV, so the figure can always be checked against numbers.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aaf_cli.errors import UsageError
+from aaf_cli.naming import target_text, variant_label
 from aaf_cli.results import (
     Band,
     ModelOutcome,
@@ -21,12 +26,12 @@ from aaf_cli.results import (
     outcome,
     summarise,
 )
-from aaf_cli.runs import RunFolder, csv_buffer, num_text
+from aaf_cli.runs import SUMMARY_FORMAT, RunFolder, csv_buffer, num_text
 
 METRICS = ("test", "train")
 BANDS = ("auto", "iqr", "minmax", "std", "none")
 X_AXES = ("step", "time")
-COMPARE_FORMAT = 1
+COMPARE_FORMAT = 2  # 2: the runs column
 CSV_COLUMNS = [
     "run",
     "variant",
@@ -41,12 +46,17 @@ CSV_COLUMNS = [
     "median_raw",
     "low_raw",
     "high_raw",
+    "runs",
 ]
 
 
 @dataclass(frozen=True)
 class Curve:
-    """One drawn line with its band: a variant of a run, aggregated over its seeds."""
+    """One drawn line with its band: a variant of a run, aggregated over its seeds.
+
+    ``runs`` names every run the line stands for: more than ``run`` alone where runs of
+    identical configs share the variant (a common baseline), which is then drawn once.
+    """
 
     run: str
     variant: str
@@ -55,6 +65,9 @@ class Curve:
     x: list[float]
     raw: Band
     shown: Band  # equal to raw unless smoothed
+    runs: tuple[str, ...] = ()
+    label: str = ""  # the variant's legend text: its name and what it is
+    target: str = ""  # the run's target as a title writes it
 
 
 def labels(runs: Sequence[RunFolder]) -> list[str]:
@@ -141,13 +154,99 @@ def build_curves(
                     raw.kind,
                     raw.seeds,
                 )
-            curves.append(Curve(label, name, metric, list(raw.steps), xs, raw, shown))
-    return curves
+            entry = _entries(run).get(name, {})
+            curves.append(
+                Curve(
+                    label,
+                    name,
+                    metric,
+                    list(raw.steps),
+                    xs,
+                    raw,
+                    shown,
+                    runs=(label,),
+                    label=variant_label(name, entry) if entry else name,
+                    target=target_text(run.section("target")) if run.section("target") else "",
+                )
+            )
+    return merge_shared(curves, [_setup(run) for run in runs], labels(runs))
+
+
+def _entries(run: RunFolder) -> dict[str, dict[str, Any]]:
+    """The config entry of each variant of a run, by name."""
+    items = run.config.get("variants")
+    if not isinstance(items, list):
+        return {}
+    return {str(v["name"]): v for v in items if isinstance(v, dict) and "name" in v}
+
+
+def _setup(run: RunFolder) -> dict[str, str]:
+    """Per variant, everything in the run's resolved config that decides its curve: the config
+    without the run's name, its thread count (speed, not numbers) and the other variants."""
+    rest = {k: v for k, v in run.config.items() if k not in ("name", "threads", "variants")}
+    return {
+        name: json.dumps({**rest, "variant": entry}, sort_keys=True, default=str)
+        for name, entry in _entries(run).items()
+    }
+
+
+def _close(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(
+        (math.isnan(u) and math.isnan(v)) or math.isclose(u, v, rel_tol=1e-9, abs_tol=0.0)
+        for u, v in zip(a, b)
+    )
+
+
+def _same_curve(a: Curve, b: Curve) -> bool:
+    return (
+        a.steps == b.steps
+        and (a.raw.kind, a.raw.seeds) == (b.raw.kind, b.raw.seeds)
+        and all(
+            _close(p, q)
+            for p, q in (
+                (a.x, b.x),
+                (a.raw.median, b.raw.median),
+                (a.raw.low, b.raw.low),
+                (a.raw.high, b.raw.high),
+                (a.shown.median, b.shown.median),
+            )
+        )
+    )
+
+
+def merge_shared(
+    curves: Sequence[Curve], setups: Sequence[Mapping[str, str]], run_labels: Sequence[str]
+) -> list[Curve]:
+    """Draw once what several runs share: a variant (typically the fixed baseline) whose runs
+    have identical configs apart from their names and other variants, and whose curves agree
+    (they do, from the same seeds; a run made by another version of aaf might not, and is then
+    kept apart). The kept curve lists every run it stands for."""
+    setup_of = dict(zip(run_labels, setups))
+    kept: list[Curve] = []
+    for c in curves:
+        key = setup_of.get(c.run, {}).get(c.variant)
+        twin = next(
+            (
+                i
+                for i, k in enumerate(kept)
+                if key is not None
+                and k.variant == c.variant
+                and setup_of.get(k.run, {}).get(k.variant) == key
+                and _same_curve(k, c)
+            ),
+            None,
+        )
+        if twin is None:
+            kept.append(c)
+        else:
+            kept[twin] = replace(kept[twin], runs=(*kept[twin].runs, c.run))
+    return kept
 
 
 def curves_csv(curves: Sequence[Curve], x: str, band: str, smoothing: int) -> str:
     """Exactly the plotted series; ``median``/``low``/``high`` are what is drawn, the ``_raw``
-    columns the unsmoothed values (equal when smoothing is off)."""
+    columns the unsmoothed values (equal when smoothing is off); ``runs`` the runs a curve stands
+    for, ';'-separated (several where identical configs share it and it is drawn once)."""
     smoothed = (
         f"centred moving average of {smoothing} logged points in log10 space"
         if smoothing > 1
@@ -170,6 +269,7 @@ def curves_csv(curves: Sequence[Curve], x: str, band: str, smoothing: int) -> st
                     c.raw.kind,
                     c.raw.seeds,
                     *map(num_text, (c.raw.median[i], c.raw.low[i], c.raw.high[i])),
+                    ";".join(c.runs or (c.run,)),
                 ]
             )
     return out.getvalue()
@@ -203,26 +303,42 @@ def _logged_steps_to(series: Series, threshold: float | None) -> int | None:
 
 
 def outcomes_of(run: RunFolder) -> list[ModelOutcome]:
-    """Per-model outcomes from the metrics; steps to threshold at the logging resolution (used
-    for runs without a summary: still going, or killed)."""
+    """Per-model outcomes from the metrics, under the current rules (used for runs without a
+    summary, still going or killed, and for summaries of an older format). Steps to threshold
+    come from the summary where it has them, else at the logging resolution."""
     threshold = run.threshold
-    return [outcome(s, _logged_steps_to(s, threshold)) for s in run.series]
+    recorded: dict[tuple[str, int], int | None] = {}
+    summary = run.summary
+    if summary is not None:
+        for name, v in summary["variants"].items():
+            for o in v.get("per_seed", []):
+                recorded[(name, int(o["seed"]))] = o.get("steps_to_threshold")
+    return [
+        outcome(
+            s,
+            recorded[(s.variant, s.seed)]
+            if (s.variant, s.seed) in recorded
+            else _logged_steps_to(s, threshold),
+        )
+        for s in run.series
+    ]
 
 
 def table_rows(run: RunFolder, label: str, variants: Sequence[str] | None = None) -> list[Row]:
     names = list(variants) if variants is not None else run.variants
     summary = run.summary
     note = ""
-    if summary is not None:
+    if summary is not None and summary["format_version"] == SUMMARY_FORMAT:
         stats, comparisons = summary["variants"], summary.get("comparisons", [])
     else:
-        # No summary (still going, or killed): the same aggregates from the logged metrics.
+        # No summary (still going, or killed), or one of an older format: the same aggregates
+        # from the logged metrics, under the current rules.
         outcomes = outcomes_of(run)
         baseline = run.baseline
         stats, comparisons = summarise(outcomes, run.variants, baseline, run.threshold or math.nan)
         if not any(o.variant == baseline for o in outcomes):
             comparisons = []
-        note = " (incomplete run)"
+        note = " (incomplete run)" if summary is None else ""
     by_name = {c["variant"]: c for c in comparisons}
     rows = []
     for name in names:
@@ -251,11 +367,13 @@ def table_rows(run: RunFolder, label: str, variants: Sequence[str] | None = None
 
 def _versus(c: dict[str, Any]) -> str:
     """'4/5 wins, x0.65, p=0.44': seeds where the variant's final test MSE is lower, geometric
-    mean ratio of final test MSEs, Wilcoxon p."""
+    mean ratio of final test MSEs, Wilcoxon p (Holm-adjusted when the run compared several
+    variants with its baseline)."""
     if not c.get("pairs"):
         return "no pairs"
     parts = [f"{c['wins']}/{c['pairs']} wins"]
-    ratio, p = c.get("ratio_geomean"), c.get("p_value")
+    ratio = c.get("ratio_geomean")
+    p = c.get("p_holm") if c.get("family", 1) > 1 else c.get("p_value")
     if isinstance(ratio, (int, float)) and math.isfinite(ratio):
         parts.append(f"x{ratio:.2g}")
     if c["pairs"] >= 2 and isinstance(p, (int, float)) and math.isfinite(p):

@@ -1,0 +1,526 @@
+"""The Python API of aaf: what the ``aaf`` command does, as typed function calls.
+
+Everything the command line does goes through these functions (``cli.py`` only parses options
+and prints), so a notebook gets exactly the numbers and folders the CLI gets::
+
+    import aaf_cli as aaf
+
+    cfg = aaf.load_config("configs/elu.yaml", overrides=["seeds=5", "train.steps=2000"])
+    run = aaf.run(cfg, runs_dir="runs")        # trains, writes the run folder, returns a Run
+    run.verdicts                               # ['adaptive beats fixed on 5/5 seeds; ...']
+    run.history("adaptive", seed=0).test       # the logged test MSE of one model
+    frame = run.to_pandas()                    # long format, with pandas installed
+    again = aaf.open_run(run.folder)           # any run folder, read-only
+    fig = aaf.compare([run, again], out="both.png")
+
+Errors are the ``AafError`` subclasses the CLI turns into one-line messages: ``ConfigError``
+(bad config), ``UsageError`` (bad argument), ``RunError`` (a missing or unreadable run folder).
+Heavy modules (torch, matplotlib) are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aaf_cli.config import ExperimentConfig
+from aaf_cli.errors import UsageError
+from aaf_cli.results import ModelOutcome, Series
+from aaf_cli.runs import RunFolder
+
+if TYPE_CHECKING:
+    from aaf_cli.checks import Checked
+    from aaf_cli.overview import Curve, Row
+    from aaf_cli.trackers import Exported, ExportResult
+
+ConfigLike = ExperimentConfig | str | Path | Mapping[str, Any] | None
+
+#: The logged history of one model (one variant, one seed): ``steps``, ``time`` (seconds of
+#: training), ``train`` and ``test`` MSE, ``recovery`` (S(a), NaN without slope recovery),
+#: ``params`` (activation-parameter summaries by name) and ``diverged_at``.
+History = Series
+
+
+def load_config(config: ConfigLike = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load and validate an experiment config.
+
+    Args:
+        config: a YAML file's path, a mapping with the same keys as the YAML, an
+            ``ExperimentConfig`` (returned as it is unless overrides are given), or None for
+            the built-in default experiment (``configs/elu.yaml``).
+        overrides: ``key.path=value`` strings, as ``aaf run --set`` takes them, applied in
+            order; list items by index (``variants.1.n=5``).
+
+    Returns:
+        The frozen, fully resolved config: every default filled in.
+
+    Raises:
+        ConfigError: naming the source, the key path and what is wrong.
+
+    Example:
+        >>> cfg = load_config({"seeds": 2, "train": {"steps": 50}}, ["variants.1.n=5"])
+        >>> cfg.train.steps, cfg.variants[1].n, cfg.variants[1].a_init
+        (50, 5.0, 0.2)
+    """
+    from aaf_cli.config import load_config as _load
+
+    if isinstance(config, ExperimentConfig):
+        if not overrides:
+            return config
+        config = config.model_dump(mode="json")
+    return _load(config, overrides)
+
+
+def check(
+    config: ConfigLike = None, *, overrides: Sequence[str] = (), force: bool = False
+) -> Checked:
+    """Every check that ``run`` makes before training, without training (``aaf validate``).
+
+    Beyond the schema: the target evaluated on its whole domain must be finite, the device must
+    exist, and the size must be within the soft limits unless ``force``.
+
+    Raises:
+        ConfigError: the config, its target or its device is not usable.
+        UsageError: over the soft size limits (the message gives the estimate).
+
+    Example:
+        >>> checked = check({"seeds": 2, "train": {"steps": 50}})
+        >>> checked.estimate.models
+        4
+    """
+    from aaf_cli.checks import preflight
+
+    cfg = load_config(config, overrides)
+    return preflight(cfg, _source(config), force)
+
+
+def run(
+    config: ConfigLike = None,
+    *,
+    overrides: Sequence[str] = (),
+    runs_dir: str | Path = "runs",
+    progress: bool = False,
+    force: bool = False,
+    stop: Callable[[], bool] | None = None,
+    on_log: Callable[[Any], None] | None = None,
+) -> Run:
+    """Train the baseline and the adaptive variants of one experiment; write its run folder.
+
+    Args:
+        config: as ``load_config`` takes it (None: the built-in default).
+        overrides: ``key.path=value`` strings applied on top.
+        runs_dir: where the timestamped run folder is made.
+        progress: show a live progress bar on stderr (as ``aaf run`` does).
+        force: run a config over the soft size limits.
+        stop: polled before every step; returning True stops training after the current step
+            and writes what was done (status ``interrupted``).
+        on_log: called with every logged record (``train.LogRecord``) while training.
+
+    Returns:
+        The finished run, read back from its folder.
+
+    Example:
+        >>> result = run({"name": "doc", "seeds": 2, "train": {"steps": 40, "log_every": 10}},
+        ...              runs_dir=tmp)
+        >>> result.status, result.variants, sorted(result.histories["fixed"])
+        ('completed', ['fixed', 'adaptive'], [0, 1])
+        >>> result.history("adaptive", 1).steps[-1]
+        40
+    """
+    from contextlib import nullcontext
+
+    from aaf_cli.checks import preflight
+    from aaf_cli.pipeline import execute
+
+    cfg = load_config(config, overrides)
+    source = _source(config)
+    checked = preflight(cfg, source, force)
+    bar: Any = nullcontext(None)
+    if progress:
+        from aaf_cli.progress import live_progress
+
+        bar = live_progress(cfg)
+    with bar as callbacks:
+        forward = on_log
+        if callbacks is not None:
+
+            def forward(record: Any) -> None:
+                callbacks.on_log(record)
+                if on_log is not None:
+                    on_log(record)
+
+        report = execute(
+            cfg,
+            Path(runs_dir),
+            source,
+            list(overrides),
+            on_start=callbacks.on_start if callbacks is not None else None,
+            on_log=forward,
+            stop=stop,
+            checked=checked,
+        )
+    return Run(RunFolder(report.folder))
+
+
+def open_run(run: Run | RunFolder | str | Path, runs_dir: str | Path = "runs") -> Run:
+    """Open a run folder, read-only: a path, or a run name under ``runs_dir`` (its newest run).
+
+    Raises:
+        RunError: no such run, or its files are unreadable or of an unknown format.
+        UsageError: a name or glob that matches several runs.
+    """
+    if isinstance(run, Run):
+        return Run(RunFolder(run.folder))
+    if isinstance(run, RunFolder):
+        return Run(run)
+    from aaf_cli.runs import resolve_runs, unique_runs
+
+    found, _ = unique_runs(resolve_runs([str(run)], Path(runs_dir)))
+    if len(found) > 1:
+        names = ", ".join(f.path.name for f in found[:5])
+        raise UsageError(f"'{run}' matches {len(found)} runs ({names}...); give one")
+    return Run(found[0])
+
+
+def list_runs(runs_dir: str | Path = "runs") -> list[Run]:
+    """Every run folder under ``runs_dir``, newest first (``aaf list``)."""
+    from aaf_cli.runs import find_runs
+
+    return [Run(folder) for folder in find_runs(Path(runs_dir))]
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """What ``compare`` drew and wrote."""
+
+    figure: Path  # the figure file
+    data: Path  # the CSV of exactly the drawn series, beside it
+    runs: list[Run]  # in the order drawn, each once
+    repeated: list[Path]  # runs given more than once (drawn once)
+    curves: list[Curve]  # the drawn series
+    rows: list[Row]  # the table: a row per run and variant
+
+
+def compare(
+    runs: Sequence[Run | RunFolder | str | Path] = (),
+    *,
+    last: int | None = None,
+    out: str | Path | None = None,
+    metric: str = "test",
+    band: str = "auto",
+    smooth: int = 0,
+    variants: Sequence[str] | None = None,
+    x: str = "step",
+    runs_dir: str | Path = "runs",
+) -> CompareResult:
+    """Overlay the loss curves of several runs in one figure, with a CSV of the drawn series.
+
+    Args:
+        runs: run objects, folders, run names under ``runs_dir`` or globs.
+        last: also take the ``last`` newest runs under ``runs_dir``.
+        out: the figure (.png, .svg or .pdf); default ``<runs_dir>/compare_<timestamp>.png``.
+        metric: ``test`` or ``train`` MSE.
+        band: ``auto`` (IQR from 5 seeds, min-max below), ``iqr``, ``minmax``, ``std`` or
+            ``none``.
+        smooth: a moving average over this many logged points (0: off).
+        variants: only these variants.
+        x: ``step`` or ``time`` (seconds of training).
+
+    Every folder is read, and so checked, before anything is written.
+
+    Example:
+        >>> drawn = compare([result], out=tmp / "one.png")
+        >>> drawn.figure.name, [row.variant for row in drawn.rows]
+        ('one.png', ['fixed', 'adaptive'])
+    """
+    from aaf_cli import overview as core
+    from aaf_cli import plots
+    from aaf_cli.runs import resolve_runs, unique_runs, write_atomic
+
+    base = Path(runs_dir)
+    specs = [
+        str(r.folder) if isinstance(r, Run) else str(r.path) if isinstance(r, RunFolder) else str(r)
+        for r in runs
+    ]
+    if not specs and last is None:
+        raise UsageError("give run folders, names or globs, or --last N (see aaf list)")
+    wanted = list(variants) if variants else None
+    folders, repeats = unique_runs(resolve_runs(specs, base, last))
+    target = _compare_output(Path(out) if out is not None else None, base, datetime.now())
+    curves = core.build_curves(folders, metric, band, wanted, x, smooth)
+    rows = [
+        row
+        for folder, label in zip(folders, core.labels(folders))
+        for row in core.table_rows(
+            folder, label, [v for v in folder.variants if wanted is None or v in wanted]
+        )
+    ]
+    thresholds = {f.threshold for f in folders}
+    what = "test" if metric == "test" else "training"
+    title = f"{what} MSE (data loss), median over seeds"
+    if smooth > 1:
+        title += f", smoothed over {smooth} logged points"
+    plots.compare(
+        curves,
+        target,
+        title,
+        "seconds of training" if x == "time" else "step",
+        thresholds.pop() if len(thresholds) == 1 else None,
+    )
+    csv_path = target.with_suffix(".csv")
+    write_atomic(csv_path, core.curves_csv(curves, x, band, smooth))
+    return CompareResult(
+        target, csv_path, [Run(f) for f in folders], [r.path for r in repeats], curves, rows
+    )
+
+
+def export(
+    runs: Sequence[Run | RunFolder | str | Path] = (),
+    *,
+    mlflow: bool | str = False,
+    tensorboard: str | Path | None = None,
+    last: int | None = None,
+    experiment: str = "aaf",
+    force: bool = False,
+    runs_dir: str | Path = "runs",
+    on_export: Callable[[Exported], None] | None = None,
+) -> ExportResult:
+    """Send runs to MLflow and/or TensorBoard (``aaf export``; needs ``aaf[mlflow]`` or
+    ``aaf[tensorboard]``).
+
+    Args:
+        runs: run objects, folders, run names under ``runs_dir`` or globs.
+        mlflow: True for the default store (``$MLFLOW_TRACKING_URI``, else
+            ``sqlite:///<runs_dir>/mlflow/mlflow.db``), or a tracking URI; False: none.
+        tensorboard: a log folder; each run goes to ``<tensorboard>/<run folder name>/``.
+        last: also take the ``last`` newest runs under ``runs_dir``.
+        experiment: the MLflow experiment (made if missing).
+        force: export runs exported before again, replacing them.
+        on_export: called after each run and target.
+
+    Raises:
+        UsageError: no target, no runs, a missing extra, a bad URI or log folder.
+        RunError: a run folder that does not exist or cannot be read.
+        TrackerError: MLflow failed.
+    """
+    from aaf_cli.trackers import export as _export
+
+    return _export(
+        [r.folder if isinstance(r, Run) else r for r in runs],
+        mlflow=mlflow,
+        tensorboard=tensorboard,
+        last=last,
+        experiment=experiment,
+        force=force,
+        runs_dir=runs_dir,
+        on_export=on_export,
+    )
+
+
+def _compare_output(out: Path | None, runs_dir: Path, now: datetime) -> Path:
+    if out is None:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        stamp = now.strftime("%Y-%m-%d_%H-%M-%S")
+        out = runs_dir / f"compare_{stamp}.png"
+        k = 2
+        while out.exists() or out.with_suffix(".csv").exists():
+            out = runs_dir / f"compare_{stamp}-{k}.png"
+            k += 1
+        return out
+    if out.suffix == "":
+        out = out.with_suffix(".png")
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"--out {out}: the figure must be .png, .svg or .pdf")
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a directory, expected a file name")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: folder {out.parent} does not exist")
+    return out
+
+
+def _source(config: ConfigLike) -> str:
+    from aaf_cli.config import DEFAULT_SOURCE
+
+    if config is None:
+        return DEFAULT_SOURCE
+    if isinstance(config, (str, Path)):
+        return str(config)
+    if isinstance(config, ExperimentConfig):
+        return "<ExperimentConfig>"
+    return "<mapping>"
+
+
+class Run:
+    """One run folder, read-only: its config, summary, histories and figures.
+
+    Files are read when first asked for (and then kept); a run still going can be reopened
+    with ``open_run`` to see more of it.
+    """
+
+    def __init__(self, folder: RunFolder) -> None:
+        self._folder = folder
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.folder)!r}, status={self.status!r})"
+
+    @property
+    def folder(self) -> Path:
+        """The run folder."""
+        return self._folder.path
+
+    def read(self) -> Run:
+        """Read (and so check) the config, summary and metrics now, not when first asked for.
+
+        Raises:
+            RunError: naming the folder and the file that is missing, corrupt or of an unknown
+                format.
+        """
+        self._folder.config, self._folder.summary, self._folder.series  # noqa: B018
+        return self
+
+    @property
+    def name(self) -> str:
+        """The experiment's name (config ``name``)."""
+        return self._folder.name
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``interrupted``, ``diverged`` or ``incomplete`` (no summary yet)."""
+        return self._folder.status
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config as written to ``config.yaml`` (a plain mapping)."""
+        return self._folder.config
+
+    def load_config(self) -> ExperimentConfig:
+        """The run's config, validated again: rerun it with ``aaf_cli.run(run.load_config())``."""
+        return load_config(self.folder / "config.yaml")
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The parsed ``summary.json``, or None while the run has not finished."""
+        return self._folder.summary
+
+    @property
+    def variants(self) -> list[str]:
+        """Variant names in config order."""
+        return self._folder.variants
+
+    @property
+    def baseline(self) -> str:
+        """The variant the others are compared with (the first fixed one)."""
+        return self._folder.baseline
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the run."""
+        seeds = self.config.get("seeds")
+        return list(range(seeds)) if isinstance(seeds, int) else list(seeds or [])
+
+    @property
+    def histories(self) -> dict[str, dict[int, History]]:
+        """Every model's logged history, by variant then seed (from ``metrics.csv``)."""
+        out: dict[str, dict[int, History]] = {name: {} for name in self.variants}
+        for series in self._folder.series:
+            out.setdefault(series.variant, {})[series.seed] = series
+        return out
+
+    def history(self, variant: str, seed: int) -> History:
+        """The logged history of one model."""
+        try:
+            return self.histories[variant][seed]
+        except KeyError:
+            raise UsageError(
+                f"{self.folder}: no model {variant!r} seed {seed} "
+                f"(variants: {', '.join(self.variants)}; seeds: {self.seeds})"
+            ) from None
+
+    @property
+    def outcomes(self) -> list[ModelOutcome]:
+        """Final (tail median), last and best losses of every model, under the current rules."""
+        from aaf_cli.overview import outcomes_of
+
+        return outcomes_of(self._folder)
+
+    @property
+    def rows(self) -> list[Row]:
+        """The results table of ``aaf show``: medians over seeds and the paired result."""
+        from aaf_cli.overview import table_rows
+
+        return table_rows(self._folder, self._folder.label)
+
+    @property
+    def comparisons(self) -> list[dict[str, Any]]:
+        """Each variant against the baseline, paired by seed (as in ``summary.json``)."""
+        summary = self.summary
+        if summary is not None and summary.get("format_version") == 2:
+            return list(summary.get("comparisons", []))
+        from aaf_cli.results import summarise
+
+        threshold = self._folder.threshold or math.nan
+        _, comparisons = summarise(self.outcomes, self.variants, self.baseline, threshold)
+        return comparisons
+
+    @property
+    def verdicts(self) -> list[str]:
+        """One sentence per comparison, e.g. 'adaptive beats fixed on 9/10 seeds; ...'."""
+        return [c["verdict"] for c in self.comparisons]
+
+    @property
+    def files(self) -> list[tuple[str, int]]:
+        """Every file of the run folder (relative name, size in bytes)."""
+        return self._folder.files()
+
+    def describe(self) -> dict[str, Any]:
+        """The run in one entry of ``aaf list``: what, how far, how it ended, how good."""
+        from aaf_cli.overview import describe_run
+
+        return describe_run(self._folder)
+
+    @property
+    def figures(self) -> dict[str, Path]:
+        """The figures of the run folder by file name."""
+        return {p.name: p for p in sorted(self.folder.glob("*.png"))}
+
+    def to_pandas(self, what: str = "metrics") -> Any:
+        """The run as a pandas DataFrame (needs pandas: ``pip install pandas``).
+
+        Args:
+            what: ``metrics`` (one row per logged step, variant and seed: step, time, train,
+                test, recovery and the activation parameters) or ``outcomes`` (one row per
+                model: final, last and best losses, steps to threshold).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise UsageError("to_pandas needs pandas: pip install pandas") from None
+        if what == "metrics":
+            records = []
+            for series in self._folder.series:
+                for i, step in enumerate(series.steps):
+                    record: dict[str, Any] = {
+                        "variant": series.variant,
+                        "seed": series.seed,
+                        "step": step,
+                        "time": series.time[i] if i < len(series.time) else math.nan,
+                        "train": series.train[i],
+                        "test": series.test[i],
+                        "recovery": series.recovery[i] if i < len(series.recovery) else math.nan,
+                    }
+                    for key, values in series.params.items():
+                        record[key] = values[i] if i < len(values) else math.nan
+                    records.append(record)
+            return pd.DataFrame.from_records(records)
+        if what == "outcomes":
+            rows = []
+            for o in self.outcomes:
+                row = {k: v for k, v in o.__dict__.items() if k != "final_params"}
+                row.update({f"final {k}": v for k, v in o.final_params.items()})
+                rows.append(row)
+            return pd.DataFrame.from_records(rows)
+        raise UsageError(f"to_pandas: what must be 'metrics' or 'outcomes' (got {what!r})")

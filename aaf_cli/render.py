@@ -1,0 +1,602 @@
+"""Terminal output: the tables and sentences of ``aaf run``, ``show``, ``compare`` and ``list``.
+
+The presentation layer (it may import rich; the core never does). Every function takes plain
+data (summary dicts, ``compare.Row`` objects, ``aaf list`` entries) and an optional rich
+``Console`` to print on, so the same output can be rendered at any width in tests.
+
+Tables are fitted to the console by hand rather than left to rich's squeezing, which shrinks
+name columns to nothing and cuts numbers with an ellipsis. Each column has a priority: when the
+table does not fit, the least important columns are dropped (and named under the table) until it
+does. Numbers are never wrapped or cut; lists wrap between their items; run and variant names
+wrap only at natural break points (``-`` before a letter, ``_``, ``/``, space) and only when even
+the essential columns do not fit otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from rich.cells import cell_len
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from aaf_cli.overview import Row
+
+PIPED_WIDTH = 130
+"""Width of output that goes to a pipe or file (unless ``COLUMNS`` says otherwise)."""
+
+Justify = Literal["left", "right"]
+Wrap = Literal["never", "name", "list"]
+Cell = str | tuple[str, str]
+"""A table cell: its text, or (text, rich style)."""
+
+LIST_MIN = 16
+"""Width below which a wrapped list column is dropped rather than narrowed further."""
+
+_STATUS_STYLES = {"completed": "green", "interrupted": "yellow", "diverged": "red"}
+
+
+def console(width: int | None = None) -> Console:
+    """A console on stdout: ``width`` if given; else the terminal's width (``COLUMNS`` wins, as
+    rich reads it); piped output without ``COLUMNS`` gets a fixed 130 columns rather than rich's
+    80-column fallback."""
+    from rich.console import Console
+
+    if width is None and not sys.stdout.isatty() and not os.environ.get("COLUMNS", "").isdigit():
+        width = PIPED_WIDTH
+    return Console(width=width)
+
+
+def fmt(value: float | None, spec: str = ".2e") -> str:
+    """A number as the tables print it ('-' for missing)."""
+    return "-" if value is None else format(value, spec)
+
+
+def params(final: Mapping[str, Any], most: int = 4) -> str:
+    """Median final activation parameters, e.g. 'n*a 9.5' (neuron-wise: layer means only)."""
+    shown = [
+        f"{name} {fmt(stats['median'], '.3g')}"
+        for name, stats in final.items()
+        if not name.endswith((" min", " max"))
+    ]
+    if len(shown) > most:
+        shown = [*shown[:most], f"+{len(shown) - most} more"]
+    return ", ".join(shown) or "-"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting a table to a width
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column and how it may give way on a narrow console.
+
+    Attributes:
+        header: Heading (wraps between its words).
+        priority: 0 for columns that are always shown; larger numbers are dropped first.
+        justify: Alignment of the cells.
+        wrap: ``never`` (numbers: always whole on one line), ``name`` (whole unless even the
+            essential columns do not fit; then only at natural break points) or ``list`` (wraps
+            between the items of a comma-separated list).
+        squeeze: For ``name`` columns, the priority level at which the names may wrap at their
+            break points before more important columns are dropped (None: only as a last
+            resort).
+    """
+
+    header: str
+    priority: float = 0
+    justify: Justify = "left"
+    wrap: Wrap = "never"
+    squeeze: float | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns a table shows at a width: their indices and widths, and the dropped ones."""
+
+    shown: list[int]
+    widths: list[int]
+    dropped: list[int]
+    needed: int  # the console width at which every column is shown whole
+
+
+def _cell_text(cell: Cell) -> str:
+    return cell if isinstance(cell, str) else cell[0]
+
+
+# A name breaks after '_', '/' or a space, or after '-' when a letter follows: never inside a
+# number such as 1e-3.
+_NAME_BREAK = re.compile(r"(?<=[_/ ])|(?<=-)(?=[A-Za-z])")
+# A list breaks after ", " and before " (" (as in "1200 (2/5 never)").
+_LIST_BREAK = re.compile(r"(?<=, )|(?= \()")
+
+
+def _atoms(text: str, wrap: Wrap) -> list[str]:
+    """The pieces a cell may be wrapped between (each kept whole on one line)."""
+    pieces: list[str] = []
+    for line in text.split("\n"):
+        if wrap == "name":
+            pieces += [p for p in _NAME_BREAK.split(line) if p]
+        elif wrap == "list":
+            pieces += [p for p in _LIST_BREAK.split(line) if p]
+        else:
+            pieces.append(line)
+    return pieces or [""]
+
+
+def _width(text: str) -> int:
+    return max((cell_len(line) for line in text.split("\n")), default=0)
+
+
+def _pack(pieces: Iterable[str], width: int) -> str:
+    """Greedy line filling: pieces joined on a line while it fits (trailing spaces are free)."""
+    lines: list[str] = []
+    line = ""
+    for piece in pieces:
+        if line and _width((line + piece).rstrip()) > width:
+            lines.append(line.rstrip())
+            line = piece.lstrip()
+        else:
+            line += piece
+    lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _wrap_cell(text: str, wrap: Wrap, width: int) -> str:
+    if wrap == "never" or _width(text) <= width:
+        return text
+    return "\n".join(_pack(_atoms(line, wrap), width) for line in text.split("\n"))
+
+
+def _table_width(widths: Iterable[int]) -> int:
+    ws = list(widths)
+    return sum(ws) + 3 * len(ws) + 1  # one space of padding each side, a border between
+
+
+def _header_pieces(header: str) -> list[str]:
+    return re.split(r"(?<= )", header)
+
+
+def _piece_widths(pieces: Sequence[str]) -> list[tuple[int, int, int]]:
+    """Per piece: its width, without trailing spaces, and without leading spaces."""
+    return [(_width(p), _width(p.rstrip()), _width(p.lstrip())) for p in pieces]
+
+
+def _count_lines(pieces: Sequence[tuple[int, int, int]], width: int) -> int:
+    """The number of lines ``_pack`` makes of these pieces at ``width``."""
+    count, line = 1, -1  # -1: nothing on the line yet
+    for full, bare_end, bare_start in pieces:
+        if line >= 0 and line + bare_end > width:
+            count, line = count + 1, bare_start
+        else:
+            line = max(line, 0) + full
+    return count
+
+
+def _spread(
+    columns: Sequence[Column],
+    texts: Sequence[Sequence[str]],
+    widths: dict[int, int],
+    natural: Sequence[int],
+    spare: int,
+) -> None:
+    """Hand out ``spare`` width (in place) where it saves the most lines of the table: each
+    time, to the column whose smallest widening removes the most lines per character."""
+    memo: dict[tuple[int, int], list[int]] = {}
+    # Each cell as the widths of its pieces: counting lines is then integer arithmetic.
+    pieces = {
+        k: [_piece_widths(_header_pieces(columns[k].header))]
+        + [_piece_widths(_atoms(t, columns[k].wrap)) for t in texts[k]]
+        for k in widths
+    }
+
+    def lines(k: int, w: int) -> list[int]:
+        if (k, w) not in memo:
+            memo[k, w] = [_count_lines(cell, w) for cell in pieces[k]]
+        return memo[k, w]
+
+    def total(ws: dict[int, int]) -> int:
+        per_column = [lines(k, w) for k, w in ws.items()]
+        return sum(max(row) for row in zip(*per_column)) if per_column else 0
+
+    current = total(widths)
+    while spare > 0:
+        best: tuple[float, float, int, int, int] | None = None
+        for k, w in widths.items():
+            for extra in range(1, min(spare, natural[k] - w) + 1):
+                saved = current - total({**widths, k: w + extra})
+                if saved > 0:
+                    candidate = (saved / extra, -columns[k].priority, -k, k, extra)
+                    best = candidate if best is None or candidate > best else best
+                    break
+        if best is None:
+            return
+        k, extra = best[3], best[4]
+        widths[k] += extra
+        spare -= extra
+        current = total(widths)
+
+
+def layout(columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: int) -> Layout:
+    """Choose the columns to show at ``width`` and their widths (see the module docstring)."""
+    n = len(columns)
+    texts = [[_cell_text(row[k]) for row in rows] for k in range(n)]
+    header_word = [max(_width(w) for w in c.header.split()) for c in columns]
+    natural = [max([_width(c.header), *map(_width, texts[k])]) for k, c in enumerate(columns)]
+    # Preferred minimum: numbers and names whole, lists wrapped to their longest item (but at
+    # least LIST_MIN wide: a list of one item a line is hard to read), headings wrapped to their
+    # longest word. Hard minimum: names wrapped at their break points too.
+    preferred, hard = [], []
+    for k, c in enumerate(columns):
+        whole = max([header_word[k], *map(_width, texts[k])])
+        pieces = max(
+            [header_word[k], *(_width(a.strip()) for t in texts[k] for a in _atoms(t, c.wrap))]
+        )
+        preferred.append(min(whole, max(pieces, LIST_MIN)) if c.wrap == "list" else whole)
+        hard.append(pieces)
+
+    # Give way step by step, least important first: drop a column, or let a name column wrap at
+    # its break points (at its ``squeeze`` level), until the table fits.
+    steps = [(c.priority, 1, k) for k, c in enumerate(columns) if c.priority > 0]
+    steps += [(c.squeeze, 0, k) for k, c in enumerate(columns) if c.squeeze is not None]
+    widths = dict(enumerate(preferred))
+    dropped: list[int] = []
+    for _level, drop, k in sorted(steps, reverse=True):
+        if _table_width(widths.values()) <= width:
+            break
+        if drop:
+            del widths[k]
+            dropped.append(k)
+        elif k in widths:
+            widths[k] = hard[k]
+    if _table_width(widths.values()) > width:
+        widths = {k: hard[k] for k in widths}  # the last resort: every name may wrap
+    # Spare width first goes where it saves lines (unwrapping names and lists); then a less
+    # important column dropped on the way may still fit beside the ones kept.
+    _spread(columns, texts, widths, natural, width - _table_width(widths.values()))
+    for k in sorted(dropped, key=lambda k: (columns[k].priority, k)):
+        if _table_width([*widths.values(), preferred[k]]) <= width:
+            widths[k] = preferred[k]
+            dropped.remove(k)
+    _spread(columns, texts, widths, natural, width - _table_width(widths.values()))
+    shown = sorted(widths)
+    return Layout(
+        shown=shown,
+        widths=[widths[k] for k in shown],
+        dropped=sorted(dropped),
+        needed=_table_width(preferred),
+    )
+
+
+def fitted_table(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[Cell] | None],
+    width: int,
+    title: str | None = None,
+) -> tuple[Any, list[str]]:
+    """A rich ``Table`` of ``rows`` fitted to ``width``, and a note naming the dropped columns
+    (empty if none). A ``None`` row starts a new section."""
+    from rich.table import Table
+    from rich.text import Text
+
+    real = [r for r in rows if r is not None]
+    fit = layout(columns, real, width)
+    # The title wraps at words like the sentences do ("0.9 s" stays on one line).
+    head = wrap_text(title, _table_width(fit.widths), "", "") if title else None
+    table = Table(title=Text(head) if head else None)
+    for k, w in zip(fit.shown, fit.widths):
+        c = columns[k]
+        table.add_column(
+            Text(_pack(_header_pieces(c.header), w)),
+            justify=c.justify,
+            width=w,
+            no_wrap=True,
+            overflow="fold",
+        )
+    for row in rows:
+        if row is None:
+            table.add_section()
+            continue
+        cells = []
+        for k, w in zip(fit.shown, fit.widths):
+            cell = row[k]
+            text, style = (cell, "") if isinstance(cell, str) else cell
+            cells.append(Text(_wrap_cell(text, columns[k].wrap, w), style=style))
+        table.add_row(*cells)
+    notes = []
+    if fit.dropped:
+        names = ", ".join(columns[k].header for k in fit.dropped)
+        notes.append(
+            f"(narrow terminal: columns {names} not shown; widen to {fit.needed} columns to see "
+            "them)"
+        )
+    return table, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentences
+
+
+# Spaces that must not become line breaks: inside a short bracketed interval "[0.1, 0.2]",
+# around "=" ("p = 0.25") and before a unit of seconds ("0.9 s").
+_GLUE = re.compile(r"\[[^\[\]\n]{0,40}\]| = |(?<=\d) s\b")
+_NBSP = "\x00"
+
+
+def wrap_text(text: str, width: int, indent: str = "  ", hanging: str = "    ") -> str:
+    """``text`` wrapped at word boundaries to ``width``: never inside a number or a short
+    bracketed interval; continuation lines indented by ``hanging``."""
+    glued = _GLUE.sub(lambda m: m.group(0).replace(" ", _NBSP), text)
+    lines = textwrap.wrap(
+        glued,
+        width=max(width, len(indent) + 10),
+        initial_indent=indent,
+        subsequent_indent=hanging,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return "\n".join(lines).replace(_NBSP, " ")
+
+
+def _say(out: Console, text: str, style: str = "", indent: str = "  ") -> None:
+    from rich.text import Text
+
+    hanging = indent + "  "
+    out.print(Text(wrap_text(text, out.width, indent, hanging), style=style), soft_wrap=True)
+
+
+def _print_table(out: Console, table: Any, notes: Sequence[str]) -> None:
+    out.print(table)
+    for note in notes:
+        _say(out, note, style="dim", indent="")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tables
+
+
+def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None:
+    """The result table of ``aaf run`` (from its ``summary.json``), then the verdicts."""
+    out = out or console()
+    variants: Mapping[str, Mapping[str, Any]] = summary["variants"]
+    seeds = len(summary["seeds"])
+    title = f"{summary['name']}: {summary['data']['target']}, {summary['steps_done']} steps"
+    if seeds > 1:
+        title += f", median over {seeds} seeds"
+    title += f"; all models trained together in {summary['train_time_s']:.1f} s"
+    threshold = summary.get("threshold")
+    columns = [
+        Column("variant", 0, wrap="name"),
+        Column("final train", 5, "right"),
+        Column("final test", 0, "right"),
+    ]
+    metrics = ["final_train", "final_test"]
+    if any("last_test" in v for v in variants.values()):
+        # Newer summaries: "final" is a robust tail value, "last" the last logged point.
+        columns.append(Column("last test", 4, "right"))
+        metrics.append("last_test")
+    columns += [Column("best train", 6, "right"), Column("best test", 1, "right")]
+    metrics += ["best_train", "best_test"]
+    steps_header = "steps to threshold" if threshold is None else f"steps to {threshold:g}"
+    columns += [
+        Column(steps_header, 2, "right", wrap="list"),
+        Column("final parameters", 3, wrap="list"),
+    ]
+    rows: list[Sequence[Cell] | None] = []
+    for name, v in variants.items():
+        diverged = v.get("diverged") or 0
+        values = [fmt((v.get(m) or {}).get("median")) for m in metrics]
+        rows.append(
+            [
+                name + (f" ({diverged} diverged)" if diverged else ""),
+                *values,
+                _reach(v.get("steps_to_threshold") or {}, v.get("seeds")),
+                params(v.get("final_params") or {}),
+            ]
+        )
+    table, notes = fitted_table(columns, rows, out.width, title)
+    _print_table(out, table, notes)
+    for comparison in summary.get("comparisons") or []:
+        if comparison.get("verdict"):
+            _say(out, str(comparison["verdict"]))
+    if summary.get("status", "completed") != "completed":
+        _say(out, f"status: {summary['status']}", style="yellow")
+
+
+def _reach(reach: Mapping[str, Any], seeds: Any) -> str:
+    if reach.get("median") is None:
+        return "never"
+    text = f"{reach['median']:.0f}"
+    if reach.get("never"):
+        text += f" ({reach['never']}/{seeds} never)"
+    return text
+
+
+VERSUS_NOTE = (
+    "vs baseline: seeds where the final test MSE is lower, geometric-mean ratio of final test "
+    "MSEs (below 1: better), Wilcoxon signed-rank p (Holm-adjusted where a run compares several "
+    "variants with its baseline)"
+)
+
+
+def print_rows(
+    rows: Sequence[Row], title: str, out: Console | None = None, show_run: bool = True
+) -> None:
+    """The table of ``aaf compare`` (and ``aaf show`` without the run column), then the
+    verdicts."""
+    out = out or console()
+    columns = [
+        Column("run", 0, wrap="name", squeeze=3),
+        Column("variant", 0, wrap="name"),
+        Column("seeds", 5, "right", wrap="list"),
+        Column("steps", 6, "right"),
+        Column("final test", 0, "right"),
+        Column("best test", 2, "right"),
+        Column("steps to thr.", 4, "right", wrap="list"),
+        Column("vs baseline", 1, wrap="list"),
+    ]
+    cells: list[Sequence[Cell] | None] = []
+    previous = None
+    for r in rows:
+        reach = "never" if r.steps_to_threshold is None else f"{r.steps_to_threshold:.0f}"
+        if r.steps_to_threshold is not None and r.never:
+            reach += f" ({r.never} never)"
+        seeds = str(r.seeds) + (f" ({r.diverged} div.)" if r.diverged else "")
+        if previous is not None and r.run != previous:
+            cells.append(None)
+        cells.append(
+            [
+                "" if r.run == previous else r.run,
+                r.variant,
+                seeds,
+                str(r.steps),
+                fmt(r.final_test),
+                fmt(r.best_test),
+                reach,
+                r.versus,
+            ]
+        )
+        previous = r.run
+    if not show_run:
+        columns = columns[1:]
+        cells = [None if row is None else row[1:] for row in cells]
+    table, notes = fitted_table(columns, cells, out.width, title)
+    _print_table(out, table, notes)
+    if not any("vs baseline" in n for n in notes):
+        _say(out, VERSUS_NOTE, style="dim", indent="")
+    for r in rows:
+        if r.verdict:
+            _say(out, f"{r.run}: {r.verdict}" if show_run else r.verdict)
+
+
+def print_list(
+    entries: Sequence[Mapping[str, Any]], runs_dir: Path | str, out: Console | None = None
+) -> None:
+    """The table of ``aaf list``: one row per run folder (entries of ``compare.describe_run``)."""
+    out = out or console()
+    columns = [
+        Column("folder", 0, wrap="name", squeeze=2.5),
+        Column("target", 3, wrap="name"),
+        Column("variants", 4, wrap="list"),
+        Column("seeds", 5, "right"),
+        Column("steps", 1, "right"),
+        Column("status", 0),
+        Column("best test (median)", 2, wrap="list"),
+        Column("time", 6, "right"),
+    ]
+    rows: list[Sequence[Cell] | None] = []
+    for e in entries:
+        status = str(e["status"])
+        folder = Path(str(e["folder"])).name
+        if status == "unreadable":
+            rows.append([folder, "", "", "", "", ("unreadable", "red"), "", ""])
+            continue
+        if e.get("steps") is None:
+            steps = "-"
+        elif e.get("steps_done") != e["steps"]:
+            steps = f"{e.get('steps_done')}/{e['steps']}"
+        else:
+            steps = str(e["steps"])
+        best = ", ".join(f"{k} {fmt(v)}" for k, v in (e.get("best_test") or {}).items())
+        duration = e.get("duration_s")
+        rows.append(
+            [
+                folder,
+                str(e.get("target") or "-"),
+                ", ".join(e.get("variants") or []) or "-",
+                "-" if e.get("seeds") is None else str(e["seeds"]),
+                steps,
+                (status, _STATUS_STYLES.get(status, "magenta")),
+                best or "-",
+                "-" if duration is None else f"{duration:.0f} s",
+            ]
+        )
+    title = f"{len(entries)} runs in {runs_dir}, newest first"
+    table, notes = fitted_table(columns, rows, out.width, title)
+    _print_table(out, table, notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# aaf show
+
+
+def highlights(config: Mapping[str, Any]) -> list[str]:
+    """What a run was, in a few lines, from its resolved config (a plain mapping)."""
+    from aaf_cli.config import schedule_summary
+
+    def section(key: str) -> Mapping[str, Any]:
+        value = config.get(key)
+        return value if isinstance(value, dict) else {}
+
+    target, model, train = section("target"), section("model"), section("train")
+    domain = target.get("domain")
+    if isinstance(domain, list) and all(isinstance(v, (int, float)) for v in domain):
+        domain = "[" + ", ".join(f"{v:.6g}" for v in domain) + "]"
+    lines = [
+        f"target: {target.get('name') or target.get('expr')} on {domain}, "
+        f"{target.get('n_train')} {target.get('sampling', '')} training points, "
+        f"noise {target.get('noise')}",
+        f"model: {model.get('layers')} {model.get('activation')}, init {model.get('init')}",
+        f"train: {train.get('optimizer')} lr {train.get('lr')}, {train.get('steps')} steps, "
+        f"threshold {train.get('threshold')}, dtype {config.get('dtype')}{schedule_summary(train)}",
+    ]
+    for v in config.get("variants") or []:
+        if isinstance(v, dict):
+            shown = ", ".join(
+                f"{k}={x}" for k, x in v.items() if k not in ("name", "kind") and x is not None
+            )
+            lines.append(
+                f"variant {v.get('name')}: {v.get('kind')}" + (f" ({shown})" if shown else "")
+            )
+    return lines
+
+
+def print_show(
+    path: str,
+    status: str,
+    summary: Mapping[str, Any] | None,
+    config: Mapping[str, Any],
+    rows: Sequence[Row],
+    files: Sequence[tuple[str, int]],
+    out: Console | None = None,
+) -> None:
+    """``aaf show``: the run's folder and status, config highlights, results table, verdicts and
+    files."""
+    from rich.text import Text
+
+    out = out or console()
+    head = Text.assemble((path, "bold"), f"  status: {status}")
+    if head.cell_len <= out.width:
+        out.print(head, highlight=False)
+    else:
+        # A long path: the run's own name on a line of its own, whole.
+        where = Path(path)
+        out.print(Text.assemble((where.name, "bold"), f"  status: {status}"), highlight=False)
+        _say(out, f"in {where.parent}{os.sep}", indent="")
+    if summary is not None:
+        _say(
+            out,
+            f"started {summary.get('started')}, {summary['duration_s']:.1f} s "
+            f"(training {summary['train_time_s']:.1f} s), {summary['steps_done']}/"
+            f"{summary['steps']} steps, seeds {summary['seeds']}",
+            indent="",
+        )
+    for line in highlights(config):
+        _say(out, line)
+    print_rows(rows, "results (medians over seeds)", out, show_run=False)
+    if summary is not None and summary.get("status") != "completed":
+        _say(out, f"status: {summary.get('status')}", style="yellow", indent="")
+    out.print("files:", highlight=False)
+    name_width = max((len(name) for name, _ in files), default=0)
+    name_width = min(name_width, max(out.width - 20, 10))
+    for name, size in files:
+        out.print(f"  {name:{name_width}s} {size:>10,d} bytes", highlight=False, soft_wrap=True)

@@ -1,0 +1,777 @@
+#!/usr/bin/env python
+"""Mutation check: does the test suite notice when the core's meaning changes?
+
+A catalogue of small, meaning-changing edits ("mutants") to the core modules: a flipped sign,
+an off-by-one, n*a written as a, the wrong percentile, a file written in place instead of
+renamed... Each mutant is applied, alone, to a *copy* of the repository in a temporary folder,
+and the tests chosen for it run there; the mutant is *killed* when a test fails, and *survives*
+when every test passes (a meaning the suite does not pin down). The working tree is never
+modified.
+
+Usage (from the repository root, in its virtual environment)::
+
+    python scripts/mutation_check.py                 # every mutant; exit 1 below --min
+    python scripts/mutation_check.py --only stats    # the mutants of aaf_cli/stats.py
+    python scripts/mutation_check.py --list          # the catalogue, nothing run
+    python scripts/mutation_check.py --ignore-new    # without the tests written for it
+
+A catalogue entry whose original text is no longer in its file is reported as ``stale`` (the
+code moved on: update the entry), never skipped silently; ``tests/test_mutation_catalogue.py``
+checks this on every test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What the copy leaves out: environments, caches, run folders, version control.
+IGNORED = (
+    ".venv",
+    "venv",
+    ".git",
+    "runs",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "*.egg-info",
+    "build",
+    "dist",
+    "*.pyc",
+)
+
+# Tests written to kill these mutants; --ignore-new leaves them out (the suite as it was).
+NEW_TESTS = (
+    "tests/test_known_answers.py",
+    "tests/test_mutation_guards.py",
+    "tests/test_faults.py::"
+    "test_an_interrupt_at_any_point_of_an_atomic_write_leaves_no_temporary_file",
+)
+
+TIMEOUT_S = 300.0  # per mutant: a mutant that hangs the tests counts as killed
+
+KA = "tests/test_known_answers.py"
+GUARDS = "tests/test_mutation_guards.py"
+STATS = "tests/test_stats.py"
+ENGINE = "tests/test_engine.py"
+DIVERGENCE = "tests/test_divergence.py"
+KINDS = "tests/test_kinds.py"
+EXPR = "tests/test_expr.py"
+FAULTS_WRITE = (
+    "tests/test_faults.py::"
+    "test_an_interrupt_at_any_point_of_an_atomic_write_leaves_no_temporary_file"
+)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``original`` (which must occur exactly once in ``file``) by ``replacement``."""
+
+    file: str
+    original: str
+    replacement: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    description: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]  # pytest arguments: files or node ids, the fastest killers first
+
+    @property
+    def module(self) -> str:
+        return Path(self.edits[0].file).stem
+
+
+def mutant(
+    name: str, file: str, original: str, replacement: str, description: str, *tests: str
+) -> Mutant:
+    return Mutant(name, description, (Edit(file, original, replacement),), tests)
+
+
+S = "aaf_cli/stats.py"
+R = "aaf_cli/results.py"
+T = "aaf_cli/train.py"
+A = "aaf_cli/activations.py"
+MO = "aaf_cli/models.py"
+RU = "aaf_cli/runs.py"
+P = "aaf_cli/pipeline.py"
+E = "aaf_cli/expr.py"
+
+CATALOGUE: tuple[Mutant, ...] = (
+    # ---- statistics
+    mutant(
+        "stats.bootstrap-quartiles",
+        S,
+        "alpha = (1 - level) / 2",
+        "alpha = 0.25",
+        "bootstrap CI from the 25th/75th percentiles instead of 2.5th/97.5th (issue 14 #1)",
+        f"{KA}::test_bootstrap_interval_matches_its_precomputed_value",
+        f"{KA}::test_bootstrap_interval_has_the_normal_theory_width",
+        STATS,
+    ),
+    mutant(
+        "stats.quantile-no-interpolation",
+        S,
+        "return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)",
+        "return ordered[lo]",
+        "quantile takes the lower order statistic instead of interpolating",
+        STATS,
+    ),
+    mutant(
+        "stats.population-std",
+        S,
+        "std = statistics.stdev(vals) if len(vals) > 1 else 0.0",
+        "std = statistics.pstdev(vals) if len(vals) > 1 else 0.0",
+        "summary std with n instead of n-1",
+        STATS,
+    ),
+    mutant(
+        "stats.ranks-ties-min",
+        S,
+        "out[order[k]] = (i + j) / 2 + 1",
+        "out[order[k]] = i + 1",
+        "tied values get the lowest rank instead of the average rank",
+        STATS,
+    ),
+    mutant(
+        "stats.wilcoxon-keeps-zeros",
+        S,
+        "diffs = [d for d in differences if d != 0]",
+        "diffs = list(differences)",
+        "Wilcoxon keeps zero differences (instead of dropping them)",
+        GUARDS,
+        STATS,
+    ),
+    mutant(
+        "stats.wilcoxon-one-sided",
+        S,
+        "return w_plus, min(1.0, 2 * lower / 2**n)",
+        "return w_plus, min(1.0, lower / 2**n)",
+        "exact Wilcoxon p-value one-sided instead of two-sided",
+        STATS,
+    ),
+    mutant(
+        "stats.wilcoxon-exact-with-ties",
+        S,
+        "if not ties and n <= EXACT_WILCOXON_MAX_N:",
+        "if n <= EXACT_WILCOXON_MAX_N:",
+        "exact Wilcoxon p-value used for tied samples too",
+        GUARDS,
+        STATS,
+    ),
+    mutant(
+        "stats.wilcoxon-no-tie-correction",
+        S,
+        "tie_term = sum(t**3 - t for t in _tie_sizes(r)) / 48",
+        "tie_term = 0.0",
+        "normal approximation without the tie correction of the variance",
+        GUARDS,
+        STATS,
+    ),
+    mutant(
+        "stats.speedup-inverted",
+        S,
+        "speedups = [b / max(v, 1) for v, b in pairs if v is not None and b is not None]",
+        "speedups = [v / max(b, 1) for v, b in pairs if v is not None and b is not None]",
+        "speed-up as variant/baseline steps instead of baseline/variant",
+        STATS,
+    ),
+    mutant(
+        "stats.wins-count-ties",
+        S,
+        "wins = sum(1 for s in seeds if final[s] < final_base[s])",
+        "wins = sum(1 for s in seeds if final[s] <= final_base[s])",
+        "a tie with the baseline counts as a win",
+        GUARDS,
+        STATS,
+    ),
+    # ---- results
+    mutant(
+        "results.median-seed-upper",
+        R,
+        "return kept[(len(kept) - 1) // 2].seed if kept else None",
+        "return kept[len(kept) // 2].seed if kept else None",
+        "median seed of an even count is the upper middle instead of the lower",
+        GUARDS,
+        STATS,
+    ),
+    mutant(
+        "results.aggregate-keeps-diverged",
+        R,
+        "kept = [s for s in series if s.diverged_at is None]",
+        "kept = list(series)",
+        "loss bands include diverged seeds",
+        STATS,
+        DIVERGENCE,
+    ),
+    mutant(
+        "results.iqr-deciles",
+        R,
+        "low.append(quantile(values, 0.25))",
+        "low.append(quantile(values, 0.1))",
+        "the IQR band's low edge at the 10th percentile",
+        GUARDS,
+        STATS,
+    ),
+    mutant(
+        "results.best-is-max",
+        R,
+        "best_test, best_step = min(finite_test) if finite_test else (math.nan, -1)",
+        "best_test, best_step = max(finite_test) if finite_test else (math.nan, -1)",
+        "best test loss is the largest logged one",
+        GUARDS,
+        STATS,
+    ),
+    # ---- engine and optimisers
+    mutant(
+        "train.threshold-on-test-loss",
+        T,
+        "reached = torch.where((reached < 0) & (data < cfg.threshold), step, reached)",
+        "reached = torch.where((reached < 0) & (mse(model(x_test), y_test) < cfg.threshold)"
+        ", step, reached)",
+        "steps to threshold counted on the test loss (issue 14 #2)",
+        f"{KA}::test_steps_to_threshold_use_the_training_data_not_the_test_data",
+        ENGINE,
+    ),
+    mutant(
+        "train.threshold-off-by-one",
+        T,
+        "reached = torch.where((reached < 0) & (data < cfg.threshold), step, reached)",
+        "reached = torch.where((reached < 0) & (data < cfg.threshold), step + 1, reached)",
+        "steps to threshold one too many",
+        f"{KA}::test_steps_to_threshold_use_the_training_data_not_the_test_data",
+        ENGINE,
+    ),
+    mutant(
+        "train.not-frozen",
+        T,
+        "row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)",
+        "row_rate = rate",
+        "a diverged model keeps being updated (its weights turn NaN) (issue 14 #3)",
+        f"{KA}::test_diverged_model_keeps_its_last_finite_parameters_bit_for_bit",
+        f"{KA}::test_model_with_nan_loss_from_the_start_keeps_its_initial_parameters_under_adam",
+        DIVERGENCE,
+    ),
+    mutant(
+        "train.test-loss-on-train-points",
+        T,
+        "test_loss = mse(model(x_test), y_test)",
+        "test_loss = mse(model(x_train), y_train)",
+        "logged test loss computed on the training points (issue 14 #4)",
+        f"{KA}::test_logged_test_loss_is_the_checkpoints_mse_on_the_test_grid",
+        ENGINE,
+    ),
+    mutant(
+        "train.diverged-at-last-step",
+        T,
+        "diverged = torch.where(active & ~finite, step, diverged)",
+        "diverged = torch.where(~finite, step, diverged)",
+        "diverged_at is the last non-finite step instead of the first",
+        f"{KA}::test_diverged_model_keeps_its_last_finite_parameters_bit_for_bit",
+        DIVERGENCE,
+    ),
+    mutant(
+        "train.final-step-not-logged",
+        T,
+        "if step % cfg.log_every == 0 or step == cfg.steps:",
+        "if step % cfg.log_every == 0:",
+        "the last step is logged only when it is a multiple of log_every",
+        GUARDS,
+        ENGINE,
+    ),
+    mutant(
+        "train.adam-no-bias-correction",
+        T,
+        "bias1 = 1 - beta1**self.t",
+        "bias1 = 1.0",
+        "Adam without the first-moment bias correction",
+        ENGINE,
+    ),
+    mutant(
+        "train.sgd-ascent",
+        T,
+        "self.params[i].sub_(grad * row_rate)",
+        "self.params[i].add_(grad * row_rate)",
+        "SGD steps up the gradient",
+        ENGINE,
+    ),
+    # ---- activations
+    Mutant(
+        "activations.rowdy-no-j",
+        "Rowdy's j-th term sin(n F_j x) instead of sin(j n F_j x), reference and batched "
+        "(issue 14 #5)",
+        (
+            Edit(
+                A,
+                "waves = torch.sin(x.unsqueeze(-1) * (self.j * self.n * self.freq))",
+                "waves = torch.sin(x.unsqueeze(-1) * (self.n * self.freq))",
+            ),
+            Edit(
+                A,
+                "waves = torch.sin(z.unsqueeze(-1) * (self.j * n * self.freq[k]))",
+                "waves = torch.sin(z.unsqueeze(-1) * (n * self.freq[k]))",
+            ),
+        ),
+        (f"{KA}::test_rowdy_reference_unit_matches_the_hand_computed_value", KINDS),
+    ),
+    mutant(
+        "activations.rowdy-batched-no-j",
+        A,
+        "waves = torch.sin(z.unsqueeze(-1) * (self.j * n * self.freq[k]))",
+        "waves = torch.sin(z.unsqueeze(-1) * (n * self.freq[k]))",
+        "Rowdy's j-th frequency lost in the batched family only",
+        f"{KA}::test_rowdy_batched_family_matches_the_hand_computed_value",
+        KINDS,
+    ),
+    mutant(
+        "activations.slope-a-not-na",
+        A,
+        "return self.fn((self.n * self.a) * x)",
+        "return self.fn(self.a * x)",
+        "the reference Slope unit computes sigma(a x) instead of sigma(n a x)",
+        KINDS,
+    ),
+    mutant(
+        "activations.prescale-a-not-na",
+        A,
+        "return self.n * self._a(k)",
+        "return self._a(k)",
+        "the batched slope families scale by a instead of n*a",
+        KINDS,
+    ),
+    mutant(
+        "activations.recovery-form-swapped",
+        A,
+        'return float(layers) if form == "paper" else 1.0',
+        'return float(layers) if form == "code" else 1.0',
+        "slope recovery: the paper's and the code's numerators swapped",
+        KINDS,
+    ),
+    mutant(
+        "activations.recovery-mean",
+        A,
+        "total = torch.stack([torch.exp(m) for m in means], dim=-1).sum(-1)",
+        "total = torch.stack([torch.exp(m) for m in means], dim=-1).mean(-1)",
+        "slope recovery divides by the mean of exp(a_k) instead of the sum",
+        KINDS,
+    ),
+    mutant(
+        "activations.inverse-approximate",
+        A,
+        "if float(n_t * c) == 1.0:",
+        "if abs(float(n_t * c) - 1.0) < 1e-6:",
+        "a0 = fl(1/n) accepted although n * a0 != 1 exactly",
+        KINDS,
+    ),
+    mutant(
+        "activations.prelu-swapped",
+        A,
+        "return torch.where(z >= 0, z, self.p[k] * z)",
+        "return torch.where(z >= 0, self.p[k] * z, z)",
+        "batched PReLU scales the positive side",
+        KINDS,
+    ),
+    # ---- models
+    mutant(
+        "models.prescale-weights-only",
+        MO,
+        "w, b = scale * w, scale * b",
+        "w, b = scale * w, b",
+        "n*a folded into the weights but not the bias",
+        KINDS,
+        ENGINE,
+    ),
+    mutant(
+        "models.checkpoint-bias-of-model-0",
+        MO,
+        'state[f"linears.{k}.bias"] = b[index, 0].detach()',
+        'state[f"linears.{k}.bias"] = b[0, 0].detach()',
+        "every checkpoint gets model 0's biases",
+        f"{KA}::test_logged_test_loss_is_the_checkpoints_mse_on_the_test_grid",
+        KINDS,
+        ENGINE,
+    ),
+    mutant(
+        "models.variant-lr-ignored",
+        MO,
+        "[default_lr if m.lr is None else m.lr for m in self.members],",
+        "[default_lr for m in self.members],",
+        "a variant's own learning rate is ignored",
+        f"{KA}::test_diverged_model_keeps_its_last_finite_parameters_bit_for_bit",
+        ENGINE,
+        DIVERGENCE,
+    ),
+    # ---- run folders
+    Mutant(
+        "runs.write-in-place",
+        "write_atomic writes straight to the final name, no rename (issue 14 #6)",
+        (
+            Edit(
+                RU,
+                "fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)",
+                "fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_BINARY, 0o666)",
+            ),
+            Edit(RU, "os.replace(tmp, path)", "pass"),
+        ),
+        (
+            f"{KA}::test_failed_write_keeps_the_previous_complete_metrics_file",
+            f"{KA}::test_metrics_file_is_renamed_into_place_whole",
+        ),
+    ),
+    Mutant(
+        "pipeline.metrics-in-place",
+        "the run writes metrics.csv with Path.write_text instead of write_atomic (issue 14 #6)",
+        (
+            Edit(
+                P,
+                'runs.write_atomic(self.folder / "metrics.csv", runs.metrics_csv(series))',
+                '(self.folder / "metrics.csv").write_text(runs.metrics_csv(series))',
+            ),
+            Edit(
+                P,
+                'runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))',
+                '(folder / "metrics.csv").write_text(runs.metrics_csv(series))',
+            ),
+        ),
+        (f"{KA}::test_run_replaces_metrics_csv_by_rename_every_time",),
+    ),
+    mutant(
+        "runs.no-temp-cleanup",
+        RU,
+        "os.unlink(tmp)",
+        "pass",
+        "a failed or interrupted write leaves its temporary file",
+        FAULTS_WRITE,
+        f"{KA}::test_failed_write_keeps_the_previous_complete_metrics_file",
+    ),
+    mutant(
+        "runs.numbers-rounded",
+        RU,
+        "return repr(float(value))",
+        'return f"{float(value):.6g}"',
+        "metrics written with 6 significant digits (no exact round trip)",
+        GUARDS,
+    ),
+    mutant(
+        "runs.diverged-flag-late",
+        RU,
+        "diverged = int(s.diverged_at is not None and step >= s.diverged_at)",
+        "diverged = int(s.diverged_at is not None and step > s.diverged_at)",
+        "metrics.csv flags divergence one logged step late",
+        GUARDS,
+        DIVERGENCE,
+    ),
+    mutant(
+        "runs.read-last-diverged",
+        RU,
+        'if row["diverged"] == "1" and s.diverged_at is None:',
+        'if row["diverged"] == "1":',
+        "reading metrics.csv back takes the last flagged step as the divergence step",
+        GUARDS,
+        DIVERGENCE,
+    ),
+    mutant(
+        "runs.folder-suffix-gap",
+        RU,
+        'folder = runs_dir / (base if k == 1 else f"{base}-{k}")',
+        'folder = runs_dir / (base if k == 1 else f"{base}-{k + 1}")',
+        "same-second run folders are numbered -3, -4... (a gap)",
+        GUARDS,
+    ),
+    # ---- the expression parser
+    mutant(
+        "expr.bool-allowed",
+        E,
+        "if isinstance(value, bool):",
+        "if False:",
+        "True/False accepted as numbers",
+        EXPR,
+    ),
+    mutant(
+        "expr.chain-compares-to-first",
+        E,
+        "left = right",
+        "pass",
+        "a < b < c compares c with a instead of b",
+        EXPR,
+    ),
+    mutant(
+        "expr.and-or-swapped",
+        E,
+        "result = result.logical_and(other) if is_and else result.logical_or(other)",
+        "result = result.logical_or(other) if is_and else result.logical_and(other)",
+        "'and' and 'or' swapped",
+        EXPR,
+    ),
+    mutant(
+        "expr.mod-is-fmod",
+        E,
+        "ast.Mod: lambda a, b: a.remainder(b),",
+        "ast.Mod: lambda a, b: a.fmod(b),",
+        "% with C's sign (fmod) instead of Python's (remainder)",
+        EXPR,
+    ),
+    mutant(
+        "expr.attribute-call-allowed",
+        E,
+        "if not isinstance(func, ast.Name):",
+        "if False:",
+        "calls of non-names (x.exp()) pass the allow-list check",
+        EXPR,
+    ),
+)
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str  # killed, survived, stale, error
+    detail: str
+    seconds: float
+
+
+def select_tests(m: Mutant, ignore_new: bool) -> list[str]:
+    tests = list(m.tests)
+    if ignore_new:
+        tests = [t for t in tests if t not in NEW_TESTS and t.split("::")[0] not in NEW_TESTS]
+    return tests
+
+
+def stale_edits(m: Mutant, root: Path = ROOT) -> list[str]:
+    """Why each edit of ``m`` cannot be applied to ``root`` (empty: it can)."""
+    problems = []
+    for edit in m.edits:
+        path = root / edit.file
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        count = text.count(edit.original)
+        if count != 1:
+            problems.append(f"{edit.file}: {edit.original!r} found {count} times")
+        if edit.original == edit.replacement:
+            problems.append(f"{edit.file}: replacement equals the original")
+    return problems
+
+
+def copy_tree(dest: Path) -> Path:
+    target = dest / "repo"
+    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True)
+    return target
+
+
+def environment(copy: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(copy)  # before the editable install's finder
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no bytecode cache to outlive a mutation
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+# Imports the package from the copy or refuses to run (the venv holds an editable install of
+# the working tree, which must not be what the tests exercise).
+BOOTSTRAP = (
+    "import sys, pathlib, aaf_cli; "
+    "where = pathlib.Path(aaf_cli.__file__).resolve(); "
+    "copy = pathlib.Path(sys.argv[1]).resolve(); "
+    "sys.exit(f'aaf_cli imported from {where}, not from the copy {copy}') "
+    "if copy not in where.parents else None; "
+    "import pytest; sys.exit(pytest.main(sys.argv[2:]))"
+)
+
+
+def run_pytest(copy: Path, tests: Sequence[str], timeout: float) -> tuple[int | None, str]:
+    command = [
+        sys.executable,
+        "-c",
+        BOOTSTRAP,
+        str(copy),
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=-ra",
+        *tests,
+    ]
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=copy,
+            env=environment(copy),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None, "timeout"
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+FAILED = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
+
+
+def first_failure(output: str) -> str:
+    match = FAILED.search(output)
+    if match:
+        return match.group(2)
+    tail = [line for line in output.strip().splitlines() if line.strip()]
+    return tail[-1] if tail else "(no output)"
+
+
+def check(m: Mutant, copy: Path, ignore_new: bool, timeout: float) -> Outcome:
+    start = time.monotonic()
+    problems = stale_edits(m, copy)
+    if problems:
+        return Outcome(m, "stale", "; ".join(problems), 0.0)
+    tests = select_tests(m, ignore_new)
+    if not tests:
+        return Outcome(m, "survived", "no test selected", 0.0)
+    originals: dict[str, str] = {}
+    for edit in m.edits:
+        path = copy / edit.file
+        current = path.read_text(encoding="utf-8")
+        originals.setdefault(edit.file, current)
+        path.write_text(current.replace(edit.original, edit.replacement, 1), encoding="utf-8")
+    try:
+        code, output = run_pytest(copy, tests, timeout)
+    finally:
+        for file, text in originals.items():
+            (copy / file).write_text(text, encoding="utf-8")
+    seconds = time.monotonic() - start
+    if code is None:
+        return Outcome(m, "killed", f"timeout after {timeout:.0f} s", seconds)
+    if code == 0:
+        return Outcome(m, "survived", f"{len(tests)} test argument(s) passed", seconds)
+    if code in (1, 2) and "imported from" not in output:
+        return Outcome(m, "killed", first_failure(output), seconds)
+    return Outcome(m, "error", f"pytest exit {code}: {first_failure(output)}", seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="MODULE",
+        help="only the mutants of this module (stats, train, ...); repeatable",
+    )
+    parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants checked at once (1)")
+    parser.add_argument(
+        "--min",
+        type=float,
+        default=0.95,
+        help="exit 1 when the killed fraction is below this (0.95)",
+    )
+    parser.add_argument(
+        "--ignore-new",
+        action="store_true",
+        help=f"leave out the tests written for this check ({', '.join(NEW_TESTS)})",
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip running the selected tests on the unmutated copy first",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT_S,
+        help="seconds per mutant before it counts as killed (300)",
+    )
+    args = parser.parse_args(argv)
+
+    mutants = [m for m in CATALOGUE if not args.only or m.module in args.only]
+    if not mutants:
+        modules = sorted({m.module for m in CATALOGUE})
+        parser.error(f"no mutant in {args.only}; modules: {', '.join(modules)}")
+    if args.list:
+        for m in mutants:
+            mark = " [STALE]" if stale_edits(m) else ""
+            print(f"{m.name:40s} {m.description}{mark}")
+            print(f"{'':40s} tests: {' '.join(select_tests(m, args.ignore_new)) or '-'}")
+        print(f"{len(mutants)} mutants")
+        return 0
+
+    started = time.monotonic()
+    jobs = max(1, args.jobs)
+    with tempfile.TemporaryDirectory(prefix="aaf-mutation-") as tmp:
+        copies: queue.Queue[Path] = queue.Queue()
+        for k in range(jobs):
+            (Path(tmp) / str(k)).mkdir()
+            copies.put(copy_tree(Path(tmp) / str(k)))
+        if not args.no_baseline:
+            copy = copies.get()
+            union = list(
+                dict.fromkeys(t for m in mutants for t in select_tests(m, args.ignore_new))
+            )
+            code, output = run_pytest(copy, union, 3 * args.timeout)
+            copies.put(copy)
+            if code != 0:
+                print(
+                    f"baseline: the selected tests fail without any mutation "
+                    f"({first_failure(output)}); fix that first",
+                    file=sys.stderr,
+                )
+                print(output[-3000:], file=sys.stderr)
+                return 2
+            print(
+                f"baseline: {len(union)} test arguments pass on the unmutated copy "
+                f"({time.monotonic() - started:.0f} s)"
+            )
+        lock = threading.Lock()
+
+        def work(m: Mutant) -> Outcome:
+            copy = copies.get()
+            try:
+                result = check(m, copy, args.ignore_new, args.timeout)
+            finally:
+                copies.put(copy)
+            with lock:
+                print(
+                    f"{result.status:8s} {m.name:40s} {result.seconds:5.1f} s  {result.detail}",
+                    flush=True,
+                )
+            return result
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            outcomes = list(pool.map(work, mutants))
+
+    counted = [o for o in outcomes if o.status in ("killed", "survived")]
+    killed = sum(1 for o in counted if o.status == "killed")
+    stale = [o for o in outcomes if o.status == "stale"]
+    errors = [o for o in outcomes if o.status == "error"]
+    total = len(counted)
+    fraction = killed / total if total else 0.0
+    print(
+        f"killed {killed}/{total} ({100 * fraction:.0f}%) in {time.monotonic() - started:.0f} s"
+        + (f"; {len(stale)} stale" if stale else "")
+        + (f"; {len(errors)} errors" if errors else "")
+    )
+    survived = [o.mutant.name for o in counted if o.status == "survived"]
+    if survived:
+        print("survived: " + ", ".join(survived))
+    if stale or errors or fraction < args.min:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

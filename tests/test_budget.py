@@ -1,0 +1,149 @@
+"""The size estimate and the thread choice: their structure and rules, not timings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aaf_cli.budget import (
+    FLOPS_PER_THREAD,
+    ThreadChoice,
+    choose_threads,
+    estimate,
+    free_cores,
+    train_seconds,
+    usable_cores,
+    workload,
+)
+from aaf_cli.config import ExperimentConfig, load_config
+from aaf_cli.errors import ConfigError
+
+from .conftest import CONFIGS, SMOKE
+
+BIG = 10 * FLOPS_PER_THREAD
+SMALL = FLOPS_PER_THREAD / 10
+
+
+def _cfg(*overrides: str) -> ExperimentConfig:
+    return load_config(None, list(overrides))
+
+
+def test_estimate_grows_with_steps_models_and_width() -> None:
+    base = estimate(_cfg("threads=1"))
+    for more in ("train.steps=10000", "seeds=20", "model.layers=[1,40,1]", "target.n_train=600"):
+        bigger = estimate(_cfg("threads=1", more))
+        assert bigger.seconds > base.seconds, more
+        assert bigger.memory_bytes >= base.memory_bytes, more
+    assert estimate(_cfg("threads=1", "seeds=20")).models == 2 * base.models
+
+
+def test_logging_costs_time() -> None:
+    rare = train_seconds(_cfg("train.log_every=1000"))
+    often = train_seconds(_cfg("train.log_every=1"))
+    assert often > 1.1 * rare
+
+
+def test_a_second_thread_shortens_only_a_large_workload() -> None:
+    deep = _cfg("model.layers=[1,50,50,50,50,1]")
+    assert train_seconds(deep, 2) < train_seconds(deep, 1)
+    assert estimate(_cfg("threads=2")).threads == 2
+
+
+def test_ops_follow_the_structure() -> None:
+    # Counted with a TorchDispatchMode on the engine: 232 ops per step for the default
+    # [1,20,1] fixed + global pair (see the comments in budget.py).
+    assert workload(_cfg()).ops == 232
+    one_group = workload(_cfg("variants=[{kind: global, n: 1}, {kind: global, n: 10, name: b}]"))
+    two_groups = workload(_cfg("variants=[{kind: global, n: 1}, {kind: layer, n: 10}]"))
+    assert one_group.ops < two_groups.ops
+    assert workload(_cfg("model.layers=[1,20,20,1]")).ops > workload(_cfg()).ops
+
+
+def test_describe_says_about_and_the_threads() -> None:
+    text = estimate(load_config(SMOKE, [])).describe()
+    assert "about" in text and "thread" in text
+    assert "GFLOP" not in text
+
+
+@pytest.mark.parametrize(
+    ("requested", "flops", "cores", "free", "expected"),
+    [
+        (1, BIG, 2, 2.0, 1),  # a number in the config is used as given
+        (3, SMALL, 2, 0.0, 3),
+        ("auto", SMALL, 2, 2.0, 1),  # a small workload: one thread
+        ("auto", SMALL, 64, 64.0, 1),
+        ("auto", BIG, 2, 2.0, 2),  # a large one: every free core
+        ("auto", BIG, 2, 1.9, 2),  # a core 90% idle counts as free
+        ("auto", BIG, 2, 1.0, 1),  # another process holds one of two cores
+        ("auto", BIG, 2, 1.5, 1),  # a half-busy core does not count
+        ("auto", BIG, 2, 0.0, 1),  # never fewer than one
+        ("auto", BIG, 2, None, 2),  # idle time unknown: trust the cores
+        ("auto", BIG, 64, 64.0, 11),  # one thread per FLOPS_PER_THREAD, plus one
+        ("auto", BIG, 64, 4.0, 4),  # never more than the free cores
+        ("auto", FLOPS_PER_THREAD, 4, 4.0, 2),  # the break-even itself gets a second thread
+    ],
+)
+def test_thread_choice_rules(
+    requested: int | str, flops: float, cores: int, free: float | None, expected: int
+) -> None:
+    choice = choose_threads(requested, flops, cores, free)
+    assert choice.threads == expected
+    assert choice.reason
+    record = choice.record()
+    assert record["threads"] == str(expected) and record["threads_requested"] == str(requested)
+
+
+def test_machine_probes_are_sane() -> None:
+    cores = usable_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
+    free = free_cores(0.02)
+    assert free is None or 0.0 <= free <= cores
+
+
+def test_threads_config_key() -> None:
+    assert _cfg().threads == "auto"
+    assert _cfg("threads=null").threads == "auto"  # configs written before auto existed
+    assert _cfg("threads=3").threads == 3
+    for bad in ("threads=0", "threads=two", "threads=1.5"):
+        with pytest.raises(ConfigError, match="auto or a whole number"):
+            _cfg(bad)
+
+
+def test_the_run_records_its_thread_choice() -> None:
+    from aaf_cli.experiment import run_experiment
+
+    cfg = load_config(SMOKE, ["train.steps=2"])
+    env = run_experiment(cfg).environment
+    assert env["threads_requested"] == "auto"
+    assert env["threads"] == "1"  # the smoke config is far below the break-even
+    assert "small workload" in env["threads_reason"]
+    assert float(env["free_cores"]) >= 0.0 and int(env["cores"]) >= 1
+    forced = run_experiment(load_config(SMOKE, ["train.steps=2", "threads=2"])).environment
+    assert forced["threads"] == "2" and forced["threads_reason"] == "set in the config"
+
+
+def _wait_policy(env: dict[str, str]) -> str:
+    code = "import os, aaf_cli; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def test_idle_threads_sleep_unless_the_user_says_otherwise() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert _wait_policy(env) == "PASSIVE"
+    assert _wait_policy({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+
+
+def test_shipped_configs_estimate() -> None:
+    paths = sorted(CONFIGS.glob("*.yaml")) + sorted((CONFIGS / "papers").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        est = estimate(load_config(Path(path), []))
+        assert 0.0 < est.seconds < 3600, path
+        assert isinstance(choose_threads("auto", 0.0, 2, 2.0), ThreadChoice)
