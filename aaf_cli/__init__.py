@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 # Keep this before anything that may import torch: its OpenMP runtime reads these once, when it
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 # default run 20x slower. KMP_BLOCKTIME is the same for Intel's OpenMP. A user's own setting wins.
 for _key, _value in (("OMP_WAIT_POLICY", "PASSIVE"), ("KMP_BLOCKTIME", "0")):
     os.environ.setdefault(_key, _value)
+#: Whether torch was imported before aaf_cli (then its OpenMP runtime had already read them).
+TORCH_LOADED_FIRST = "torch" in sys.modules
 
 __version__ = "0.1.0"
 
@@ -40,9 +43,11 @@ if TYPE_CHECKING:
         load_config,
         open_run,
         run,
+        sweep,
     )
     from aaf_cli.config import ExperimentConfig
     from aaf_cli.errors import AafError, ConfigError, RunError, UsageError
+    from aaf_cli.sweeps.result import Sweep
 
 _LAZY = {
     "load_config": "aaf_cli.api",
@@ -55,6 +60,8 @@ _LAZY = {
     "Run": "aaf_cli.api",
     "History": "aaf_cli.api",
     "CompareResult": "aaf_cli.api",
+    "sweep": "aaf_cli.api",
+    "Sweep": "aaf_cli.api",
     "ExperimentConfig": "aaf_cli.config",
     "AafError": "aaf_cli.errors",
     "ConfigError": "aaf_cli.errors",
@@ -70,6 +77,7 @@ __all__ = [
     "History",
     "Run",
     "RunError",
+    "Sweep",
     "UsageError",
     "__version__",
     "check",
@@ -79,6 +87,7 @@ __all__ = [
     "load_config",
     "open_run",
     "run",
+    "sweep",
 ]
 
 

@@ -31,10 +31,12 @@ from aaf_cli.config import ExperimentConfig
 from aaf_cli.errors import UsageError
 from aaf_cli.results import ModelOutcome, Series
 from aaf_cli.runs import RunFolder
+from aaf_cli.sweeps.result import Sweep
 
 if TYPE_CHECKING:
     from aaf_cli.checks import Checked
     from aaf_cli.overview import Curve, Row
+    from aaf_cli.sweeps.local import PointEvent
     from aaf_cli.trackers import Exported, ExportResult
 
 ConfigLike = ExperimentConfig | str | Path | Mapping[str, Any] | None
@@ -71,7 +73,7 @@ def load_config(config: ConfigLike = None, overrides: Sequence[str] = ()) -> Exp
     if isinstance(config, ExperimentConfig):
         if not overrides:
             return config
-        config = config.model_dump(mode="json")
+        config = config.to_data()
     return _load(config, overrides)
 
 
@@ -319,6 +321,116 @@ def export(
         runs_dir=runs_dir,
         on_export=on_export,
     )
+
+
+def sweep(
+    config_or_sweep_file: ConfigLike = None,
+    *,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    random: Mapping[str, str] | None = None,
+    samples: int | None = None,
+    sweep_seed: int | None = None,
+    overrides: Sequence[str] = (),
+    name: str | None = None,
+    runs_dir: str | Path = "runs",
+    metric: str = "final",
+    dry_run: bool = False,
+    force: bool = False,
+    progress: bool = False,
+    stop: Callable[[], bool] | None = None,
+    on_point: Callable[[PointEvent], None] | None = None,
+    resume: str | Path | None = None,
+) -> Sweep:
+    """Run many experiments: every combination of ``grid`` values, times ``samples`` random
+    draws of the ``random`` axes; one ordinary run folder per point (``aaf sweep``).
+
+    Args:
+        config_or_sweep_file: a sweep file (or a mapping with its keys: ``base``/``config``,
+            ``grid``, ``random``, ``samples``, ``sweep_seed``, ``name``), or the base
+            experiment config as ``load_config`` takes it (None: the built-in default).
+        grid: config key paths to their values, e.g. ``{"variants.1.n": [1, 2, 5]}``.
+        random: key paths to ``loguniform(LO,HI)``, ``uniform(LO,HI)`` or ``choice(a,b,...)``.
+        samples: random draws, each crossed with every grid point (needs ``random``).
+        sweep_seed: the seed of the draws (default: the file's, else 0).
+        overrides: ``key.path=value`` overrides of the base config (``--set``).
+        name: the sweep folder's name (default: the file's name or stem, or ``<base>-sweep``).
+        runs_dir: where the sweep folder ``<timestamp>_<name>/`` is made.
+        metric: what ``sweep.png`` draws: ``final`` or ``best`` test MSE.
+        dry_run: check every point and estimate the whole sweep; write nothing.
+        force: run a sweep over the soft size limits (they apply to its total time).
+        progress: a progress bar per point on stderr.
+        stop: polled every step; True ends the current point after its step and leaves the
+            rest pending (status ``interrupted``).
+        on_point: called when each point starts and ends (a ``sweeps.local.PointEvent``).
+        resume: a sweep folder: run only its points that are not done (nothing else given).
+
+    Returns:
+        The sweep, read back from its folder (a dry run: planned, ``folder`` None).
+
+    Raises:
+        ConfigError: a bad sweep file, axis or point (one line naming the point's values);
+            nothing is written.
+        UsageError: over the soft limits without ``force``; a bad argument.
+        RunError: ``resume`` of a folder that is not a sweep.
+
+    Example:
+        >>> swept = sweep({"name": "doc", "seeds": 2, "train": {"steps": 20}},
+        ...               grid={"variants.1.n": [1, 5]}, runs_dir=tmp)
+        >>> swept.status, [p.values for p in swept.points]
+        ('completed', [{'variants.1.n': 1}, {'variants.1.n': 5}])
+    """
+    from aaf_cli.sweeps.local import check_plan, plan_of, run_sweep
+    from aaf_cli.sweeps.spec import plan_sweep
+
+    if resume is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("a config or sweep file", config_or_sweep_file),
+                ("grid", grid),
+                ("random", random),
+                ("samples", samples),
+                ("sweep_seed", sweep_seed),
+                ("overrides", list(overrides) or None),
+                ("name", name),
+            )
+            if value is not None
+        ]
+        if given:
+            raise UsageError(
+                f"--resume takes the sweep folder alone (its base and axes are in its "
+                f"sweep.yaml); also given: {', '.join(given)}"
+            )
+        folder = Path(resume)
+        plan, record = plan_of(folder)
+        if dry_run:
+            return Sweep.planned(plan, check_plan(plan, force))
+        run_sweep(
+            plan, folder.parent, metric=metric, force=force, progress=progress, stop=stop,
+            on_point=on_point, resume=(folder, record),
+        )  # fmt: skip
+        return Sweep.open(folder)
+    plan = plan_sweep(
+        config_or_sweep_file,
+        grid=grid,
+        random_axes=random,
+        samples=samples,
+        sweep_seed=sweep_seed,
+        overrides=overrides,
+        name=name,
+    )
+    if dry_run:
+        return Sweep.planned(plan, check_plan(plan, force))
+    folder = run_sweep(
+        plan,
+        Path(runs_dir),
+        metric=metric,
+        force=force,
+        progress=progress,
+        stop=stop,
+        on_point=on_point,
+    )
+    return Sweep.open(folder)
 
 
 def _compare_output(out: Path | None, runs_dir: Path, now: datetime) -> Path:

@@ -314,6 +314,16 @@ def list_(
                 entries.append(
                     {"folder": str(found.folder), "status": "unreadable", "error": str(exc)}
                 )
+        # A sweep is one row: its name, point count and status (its points are runs inside).
+        from aaf_cli.sweeps.records import describe_sweep, find_sweeps, newest_first
+
+        for path in find_sweeps(runs_dir):
+            try:
+                entries.append(describe_sweep(path))
+            except RunError as exc:
+                problems.append(str(exc))
+                entries.append({"folder": str(path), "status": "unreadable", "error": str(exc)})
+        entries = newest_first(entries)
         if as_json:
             from aaf_cli.runs import jsonable
 
@@ -340,13 +350,20 @@ def show(
     ],
     runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
-    """Show one run: its config highlights, results table, verdicts and files.
+    """Show one run: its config highlights, results table, verdicts and files; or a sweep
+    folder: its points table and each point's verdicts.
 
     Example: aaf show elu
     """
     with _errors():
         from aaf_cli import api, render
+        from aaf_cli.sweeps.records import find_sweep
+        from aaf_cli.sweeps.result import Sweep
 
+        sweep_folder = find_sweep(run_, runs_dir)
+        if sweep_folder is not None:
+            render.print_sweep(Sweep.open(sweep_folder), verdicts=True)
+            return
         # Read (and so check) the config, summary and metrics before printing anything.
         opened = api.open_run(run_, runs_dir).read()
         rows = opened.rows
@@ -438,6 +455,138 @@ def export(
         )
         for repeat in done.repeated:
             typer.echo(f"note: {repeat} is given more than once; exported once", err=True)
+
+
+@app.command()
+def sweep(
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A sweep file (with grid:/random:, base: or config:) or the base experiment "
+            "config. Omitted: the built-in default experiment.",
+            show_default=False,
+            metavar="CONFIG_OR_SWEEP_FILE",
+        ),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            metavar="KEY=V1,V2,...",
+            help="Sweep a config key over values (YAML scalars, or a flow list KEY=[1,2]); "
+            "several --grid make every combination.",
+            show_default=False,
+        ),
+    ] = None,
+    random: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--random",
+            metavar="KEY=DIST",
+            help="Draw a key from loguniform(LO,HI), uniform(LO,HI) or choice(a,b,...) "
+            "--samples times (each draw crossed with the grid).",
+            show_default=False,
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", help="Random draws (with --random).", show_default=False),
+    ] = None,
+    sweep_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--sweep-seed", help="Seed of the random draws (default 0).", show_default=False
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The sweep folder's name.", show_default=False),
+    ] = None,
+    runs_dir: Annotated[
+        Path, typer.Option("--runs-dir", help="Where the sweep folder is made.")
+    ] = Path("runs"),
+    metric: Annotated[
+        str, typer.Option("--metric", help="What sweep.png draws: final or best test MSE.")
+    ] = "final",
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Check every point, print them and the estimate; run nothing."
+        ),
+    ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            metavar="SWEEP_FOLDER",
+            help="Run the points of this sweep folder that are not done.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress or table; print the folder only.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Run a sweep over the size limits (its total counts)."),
+    ] = False,
+) -> None:
+    """Run one experiment per point of a grid (and of random draws): each point an ordinary
+    run folder under <sweep folder>/points/, with points.csv and sweep.png beside them.
+
+    Example: aaf sweep configs/elu.yaml --grid variants.1.n=1,2,5,10 --set seeds=5
+    """
+    with _errors():
+        from aaf_cli import api
+        from aaf_cli.sweeps.spec import options, parse_grid_option, parse_random_option
+
+        def on_point(event: Any) -> None:
+            if event.phase != "done":
+                return
+            line = f"[{event.index + 1}/{event.count}] point {event.index} ({event.label}): "
+            line += event.status
+            line += f" in {event.seconds:.1f} s"
+            for c in event.comparisons:
+                ratio = c.get("ratio_geomean")
+                if isinstance(ratio, float):
+                    line += f"; {c['variant']} x{ratio:.2g} vs {c['baseline']}"
+            if event.error:
+                line += f": {event.error}"
+            typer.echo(line, err=True)
+
+        with _interruptible() as stop:
+            swept = api.sweep(
+                config,
+                grid=options(grid or [], parse_grid_option, "--grid") or None,
+                random=options(random or [], parse_random_option, "--random") or None,
+                samples=samples,
+                sweep_seed=sweep_seed,
+                overrides=set_ or [],
+                name=name,
+                runs_dir=runs_dir,
+                metric=metric,
+                dry_run=dry_run,
+                force=force,
+                progress=not quiet,
+                stop=stop,
+                on_point=None if quiet else on_point,
+                resume=resume,
+            )
+        from aaf_cli import render
+
+        if dry_run:
+            render.print_sweep_plan(swept)
+            return
+        if not quiet:
+            render.print_sweep(swept, folder=False)
+        typer.echo(str(swept.folder))
+        if swept.status == "interrupted":
+            raise typer.Exit(EXIT_INTERRUPTED)
+        if swept.failed:
+            failed = ", ".join(str(p.index) for p in swept.failed)
+            typer.echo(f"Error: points failed: {failed} (see points.csv)", err=True)
+            raise typer.Exit(1)
 
 
 def main() -> None:

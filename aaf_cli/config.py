@@ -417,7 +417,14 @@ def variant_parameters(kind: str) -> list[tuple[str, str, str]]:
         shown = "-" if default is None else repr(default)
         if isinstance(default, tuple):
             shown = repr(list(default))
-        out.append((key, shown, field.description or ""))
+        description = field.description or ""
+        if key == "name":
+            shown = "auto"
+            description = (
+                f"default: named after what it is ('{default}', or with its non-default "
+                "settings, e.g. 'global-n5', 'layer-sr')"
+            )
+        out.append((key, shown, description))
     return out
 
 
@@ -519,11 +526,24 @@ class TrainConfig(_Strict):
                     f"{', '.join(users)})"
                 )
             return None
-        if value is None:
-            value = users[schedule]
-            if value is None:
-                raise ValueError(f"required by schedule {schedule}, but not set (None)")
+        if value is None and users[schedule] is None:
+            raise ValueError(f"required by schedule {schedule}, but not set (None)")
+        # An optional parameter left unset stays None here (its default is applied by
+        # ``effective_schedule``), so that a resolved config.yaml still loads after --set
+        # changes its schedule.
         return value
+
+    def effective_schedule(self) -> dict[str, float]:
+        """The schedule parameters in effect, defaults included (e.g. step's gamma 0.1)."""
+        out: dict[str, float] = {}
+        for key, users in _SCHEDULE_PARAMETERS.items():
+            if self.schedule in users:
+                value = getattr(self, key)
+                default = users[self.schedule]
+                chosen = value if value is not None else default
+                if chosen is not None:
+                    out[key] = chosen
+        return out
 
 
 def schedule_summary(train: Mapping[str, Any]) -> str:
@@ -532,7 +552,10 @@ def schedule_summary(train: Mapping[str, Any]) -> str:
     both are (runs made before schedules existed have neither key)."""
     parts = []
     schedule = train.get("schedule") or "constant"
-    params = [f"{k} {train[k]}" for k in ("warmup_steps", *_SCHEDULE_PARAMETERS) if train.get(k)]
+    defaults = {k: users.get(schedule) for k, users in _SCHEDULE_PARAMETERS.items()}
+    values = {k: train.get(k) if train.get(k) is not None else defaults[k] for k in defaults}
+    params = [f"warmup_steps {train['warmup_steps']}"] if train.get("warmup_steps") else []
+    params += [f"{k} {v}" for k, v in values.items() if v]
     if schedule != "constant" or params:
         parts.append(f"{schedule} schedule" + (f" ({', '.join(params)})" if params else ""))
     if train.get("weight_decay"):
@@ -599,10 +622,25 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"variant names must be unique ('{repeated[0]}' repeats)")
         entries = [v.model_dump(mode="json", exclude={"name"}) for v in variants]
         names = default_names(entries, given)
-        return [
-            v if g is not None else v.model_copy(update={"name": name})
-            for v, g, name in zip(variants, given, names)
-        ]
+        out = []
+        for v, g, name in zip(variants, given, names):
+            if g is None:
+                v = v.model_copy(update={"name": name})
+                # Still "not given": a config re-validated with overrides (the API's
+                # load_config(cfg, overrides)) names it afresh after what it then is.
+                v.model_fields_set.discard("name")
+            out.append(v)
+        return out
+
+    def to_data(self) -> dict[str, Any]:
+        """The config as plain data that validates back to it, leaving out the names that were
+        chosen automatically (so that overrides applied to it rename those variants as the
+        same overrides on the original YAML would)."""
+        data = self.model_dump(mode="json")
+        for v, entry in zip(self.variants, data["variants"]):
+            if "name" not in v.model_fields_set:
+                del entry["name"]
+        return data
 
     @model_validator(mode="after")
     def _inputs_match_target(self) -> ExperimentConfig:

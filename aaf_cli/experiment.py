@@ -166,7 +166,13 @@ def environment(
     }
     if threads is not None:
         env.update(threads.record())
-        env["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "")
+        from aaf_cli import TORCH_LOADED_FIRST
+
+        policy = os.environ.get("OMP_WAIT_POLICY", "")
+        if TORCH_LOADED_FIRST and policy:
+            # torch's OpenMP runtime read its settings when torch was imported, before aaf_cli.
+            policy += " (set after torch was imported: may not be in effect)"
+        env["omp_wait_policy"] = policy
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -195,22 +201,25 @@ def run_experiment(
         stop: polled every step; True interrupts training (the result says so).
     """
     device = resolve_device(cfg.device)
-    threads = set_threads(cfg)
-    data = data if data is not None else make_dataset(cfg, device)
-    ensemble = build_ensemble(cfg, device)
-    result = train(
-        ensemble,
-        data.x_train,
-        data.y_train,
-        data.x_test,
-        data.y_test,
-        cfg.train,
-        on_log=on_log,
-        stop=stop,
-    )
-    return ExperimentResult(
-        cfg, ensemble.members, data, result, ensemble, environment(device, cfg.dtype, threads)
-    )
+    previous = torch.get_num_threads()  # a caller's setting (a notebook's) is given back
+    try:
+        threads = set_threads(cfg)
+        data = data if data is not None else make_dataset(cfg, device)
+        ensemble = build_ensemble(cfg, device)
+        result = train(
+            ensemble,
+            data.x_train,
+            data.y_train,
+            data.x_test,
+            data.y_test,
+            cfg.train,
+            on_log=on_log,
+            stop=stop,
+        )
+        env = environment(device, cfg.dtype, threads)
+    finally:
+        torch.set_num_threads(previous)
+    return ExperimentResult(cfg, ensemble.members, data, result, ensemble, env)
 
 
 def series_of(

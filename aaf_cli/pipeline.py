@@ -157,8 +157,7 @@ def statistics_rules() -> dict[str, Any]:
         "final": stats.tail_rule(),
         "last": "the last logged point",
         "best": "the minimum over logged points",
-        "ratio_interval": f"Student's t on log ratios below {stats.BOOTSTRAP_MIN_PAIRS} seed "
-        f"pairs, percentile bootstrap ({stats.BOOTSTRAP_SAMPLES} resamples) from there on",
+        "ratio_interval": "Student's t on the log ratios (95%), at every seed count",
         "test": "two-sided Wilcoxon signed-rank on log ratios of final test MSE, exact up to "
         f"{stats.EXACT_WILCOXON_MAX_N} pairs without ties; Holm-adjusted across the variants "
         "compared with one baseline",
@@ -306,6 +305,7 @@ def execute(
     flush_every: float = FLUSH_SECONDS,
     force: bool = False,
     checked: Checked | None = None,
+    folder: Path | None = None,
 ) -> RunReport:
     """Run one experiment and write its complete run folder.
 
@@ -314,12 +314,14 @@ def execute(
     folder behind. While training, ``metrics.csv`` and ``parameters.csv`` are rewritten
     (atomically) at the first logged step and then every ``flush_every`` seconds, so a killed
     run keeps what it had. ``summary.json`` is written last: its presence marks a finished
-    folder.
+    folder. ``folder``: an empty folder to write into instead of a new timestamped one under
+    ``runs_dir`` (a sweep's ``points/<NNN>/``).
     """
     if checked is None or checked.config is not cfg:
         checked = preflight(cfg, source, force)
     started = datetime.now()
-    folder = runs.new_run_dir(runs_dir, cfg.name, started)
+    if folder is None:
+        folder = runs.new_run_dir(runs_dir, cfg.name, started)
     runs.write_atomic(folder / "config.yaml", cfg.to_yaml(config_header(source, overrides)))
     if on_start is not None:
         on_start(folder)

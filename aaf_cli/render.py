@@ -41,7 +41,14 @@ Cell = str | tuple[str, str]
 LIST_MIN = 16
 """Width below which a wrapped list column is dropped rather than narrowed further."""
 
-_STATUS_STYLES = {"completed": "green", "interrupted": "yellow", "diverged": "red"}
+_STATUS_STYLES = {
+    "completed": "green",
+    "interrupted": "yellow",
+    "diverged": "red",
+    "partial": "yellow",
+    "failed": "red",
+    "pending": "dim",
+}
 
 
 def console(width: int | None = None) -> Console:
@@ -489,7 +496,7 @@ def print_list(
         Column("variants", 4, wrap="list"),
         Column("seeds", 5, "right"),
         Column("steps", 1, "right"),
-        Column("status", 0),
+        Column("status", 0, wrap="list"),
         Column("best test (median)", 2, wrap="list"),
         Column("time", 6, "right"),
     ]
@@ -508,6 +515,10 @@ def print_list(
             steps = str(e["steps"])
         best = ", ".join(f"{k} {fmt(v)}" for k, v in (e.get("best_test") or {}).items())
         duration = e.get("duration_s")
+        shown = status
+        if e.get("kind") == "sweep":  # a sweep is one row (sweeps.records.describe_sweep)
+            done = "" if status == "completed" else f"{e['points_done']}/"
+            shown = f"sweep: {done}{e['points']} points, {status}"
         rows.append(
             [
                 folder,
@@ -515,7 +526,7 @@ def print_list(
                 ", ".join(e.get("variants") or []) or "-",
                 "-" if e.get("seeds") is None else str(e["seeds"]),
                 steps,
-                (status, _STATUS_STYLES.get(status, "magenta")),
+                (shown, _STATUS_STYLES.get(status, "magenta")),
                 best or "-",
                 "-" if duration is None else f"{duration:.0f} s",
             ]
@@ -600,3 +611,128 @@ def print_show(
     name_width = min(name_width, max(out.width - 20, 10))
     for name, size in files:
         out.print(f"  {name:{name_width}s} {size:>10,d} bytes", highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# aaf sweep, aaf show SWEEP
+
+SWEEP_NOTE = (
+    "final test: median over seeds; interval: the geometric mean's 95% t interval over seeds; "
+    "vs baseline: seeds where the final test MSE is lower, geometric-mean ratio, Wilcoxon p "
+    "(Holm-adjusted over the point's variants)"
+)
+
+
+POINTS_NOTE = "points.csv (every number), sweep.png (the figure), points/<NNN>/ (the runs)"
+
+
+def _sweep_versus(row: Mapping[str, Any]) -> str:
+    if row.get("variant") == row.get("baseline"):
+        return "baseline"
+    if not row.get("pairs"):
+        return "-"
+    parts = [f"{row['wins']}/{row['pairs']} wins"]
+    if row.get("ratio") is not None:
+        parts.append(f"x{row['ratio']:.2g}")
+    if row.get("p") is not None and row["pairs"] >= 2:
+        parts.append(f"p={row['p']:.2g}")
+    return ", ".join(parts)
+
+
+def print_sweep(
+    sweep: Any, out: Console | None = None, verdicts: bool = False, folder: bool = True
+) -> None:
+    """The points table of a sweep (an ``aaf_cli.Sweep``): a row per point and variant, the
+    swept values first; then, with ``verdicts``, each point's verdict sentences. ``folder``:
+    the sweep folder first (``aaf sweep`` prints it last instead)."""
+    from rich.text import Text
+
+    from aaf_cli.sweeps.spec import short_text
+
+    out = out or console()
+    done = sum(1 for p in sweep.points if p.status in ("completed", "diverged"))
+    head = f"sweep {sweep.name}: {done}/{len(sweep.points)} points done, status {sweep.status}"
+    if not folder or sweep.folder is None:
+        pass
+    elif len(str(sweep.folder)) <= out.width:
+        out.print(Text(str(sweep.folder), style="bold"), highlight=False)
+    else:  # a long path: the folder's own name whole on its line
+        out.print(Text(sweep.folder.name, style="bold"), highlight=False, soft_wrap=True)
+        _say(out, f"in {sweep.folder.parent}{os.sep}", indent="")
+    _say(out, head, indent="")
+    base = sweep.base or {}
+    if base.get("source"):
+        sets = " ".join(f"--set {o}" for o in base.get("overrides") or [])
+        _say(out, f"base: {base['source']}" + (f" {sets}" if sets else ""))
+    for line in sweep.describe_values():
+        _say(out, f"swept {line}")
+    columns = [Column("point", 0, "right")]
+    columns += [Column(key, 0, wrap="name") for key in sweep.keys]
+    columns += [
+        Column("variant", 0, wrap="name"),
+        Column("status", 3),
+        Column("seeds", 6, "right"),
+        Column("final test", 0, "right"),
+        Column("interval", 4, wrap="list"),
+        Column("best test", 5, "right"),
+        Column("steps to thr.", 7, "right"),
+        Column("vs baseline", 1, wrap="list"),
+    ]
+    cells: list[Sequence[Cell] | None] = []
+    previous = None
+    for r in sweep.table:
+        point = int(r["point"])
+        if previous is not None and point != previous:
+            cells.append(None)
+        first = point != previous
+        status = str(r["status"])
+        low, high = r.get("final_test_ci_low"), r.get("final_test_ci_high")
+        cells.append(
+            [
+                str(point) if first else "",
+                *[short_text(r.get(k)) if first else "" for k in sweep.keys],
+                str(r["variant"]),
+                (status, _STATUS_STYLES.get(status, "magenta")),
+                "-" if r.get("seeds") is None else str(r["seeds"]),
+                fmt(r.get("final_test_median")),
+                "-" if low is None or high is None else f"{fmt(low)}, {fmt(high)}",
+                fmt(r.get("best_test_median")),
+                fmt(r.get("steps_to_threshold"), ".0f"),
+                _sweep_versus(r),
+            ]
+        )
+        previous = point
+    table, notes = fitted_table(columns, cells, out.width, "points (medians over seeds)")
+    _print_table(out, table, notes)
+    _say(out, SWEEP_NOTE, style="dim", indent="")
+    if verdicts:
+        for sentence in sweep.verdicts:
+            _say(out, sentence)
+    for p in sweep.points:
+        if p.error:
+            _say(out, f"point {p.index} failed: {p.error}", style="red")
+    if sweep.figure is not None:
+        _say(out, f"in the sweep folder: {POINTS_NOTE}", style="dim", indent="")
+
+
+def print_sweep_plan(sweep: Any, out: Console | None = None) -> None:
+    """``aaf sweep --dry-run``: every point's values, and the size of the whole sweep."""
+    out = out or console()
+    what = f"sweep {sweep.name}: {len(sweep.points)} points (dry run: nothing written)"
+    _say(out, what, indent="")
+    base = sweep.base or {}
+    if base.get("source"):
+        sets = " ".join(f"--set {o}" for o in base.get("overrides") or [])
+        _say(out, f"base: {base['source']}" + (f" {sets}" if sets else ""))
+    width = len(str(max(len(sweep.points) - 1, 0)))
+    for p in sweep.points:
+        _say(out, f"{p.index:>{width}d}  {p.label}")
+    if sweep.check is not None:
+        _say(out, f"estimate: {sweep.check.describe()}", indent="")
+        if sweep.check.over_limits:
+            _say(
+                out,
+                f"over the limits ({'; '.join(sweep.check.over_limits)}): runs with --force",
+                style="yellow",
+                indent="",
+            )

@@ -56,7 +56,12 @@ AGGREGATE_COLUMNS = ["variant", "metric", "step", "median", "low", "high", "band
 def new_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Path:
     """Create and return a fresh run folder; a clash gets ``-2``, ``-3``... (race-free mkdir)."""
     runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"--runs-dir {runs_dir}: is a file, expected a folder") from None
+    except OSError as exc:
+        raise UsageError(f"--runs-dir {runs_dir}: cannot make it ({exc.strerror or exc})") from None
     stamp = (now or datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
     base = f"{stamp}_{name}"
     for k in range(1, 10_000):
@@ -455,9 +460,19 @@ def _reason(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+#: The file that marks a sweep folder (``aaf sweep``): listed and shown as a sweep, not a run.
+SWEEP_FILE = "sweep.yaml"
+
+
+def is_sweep_folder(path: Path) -> bool:
+    """A folder that ``aaf sweep`` made (it holds ``sweep.yaml``)."""
+    return (Path(path) / SWEEP_FILE).is_file()
+
+
 def is_run_folder(path: Path) -> bool:
-    """A folder that aaf made: named like one, or holding a config and metrics or a summary."""
-    if not path.is_dir():
+    """A folder that aaf made: named like one, or holding a config and metrics or a summary.
+    A sweep folder is not one (its points are)."""
+    if not path.is_dir() or is_sweep_folder(path):
         return False
     if FOLDER_PATTERN.match(path.name):
         return True
@@ -532,6 +547,11 @@ def unique_runs(runs: Sequence[RunFolder]) -> tuple[list[RunFolder], list[RunFol
 def _resolve_one(spec: str, runs_dir: Path) -> list[RunFolder]:
     path = Path(spec)
     if path.is_dir():
+        if is_sweep_folder(path):
+            raise RunError(
+                f"{path}: is a sweep folder, not a run (aaf show it; its runs are "
+                f"{path / 'points'}{os.sep}*)"
+            )
         if not is_run_folder(path):
             raise RunError(f"{path}: not a run folder (no config.yaml with metrics.csv)")
         return [RunFolder(path)]

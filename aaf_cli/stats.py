@@ -16,12 +16,11 @@ from typing import Any
 BOOTSTRAP_SEED = 20200101
 BOOTSTRAP_SAMPLES = 10_000
 EXACT_WILCOXON_MAX_N = 30
-# Below this many pairs the interval of the mean log ratio is Student's t, not the percentile
-# bootstrap. For normal log ratios the t interval holds its 95% at every n >= 2, while the
-# percentile bootstrap of the mean covered only 73% at n = 3, 84% at n = 5, 90% at n = 10 and
-# 92% at n = 20 (1000 simulated samples each; tests/test_stats_honest.py checks the gap): with
-# few seeds it is far too narrow.
-BOOTSTRAP_MIN_PAIRS = 20
+# The interval of the mean log ratio is Student's t at every sample size. For normal log ratios
+# it holds its 95% at every n >= 2, while the percentile bootstrap of the mean covered only 73%
+# at n = 3, 84% at n = 5, 90% at n = 10 and still 92% at n = 20 (1000 simulated samples each;
+# tests/test_stats_honest.py checks the gap): with the seed counts experiments use, it is too
+# narrow. (bootstrap_mean_ci stays for whoever wants it, with that caveat.)
 ALPHA = 0.05
 POWER = 0.8
 # "Final" is a robust tail value: the median of the last TAIL_FRACTION of the logged points (at
@@ -109,9 +108,10 @@ def ranks(values: Sequence[float]) -> list[float]:
 def wilcoxon_signed_rank(differences: Sequence[float]) -> tuple[float, float]:
     """Two-sided Wilcoxon signed-rank test of paired differences.
 
-    Zero differences are dropped (Wilcoxon's convention). Without ties and for n <= 30 the
-    p-value is exact (the null distribution of W+ by counting sign patterns); otherwise the normal
-    approximation with tie correction is used.
+    Zero differences are dropped (Wilcoxon's convention). For n <= 30 the p-value is exact: the
+    null distribution of W+ by counting sign patterns, over the mid-ranks when absolute
+    differences tie (the exact conditional test; doubled mid-ranks are integers). Above 30 the
+    normal approximation with tie correction is used.
 
     Returns:
         ``(W+, p)``: the sum of ranks of positive differences and the two-sided p-value (NaN
@@ -123,15 +123,15 @@ def wilcoxon_signed_rank(differences: Sequence[float]) -> tuple[float, float]:
         return 0.0, math.nan
     r = ranks([abs(d) for d in diffs])
     w_plus = sum(rank for rank, d in zip(r, diffs) if d > 0)
-    ties = len(set(abs(d) for d in diffs)) < n
-    if not ties and n <= EXACT_WILCOXON_MAX_N:
-        # counts[w] = number of sign patterns whose positive ranks sum to w.
-        total = n * (n + 1) // 2
+    if n <= EXACT_WILCOXON_MAX_N:
+        doubled = [round(2 * rank) for rank in r]
+        total = sum(doubled)
+        # counts[w] = number of sign patterns whose positive doubled ranks sum to w.
         counts = [1] + [0] * total
-        for k in range(1, n + 1):
+        for k in doubled:
             for w in range(total, k - 1, -1):
                 counts[w] += counts[w - k]
-        w = round(w_plus)
+        w = round(2 * w_plus)
         lower = sum(counts[: min(w, total - w) + 1])
         return w_plus, min(1.0, 2 * lower / 2**n)
     mean = n * (n + 1) / 4
@@ -258,16 +258,13 @@ def t_mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, floa
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, str]:
-    """The interval of the mean that holds at this sample size, and its method's name.
+    """The interval of the mean used in comparisons, and its method's name (``t``).
 
-    Student's t below ``BOOTSTRAP_MIN_PAIRS`` values (the percentile bootstrap is far too
-    narrow there), the percentile bootstrap from there on (no normality assumed).
+    Student's t at every n: the percentile bootstrap is far too narrow at the seed counts
+    experiments use (see the comment at the top of this module).
     """
-    if len(values) < BOOTSTRAP_MIN_PAIRS:
-        lo, hi = t_mean_ci(values, level)
-        return lo, hi, "t"
-    lo, hi = bootstrap_mean_ci(values, level)
-    return lo, hi, "bootstrap"
+    lo, hi = t_mean_ci(values, level)
+    return lo, hi, "t"
 
 
 def min_wilcoxon_p(n: int) -> float:
@@ -323,10 +320,10 @@ class Comparison:
     """A variant against the baseline, paired by seed (pairs where either diverged are dropped).
 
     ``ratio_*`` compare final (tail) test MSEs, variant / baseline; the interval is of their
-    geometric mean, by ``ci_method`` (``t`` below ``BOOTSTRAP_MIN_PAIRS`` pairs, else
-    ``bootstrap``). ``p_value`` is the Wilcoxon signed-rank p of this comparison alone;
-    ``p_holm`` is Holm-adjusted over the ``family`` comparisons made against the same baseline
-    in one run; ``min_p`` is the smallest p the exact test can give with these pairs.
+    geometric mean, by ``ci_method`` (``t``: Student's t on the log ratios). ``p_value`` is the
+    Wilcoxon signed-rank p of this comparison alone; ``p_holm`` is Holm-adjusted over the
+    ``family`` comparisons with a p made against the same baseline in one run; ``min_p`` is the
+    smallest p the exact test can give with these pairs.
     """
 
     variant: str
@@ -386,7 +383,7 @@ def compare_paired(
         log_ratios.append(math.log(a / b) if a > 0 and b > 0 else (0.0 if a == b else math.nan))
     usable = [r for r in log_ratios if math.isfinite(r)]
     wins = sum(1 for s in seeds if final[s] < final_base[s])
-    method = "t" if len(usable) < BOOTSTRAP_MIN_PAIRS else "bootstrap"
+    method = "t"
     if usable:
         geomean = math.exp(statistics.fmean(usable))
         lo, hi, method = mean_ci(usable)
@@ -424,7 +421,8 @@ def compare_paired(
 def adjust_family(comparisons: Sequence[Comparison]) -> list[Comparison]:
     """The same comparisons with Holm-adjusted p-values over the whole family."""
     adjusted = holm([c.p_value for c in comparisons])
-    return [replace(c, p_holm=p, family=len(comparisons)) for c, p in zip(comparisons, adjusted)]
+    family = sum(1 for c in comparisons if math.isfinite(c.p_value))  # the p-values adjusted
+    return [replace(c, p_holm=p, family=family) for c, p in zip(comparisons, adjusted)]
 
 
 def _resolution(c: Comparison) -> list[str]:
@@ -454,7 +452,9 @@ def verdict(c: Comparison, threshold: float) -> str:
     parts = [f"{c.variant} beats {c.baseline} on {c.wins}/{c.pairs} seeds"]
     if math.isfinite(c.ratio_geomean):
         ci = ""
-        if c.pairs > 1 and math.isfinite(c.ratio_ci_low):
+        if c.pairs > 1 and c.ratio_ci_low == c.ratio_ci_high:
+            ci = " (the same in every seed: no spread to make an interval from)"
+        elif c.pairs > 1 and math.isfinite(c.ratio_ci_low):
             how = ", t interval" if c.ci_method == "t" else ""
             ci = f" [{c.ratio_ci_low:.2g}, {c.ratio_ci_high:.2g}{how}]"
         parts.append(f"final test MSE ratio {c.ratio_geomean:.2g}{ci}")
@@ -466,6 +466,8 @@ def verdict(c: Comparison, threshold: float) -> str:
         parts.append(f"only {c.baseline} reached {threshold:g} ({_seeds(c.reached_only_baseline)})")
     else:
         parts.append(f"neither reached {threshold:g}")
+    if c.pairs == 1:
+        parts.append("1 seed: no test or interval is possible; run more seeds")
     if c.pairs >= 2 and math.isfinite(c.p_value):
         p = f"Wilcoxon p = {c.p_value:.2g}"
         if c.family > 1 and math.isfinite(c.p_holm):

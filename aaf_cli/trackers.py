@@ -431,15 +431,15 @@ def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
     return str(client.create_experiment(name, artifact_location=location))
 
 
-def _existing(client: MlflowClient, experiment_id: str, folder: str) -> list[str]:
-    """Ids of the live MLflow runs already made from this folder."""
+def _existing(client: MlflowClient, experiment_id: str, folder: str) -> list[tuple[str, str]]:
+    """Ids and recorded ``aaf.status`` of the live MLflow runs already made from this folder."""
     if "'" not in folder:
         quoted = f"'{folder}'"
     elif '"' not in folder:
         quoted = f'"{folder}"'
     else:
         quoted = ""
-    found: list[str] = []
+    found: list[tuple[str, str]] = []
     token: str | None = None
     while True:
         page = client.search_runs(
@@ -448,7 +448,11 @@ def _existing(client: MlflowClient, experiment_id: str, folder: str) -> list[str
             max_results=1000,
             page_token=token,
         )
-        found += [r.info.run_id for r in page if r.data.tags.get(FOLDER_TAG) == folder]
+        found += [
+            (r.info.run_id, r.data.tags.get("aaf.status", ""))
+            for r in page
+            if r.data.tags.get(FOLDER_TAG) == folder
+        ]
         token = page.token
         if not token:
             return found
@@ -474,8 +478,11 @@ def _to_mlflow(
     from mlflow.entities import Metric, Param, RunStatus
 
     folder = str(run.path.resolve())
-    old = _existing(client, experiment_id, folder)
-    if old and not force:
+    found = _existing(client, experiment_id, folder)
+    old = [run_id for run_id, _ in found]
+    # Exported before with the same status: nothing new. A run exported while it was still
+    # going (or interrupted) and now finished is exported again, replacing the old one.
+    if found and not force and all(status == run.status for _, status in found):
         return Exported(run, "mlflow", f"run {old[0]}, {store}", skipped=True)
     summary = run.summary or {}
     environment = summary.get("environment") if isinstance(summary, Mapping) else None
@@ -488,6 +495,8 @@ def _to_mlflow(
         "aaf.version": str(made_by or __version__),
         "aaf.exported_by": __version__,
         "aaf.baseline": run.baseline,
+        # Format 1 summaries meant the last point by "final"; format 2 the tail median.
+        "aaf.summary_format": str(summary.get("format_version", "")),
         "mlflow.note.content": _description(run),
     }
     commit = environment.get("git_commit") if isinstance(environment, Mapping) else None

@@ -58,12 +58,14 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     if step < warmup:
         return step / warmup
     t = step - warmup
+    params = cfg.effective_schedule()
     if cfg.schedule == "cosine":
-        floor = cfg.min_lr_factor or 0.0
+        floor = params.get("min_lr_factor", 0.0)
         return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * t / (cfg.steps - warmup))) / 2
-    if cfg.schedule in ("exponential", "step"):
-        assert cfg.gamma is not None  # the config resolves it for these schedules
-        return cfg.gamma ** (t if cfg.schedule == "exponential" else t // (cfg.step_size or 1))
+    if cfg.schedule == "exponential":
+        return params["gamma"] ** t
+    if cfg.schedule == "step":
+        return params["gamma"] ** (t // int(params["step_size"]))
     return 1.0
 
 

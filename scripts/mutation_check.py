@@ -73,6 +73,8 @@ ENGINE = "tests/test_engine.py"
 DIVERGENCE = "tests/test_divergence.py"
 KINDS = "tests/test_kinds.py"
 EXPR = "tests/test_expr.py"
+SWEEP = "tests/test_sweep.py"
+SWEEP_PLAN = "tests/test_sweep.py::test_random_draws_are_deterministic_and_within_bounds"
 FAULTS_WRITE = (
     "tests/test_faults.py::"
     "test_an_interrupt_at_any_point_of_an_atomic_write_leaves_no_temporary_file"
@@ -114,6 +116,7 @@ MO = "aaf_cli/models.py"
 RU = "aaf_cli/runs.py"
 P = "aaf_cli/pipeline.py"
 E = "aaf_cli/expr.py"
+SW = "aaf_cli/sweeps/spec.py"
 
 CATALOGUE: tuple[Mutant, ...] = (
     # ---- statistics
@@ -169,11 +172,11 @@ CATALOGUE: tuple[Mutant, ...] = (
         STATS,
     ),
     mutant(
-        "stats.wilcoxon-exact-with-ties",
+        "stats.wilcoxon-exact-only-up-to-7",
         S,
-        "if not ties and n <= EXACT_WILCOXON_MAX_N:",
         "if n <= EXACT_WILCOXON_MAX_N:",
-        "exact Wilcoxon p-value used for tied samples too",
+        "if n <= EXACT_WILCOXON_MAX_N // 4:",
+        "exact Wilcoxon p-value only up to 7 pairs (normal approximation above)",
         GUARDS,
         STATS,
     ),
@@ -537,6 +540,31 @@ CATALOGUE: tuple[Mutant, ...] = (
         "calls of non-names (x.exp()) pass the allow-list check",
         EXPR,
     ),
+    mutant(
+        "sweeps.loguniform-is-uniform",
+        SW,
+        "value = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)",
+        "value = lo + (hi - lo) * u",
+        "loguniform draws spread uniformly instead of per decade",
+        SWEEP_PLAN,
+    ),
+    mutant(
+        "sweeps.grid-zip-not-product",
+        SW,
+        "for combo in itertools.product(*(a.values for a in grids)):",
+        "for combo in zip(*(a.values for a in grids)):",
+        "grid axes paired element by element instead of every combination",
+        SWEEP_PLAN,
+        SWEEP,
+    ),
+    mutant(
+        "sweeps.unseeded-draws",
+        SW,
+        "rng = random.Random(seed)",
+        "rng = random.Random()",
+        "random draws not reproducible from sweep_seed",
+        SWEEP_PLAN,
+    ),
 )
 
 
@@ -624,7 +652,7 @@ def run_pytest(copy: Path, tests: Sequence[str], timeout: float) -> tuple[int | 
     return proc.returncode, proc.stdout + proc.stderr
 
 
-FAILED = re.compile(r"^(FAILED|ERROR) (\S+)", re.MULTILINE)
+FAILED = re.compile(r"^(FAILED|ERROR) (.+?)(?: - .*)?$", re.MULTILINE)
 
 
 def first_failure(output: str) -> str:

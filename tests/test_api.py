@@ -34,9 +34,10 @@ def test_docstring_examples_run(tmp_path: Path) -> None:
     globs = {**vars(api), "tmp": tmp_path}
     tests = [t for t in finder.find(api, "api", globs=globs) if t.examples]
     # Examples share one namespace in source order: run() makes the result compare() uses.
-    order = ["load_config", "check", "run", "compare"]
+    order = ["load_config", "check", "run", "compare", "sweep"]
+    names = [t.name.split(".")[-1] for t in tests]
+    assert set(order[:4]) <= set(names) <= set(order), names
     tests.sort(key=lambda t: order.index(t.name.split(".")[-1]))
-    assert [t.name.split(".")[-1] for t in tests] == order
     for test in tests:
         test.globs = globs
         runner.run(test, clear_globs=False)
@@ -44,14 +45,27 @@ def test_docstring_examples_run(tmp_path: Path) -> None:
 
 
 def test_public_names_are_the_documented_api() -> None:
-    names = ("load_config", "check", "run", "open_run", "list_runs", "compare", "export", "Run")
+    names = (
+        "load_config",
+        "check",
+        "run",
+        "open_run",
+        "list_runs",
+        "compare",
+        "export",
+        "sweep",
+        "Run",
+        "Sweep",
+    )
     for name in names:
         assert getattr(aaf, name) is getattr(api, name)
     # No submodule may shadow a function of the API once it is imported.
     import aaf_cli.overview
+    import aaf_cli.sweeps.local
     import aaf_cli.trackers  # noqa: F401
 
     assert aaf.compare is api.compare and aaf.export is api.export
+    assert aaf.sweep is api.sweep
     assert sorted(aaf.__all__) == sorted(
         [
             *names,
@@ -169,3 +183,16 @@ def test_check_is_the_validate_path() -> None:
     with pytest.raises(aaf.UsageError, match="too large"):
         aaf.check(SMOKE, overrides=["seeds=300"])
     assert aaf.check(SMOKE, overrides=["seeds=300"], force=True).over_limits
+
+
+def test_overrides_on_a_loaded_config_rename_like_the_yaml_would() -> None:
+    variants = [{"kind": "fixed"}, {"kind": "global", "n": 10}, {"kind": "global", "n": 5}]
+    cfg = aaf.load_config({"variants": variants})
+    assert [v.name for v in cfg.variants] == ["fixed", "global-n10", "global-n5"]
+    via_api = aaf.load_config(cfg, ["variants.1.n=2"])
+    via_mapping = aaf.load_config({"variants": variants}, ["variants.1.n=2"])
+    assert [v.name for v in via_api.variants] == [v.name for v in via_mapping.variants]
+    assert via_api.variants[1].name == "global-n2"
+    # A given name stays, whatever the overrides.
+    named = aaf.load_config({"variants": [{"kind": "fixed"}, {"kind": "global", "name": "g"}]})
+    assert aaf.load_config(named, ["variants.1.n=2"]).variants[1].name == "g"

@@ -251,3 +251,11 @@ def test_validate_reports_the_same_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(config)])
     assert result.exit_code == 2
     assert "train.lr" in result.stderr
+
+
+def test_runs_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    result = runner.invoke(app, ["run", str(SMOKE), "--runs-dir", str(afile), "--quiet"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"Error: --runs-dir {afile}: is a file, expected a folder"

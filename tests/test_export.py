@@ -319,3 +319,10 @@ def test_unfinished_run_exports_what_it_logged(
     assert not any(key.startswith("summary/") for key in run.data.metrics)
     assert len(_history(client, run.info.run_id, "adaptive/seed1/test_mse")) == 5
     assert "summary.json" not in {a.path for a in client.list_artifacts(run.info.run_id)}
+    # Once the run has finished, exporting it again replaces the unfinished export.
+    shutil.copy(run_folder / "summary.json", copy / "summary.json")
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "skipped" not in again.output, again.output
+    (finished,) = client.search_runs([client.get_experiment_by_name("unfinished").experiment_id])
+    assert finished.info.run_id != run.info.run_id and finished.info.status == "FINISHED"
+    assert finished.data.tags["aaf.summary_format"] == "2"

@@ -30,12 +30,12 @@ def test_wilcoxon_drops_zero_differences() -> None:
 
 
 def test_wilcoxon_normal_approximation_with_ties_by_hand() -> None:
-    # stats.wilcoxon-no-tie-correction. |d| ranks: 1,1,1 -> 2; 2 -> 4; 3,3 -> 5.5; 4 -> 7;
-    # 5 -> 8; 6 -> 9; 7 -> 10. W+ = 6 + 11 + 7 + 8 + 10 = 42; mean 27.5; variance
-    # 10*11*21/24 - ((3^3-3) + (2^3-2))/48 = 96.25 - 0.625.
-    w, p = wilcoxon_signed_rank([1, 1, 1, -2, 3, 3, 4, 5, -6, 7])
-    assert w == 42.0
-    z = (42 - 27.5) / math.sqrt(96.25 - 0.625)
+    # stats.wilcoxon-no-tie-correction (above 30 pairs; below, ties are handled exactly).
+    # |d| ranks: 1,1,1 -> 2; 2 -> 4; 3,3 -> 5.5; 4..29 -> 7..32. W+ = 3*2 + 2*5.5 + (7+32)*26/2
+    # = 524; mean 32*33/4 = 264; variance 32*33*65/24 - ((3^3-3) + (2^3-2))/48 = 2860 - 0.625.
+    w, p = wilcoxon_signed_rank([1, 1, 1, -2, 3, 3, *range(4, 30)])
+    assert w == 524.0
+    z = (524 - 264) / math.sqrt(2860 - 0.625)
     assert p == pytest.approx(math.erfc(z / math.sqrt(2)), rel=1e-12)
 
 

@@ -8,6 +8,7 @@ the activation parameters are two param groups, so the activation group's decay 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -312,10 +313,24 @@ def test_bad_schedule_settings_are_one_line_errors_naming_the_key(
 def test_schedule_defaults_are_resolved_into_the_config() -> None:
     """The resolved config (config.yaml of a run) says which values were used."""
     cfg = load_config(None, ["train.schedule=step", "train.step_size=7"]).train
-    assert (cfg.gamma, cfg.step_size, cfg.min_lr_factor) == (0.1, 7, None)
+    assert (cfg.gamma, cfg.step_size, cfg.min_lr_factor) == (None, 7, None)
+    assert cfg.effective_schedule() == {"gamma": 0.1, "step_size": 7}
     cfg = load_config(None, ["train.schedule=cosine", "train.warmup_steps=50"]).train
-    assert (cfg.min_lr_factor, cfg.gamma, cfg.step_size) == (0.0, None, None)
+    assert (cfg.min_lr_factor, cfg.gamma, cfg.step_size) == (None, None, None)
+    assert cfg.effective_schedule() == {"min_lr_factor": 0.0}
     assert lr_factor(cfg, 0) == 0.0 and lr_factor(cfg, 25) == 0.5 and lr_factor(cfg, 50) == 1.0
     dumped = load_config(None, ["variants.0.weight_decay=0.01"]).model_dump(mode="json")
     assert dumped["variants"][0]["weight_decay"] == 0.01
     assert dumped["train"]["schedule"] == "constant"
+
+
+def test_a_resolved_config_reloads_with_another_schedule(tmp_path: Path) -> None:
+    """config.yaml of a run loads again, and --set can switch its schedule."""
+    cfg = load_config(None, ["train.schedule=cosine", "train.steps=40"])
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+    switched = load_config(path, ["train.schedule=constant"]).train
+    assert switched.schedule == "constant" and switched.effective_schedule() == {}
+    step = load_config(path, ["train.schedule=step", "train.step_size=5"]).train
+    assert step.effective_schedule() == {"gamma": 0.1, "step_size": 5}

@@ -13,7 +13,6 @@ import pytest
 
 from aaf_cli.results import Series, outcome, summarise
 from aaf_cli.stats import (
-    BOOTSTRAP_MIN_PAIRS,
     adjust_family,
     bootstrap_mean_ci,
     compare_paired,
@@ -51,12 +50,11 @@ def test_t_interval_by_hand() -> None:
     assert all(math.isnan(v) for v in t_mean_ci([1.0]))
 
 
-def test_interval_method_switches_at_the_stated_seed_count() -> None:
+def test_comparisons_use_the_t_interval_at_every_seed_count() -> None:
     rng = random.Random(3)
-    few = [rng.gauss(0, 1) for _ in range(BOOTSTRAP_MIN_PAIRS - 1)]
-    many = [rng.gauss(0, 1) for _ in range(BOOTSTRAP_MIN_PAIRS)]
-    assert mean_ci(few)[2] == "t" and mean_ci(few)[:2] == t_mean_ci(few)
-    assert mean_ci(many)[2] == "bootstrap" and mean_ci(many)[:2] == bootstrap_mean_ci(many)
+    for n in (3, 10, 40):
+        values = [rng.gauss(0, 1) for _ in range(n)]
+        assert mean_ci(values) == (*t_mean_ci(values), "t")
 
 
 def _coverage(n: int, trials: int, interval: str) -> float:
@@ -74,7 +72,7 @@ def _coverage(n: int, trials: int, interval: str) -> float:
 
 @pytest.mark.parametrize("n", [3, 5])
 def test_small_sample_interval_keeps_its_coverage_where_the_bootstrap_does_not(n: int) -> None:
-    # The reason BOOTSTRAP_MIN_PAIRS exists: at 3-5 pairs the percentile bootstrap of a mean
+    # Why comparisons use the t interval: at 3-5 pairs the percentile bootstrap of a mean
     # covers the truth far less often than 95%; the t interval keeps 95% (normal data). 400
     # trials: the binomial sd of a 95% coverage estimate is 1.1 points.
     t_cov = _coverage(n, 400, "t")
@@ -189,3 +187,53 @@ def test_summary_comparisons_carry_the_family() -> None:
     assert all(c["ci_method"] == "t" for c in comparisons)
     assert all(c["min_p"] == 0.125 for c in comparisons)
     assert all("4 seeds: p cannot go below 0.12" in c["verdict"] for c in comparisons)
+
+
+def _brute_force_p(diffs: list[float]) -> float:
+    # Every sign pattern of the mid-ranks, two-sided: as or more extreme than observed.
+    from itertools import product
+
+    from aaf_cli.stats import ranks
+
+    r = ranks([abs(d) for d in diffs])
+    total = sum(r)
+    observed = sum(rank for rank, d in zip(r, diffs) if d > 0)
+    low = min(observed, total - observed)
+    hits = 0
+    for signs in product((0, 1), repeat=len(diffs)):
+        w = sum(rank for rank, s in zip(r, signs) if s)
+        hits += w <= low + 1e-9 or w >= total - low - 1e-9
+    return hits / 2 ** len(diffs)
+
+
+@pytest.mark.parametrize(
+    "diffs",
+    [
+        [1.0, 1.0, 2.0, -2.0, 3.0, 3.0, 3.0],
+        [-0.5, -0.5, -0.5],
+        [0.2, 0.2, -0.1, 0.4, 0.4, 0.4, -0.4, 0.9],
+        [1.0, 2.0, 3.0, -4.0, 5.0],
+    ],
+)
+def test_wilcoxon_is_exact_with_ties(diffs: list[float]) -> None:
+    from aaf_cli.stats import wilcoxon_signed_rank
+
+    assert wilcoxon_signed_rank(diffs)[1] == pytest.approx(_brute_force_p(diffs), rel=1e-12)
+
+
+def test_verdicts_for_one_seed_and_for_no_spread() -> None:
+    one = verdict(compare_paired("g", "f", {0: 0.5}, {0: 1.0}, {0: None}, {0: None}), 1e-3)
+    assert "1 seed: no test or interval is possible" in one
+    same = compare_paired("g", "f", {s: 0.5 for s in range(3)}, {s: 1.0 for s in range(3)}, {}, {})
+    assert same.p_value == 0.25  # exact, over tied ranks: never below the floor
+    assert "no spread to make an interval from" in verdict(same, 1e-3)
+
+
+def test_holm_family_counts_only_comparisons_with_a_p() -> None:
+    f = {s: 1.0 for s in range(4)}
+    none: dict[int, int | None] = {}
+    tested = compare_paired("a", "f", {s: 0.5 * (1 + 0.1 * s) for s in range(4)}, f, none, none)
+    untestable = compare_paired("b", "f", dict(f), f, none, none)  # every difference zero
+    adjusted = adjust_family([tested, untestable])
+    assert [c.family for c in adjusted] == [1, 1]
+    assert adjusted[0].p_holm == tested.p_value

@@ -1,0 +1,156 @@
+"""``sweep.png``: the chosen metric against the first swept key, a line per variant.
+
+The line is the geometric mean over seeds of the final (or best) test MSE with its 95% t
+interval as a band — exactly the ``*_geomean``/``*_ci_*`` columns of ``points.csv``. A second
+swept key (and any after it) gives one panel per combination of its values. The x axis is
+logarithmic when every value is positive and they span more than 10x; values that are not
+numbers are placed evenly, in the order swept. Colours and line styles are those of
+``aaf_cli.plots`` (Okabe-Ito), so a variant looks the same here as in its runs' figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
+
+from aaf_cli import plots
+from aaf_cli.sweeps.records import DONE
+from aaf_cli.sweeps.spec import short_text
+
+MAX_PANELS = 12
+MAX_TICKS = 12
+METRICS = ("final", "best")
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _lines(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict[int, str]]:
+    """How rows group into lines: by variant name when every point has the same variants,
+    else by position within the point (variants named after a swept value, global-n5, ...).
+    Returns the line keys in order and the row -> key map (by row index)."""
+    per_point: dict[int, list[str]] = {}
+    for row in rows:
+        per_point.setdefault(int(row["point"]), []).append(str(row["variant"]))
+    same = len({tuple(v) for v in per_point.values()}) <= 1
+    keys: dict[int, str] = {}
+    position: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        point = int(row["point"])
+        k = position.get(point, 0)
+        position[point] = k + 1
+        keys[i] = str(row["variant"]) if same else f"variants.{k}"
+    return list(dict.fromkeys(keys.values())), keys
+
+
+def draw(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    path: Path,
+    title: str,
+    metric: str = "final",
+) -> Any:
+    """Draw the sweep's figure from its ``points.csv`` rows (done points only) to ``path``.
+
+    Returns the figure, or None when no point is done yet (nothing is written then).
+    """
+    done = [r for r in rows if r["status"] in DONE]
+    if not done or not keys:
+        return None
+    x_key, panel_keys = keys[0], list(keys[1:])
+    order, line_of = _lines(rows)
+    line_index = {id(r): line_of[i] for i, r in enumerate(rows)}
+    xs_all = list(dict.fromkeys(short_text(r[x_key]) for r in rows))
+    raw_x = {short_text(r[x_key]): r[x_key] for r in rows}
+    numeric = _numeric(list(raw_x.values()))
+    positive = numeric and all(v > 0 for v in raw_x.values())
+    log_x = positive and max(raw_x.values()) > 10 * min(raw_x.values())
+
+    def x_of(row: Mapping[str, Any]) -> float:
+        value = row[x_key]
+        return float(value) if numeric else float(xs_all.index(short_text(value)))
+
+    panels = list(dict.fromkeys(tuple(short_text(r[k]) for k in panel_keys) for r in rows))
+    shown = panels[:MAX_PANELS]
+    cols = min(len(shown), 3)
+    grid_rows = math.ceil(len(shown) / cols)
+    width = max(7.5, 4.3 * cols)
+    fig = Figure(figsize=(width, 1.2 + 3.4 * grid_rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(grid_rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    baselines = {str(r["baseline"]) for r in done}
+    handles: dict[str, Any] = {}
+    y_column = f"{metric}_test_geomean"
+    for ax, panel in zip(axes, shown):
+        for i, line in enumerate(order):
+            mine = [
+                r
+                for r in done
+                if line_index[id(r)] == line
+                and tuple(short_text(r[k]) for k in panel_keys) == panel
+                and r.get(y_column) is not None
+            ]
+            mine.sort(key=x_of)
+            if not mine:
+                continue
+            col, ls = plots.colour(i), plots.style(i)
+            x = [x_of(r) for r in mine]
+            y = [float(r[y_column]) for r in mine]
+            ax.plot(x, y, color=col, ls=ls, lw=1.7, marker="o", ms=4)
+            low = [r[f"{metric}_test_ci_low"] for r in mine]
+            high = [r[f"{metric}_test_ci_high"] for r in mine]
+            if any(v is not None for v in low):
+                lo = [math.nan if v is None else float(v) for v in low]
+                hi = [math.nan if v is None else float(v) for v in high]
+                plots._band(ax, x, lo, hi, col, crowded=len(order) >= plots.OUTLINE_FROM)
+            label = line + (" (baseline)" if line in baselines else "")
+            handles.setdefault(
+                line, Line2D([], [], color=col, ls=ls, lw=1.7, marker="o", ms=4, label=label)
+            )
+        ax.set_yscale("log")
+        if log_x:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(xs_all)), xs_all, rotation=30 if len(xs_all) > 4 else 0)
+        elif len(raw_x) <= MAX_TICKS:  # a grid: its values are the ticks
+            ticks = sorted(raw_x.values())
+            ax.set_xticks([float(v) for v in ticks], [short_text(v) for v in ticks])
+            ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(True, which="major", alpha=0.3)
+        if panel_keys:
+            ax.set_title(", ".join(f"{k}={v}" for k, v in zip(panel_keys, panel)), fontsize=9)
+        ax.set_xlabel(x_key)
+        ax.tick_params(labelleft=True, labelbottom=True)
+    for ax in axes[len(shown) :]:
+        ax.set_visible(False)
+    for ax in axes[::cols]:
+        ax.set_ylabel(f"{metric} test MSE")
+    fig.legend(
+        handles=list(handles.values()),
+        loc="outside lower center",
+        ncols=max(1, min(len(handles), int(width // 2.8))),
+        fontsize=8,
+        frameon=False,
+    )
+    seeds = sorted({int(r["seeds"]) for r in done if r.get("seeds") is not None})
+    count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    lines = [
+        title,
+        f"{metric} test MSE: geometric mean over {count} seeds, band: its 95% t interval",
+    ]
+    if len(panels) > len(shown):
+        lines.append(f"the first {len(shown)} of {len(panels)} panels")
+    pending = len({r["point"] for r in rows}) - len({r["point"] for r in done})
+    if pending:
+        lines.append(f"{pending} points not done: not drawn")
+    fig.suptitle(plots.wrap("\n".join(lines), width), fontsize=10)
+    plots.save(fig, path)
+    return fig
