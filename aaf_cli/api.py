@@ -340,6 +340,9 @@ def sweep(
     stop: Callable[[], bool] | None = None,
     on_point: Callable[[PointEvent], None] | None = None,
     resume: str | Path | None = None,
+    tune: str | None = None,
+    tune_seeds: int | None = None,
+    eval_seeds: int | None = None,
 ) -> Sweep:
     """Run many experiments: every combination of ``grid`` values, times ``samples`` random
     draws of the ``random`` axes; one ordinary run folder per point (``aaf sweep``).
@@ -363,6 +366,13 @@ def sweep(
             rest pending (status ``interrupted``).
         on_point: called when each point starts and ends (a ``sweeps.local.PointEvent``).
         resume: a sweep folder: run only its points that are not done (nothing else given).
+        tune: the tuned-baseline protocol: a grid key (``train.lr``, ``train.weight_decay`` or
+            ``variants.K.<field>``, the sweep's only axis). The points run on the tuning seeds
+            ``0..tune_seeds-1``; each variant picks its value by the median best test MSE
+            there (ties: the smaller value); then one evaluation run, every variant at its
+            value, on the fresh seeds ``1000..1000+eval_seeds-1`` (``Sweep.tuned``).
+        tune_seeds: tuning seeds (default 5; the file's ``protocol.tune_seeds``).
+        eval_seeds: evaluation seeds (default 10; the file's ``protocol.eval_seeds``).
 
     Returns:
         The sweep, read back from its folder (a dry run: planned, ``folder`` None).
@@ -393,6 +403,9 @@ def sweep(
                 ("sweep_seed", sweep_seed),
                 ("overrides", list(overrides) or None),
                 ("name", name),
+                ("tune", tune),
+                ("tune_seeds", tune_seeds),
+                ("eval_seeds", eval_seeds),
             )
             if value is not None
         ]
@@ -418,6 +431,9 @@ def sweep(
         sweep_seed=sweep_seed,
         overrides=overrides,
         name=name,
+        tune=tune,
+        tune_seeds=tune_seeds,
+        eval_seeds=eval_seeds,
     )
     if dry_run:
         return Sweep.planned(plan, check_plan(plan, force))

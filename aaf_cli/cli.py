@@ -531,6 +531,29 @@ def sweep(
         bool,
         typer.Option("--force", help="Run a sweep over the size limits (its total counts)."),
     ] = False,
+    tune: Annotated[
+        str | None,
+        typer.Option(
+            "--tune",
+            metavar="KEY",
+            help="Tuned-baseline protocol: each variant picks its best value of this grid key "
+            "(train.lr, train.weight_decay or variants.K.<field>) on the tuning seeds, then "
+            "all are compared at their choices on fresh seeds.",
+            show_default=False,
+        ),
+    ] = None,
+    tune_seeds: Annotated[
+        int | None,
+        typer.Option("--tune-seeds", help="Tuning seeds 0..N-1 (default 5).", show_default=False),
+    ] = None,
+    eval_seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--eval-seeds",
+            help="Fresh evaluation seeds 1000..1000+N-1 (default 10).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run one experiment per point of a grid (and of random draws): each point an ordinary
     run folder under <sweep folder>/points/, with points.csv and sweep.png beside them.
@@ -572,6 +595,9 @@ def sweep(
                 stop=stop,
                 on_point=None if quiet else on_point,
                 resume=resume,
+                tune=tune,
+                tune_seeds=tune_seeds,
+                eval_seeds=eval_seeds,
             )
         from aaf_cli import render
 

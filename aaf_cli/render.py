@@ -531,7 +531,7 @@ def print_list(
                 "-" if duration is None else f"{duration:.0f} s",
             ]
         )
-    title = f"{len(entries)} runs in {runs_dir}, newest first"
+    title = f"{len(entries)} run{'' if len(entries) == 1 else 's'} in {runs_dir}, newest first"
     table, notes = fitted_table(columns, rows, out.width, title)
     _print_table(out, table, notes)
 
@@ -711,8 +711,41 @@ def print_sweep(
     for p in sweep.points:
         if p.error:
             _say(out, f"point {p.index} failed: {p.error}", style="red")
+    if getattr(sweep, "tuned", None) is not None:
+        print_tuned(sweep.tuned, out)
     if sweep.figure is not None:
         _say(out, f"in the sweep folder: {POINTS_NOTE}", style="dim", indent="")
+
+
+def print_tuned(tuned: Any, out: Console) -> None:
+    """The tuned-baseline protocol: how each variant chose, its choice, and the headline."""
+    from aaf_cli.sweeps.spec import short_text
+
+    def seeds(values: Sequence[int]) -> str:
+        return f"{values[0]}..{values[-1]}" if len(values) > 1 else str(values[0])
+
+    _say(
+        out,
+        f"tuned baseline: each variant chose its {tuned.key} by the {tuned.criterion} "
+        f"(tuning seeds {seeds(tuned.tune_seeds)}); evaluated on fresh seeds "
+        f"{seeds(tuned.eval_seeds)}",
+        indent="",
+    )
+    for name, value in tuned.chosen.items():
+        crit = tuned.criteria.get(name) or {}
+        shown = ", ".join(f"{k}: {fmt(v)}" for k, v in crit.items())
+        _say(out, f"{name}: {tuned.key}={short_text(value)} (median best test {shown})")
+    if tuned.status == "failed":
+        _say(out, f"evaluation run failed: {tuned.error}", style="red")
+    elif not tuned.verdict:
+        _say(out, f"evaluation run: {tuned.status}", style="yellow")
+    for sentence in tuned.verdict:
+        _say(out, sentence, style="bold", indent="")
+    for note in tuned.notes:
+        _say(out, f"note: {note}", style="yellow", indent="")
+    if tuned.verdict:
+        _say(out, "in the sweep folder: tuned.csv (the choices), tuned/ (the evaluation run)",
+             style="dim", indent="")  # fmt: skip
 
 
 def print_sweep_plan(sweep: Any, out: Console | None = None) -> None:

@@ -75,6 +75,10 @@ KINDS = "tests/test_kinds.py"
 EXPR = "tests/test_expr.py"
 SWEEP = "tests/test_sweep.py"
 SWEEP_PLAN = "tests/test_sweep.py::test_random_draws_are_deterministic_and_within_bounds"
+TUNED = (
+    "tests/test_sweep_tuned.py::"
+    "test_selection_is_the_argmin_of_the_median_best_on_a_constructed_case"
+)
 FAULTS_WRITE = (
     "tests/test_faults.py::"
     "test_an_interrupt_at_any_point_of_an_atomic_write_leaves_no_temporary_file"
@@ -117,6 +121,7 @@ RU = "aaf_cli/runs.py"
 P = "aaf_cli/pipeline.py"
 E = "aaf_cli/expr.py"
 SW = "aaf_cli/sweeps/spec.py"
+TU = "aaf_cli/sweeps/tuned.py"
 
 CATALOGUE: tuple[Mutant, ...] = (
     # ---- statistics
@@ -564,6 +569,22 @@ CATALOGUE: tuple[Mutant, ...] = (
         "rng = random.Random()",
         "random draws not reproducible from sweep_seed",
         SWEEP_PLAN,
+    ),
+    mutant(
+        "tuned.argmax-not-argmin",
+        TU,
+        "return min(range(len(values)), key=order), criteria",
+        "return max(range(len(values)), key=order), criteria",
+        "each variant picks its worst value of the tuned key instead of its best",
+        TUNED,
+    ),
+    mutant(
+        "tuned.min-not-median",
+        TU,
+        "return float(statistics.median(cleaned)) if cleaned else math.inf",
+        "return float(min(cleaned)) if cleaned else math.inf",
+        "the criterion is the luckiest tuning seed instead of the median over them",
+        TUNED,
     ),
 )
 

@@ -184,9 +184,9 @@ BAD: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["bad.yaml:2:1", "unknown key 'gird'", "did you mean 'grid'"],
     ),
     "protocol": (
-        "base: {smoke}\nprotocol: {{tune: train.lr}}\n",
+        "base: {smoke}\ngrid: {{variants.1.n: [1, 5]}}\nprotocol: {{tune: train.lr}}\n",
         [],
-        ["protocol", "not available yet (issue 11)"],
+        ["protocol.tune: not a swept key (grid: variants.1.n)"],
     ),
     "unknown swept key": (None, ["--grid", "train.lrr=1,2"], ["train.lrr", "did you mean 'lr'"]),
     "wrong value type": (None, ["--grid", "train.steps=ten,20"], ["train.steps", "integer"]),

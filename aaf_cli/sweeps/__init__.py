@@ -7,6 +7,7 @@
 - ``figure``: ``sweep.png``, the metric against the swept values.
 - ``local``: the local executor, points one after another in this process.
 - ``result``: ``Sweep``, what ``aaf_cli.sweep`` returns.
+- ``tuned``: the tuned-baseline protocol (``--tune``): selection, evaluation, ``tuned.csv``.
 
 (Named ``sweeps``: ``aaf_cli.sweep`` is the API's function.)
 """

@@ -123,6 +123,7 @@ def new_record(plan: SweepPlan, metric: str) -> SweepRecord:
             for p, cfg in zip(plan.points, plan.configs)
         ],
         metric=metric,
+        extra={"protocol": plan.protocol.record()} if plan.protocol is not None else {},
     )
 
 
@@ -147,6 +148,16 @@ def plan_of(folder: Path) -> tuple[SweepPlan, SweepRecord]:
             for a in record.axes
         ]  # fmt: skip
         base_source = str(base["source"])
+        protocol = None
+        if record.extra.get("protocol"):
+            from aaf_cli.sweeps.tuned import Protocol
+
+            given_protocol = record.extra["protocol"]
+            protocol = Protocol(
+                str(given_protocol["tune"]),
+                len(given_protocol["tune_seeds"]),
+                len(given_protocol["eval_seeds"]),
+            )
     except (KeyError, TypeError) as exc:
         raise ConfigError(source, "", f"corrupt (missing or bad {exc})") from None
     plan = SweepPlan(
@@ -161,6 +172,7 @@ def plan_of(folder: Path) -> tuple[SweepPlan, SweepRecord]:
         base=load_config(dict(given), overrides),
         points=[Point(p.index, dict(p.values)) for p in record.points],
         configs=[],
+        protocol=protocol,
     )
     plan.configs = build_configs(plan)
     return plan, record
@@ -264,13 +276,19 @@ def run_sweep(
             if entry.status == "interrupted":
                 stopped = True
                 break
+        if plan.protocol is not None and not stopped:
+            stopped = _tuned_phase(plan, folder, record, stop, progress)
     finally:
         statuses = [records.point_status(folder / p.folder) for p in record.points]
+        if plan.protocol is not None:
+            statuses.append(records.point_status(folder / "tuned"))
         if all(s in DONE for s in statuses):
             record.status = "completed"
         elif stopped:
             record.status = "interrupted"
-        elif any(p.status == "failed" for p in record.points):
+        elif any(p.status == "failed" for p in record.points) or (
+            (record.extra.get("tuned") or {}).get("status") == "failed"
+        ):
             record.status = "failed"
         else:
             record.status = "partial"
@@ -279,6 +297,59 @@ def run_sweep(
 
         draw(rows, record.keys, folder / FIGURE_FILE, _title(record), record.metric)
     return folder
+
+
+def _tuned_phase(
+    plan: SweepPlan,
+    folder: Path,
+    record: SweepRecord,
+    stop: Callable[[], bool] | None,
+    progress: bool,
+) -> bool:
+    """The protocol's phase 2 once every tuning point is done: each variant's choice, then the
+    evaluation run in ``tuned/`` (rerun unless complete); ``tuned.csv`` and sweep.yaml's
+    ``tuned`` entry. True when the run was interrupted."""
+    from aaf_cli.pipeline import execute
+    from aaf_cli.runs import RunFolder
+    from aaf_cli.sweeps import tuned
+
+    protocol = plan.protocol
+    assert protocol is not None
+    paths = [folder / p.folder for p in record.points]
+    if not all(records.point_status(p) in DONE for p in paths):
+        return False  # a failed tuning point: no choice can be made
+    values = [p.values[protocol.key] for p in plan.points]
+    summaries = [RunFolder(p).summary or {} for p in paths]
+    choice = tuned.choose(protocol.key, values, summaries)
+    names = [v.name for v in plan.base.variants]
+    cfg, sets = tuned.eval_config(plan.base_data, plan.overrides, protocol, names, choice.chosen)
+    path = folder / tuned.TUNED_DIR
+    interrupted = False
+    if records.point_status(path) not in DONE:
+        if stop is not None and stop():
+            return True
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        bar: Any = nullcontext(None)
+        if progress:
+            from aaf_cli.progress import live_progress
+
+            bar = live_progress(cfg)
+        try:
+            with bar as callbacks:
+                execute(
+                    cfg, folder, plan.base_source, sets,
+                    on_log=callbacks.on_log if callbacks is not None else None,
+                    stop=stop, force=True, folder=path,
+                )  # fmt: skip
+        except AafError as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            record.extra["tuned"] = {"status": "failed", "error": str(exc)}
+            return False
+        interrupted = records.point_status(path) == "interrupted"
+    record.extra["tuned"] = tuned.write_tuned(folder, protocol, values, choice, sets)
+    return interrupted
 
 
 def _title(record: SweepRecord) -> str:

@@ -46,6 +46,69 @@ class SweepPoint:
         return Run(RunFolder(self.folder))
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """The tuned-baseline protocol's outcome (``sweeps.tuned``).
+
+    Attributes:
+        key: the tuned key (``train.lr``).
+        tune_seeds, eval_seeds: the seeds of each phase (disjoint).
+        criterion: how each variant chose, in words.
+        chosen: each tuned variant's chosen value.
+        criteria: per variant, the criterion at each candidate value (its text).
+        status: the evaluation run's status (``pending`` before it ran, ``failed``).
+        folder: the evaluation run's folder (``<sweep>/tuned``).
+        verdict: the headline sentences, one per compared variant (empty until it ran).
+        notes: warnings, e.g. a choice at the edge of the grid.
+    """
+
+    key: str
+    tune_seeds: list[int]
+    eval_seeds: list[int]
+    criterion: str
+    chosen: dict[str, Any]
+    criteria: dict[str, dict[str, float]]
+    status: str
+    folder: Path | None
+    verdict: list[str]
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def run(self) -> Run | None:
+        """The evaluation run (``aaf_cli.Run``), or None until it is done."""
+        if self.folder is None or self.status not in DONE:
+            return None
+        from aaf_cli.api import Run
+        from aaf_cli.runs import RunFolder
+
+        return Run(RunFolder(self.folder))
+
+    @classmethod
+    def of(cls, folder: Path, extra: dict[str, Any]) -> Tuned | None:
+        protocol = extra.get("protocol")
+        if not protocol:
+            return None
+        entry = extra.get("tuned") or {}
+        status = entry.get("status", "pending")
+        path = folder / str(entry.get("folder", "tuned"))
+        if status != "failed":
+            status = records.point_status(path)
+        return cls(
+            key=str(protocol["tune"]),
+            tune_seeds=list(protocol["tune_seeds"]),
+            eval_seeds=list(protocol["eval_seeds"]),
+            criterion=str(protocol.get("criterion", "")),
+            chosen=dict(entry.get("chosen") or {}),
+            criteria={k: dict(v) for k, v in (entry.get("criterion") or {}).items()},
+            status=status,
+            folder=path,
+            verdict=list(entry.get("verdict") or []) if status in DONE else [],
+            error=entry.get("error"),
+            notes=tuple(str(n) for n in entry.get("notes") or ()),
+        )
+
+
 class Sweep:
     """A sweep: its points, the table of ``points.csv`` and its figure.
 
@@ -57,6 +120,8 @@ class Sweep:
         table: the rows of ``points.csv`` as dicts (numbers as floats, None where empty).
         status: ``completed``, ``interrupted``, ``failed``, ``partial`` or ``planned``.
         check: the size estimate of the whole sweep (a dry run's; None otherwise).
+        tuned: the tuned-baseline protocol's choices, evaluation run and verdict (``Tuned``;
+            None for a sweep without ``--tune``).
     """
 
     def __init__(
@@ -70,6 +135,7 @@ class Sweep:
         check: SweepCheck | None = None,
         source: str = "",
         base: dict[str, Any] | None = None,
+        tuned: Tuned | None = None,
     ) -> None:
         self.folder = folder
         self.name = name
@@ -80,6 +146,7 @@ class Sweep:
         self.check = check
         self.source = source
         self.base = base or {}
+        self.tuned = tuned
 
     def __repr__(self) -> str:
         return f"Sweep({str(self.folder)!r}, points={len(self.points)}, status={self.status!r})"
@@ -105,13 +172,16 @@ class Sweep:
             )
             for p in record.points
         ]
+        tuned = Tuned.of(folder, record.extra)
         done = all(p.status in DONE for p in points)
+        done = done and (tuned is None or tuned.status in DONE)
         status = "completed" if done else record.status
         if status in ("running", "completed"):
             status = "completed" if done else "partial"
         return cls(
-            folder, record.name, record.keys, points, rows, status, None, record.source, record.base
-        )
+            folder, record.name, record.keys, points, rows, status, None, record.source,
+            record.base, tuned,
+        )  # fmt: skip
 
     @classmethod
     def planned(cls, plan: SweepPlan, check: SweepCheck) -> Sweep:

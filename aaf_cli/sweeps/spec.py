@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -50,6 +50,9 @@ from aaf_cli.config import (
 )
 from aaf_cli.errors import ConfigError
 
+if TYPE_CHECKING:
+    from aaf_cli.sweeps.tuned import Protocol
+
 #: Most points one sweep may have (a typo such as samples: 1e6 is refused before anything).
 MAX_POINTS = 10_000
 #: Top-level keys that make a YAML file a sweep file rather than an experiment config.
@@ -61,10 +64,19 @@ DISTRIBUTIONS = {
 }
 #: Significant digits of a random draw from uniform/loguniform.
 DIGITS = 4
-PROTOCOL_MISSING = "the tuned-baseline protocol is not available yet (issue 11)"
 # YAML 1.1 (PyYAML) reads 1e-3 as a string: it wants a dot and a signed exponent.
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _DISTRIBUTION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*$", re.DOTALL)
+
+
+class ProtocolSpec(BaseModel):
+    """``protocol: {tune: train.lr, tune_seeds: 5, eval_seeds: 10}`` (``sweeps.tuned``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tune: str
+    tune_seeds: int = Field(5, ge=1, le=1000)
+    eval_seeds: int = Field(10, ge=1, le=4096)
 
 
 class SweepSpec(BaseModel):
@@ -82,6 +94,7 @@ class SweepSpec(BaseModel):
     random: dict[str, str] = Field(default_factory=dict)
     samples: int | None = Field(None, ge=1, le=MAX_POINTS)
     sweep_seed: int = Field(0, ge=0, le=2**63 - 1)
+    protocol: ProtocolSpec | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +335,7 @@ class SweepPlan:
     base: ExperimentConfig
     points: list[Point]
     configs: list[ExperimentConfig]
+    protocol: Protocol | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -341,7 +355,8 @@ def _spec_error(exc: ValidationError, source: str, located: _Located) -> ConfigE
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if error["type"] == "extra_forbidden":
         key = str(loc[-1])
-        valid = list(SweepSpec.model_fields)
+        nested = len(loc) > 1 and loc[0] == "protocol"
+        valid = list((ProtocolSpec if nested else SweepSpec).model_fields)
         close = difflib.get_close_matches(key, valid, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         message = f"unknown key '{key}'{hint} (valid keys: {', '.join(valid)})"
@@ -359,10 +374,7 @@ def _is_sweep(data: Any) -> bool:
 
 
 def read_spec(data: Mapping[str, Any], source: str, located: _Located) -> SweepSpec:
-    """Validate a sweep file's keys (the ``protocol`` key is named as not available yet)."""
-    if "protocol" in data:
-        mark = located.find(["protocol"]) or (None, None)
-        raise ConfigError(source, "protocol", PROTOCOL_MISSING, *mark)
+    """Validate a sweep file's keys."""
     try:
         spec = SweepSpec.model_validate(dict(data))
     except ValidationError as exc:
@@ -405,6 +417,9 @@ def plan_sweep(
     sweep_seed: int | None = None,
     overrides: Sequence[str] = (),
     name: str | None = None,
+    tune: str | None = None,
+    tune_seeds: int | None = None,
+    eval_seeds: int | None = None,
 ) -> SweepPlan:
     """Read a sweep (a sweep file, or a base config with axes) and build every point.
 
@@ -418,6 +433,10 @@ def plan_sweep(
         sweep_seed: the seed of the draws (over the file's ``sweep_seed``; default 0).
         overrides: ``--set`` overrides of the base config.
         name: the sweep's name (default: the file's ``name``, its stem, or ``<base>-sweep``).
+        tune: the tuned-baseline protocol's key (over the file's ``protocol.tune``); its
+            points then run on the tuning seeds (``sweeps.tuned``).
+        tune_seeds: tuning seeds (default: the file's, else 5).
+        eval_seeds: evaluation seeds (default: the file's, else 10).
 
     Raises:
         ConfigError: one line naming the file or option, the key and the problem; for a bad
@@ -457,6 +476,9 @@ def plan_sweep(
 
     # The file's set: first, then the command line's --set (the later one wins).
     overrides = [*(f"{k}={value_text(fix_number(v))}" for k, v in spec.set.items()), *overrides]
+    protocol = _protocol(spec, tune, tune_seeds, eval_seeds, source)
+    if protocol is not None:  # the tuning points run on the tuning seeds (this wins last)
+        overrides.append(f"seeds={value_text(protocol.tuning)}")
     # The base alone must be a valid config (its errors are told as they are, with lines).
     try:
         base = load_config(base_input, overrides)
@@ -500,6 +522,13 @@ def plan_sweep(
         )
     n_samples = samples if samples is not None else spec.samples
     randoms = [a for a in axes if a.kind == "random"]
+    if protocol is not None and axes:
+        from aaf_cli.sweeps.tuned import check_protocol
+
+        check_protocol(
+            protocol, [a.key for a in axes], [a.key for a in axes if a.kind == "random"], base,
+            f"--tune {protocol.key}" if tune is not None else f"{source}: protocol.tune",
+        )  # fmt: skip
     if not axes:
         raise ConfigError(
             source,
@@ -552,6 +581,7 @@ def plan_sweep(
         base=base,
         points=points,
         configs=[],
+        protocol=protocol,
     )
     if not re.fullmatch(NAME_PATTERN, plan.name):
         raise ConfigError(
@@ -560,7 +590,33 @@ def plan_sweep(
             f"letters, digits, - and _ only, at most 64 characters (got {plan.name!r})",
         )
     plan.configs = build_configs(plan)
+    if protocol is not None:  # phase 2's config must be valid too (at the first values)
+        from aaf_cli.sweeps.tuned import eval_config, tuned_variants
+
+        names = [v.name for v in base.variants]
+        first = {n: axes[0].values[0] for n in tuned_variants(protocol.key, names)}
+        try:
+            eval_config(base_data, plan.overrides, protocol, names, first)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: evaluation run", exc.key, exc.message) from None
     return plan
+
+
+def _protocol(
+    spec: SweepSpec, tune: str | None, tune_seeds: int | None, eval_seeds: int | None,
+    source: str,
+) -> Protocol | None:  # fmt: skip
+    given = spec.protocol
+    key = tune if tune is not None else (given.tune if given is not None else None)
+    if key is None:
+        if tune_seeds is not None or eval_seeds is not None:
+            raise ConfigError(source, "--tune", "--tune-seeds/--eval-seeds need --tune KEY")
+        return None
+    n_tune = tune_seeds if tune_seeds is not None else (given.tune_seeds if given else 5)
+    n_eval = eval_seeds if eval_seeds is not None else (given.eval_seeds if given else 10)
+    from aaf_cli.sweeps.tuned import Protocol
+
+    return Protocol(key.strip(), n_tune, n_eval)
 
 
 def build_configs(plan: SweepPlan) -> list[ExperimentConfig]:
