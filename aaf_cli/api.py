@@ -333,7 +333,7 @@ def sweep(
     overrides: Sequence[str] = (),
     name: str | None = None,
     runs_dir: str | Path = "runs",
-    metric: str = "final",
+    metric: str | None = None,
     dry_run: bool = False,
     force: bool = False,
     progress: bool = False,
@@ -358,7 +358,8 @@ def sweep(
         overrides: ``key.path=value`` overrides of the base config (``--set``).
         name: the sweep folder's name (default: the file's name or stem, or ``<base>-sweep``).
         runs_dir: where the sweep folder ``<timestamp>_<name>/`` is made.
-        metric: what ``sweep.png`` draws: ``final`` or ``best`` test MSE.
+        metric: what ``sweep.png`` draws: ``final`` or ``best`` test MSE (default ``final``;
+            a resumed sweep keeps its own).
         dry_run: check every point and estimate the whole sweep; write nothing.
         force: run a sweep over the soft size limits (they apply to its total time).
         progress: a progress bar per point on stderr.

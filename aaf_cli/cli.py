@@ -219,21 +219,23 @@ def kinds() -> None:
 RunsDirOpt = Annotated[
     Path, typer.Option("--runs-dir", help="Where run folders are looked up (and made).")
 ]
+RunsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Run folders, run names under --runs-dir (the newest of that name) or globs.",
+        metavar="RUN...",
+        show_default=False,
+    ),
+]
+LastOpt = Annotated[
+    int | None, typer.Option("--last", help="Also take the N newest runs.", show_default=False)
+]
 
 
 @app.command()
 def compare(
-    runs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Run folders, run names under --runs-dir (the newest of that name) or globs.",
-            metavar="RUN...",
-            show_default=False,
-        ),
-    ] = None,
-    last: Annotated[
-        int | None, typer.Option("--last", help="Also take the N newest runs.", show_default=False)
-    ] = None,
+    runs: RunsArg = None,
+    last: LastOpt = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -395,17 +397,8 @@ class _ExportCommand(typer.core.TyperCommand):
 
 @app.command(cls=_ExportCommand)
 def export(
-    runs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="Run folders, run names under --runs-dir (the newest of that name) or globs.",
-            metavar="RUN...",
-            show_default=False,
-        ),
-    ] = None,
-    last: Annotated[
-        int | None, typer.Option("--last", help="Also take the N newest runs.", show_default=False)
-    ] = None,
+    runs: RunsArg = None,
+    last: LastOpt = None,
     mlflow: Annotated[
         str | None,
         typer.Option(
@@ -507,8 +500,13 @@ def sweep(
         Path, typer.Option("--runs-dir", help="Where the sweep folder is made.")
     ] = Path("runs"),
     metric: Annotated[
-        str, typer.Option("--metric", help="What sweep.png draws: final or best test MSE.")
-    ] = "final",
+        str | None,
+        typer.Option(
+            "--metric",
+            help="What sweep.png draws: final (default) or best test MSE.",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -612,6 +610,9 @@ def sweep(
         if swept.failed:
             failed = ", ".join(str(p.index) for p in swept.failed)
             typer.echo(f"Error: points failed: {failed} (see points.csv)", err=True)
+            raise typer.Exit(1)
+        if swept.status == "failed":
+            typer.echo("Error: the tuned evaluation run failed (see sweep.yaml)", err=True)
             raise typer.Exit(1)
 
 

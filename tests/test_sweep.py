@@ -168,6 +168,16 @@ BAD: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["train.lr", "swept twice"],
     ),
     "malformed --grid": (None, ["--grid", "train.lr"], ["--grid train.lr", "expected KEY=V1,V2"]),
+    "overlapping swept keys": (
+        None,
+        ["--grid", "train.lr=1e-3,2e-3", "--grid", "train=[{{lr: 0.5, steps: 10}}]"],
+        ["train", "overlaps the swept key train.lr"],
+    ),
+    "set under a swept key": (
+        None,
+        ["--grid", "train=[{{lr: 0.5, steps: 10}}]", "--set", "train.steps=10"],
+        ["--set train.steps=10", "overlaps the swept key train"],
+    ),
     "unknown distribution": (
         None,
         ["--random", "train.lr=logunifrom(1e-4,1e-2)", "--samples", "3"],

@@ -185,6 +185,11 @@ def test_resume_reruns_an_incomplete_evaluation_run(tuned: tuple[Path, str]) -> 
 
 
 BAD = {
+    "tuning a name": (
+        ["--grid", "variants.1.name=a,b", "--tune", "variants.1.name"],
+        "Error: --tune variants.1.name: variants.K.name says which variant is which; tune a "
+        "setting",
+    ),
     "not in the grid": (
         ["--grid", "variants.1.n=1,5", "--tune", "train.lr"],
         "Error: --tune train.lr: not a swept key (grid: variants.1.n)",
@@ -240,3 +245,11 @@ def test_a_sweep_file_protocol_plans_the_same(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="did you mean 'tune_seeds'"):
         plan_sweep(file)
+
+
+def test_the_evaluation_run_counts_in_the_size_limits(tmp_path: Path) -> None:
+    args = ["sweep", str(SMOKE), "--grid", LRS, "--tune", "train.lr", "--eval-seeds", "300"]
+    result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    assert result.exit_code == 2
+    assert "evaluation run: seeds 300 > 100" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -83,6 +83,14 @@ def check_plan(plan: SweepPlan, force: bool = False) -> SweepCheck:
             raise ConfigError(plan.where(point), exc.key, exc.message) from None
         estimates.append(checked.estimate)
         over += [f"point {point.index}: {o}" for o in checked.over_limits]
+    if plan.evaluation is not None:
+        where = f"{plan.source}: evaluation run"
+        try:
+            checked = preflight(plan.evaluation, where, force=True)
+        except ConfigError as exc:
+            raise ConfigError(where, exc.key, exc.message) from None
+        estimates.append(checked.estimate)
+        over += [f"evaluation run: {o}" for o in checked.over_limits]
     check = SweepCheck(estimates, over)
     if check.seconds > MAX_HOURS * 3600:
         over.append(f"estimated total time over {MAX_HOURS:g} h")
@@ -207,7 +215,7 @@ def run_sweep(
     plan: SweepPlan,
     runs_dir: Path,
     *,
-    metric: str = "final",
+    metric: str | None = None,
     force: bool = False,
     progress: bool = False,
     stop: Callable[[], bool] | None = None,
@@ -222,17 +230,17 @@ def run_sweep(
     and leaves the rest pending. A point whose run raises one of aaf's errors is marked
     ``failed`` (its folder removed) and the sweep goes on.
     """
-    if metric not in METRICS:
+    if metric is not None and metric not in METRICS:
         raise UsageError(f"--metric must be final or best (got {metric!r})")
     check_plan(plan, force)
     if resume is None:
         folder = new_run_dir(Path(runs_dir), plan.name)
-        record = new_record(plan, metric)
+        record = new_record(plan, metric or "final")
         # sweep.yaml at once: it marks the folder as a sweep for aaf list.
         records.write_state(folder, record)
     else:
         folder, record = resume
-        record.metric = metric
+        record.metric = metric or record.metric  # a resumed sweep keeps its figure's metric
     count = len(record.points)
     stopped = False
     try:
@@ -278,6 +286,9 @@ def run_sweep(
                 break
         if plan.protocol is not None and not stopped:
             stopped = _tuned_phase(plan, folder, record, stop, progress)
+    except KeyboardInterrupt:
+        stopped = True  # a second Ctrl-C aborts at once: the sweep was still interrupted
+        raise
     finally:
         statuses = [records.point_status(folder / p.folder) for p in record.points]
         if plan.protocol is not None:

@@ -336,6 +336,9 @@ class SweepPlan:
     points: list[Point]
     configs: list[ExperimentConfig]
     protocol: Protocol | None = None
+    # The tuned protocol's evaluation run as planned (at the first values; the chosen ones
+    # differ only in per-variant settings, so its size is the same): checked and sized too.
+    evaluation: ExperimentConfig | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -396,6 +399,12 @@ def read_spec(data: Mapping[str, Any], source: str, located: _Located) -> SweepS
     for key in spec.set:
         _key(key, source)
     return spec
+
+
+def _overlap(a: str, b: str) -> bool:
+    """One key path lies inside the other (``train`` and ``train.lr``): setting both is
+    ambiguous, since whichever comes last wins."""
+    return a != b and (a.startswith(b + ".") or b.startswith(a + "."))
 
 
 def _check_grid(key: str, values: Sequence[Any], where: str, shown: str) -> tuple[Any, ...]:
@@ -501,6 +510,11 @@ def plan_sweep(
     def add(axis: Axis, where: str) -> None:
         if axis.key in swept:
             raise ConfigError(where, axis.key, f"is swept twice (also by {swept[axis.key]})")
+        for other in swept:
+            if _overlap(axis.key, other):
+                raise ConfigError(
+                    where, axis.key, f"overlaps the swept key {other}: sweep one or the other"
+                )
         swept[axis.key] = where
         axes.append(axis)
 
@@ -548,6 +562,11 @@ def plan_sweep(
         key = text.partition("=")[0].strip()
         if key in swept:
             raise ConfigError(f"--set {text}", key, "is also swept; set it or sweep it")
+        clash = next((k for k in swept if _overlap(key, k)), None)
+        if clash is not None:
+            raise ConfigError(
+                f"--set {text}", key, f"overlaps the swept key {clash}: set one or the other"
+            )
     seed = sweep_seed if sweep_seed is not None else spec.sweep_seed
     if not 0 <= seed <= 2**63 - 1:
         raise ConfigError(source, "sweep_seed", f"must be from 0 to 2**63-1 (got {seed})")
@@ -596,7 +615,7 @@ def plan_sweep(
         names = [v.name for v in base.variants]
         first = {n: axes[0].values[0] for n in tuned_variants(protocol.key, names)}
         try:
-            eval_config(base_data, plan.overrides, protocol, names, first)
+            plan.evaluation = eval_config(base_data, plan.overrides, protocol, names, first)[0]
         except ConfigError as exc:
             raise ConfigError(f"{source}: evaluation run", exc.key, exc.message) from None
     return plan

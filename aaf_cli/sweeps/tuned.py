@@ -90,6 +90,10 @@ def check_protocol(
     match = _VARIANT_KEY.fullmatch(protocol.key)
     if match is None and protocol.key not in _PER_VARIANT:
         raise ConfigError(where, flag, f"not settable per variant; tune {ALLOWED}")
+    if match is not None and match.group(2) in ("name", "kind"):
+        raise ConfigError(
+            where, flag, f"variants.K.{match.group(2)} says which variant is which; tune a setting"
+        )
     if match is not None and int(match.group(1)) >= len(base.variants):
         raise ConfigError(where, flag, f"there are {len(base.variants)} variants (0-based)")
     field_name = _PER_VARIANT.get(protocol.key)
