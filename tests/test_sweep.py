@@ -432,3 +432,15 @@ def test_sigint_stops_the_sweep_keeps_its_points_and_exits_130(tmp_path: Path) -
     assert yaml.safe_load((folder / SWEEP_FILE).read_text())["status"] == "interrupted"
     assert not (folder / "points" / "001").exists()
     assert not list(folder.rglob(".*tmp*"))
+
+
+def test_list_valued_keys_and_api_grid_values() -> None:
+    from aaf_cli.sweeps.spec import parse_grid_option
+
+    assert parse_grid_option("model.layers=[1,8,1],[1,16,1]") == (
+        "model.layers",
+        [[1, 8, 1], [1, 16, 1]],
+    )
+    assert parse_grid_option("train.lr=[1e-3, 1e-2]") == ("train.lr", [1e-3, 1e-2])
+    with pytest.raises(aaf.ConfigError, match="expected a list of values"):
+        aaf.sweep(SMOKE, grid={"train.lr": 1e-3}, dry_run=True)

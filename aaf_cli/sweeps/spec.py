@@ -243,7 +243,9 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
         raise ConfigError(where, "", "expected KEY=V1,V2,..., e.g. --grid train.lr=1e-3,1e-2")
     key = _key(key, where)
     raw = raw.strip()
-    if raw.startswith("["):
+    # One flow list is the list of values ([1e-3, 1e-2]); several at the top level are values
+    # of a list-valued key ([1,8,1],[1,16,1] for model.layers).
+    if raw.startswith("[") and len(_split_top(raw)) == 1:
         values = parse_value(raw, where, key)
         if not isinstance(values, list):
             raise ConfigError(where, key, f"expected a list of values (got {raw!r})")
@@ -523,6 +525,8 @@ def plan_sweep(
         add(Axis(key, "grid", _check_grid(key, vals, source, f"grid.{key}")), f"{source} grid")
     for key, given in (grid or {}).items():
         key = _key(key, "grid")
+        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+            raise ConfigError("grid", key, f"expected a list of values (got {given!r})")
         vals = [fix_number(v) for v in given]
         add(Axis(key, "grid", _check_grid(key, vals, "--grid", key)), "--grid")
     for key, text in spec.random.items():
