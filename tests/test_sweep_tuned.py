@@ -253,3 +253,23 @@ def test_the_evaluation_run_counts_in_the_size_limits(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "evaluation run: seeds 300 > 100" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_list_and_show_agree_on_a_tuned_sweep_without_its_evaluation_run(tmp_path: Path) -> None:
+    import shutil
+
+    from aaf_cli.sweeps.records import describe_sweep
+    from aaf_cli.sweeps.result import Sweep
+
+    swept = aaf.sweep(
+        SMOKE,
+        grid={"train.lr": [0.003, 0.01]},
+        tune="train.lr",
+        tune_seeds=1,
+        eval_seeds=1,
+        overrides=["train.steps=10"],
+        runs_dir=tmp_path,
+    )
+    assert describe_sweep(swept.folder)["status"] == Sweep.open(swept.folder).status == "completed"
+    shutil.rmtree(swept.folder / "tuned")
+    assert describe_sweep(swept.folder)["status"] == Sweep.open(swept.folder).status == "partial"

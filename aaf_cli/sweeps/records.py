@@ -368,12 +368,24 @@ def find_sweep(spec: str, runs_dir: Path) -> Path | None:
     return named[0] if named else None
 
 
+def overall_status(recorded: str, done: bool) -> str:
+    """A sweep's status, one rule for ``aaf list``, ``aaf show`` and the API: ``completed``
+    when every point (and a tuned evaluation run) is done, else what the sweep recorded when it
+    stopped (``interrupted``, ``failed``), else ``partial``."""
+    if done:
+        return "completed"
+    return recorded if recorded in ("interrupted", "failed") else "partial"
+
+
 def describe_sweep(path: Path) -> dict[str, Any]:
     """One entry of ``aaf list`` for a sweep: its name, point count and status (``completed``
     when every point is done, else ``partial``), best test MSE per variant over the points."""
     record = read_record(path)
     statuses = [point_status(path / p.folder) for p in record.points]
     done = sum(1 for s in statuses if s in DONE)
+    all_done = done == len(record.points)
+    if record.extra.get("protocol"):  # a tuned sweep is done when its evaluation run is
+        all_done = all_done and point_status(path / "tuned") in DONE
     resolved = record.base.get("resolved") or {}
     target = resolved.get("target") or {}
     seeds = resolved.get("seeds")
@@ -404,7 +416,7 @@ def describe_sweep(path: Path) -> dict[str, Any]:
         "points": len(record.points),
         "points_done": done,
         "keys": record.keys,
-        "status": "completed" if done == len(record.points) else "partial",
+        "status": overall_status(record.status, all_done),
         "best_test": best,
         "duration_s": duration if done else None,
     }

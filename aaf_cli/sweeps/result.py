@@ -174,10 +174,9 @@ class Sweep:
         ]
         tuned = Tuned.of(folder, record.extra)
         done = all(p.status in DONE for p in points)
-        done = done and (tuned is None or tuned.status in DONE)
-        status = "completed" if done else record.status
-        if status in ("running", "completed"):
-            status = "completed" if done else "partial"
+        if record.extra.get("protocol"):  # a tuned sweep is done when its evaluation run is
+            done = done and tuned is not None and tuned.status in DONE
+        status = records.overall_status(record.status, done)
         return cls(
             folder, record.name, record.keys, points, rows, status, None, record.source,
             record.base, tuned,
