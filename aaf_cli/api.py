@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.errors import UsageError
 from aaf_cli.results import ModelOutcome, Series
-from aaf_cli.runs import RunFolder
+from aaf_cli.runs import SUMMARY_FORMAT, RunFolder
 from aaf_cli.sweeps.result import Sweep
 
 if TYPE_CHECKING:
@@ -587,7 +587,7 @@ class Run:
     def comparisons(self) -> list[dict[str, Any]]:
         """Each variant against the baseline, paired by seed (as in ``summary.json``)."""
         summary = self.summary
-        if summary is not None and summary.get("format_version") == 2:
+        if summary is not None and summary.get("format_version") == SUMMARY_FORMAT:
             return list(summary.get("comparisons", []))
         from aaf_cli.results import summarise
 

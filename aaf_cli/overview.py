@@ -27,6 +27,7 @@ from aaf_cli.results import (
     summarise,
 )
 from aaf_cli.runs import SUMMARY_FORMAT, RunFolder, csv_buffer, num_text
+from aaf_cli.stats import reported_p
 
 METRICS = ("test", "train")
 BANDS = ("auto", "iqr", "minmax", "std", "none")
@@ -373,7 +374,7 @@ def _versus(c: dict[str, Any]) -> str:
         return "no pairs"
     parts = [f"{c['wins']}/{c['pairs']} wins"]
     ratio = c.get("ratio_geomean")
-    p = c.get("p_holm") if c.get("family", 1) > 1 else c.get("p_value")
+    p = reported_p(c)
     if isinstance(ratio, (int, float)) and math.isfinite(ratio):
         parts.append(f"x{ratio:.2g}")
     if c["pairs"] >= 2 and isinstance(p, (int, float)) and math.isfinite(p):

@@ -118,6 +118,13 @@ def _band(
         ax.plot(x, edge, color=col, lw=0.6, alpha=0.55)
 
 
+def legend_below(fig: Figure, handles: Sequence[Any], ncols: int) -> None:
+    """The one legend of a figure, below its axes (never over the ends of the curves)."""
+    fig.legend(
+        handles=list(handles), loc="outside lower center", ncols=ncols, fontsize=8, frameon=False
+    )
+
+
 def _legend_columns(count: int, width_in: float) -> int:
     return max(1, min(count, int(width_in // 2.8)))
 
@@ -186,13 +193,7 @@ def loss_curves(
         ax.grid(True, which="major", alpha=0.3)
     train_ax.set_ylabel("MSE (data loss)")
     test_ax.tick_params(labelleft=True)
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncols=_legend_columns(len(handles), width),
-        fontsize=8,
-        frameon=False,
-    )
+    legend_below(fig, handles, _legend_columns(len(handles), width))
     lines = [title, _seed_note(seeds, kinds), *notes]
     fig.suptitle(wrap("\n".join(line for line in lines if line), width), fontsize=10)
     save(fig, path)
@@ -237,15 +238,8 @@ def fit(
     bottom.set_xlabel("x")
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
-    handles, texts = top.get_legend_handles_labels()
-    fig.legend(
-        handles,
-        texts,
-        loc="outside lower center",
-        ncols=_legend_columns(len(handles), width),
-        fontsize=8,
-        frameon=False,
-    )
+    handles, _ = top.get_legend_handles_labels()
+    legend_below(fig, handles, _legend_columns(len(handles), width))
     fig.suptitle(wrap(f"{title}\n{_median_note(seeds)}", width), fontsize=10)
     save(fig, path)
     return fig
@@ -457,13 +451,7 @@ def slopes(
         handles.append(
             Line2D([], [], color=NEUTRAL, ls=REFERENCE_STYLE, lw=0.9, label="n·a = 1: the fixed σ")
         )
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncols=_legend_columns(len(handles), width),
-        fontsize=8,
-        frameon=False,
-    )
+    legend_below(fig, handles, _legend_columns(len(handles), width))
     save(fig, path)
     return fig
 
@@ -538,12 +526,6 @@ def compare(
     ax.set_ylabel("MSE")
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(wrap(title, width), fontsize=10)
-    fig.legend(
-        handles=handles,
-        loc="outside lower center",
-        ncols=2 if len(handles) > 3 else 1,
-        fontsize=8,
-        frameon=False,
-    )
+    legend_below(fig, handles, 2 if len(handles) > 3 else 1)
     save(fig, path)
     return fig

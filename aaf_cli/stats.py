@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -356,6 +356,13 @@ class Comparison:
     def p_reported(self) -> float:
         """The p a verdict rests on: Holm-adjusted when several variants were compared."""
         return self.p_holm if self.family > 1 else self.p_value
+
+
+def reported_p(comparison: Mapping[str, Any]) -> Any:
+    """The p a comparison (as stored in summary.json) rests on: Holm-adjusted when its run
+    compared several variants with the baseline, else its own (``Comparison.p_reported``)."""
+    family = comparison.get("family") or 1
+    return comparison.get("p_holm") if family > 1 else comparison.get("p_value")
 
 
 def compare_paired(

@@ -57,6 +57,8 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
     warmup = cfg.warmup_steps
     if step < warmup:
         return step / warmup
+    if cfg.schedule == "constant":
+        return 1.0
     t = step - warmup
     params = cfg.effective_schedule()
     if cfg.schedule == "cosine":
@@ -64,9 +66,7 @@ def lr_factor(cfg: TrainConfig, step: int) -> float:
         return floor + (1.0 - floor) * (1.0 + math.cos(math.pi * t / (cfg.steps - warmup))) / 2
     if cfg.schedule == "exponential":
         return params["gamma"] ** t
-    if cfg.schedule == "step":
-        return params["gamma"] ** (t // int(params["step_size"]))
-    return 1.0
+    return params["gamma"] ** (t // int(params["step_size"]))  # step
 
 
 class _Stacked:

@@ -133,13 +133,7 @@ def draw(
         ax.set_visible(False)
     for ax in axes[::cols]:
         ax.set_ylabel(f"{metric} test MSE")
-    fig.legend(
-        handles=list(handles.values()),
-        loc="outside lower center",
-        ncols=max(1, min(len(handles), int(width // 2.8))),
-        fontsize=8,
-        frameon=False,
-    )
+    plots.legend_below(fig, list(handles.values()), max(1, min(len(handles), int(width // 2.8))))
     seeds = sorted({int(r["seeds"]) for r in done if r.get("seeds") is not None})
     count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
     lines = [

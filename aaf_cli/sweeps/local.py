@@ -77,18 +77,11 @@ def check_plan(plan: SweepPlan, force: bool = False) -> SweepCheck:
     estimates: list[Estimate] = []
     over: list[str] = []
     for point, cfg in zip(plan.points, plan.configs):
-        try:
-            checked = preflight(cfg, plan.where(point), force=True)
-        except ConfigError as exc:
-            raise ConfigError(plan.where(point), exc.key, exc.message) from None
+        checked = preflight(cfg, plan.where(point), force=True)  # errors name the point
         estimates.append(checked.estimate)
         over += [f"point {point.index}: {o}" for o in checked.over_limits]
     if plan.evaluation is not None:
-        where = f"{plan.source}: evaluation run"
-        try:
-            checked = preflight(plan.evaluation, where, force=True)
-        except ConfigError as exc:
-            raise ConfigError(where, exc.key, exc.message) from None
+        checked = preflight(plan.evaluation, f"{plan.source}: evaluation run", force=True)
         estimates.append(checked.estimate)
         over += [f"evaluation run: {o}" for o in checked.over_limits]
     check = SweepCheck(estimates, over)

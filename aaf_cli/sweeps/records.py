@@ -35,7 +35,7 @@ from aaf_cli.runs import (
     num_text,
     write_atomic,
 )
-from aaf_cli.stats import t_mean_ci, tail_rule
+from aaf_cli.stats import reported_p, t_mean_ci, tail_rule
 from aaf_cli.sweeps.spec import value_text
 
 SWEEP_FORMAT = 1
@@ -287,8 +287,7 @@ def _fill(
         row["ratio"] = _stat(c.get("ratio_geomean"))
         row["ratio_ci_low"] = _stat(c.get("ratio_ci_low"))
         row["ratio_ci_high"] = _stat(c.get("ratio_ci_high"))
-        p = c.get("p_holm") if (c.get("family") or 1) > 1 else c.get("p_value")
-        row["p"] = _stat(p)
+        row["p"] = _stat(reported_p(c))
         row["verdict"] = c.get("verdict")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from aaf_cli.config import MAX_SEEDS, ExperimentConfig, load_config
 from aaf_cli.errors import ConfigError
 from aaf_cli.runs import RunFolder, csv_buffer, num_text, write_atomic
+from aaf_cli.stats import reported_p
 from aaf_cli.sweeps.spec import value_text
 
 #: The evaluation seeds start here; the tuning seeds are 0..tune_seeds-1 (< this).
@@ -237,10 +238,9 @@ def headline(
             text += f"; final test MSE ratio {ratio:.2g}"
             if isinstance(lo, float) and isinstance(hi, float) and math.isfinite(lo + hi):
                 text += f" [{lo:.2g}, {hi:.2g}, t interval]"
-        family = c.get("family") or 1
-        p = c.get("p_holm") if family > 1 else c.get("p_value")
+        p = reported_p(c)
         if isinstance(p, float) and math.isfinite(p):
-            text += f"; Wilcoxon p = {p:.2g}" + (" (Holm)" if family > 1 else "")
+            text += f"; Wilcoxon p = {p:.2g}" + (" (Holm)" if (c.get("family") or 1) > 1 else "")
         lines.append(text)
     return lines
 
