@@ -343,6 +343,10 @@ def sweep(
     tune: str | None = None,
     tune_seeds: int | None = None,
     eval_seeds: int | None = None,
+    pack: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
+    max_parallel: int | None = None,
 ) -> Sweep:
     """Run many experiments: every combination of ``grid`` values, times ``samples`` random
     draws of the ``random`` axes; one ordinary run folder per point (``aaf sweep``).
@@ -374,6 +378,16 @@ def sweep(
             value, on the fresh seeds ``1000..1000+eval_seeds-1`` (``Sweep.tuned``).
         tune_seeds: tuning seeds (default 5; the file's ``protocol.tune_seeds``).
         eval_seeds: evaluation seeds (default 10; the file's ``protocol.eval_seeds``).
+        pack: train points that differ only in per-model settings (variant n, a0, lr, slope
+            recovery, weight decay; ``train.lr``; seeds) as one ensemble, split back into
+            per-point folders equal to running each alone (``sweeps.packing``). False: each
+            point alone.
+        executor: ``local`` (in this process, one job after another) or ``ray`` (one Ray task
+            per packed job; ``pip install 'aaf[ray]'``).
+        ray_address: the Ray cluster to join (``auto``: the one ``ray start`` runs on this
+            machine; ``HOST:PORT``); None starts a local Ray instance for the sweep.
+        max_parallel: most jobs at once on Ray (default: one per CPU Ray offers); each gets
+            the cores divided among them as its thread count.
 
     Returns:
         The sweep, read back from its folder (a dry run: planned, ``folder`` None).
@@ -418,10 +432,11 @@ def sweep(
         folder = Path(resume)
         plan, record = plan_of(folder)
         if dry_run:
-            return Sweep.planned(plan, check_plan(plan, force))
+            return Sweep.planned(plan, check_plan(plan, force, pack))
         run_sweep(
             plan, folder.parent, metric=metric, force=force, progress=progress, stop=stop,
-            on_point=on_point, resume=(folder, record),
+            on_point=on_point, resume=(folder, record), pack=pack, executor=executor,
+            ray_address=ray_address, max_parallel=max_parallel,
         )  # fmt: skip
         return Sweep.open(folder)
     plan = plan_sweep(
@@ -437,7 +452,7 @@ def sweep(
         eval_seeds=eval_seeds,
     )
     if dry_run:
-        return Sweep.planned(plan, check_plan(plan, force))
+        return Sweep.planned(plan, check_plan(plan, force, pack))
     folder = run_sweep(
         plan,
         Path(runs_dir),
@@ -446,6 +461,10 @@ def sweep(
         progress=progress,
         stop=stop,
         on_point=on_point,
+        pack=pack,
+        executor=executor,
+        ray_address=ray_address,
+        max_parallel=max_parallel,
     )
     return Sweep.open(folder)
 

@@ -552,6 +552,42 @@ def sweep(
             show_default=False,
         ),
     ] = None,
+    no_pack: Annotated[
+        bool,
+        typer.Option(
+            "--no-pack",
+            help="Train every point alone (default: points that differ only in per-model "
+            "settings train as one ensemble, with the same numbers).",
+        ),
+    ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            metavar="local|ray",
+            help="local: in this process. ray: one Ray task per packed job "
+            "(pip install 'aaf[ray]').",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="auto|HOST:PORT",
+            help="Join a running Ray cluster (auto: the one `ray start` runs here); omitted: "
+            "a local Ray instance for this sweep.",
+            show_default=False,
+        ),
+    ] = None,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel",
+            help="Most jobs at once on Ray (default: one per CPU); threads per job divide "
+            "the cores.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run one experiment per point of a grid (and of random draws): each point an ordinary
     run folder under <sweep folder>/points/, with points.csv and sweep.png beside them.
@@ -596,6 +632,10 @@ def sweep(
                 tune=tune,
                 tune_seeds=tune_seeds,
                 eval_seeds=eval_seeds,
+                pack=not no_pack,
+                executor=executor,
+                ray_address=ray_address,
+                max_parallel=max_parallel,
             )
         from aaf_cli import render
 

@@ -496,6 +496,11 @@ class TrainConfig(_Strict):
         description="torch.compile the forward and backward pass; auto: on CUDA for runs of "
         "2000 steps or more, off on the CPU (a cold compile costs ~20 s there)",
     )
+    cuda_graph: bool | Literal["auto"] = Field(
+        "auto",
+        description="capture the training step as one CUDA graph (launch overhead of small "
+        "networks); auto: on CUDA for small networks when not compiling; needs device cuda",
+    )
 
     @field_validator("betas")
     @classmethod
@@ -641,6 +646,15 @@ class ExperimentConfig(_Strict):
             if "name" not in v.model_fields_set:
                 del entry["name"]
         return data
+
+    @model_validator(mode="after")
+    def _graphs_need_cuda(self) -> ExperimentConfig:
+        if self.train.cuda_graph is True and self.device == "cpu":
+            raise ValueError(
+                "train.cuda_graph: true needs device: cuda (a CUDA graph captures GPU work); "
+                "use auto or false on the CPU"
+            )
+        return self
 
     @model_validator(mode="after")
     def _inputs_match_target(self) -> ExperimentConfig:

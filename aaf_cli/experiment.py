@@ -12,7 +12,7 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -72,18 +72,21 @@ def data_seed(cfg: ExperimentConfig, seed: int | None) -> int:
     return cfg.target.seed * 1_000_003 + seed + 1
 
 
-def make_dataset(cfg: ExperimentConfig, device: torch.device) -> Dataset:
+def make_dataset(
+    cfg: ExperimentConfig, device: torch.device, seeds: Sequence[int] | None = None
+) -> Dataset:
     """Training and test data, made once and shared by every variant.
 
     By default every seed sees the same training data too (``x_train`` is ``[N, 1]``); with
     ``target.resample`` each seed draws its own (``[M, N, 1]``, one slice per model, equal for
     the variants of a seed). Data is computed in float64 on the CPU, then cast, so it does not
-    depend on the device.
+    depend on the device. ``seeds``: the seed of every model in ensemble order (default: this
+    config's models; a packed sweep passes its own).
     """
     t = cfg.target
     if t.resample:
-        per_seed = {s: _training_data(cfg, data_seed(cfg, s)) for s in cfg.seed_list}
-        order = [m.seed for m in members(cfg)]
+        order = list(seeds) if seeds is not None else [m.seed for m in members(cfg)]
+        per_seed = {s: _training_data(cfg, data_seed(cfg, s)) for s in dict.fromkeys(order)}
         x_train = torch.stack([per_seed[s][0] for s in order])
         y_train = torch.stack([per_seed[s][1] for s in order])
     else:
@@ -118,9 +121,15 @@ def members(cfg: ExperimentConfig) -> list[ModelSpec]:
     return [m for group in groups_of(cfg).values() for m in group]
 
 
-def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Groups:
+def build_ensemble(
+    cfg: ExperimentConfig,
+    device: torch.device,
+    groups: dict[tuple[Any, ...], list[ModelSpec]] | None = None,
+) -> Groups:
     """One ensemble per group of variants; each seed starts from the same weights in every
-    group, so every variant of a seed starts from identical weights."""
+    group, so every variant of a seed starts from identical weights. ``groups``: the models
+    to build (default ``groups_of(cfg)``; a packed sweep passes the models of every point)."""
+    groups = groups_of(cfg) if groups is None else groups
     return Groups(
         [
             Ensemble(
@@ -133,21 +142,34 @@ def build_ensemble(cfg: ExperimentConfig, device: torch.device) -> Groups:
                 dtype=DTYPES[cfg.dtype],
                 device=device,
             )
-            for key, group in groups_of(cfg).items()
+            for key, group in groups.items()
         ]
     )
 
 
+class Located(Protocol):
+    """Where each model of a result lives: ``Groups``, or a packed point's view of one."""
+
+    def locate(self, index: int) -> tuple[Ensemble, int]: ...
+
+    def state_dict_of(self, index: int) -> dict[str, torch.Tensor]: ...
+
+
 @dataclass
 class ExperimentResult:
-    """Numbers of one experiment, ready to be written and drawn."""
+    """Numbers of one experiment, ready to be written and drawn.
+
+    ``packing``: for a sweep point trained in one ensemble with other points, what it was
+    packed with (recorded in the summary); None for a run of its own.
+    """
 
     config: ExperimentConfig
     members: list[ModelSpec]
     data: Dataset
     result: TrainResult
-    ensemble: Groups
+    ensemble: Located
     environment: dict[str, str]
+    packing: dict[str, Any] | None = None
 
 
 def environment(
@@ -178,11 +200,12 @@ def environment(
     return env
 
 
-def set_threads(cfg: ExperimentConfig) -> ThreadChoice:
+def set_threads(cfg: ExperimentConfig, choice: ThreadChoice | None = None) -> ThreadChoice:
     """Set torch's thread count for ``cfg`` (``auto``: from the workload and the free cores,
-    see ``budget.choose_threads``) and say what was chosen. The inter-op pool is left alone:
-    the eager engine runs no inter-op parallel work, and its threads block, they do not spin."""
-    choice = plan_threads(cfg)
+    see ``budget.choose_threads``; ``choice``: one made by the caller) and say what was chosen.
+    The inter-op pool is left alone: the eager engine runs no inter-op parallel work, and its
+    threads block, they do not spin."""
+    choice = choice if choice is not None else plan_threads(cfg)
     torch.set_num_threads(choice.threads)
     return choice
 
@@ -192,6 +215,8 @@ def run_experiment(
     on_log: Callable[[LogRecord], None] | None = None,
     stop: Callable[[], bool] | None = None,
     data: Dataset | None = None,
+    groups: dict[tuple[Any, ...], list[ModelSpec]] | None = None,
+    threads: ThreadChoice | None = None,
 ) -> ExperimentResult:
     """Sample the data, build the ensemble and train it.
 
@@ -199,13 +224,20 @@ def run_experiment(
         cfg: a validated config.
         on_log: receives a ``LogRecord`` every ``train.log_every`` steps.
         stop: polled every step; True interrupts training (the result says so).
+        data: the data, if already made (``checks.preflight`` makes it).
+        groups: the models to train (default ``groups_of(cfg)``; ``sweeps.packing`` passes the
+            models of several points, whose settings other than their own must equal ``cfg``'s).
+        threads: the thread choice (default: ``cfg``'s).
     """
     device = resolve_device(cfg.device)
     previous = torch.get_num_threads()  # a caller's setting (a notebook's) is given back
     try:
-        threads = set_threads(cfg)
-        data = data if data is not None else make_dataset(cfg, device)
-        ensemble = build_ensemble(cfg, device)
+        threads = set_threads(cfg, threads)
+        groups = groups_of(cfg) if groups is None else groups
+        if data is None:
+            seeds = [m.seed for group in groups.values() for m in group]
+            data = make_dataset(cfg, device, seeds)
+        ensemble = build_ensemble(cfg, device, groups)
         result = train(
             ensemble,
             data.x_train,

@@ -146,6 +146,7 @@ def build_summary(
             if o.diverged
         ],
         "environment": {**exp.environment, "git_commit": _git_commit()},
+        **({"packed": exp.packing} if exp.packing is not None else {}),
     }
 
 
@@ -264,7 +265,7 @@ def config_header(source: str, overrides: Sequence[str]) -> str:
 FLUSH_SECONDS = 5.0
 
 
-class _Flusher:
+class Flusher:
     """The ``on_log`` of a run: forwards each record, and keeps the metrics on disk current."""
 
     def __init__(
@@ -322,11 +323,24 @@ def execute(
     started = datetime.now()
     if folder is None:
         folder = runs.new_run_dir(runs_dir, cfg.name, started)
-    runs.write_atomic(folder / "config.yaml", cfg.to_yaml(config_header(source, overrides)))
+    start_run(folder, cfg, source, overrides)
     if on_start is not None:
         on_start(folder)
-    flusher = _Flusher(folder, members(cfg), flush_every, on_log)
+    flusher = Flusher(folder, members(cfg), flush_every, on_log)
     exp = run_experiment(cfg, on_log=flusher, stop=stop, data=checked.data)
+    return write_run(folder, exp, started)
+
+
+def start_run(folder: Path, cfg: ExperimentConfig, source: str, overrides: Sequence[str]) -> None:
+    """The first file of a run folder: its resolved config (rerunnable as it stands)."""
+    runs.write_atomic(folder / "config.yaml", cfg.to_yaml(config_header(source, overrides)))
+
+
+def write_run(folder: Path, exp: ExperimentResult, started: datetime) -> RunReport:
+    """Every file of a run folder after training (``start_run`` wrote its config): the
+    metrics, figures, checkpoints and, last, ``summary.json``, whose presence marks the folder
+    finished. Also how a sweep writes a point trained elsewhere (packed, or on a Ray worker)."""
+    cfg = exp.config
     series, outcomes = tidy(exp)
     runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))
     runs.write_atomic(folder / "parameters.csv", runs.parameters_csv(series))

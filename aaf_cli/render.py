@@ -748,6 +748,20 @@ def print_tuned(tuned: Any, out: Console) -> None:
              style="dim", indent="")  # fmt: skip
 
 
+def _ranges(indices: Sequence[int]) -> str:
+    """``0-3, 7, 9-10``: sorted indices as runs."""
+    parts: list[str] = []
+    run: list[int] = []
+    for i in sorted(indices):
+        if run and i != run[-1] + 1:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(parts)
+
+
 def print_sweep_plan(sweep: Any, out: Console | None = None) -> None:
     """``aaf sweep --dry-run``: every point's values, and the size of the whole sweep."""
     out = out or console()
@@ -760,6 +774,14 @@ def print_sweep_plan(sweep: Any, out: Console | None = None) -> None:
     width = len(str(max(len(sweep.points) - 1, 0)))
     for p in sweep.points:
         _say(out, f"{p.index:>{width}d}  {p.label}")
+    packs = sweep.check.packs if sweep.check is not None else []
+    if packs and len(packs) < len(sweep.points):
+        _say(out, f"packing: {len(packs)} job{'s' if len(packs) > 1 else ''}", indent="")
+        for k, pack in enumerate(packs):
+            _say(
+                out,
+                f"job {k}: points {_ranges(pack.points)} as one ensemble ({pack.models} models)",
+            )
     if sweep.check is not None:
         _say(out, f"estimate: {sweep.check.describe()}", indent="")
         if sweep.check.over_limits:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -74,10 +74,19 @@ class _Stacked:
 
     Several groups of models share one optimiser: ``offsets`` say where each parameter's rows
     start in the list of all models. A row whose rate is zero, or whose model is no longer
-    active (diverged), is frozen exactly: its gradient is masked, so neither its optimiser state
-    nor its values change. A schedule scales every rate by one factor per step (a factor of 0,
-    the first step of a warmup, updates the optimiser state as torch does, not the values).
-    ``decays`` holds each parameter's weight decay per row, or None where it has none.
+    active (diverged), is frozen exactly: its gradient is masked (a NaN gradient cannot reach
+    its state) and its step is multiplied by a zero rate, so its values do not change. A
+    schedule scales every rate by one factor per step (a factor of 0, the first step of a
+    warmup, updates the optimiser state as torch does, not the values). ``decays`` holds each
+    parameter's weight decay per row, or None where it has none. A parameter without a
+    gradient at a step is frozen for that step.
+
+    Every parameter becomes a view of one flat tensor (``flat``; their ``.data`` is rebound to
+    it, values unchanged), and the rates, decays and model rows are spread to one value per
+    element, so an update is a dozen operations whatever the number of layers. When the caller
+    knows that every model is active (``all_active``) and no rate is zero, the masks are
+    skipped: the masked update of an active row is the same arithmetic. ``factor`` and the bias
+    corrections may be device tensors (a captured CUDA graph) or Python floats.
     """
 
     def __init__(
@@ -88,27 +97,78 @@ class _Stacked:
         decays: Sequence[torch.Tensor | None] | None = None,
     ) -> None:
         self.params = list(params)
-        self.rates = [r.reshape(-1, *([1] * (p.dim() - 1))) for p, r in zip(params, rates)]
         self.offsets = list(offsets)
-        self.decays = [
-            None if d is None else d.reshape(r.shape)
-            for d, r in zip(decays or [None] * len(self.params), self.rates)
-        ]
+        ref = self.params[0]
+        if any(p.dtype != ref.dtype or p.device != ref.device for p in self.params):
+            raise ValueError("stacked parameters must share one dtype and one device")
+        counts = [p.numel() for p in self.params]
+        per_row = [n // p.shape[0] for p, n in zip(self.params, counts)]
+        with torch.no_grad():
+            self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+            at = 0
+            for p, n in zip(self.params, counts):
+                p.data = self.flat[at : at + n].view_as(p)
+                at += n
+
+        def spread(values: Sequence[torch.Tensor]) -> torch.Tensor:
+            """Per-row values ``[M_g]`` of every parameter as one value per element."""
+            return torch.cat(
+                [
+                    v.reshape(-1).to(ref.device, ref.dtype).repeat_interleave(k)
+                    for v, k in zip(values, per_row)
+                ]
+            )
+
+        self.rate = spread(rates)
+        self.row_of = spread(
+            [torch.arange(s, s + p.shape[0]) for p, s in zip(self.params, self.offsets)]
+        ).long()
+        given = list(decays or [None] * len(self.params))
+        self.decay: torch.Tensor | None = None
+        if any(d is not None for d in given):
+            self.decay = spread(
+                [ref.new_zeros(p.shape[0]) if d is None else d for p, d in zip(self.params, given)]
+            )
+        # Known once, from the config: a zero rate is a frozen row whatever happens later.
+        self.zero_rates = bool((self.rate <= 0).any())
 
     def _masked(
-        self, active: torch.Tensor, factor: float, l2: bool = False
-    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """(index, masked gradient, row rates times ``factor``) of every parameter that has a
-        gradient; ``l2`` adds ``decay * param`` to the gradient before it is masked."""
-        for i, (p, rate, start) in enumerate(zip(self.params, self.rates, self.offsets)):
-            if p.grad is None:
-                continue
-            row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)
-            grad, decay = p.grad, self.decays[i]
-            if l2 and decay is not None:
-                grad = grad + decay * p
-            grad = torch.where(row_rate > 0, grad, 0.0)
-            yield i, grad, row_rate if factor == 1.0 else row_rate * factor
+        self,
+        active: torch.Tensor,
+        factor: float | torch.Tensor,
+        all_active: bool | None,
+        l2: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(gradient, rates times ``factor``) per element, or None when no parameter has a
+        gradient; ``l2`` adds ``decay * param`` to the gradient first; then the gradients of
+        frozen rows are zeroed, unless no row can be frozen."""
+        grads = [p.grad for p in self.params]
+        if all(g is None for g in grads):
+            return None
+        present: torch.Tensor | None = None
+        if any(g is None for g in grads):
+            present = torch.cat(
+                [
+                    torch.full((p.numel(),), g is not None, device=p.device)
+                    for p, g in zip(self.params, grads)
+                ]
+            )
+        grad = torch.cat(
+            [
+                p.new_zeros(p.numel()) if g is None else g.reshape(-1)
+                for p, g in zip(self.params, grads)
+            ]
+        )
+        if l2 and self.decay is not None:
+            grad = grad + self.decay * self.flat
+        rate = self.rate
+        if not (all_active and not self.zero_rates and present is None):
+            keep = active[self.row_of]
+            rate = rate * (keep if present is None else keep & present)
+            grad = torch.where(rate > 0, grad, 0.0)
+        if isinstance(factor, torch.Tensor) or factor != 1.0:
+            rate = rate * factor
+        return grad, rate
 
 
 class StackedAdam(_Stacked):
@@ -127,26 +187,48 @@ class StackedAdam(_Stacked):
         super().__init__(params, rates, offsets, decays)
         self.betas = betas
         self.eps = eps
-        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
+        self.m = torch.zeros_like(self.flat)
+        self.v = torch.zeros_like(self.flat)
         self.t = 0
 
+    def state(self) -> list[torch.Tensor]:
+        """The tensors that one step changes."""
+        return [self.flat, self.m, self.v]
+
+    def bias_corrections(self) -> tuple[float, float]:
+        """``1 - beta1^t`` and ``sqrt(1 - beta2^t)`` after ``self.t`` steps, in double precision
+        (Python floats), as torch.optim.Adam computes them."""
+        beta1, beta2 = self.betas
+        bias1 = 1 - beta1**self.t
+        return bias1, math.sqrt(1 - beta2**self.t)
+
     @torch.no_grad()
-    def step(self, active: torch.Tensor, factor: float = 1.0) -> None:
-        """One update of the active rows, at ``factor`` times their rates."""
+    def step(
+        self,
+        active: torch.Tensor,
+        factor: float | torch.Tensor = 1.0,
+        all_active: bool | None = None,
+        corrections: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """One update of the active rows, at ``factor`` times their rates.
+
+        ``all_active``: True when the caller knows every model is active (None: unknown).
+        ``corrections``: the bias corrections as device tensors (a CUDA graph replays the step
+        with them); by default they come from ``self.t`` as Python floats.
+        """
         self.t += 1
         beta1, beta2 = self.betas
-        # Bias corrections in Python floats (double precision), as torch.optim.Adam does.
-        bias1 = 1 - beta1**self.t
-        bias2_sqrt = math.sqrt(1 - beta2**self.t)
-        for i, grad, row_rate in self._masked(active, factor):
-            decay = self.decays[i]
-            if decay is not None:
-                self.params[i].mul_(1 - row_rate * decay)
-            m, v = self.moments[i]
-            m.lerp_(grad, 1 - beta1)
-            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-            self.params[i].sub_(m / denom * (row_rate / bias1))
+        bias1, bias2_sqrt = corrections if corrections is not None else self.bias_corrections()
+        masked = self._masked(active, factor, all_active)
+        if masked is None:
+            return
+        grad, rate = masked
+        if self.decay is not None:
+            self.flat.mul_(1 - rate * self.decay)
+        self.m.lerp_(grad, 1 - beta1)
+        self.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (self.v.sqrt() / bias2_sqrt).add_(self.eps)
+        self.flat.sub_(self.m / denom * (rate / bias1))
 
 
 class StackedSGD(_Stacked):
@@ -163,20 +245,33 @@ class StackedSGD(_Stacked):
     ) -> None:
         super().__init__(params, rates, offsets, decays)
         self.momentum = momentum
-        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+        self.buffer: torch.Tensor | None = None
+
+    def state(self) -> list[torch.Tensor]:
+        """The tensors that one step changes."""
+        return [self.flat] + ([] if self.buffer is None else [self.buffer])
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor, factor: float = 1.0) -> None:
-        """One update of the active rows, at ``factor`` times their rates."""
-        for i, grad, row_rate in self._masked(active, factor, l2=True):
-            if self.momentum:
-                buf = self.buffers[i]
-                if buf is None:
-                    buf = self.buffers[i] = grad.clone()
-                else:
-                    buf.mul_(self.momentum).add_(grad)
-                grad = buf
-            self.params[i].sub_(grad * row_rate)
+    def step(
+        self,
+        active: torch.Tensor,
+        factor: float | torch.Tensor = 1.0,
+        all_active: bool | None = None,
+        corrections: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """One update of the active rows, at ``factor`` times their rates (``all_active`` as
+        ``StackedAdam.step``; SGD has no bias corrections)."""
+        masked = self._masked(active, factor, all_active, l2=True)
+        if masked is None:
+            return
+        grad, rate = masked
+        if self.momentum:
+            if self.buffer is None:
+                self.buffer = grad.clone()
+            else:
+                self.buffer.mul_(self.momentum).add_(grad)
+            grad = self.buffer
+        self.flat.sub_(grad * rate)
 
 
 def weight_decays(model: Groups, cfg: TrainConfig) -> list[torch.Tensor | None]:
@@ -225,10 +320,124 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
-    """Resolve ``train.compile``: deterministic, from the config and device alone."""
+    """Resolve ``train.compile``: deterministic, from the config and device alone.
+
+    ``auto`` compiles on CUDA for runs of 2000 steps or more; on the CPU it stays off: the eager
+    step is within ~10% of the compiled one there (benchmarks/bench_peers.py) and a cold compile
+    costs 15-25 s, more than a default run takes.
+    """
     if cfg.compile == "auto":
         return device.type == "cuda" and cfg.steps >= 2000
     return bool(cfg.compile)
+
+
+#: ``cuda_graph: auto`` captures the step when one elementwise pass over the hidden layers'
+#: pre-activations (M x N x sum of widths values) is at most this many: below it a step is a few
+#: hundred short kernels and launch overhead dominates (an estimate: measure with
+#: benchmarks/gpu_check.sh).
+GRAPH_AUTO_MAX_ELEMENTS = 1 << 26
+
+
+def use_cuda_graph(cfg: TrainConfig, device: torch.device, model: Groups, points: int) -> bool:
+    """Resolve ``train.cuda_graph``: never off CUDA (``true`` there is refused by validation);
+    ``auto`` on CUDA for small networks (see ``GRAPH_AUTO_MAX_ELEMENTS``) when not compiling."""
+    if device.type != "cuda" or cfg.cuda_graph is False:
+        return False
+    if cfg.cuda_graph is True:
+        return True
+    elements = sum(g.size * points * sum(g.layers[1:-1]) for g in model.ensembles())
+    return not use_compile(cfg, device) and elements <= GRAPH_AUTO_MAX_ELEMENTS
+
+
+class _Book:
+    """Per-model bookkeeping on the device, updated in place (a CUDA graph replays it):
+    ``active`` (not diverged), ``reached`` (step of the first data loss under the threshold)
+    and ``diverged`` (step of the first non-finite loss), -1 where it never happened."""
+
+    def __init__(self, size: int, device: torch.device) -> None:
+        self.active = torch.ones(size, dtype=torch.bool, device=device)
+        self.reached = torch.full((size,), -1, dtype=torch.long, device=device)
+        self.diverged = torch.full((size,), -1, dtype=torch.long, device=device)
+        # Host-side shortcuts (None: unknown, as on CUDA where a look would synchronise).
+        self.all_active: bool | None = True
+        self.all_reached = False
+
+    @torch.no_grad()
+    def update(
+        self, step: int | torch.Tensor, data: torch.Tensor, loss: torch.Tensor, threshold: float
+    ) -> None:
+        finite = torch.isfinite(loss)
+        if self.all_active is None or not (self.all_active and bool(finite.all())):
+            self.diverged.copy_(torch.where(self.active & ~finite, step, self.diverged))
+            self.active &= finite
+            if self.all_active is not None:
+                self.all_active = bool(self.active.all())
+        if not self.all_reached:
+            newly = (self.reached < 0) & (data < threshold)
+            self.reached.copy_(torch.where(newly, step, self.reached))
+
+    def refresh(self) -> None:
+        """Update the host-side shortcuts where looking is cheap (not on CUDA)."""
+        if self.all_active is not None:
+            self.all_reached = bool((self.reached >= 0).all())
+
+
+class _Graphed:
+    """The training step (loss, bookkeeping, backward, update) captured as one CUDA graph.
+
+    The step index, the schedule's factor and Adam's bias corrections live on the device, so a
+    replay needs nothing from the host. A few warm-up steps (needed before a capture) run first
+    on a side stream; the parameters, the optimiser's state and the bookkeeping are restored
+    after them, so training starts from the same state as in eager mode.
+    """
+
+    def __init__(
+        self,
+        body: Callable[[int | torch.Tensor, float | torch.Tensor, bool], torch.Tensor],
+        optimizer: StackedAdam | StackedSGD,
+        book: _Book,
+        cfg: TrainConfig,
+        device: torch.device,
+    ) -> None:
+        self.step = torch.zeros(1, dtype=torch.long, device=device)
+        # In the parameters' dtype, as the eager step's Python float meets them.
+        self.factors = torch.tensor(
+            [lr_factor(cfg, s) for s in range(cfg.steps)], dtype=optimizer.flat.dtype, device=device
+        )
+        had_buffer = isinstance(optimizer, StackedSGD) and optimizer.buffer is not None
+        state = [*optimizer.state(), book.active, book.reached, book.diverged]
+        saved = [t.detach().clone() for t in state]
+        t0 = getattr(optimizer, "t", 0)
+        stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self._run(body)
+        torch.cuda.current_stream(device).wait_stream(stream)
+        with torch.no_grad():
+            for t, s in zip(state, saved):
+                t.copy_(s)
+            self.step.zero_()
+        if isinstance(optimizer, StackedSGD) and optimizer.buffer is not None and not had_buffer:
+            # Made by the warm-up: zero, the first replay's momentum step copies the gradient.
+            optimizer.buffer.zero_()
+        if isinstance(optimizer, StackedAdam):
+            optimizer.t = t0
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.data = self._run(body)
+
+    def _run(
+        self, body: Callable[[int | torch.Tensor, float | torch.Tensor, bool], torch.Tensor]
+    ) -> torch.Tensor:
+        data = body(self.step, self.factors[self.step], True)
+        with torch.no_grad():
+            self.step += 1
+        return data
+
+    def replay(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.data
 
 
 def train(
@@ -247,7 +456,7 @@ def train(
     the last logged step is ``cfg.steps``. Each model minimises its MSE plus its slope-recovery
     term, if any; the threshold and the logged training loss use the MSE alone. A model whose
     loss becomes NaN or infinite is frozen from that step (its later losses stay non-finite) and
-    the others go on unaffected.
+    the others go on unaffected. Metrics reach the host only at logged steps.
 
     Args:
         model: the ensemble (trained in place).
@@ -257,15 +466,21 @@ def train(
         on_log: called with every ``LogRecord`` as it is made.
         stop: polled before every step; returning True ends training early (``interrupted``).
     """
-    size = model.size
     device = x_train.device
+    if cfg.cuda_graph is True and device.type != "cuda":
+        from aaf_cli.errors import ConfigError
+
+        raise ConfigError(
+            "config", "train.cuda_graph", f"true needs a CUDA device (training runs on {device})"
+        )
     optimizer = make_optimizer(model, cfg)
-    active = torch.ones(size, dtype=torch.bool, device=device)
-    reached = torch.full((size,), -1, dtype=torch.long, device=device)
-    diverged = torch.full((size,), -1, dtype=torch.long, device=device)
+    book = _Book(model.size, device)
+    if device.type == "cuda":
+        book.all_active = None  # no host look at device values between log steps
     records: list[LogRecord] = []
     interrupted = False
     extra: dict[str, float | str] = {}
+    betas = cfg.betas
 
     def training_loss() -> tuple[torch.Tensor, torch.Tensor]:
         data = mse(model(x_train), y_train)
@@ -286,13 +501,49 @@ def train(
         for p in model.parameters():
             p.grad = None
         extra["compile_time_s"] = time.perf_counter() - tic
+
+    def body(step: int | torch.Tensor, factor: float | torch.Tensor, update: bool) -> torch.Tensor:
+        """The loss of step ``step``, the bookkeeping, and (``update``) one optimiser step."""
+        data, loss = loss_fn()
+        book.update(step, data, loss, cfg.threshold)
+        if update:
+            for param in optimizer.params:
+                param.grad = None
+            # With every model known active, the mask would multiply each gradient by one.
+            total = loss if book.all_active else torch.where(book.active, loss, 0.0)
+            total.sum().backward()  # type: ignore[no-untyped-call]
+            corrections = None
+            if isinstance(step, torch.Tensor) and isinstance(optimizer, StackedAdam):
+                t = (step + 1).to(torch.float64)
+                dtype = optimizer.flat.dtype
+                corrections = (
+                    (1 - betas[0] ** t).to(dtype),
+                    (1 - betas[1] ** t).sqrt().to(dtype),
+                )
+            optimizer.step(book.active, factor, book.all_active, corrections)
+        return data
+
+    graphed: _Graphed | None = None
+    if use_cuda_graph(cfg, device, model, x_train.shape[-2]):
+        tic = time.perf_counter()
+        try:
+            graphed = _Graphed(body, optimizer, book, cfg, device)
+        except Exception as exc:
+            extra["cuda_graph_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        extra["cuda_graph_time_s"] = time.perf_counter() - tic
     start = time.perf_counter()
 
-    def log(step: int, train_loss: torch.Tensor) -> None:
-        with torch.no_grad():
-            test_loss = mse(model(x_test), y_test)
-            recovery = model.recovery()
-            params = model.trajectories()
+    @torch.no_grad()
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Test loss, S(a) and the logged parameters of the current parameters (on device)."""
+        return mse(model(x_test), y_test), model.recovery(), model.trajectories()
+
+    def log(
+        step: int,
+        train_loss: torch.Tensor,
+        now: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
+    ) -> None:
+        test_loss, recovery, params = now
 
         # The copies to the host synchronise with the device: the clock is read after the work.
         def host(t: torch.Tensor) -> torch.Tensor:
@@ -316,30 +567,26 @@ def train(
             # The parameters have had `step` updates: that is the step logged and reported.
             interrupted = True
             break
-        data, loss = loss_fn()
-        with torch.no_grad():
-            finite = torch.isfinite(loss)
-            diverged = torch.where(active & ~finite, step, diverged)
-            active = active & finite
-            reached = torch.where((reached < 0) & (data < cfg.threshold), step, reached)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log(step, data)
-        if step == cfg.steps:
-            break
-        for param in optimizer.params:
-            param.grad = None
-        torch.where(active, loss, 0.0).sum().backward()  # type: ignore[no-untyped-call]
-        optimizer.step(active, lr_factor(cfg, step))
+        logged = step % cfg.log_every == 0 or step == cfg.steps
+        # Measured before the update that this step makes (the parameters after `step` updates).
+        now = evaluate() if logged else None
+        if graphed is not None and step < cfg.steps:
+            data = graphed.replay()
+        else:
+            data = body(step, lr_factor(cfg, step) if step < cfg.steps else 0.0, step < cfg.steps)
+        if now is not None:
+            log(step, data, now)
+            book.refresh()
 
     if interrupted and (not records or records[-1].step != step):
         with torch.no_grad():
-            log(step, mse(model(x_train), y_train))
+            log(step, mse(model(x_train), y_train), evaluate())
     with torch.no_grad():
         predictions = model(x_test)[..., 0].to("cpu", torch.float64)
     return TrainResult(
         records=records,
-        steps_to_threshold=reached.cpu(),
-        diverged_at=diverged.cpu(),
+        steps_to_threshold=book.reached.cpu(),
+        diverged_at=book.diverged.cpu(),
         predictions=predictions,
         wall_time=time.perf_counter() - start,
         steps_done=step,

@@ -73,6 +73,7 @@ ENGINE = "tests/test_engine.py"
 DIVERGENCE = "tests/test_divergence.py"
 KINDS = "tests/test_kinds.py"
 EXPR = "tests/test_expr.py"
+PDE = "tests/test_pde.py"
 SWEEP = "tests/test_sweep.py"
 SWEEP_PLAN = "tests/test_sweep.py::test_random_draws_are_deterministic_and_within_bounds"
 TUNED = (
@@ -121,7 +122,12 @@ RU = "aaf_cli/runs.py"
 P = "aaf_cli/pipeline.py"
 E = "aaf_cli/expr.py"
 SW = "aaf_cli/sweeps/spec.py"
+PDE_RESIDUAL = "aaf_cli/pde/residual.py"
+PDE_AUTODIFF = "aaf_cli/pde/autodiff.py"
+PDE_REFERENCE = "aaf_cli/pde/reference.py"
 TU = "aaf_cli/sweeps/tuned.py"
+PK = "aaf_cli/sweeps/packing.py"
+PACKING = "tests/test_sweep_packing.py"
 
 CATALOGUE: tuple[Mutant, ...] = (
     # ---- statistics
@@ -585,6 +591,59 @@ CATALOGUE: tuple[Mutant, ...] = (
         "return float(min(cleaned)) if cleaned else math.inf",
         "the criterion is the luckiest tuning seed instead of the median over them",
         TUNED,
+    ),
+    # ---- packing: points trained as one ensemble must equal the points alone
+    mutant(
+        "packing.point-lr-lost",
+        PK,
+        "lr = v.lr if v.lr is not None else cfg.train.lr",
+        "lr = v.lr if v.lr is not None else configs[0].train.lr",
+        "every point of a pack trains at the first point's train.lr",
+        PACKING,
+    ),
+    mutant(
+        "packing.steps-per-model",
+        PK,
+        'PER_MODEL = ("name", "seeds", "threads", "variants", "train.lr")',
+        'PER_MODEL = ("name", "seeds", "threads", "variants", "train.lr", "train.steps")',
+        "points with different step counts are packed (and train for the first one's steps)",
+        PACKING,
+    ),
+    mutant(
+        "packing.rows-in-pack-order",
+        PK,
+        '[position[(f"{k}:{m.variant}", m.seed)] for m in members(cfg)]',
+        'sorted(position[(f"{k}:{m.variant}", m.seed)] for m in members(cfg))',
+        "a point's models split back in the pack's order, not the order the point alone has",
+        PACKING,
+    ),
+    # ---- physics-informed (aaf_cli/pde)
+    mutant(
+        "pde.shared-input",
+        PDE_RESIDUAL,
+        "    if base.dim() == 2:\n        base = base.expand(size, *base.shape)",
+        "    if base.dim() == 3:\n        base = base[0]",
+        "every model differentiated through ONE shared input: derivatives summed over models",
+        f"{PDE}::test_batched_derivatives_equal_per_model_autograd",
+        PDE,
+    ),
+    mutant(
+        "pde.first-derivatives-without-graph",
+        PDE_AUTODIFF,
+        "create_graph=create_graph or len(prefix) + 1 < top,",
+        "create_graph=create_graph,",
+        "second derivatives of values-only calls (forcing from_exact) silently come out zero",
+        f"{PDE}::test_klein_gordon_forcing_derived_from_the_exact_solution_equals_the_hand_derived_one",
+        PDE,
+    ),
+    mutant(
+        "pde.burgers-sign",
+        PDE_REFERENCE,
+        "parts.append(-(torch.sin(math.pi * y) * weight).sum(-1) / weight.sum(-1))",
+        "parts.append((torch.sin(math.pi * y) * weight).sum(-1) / weight.sum(-1))",
+        "the Cole-Hopf reference loses its minus sign (u(x, 0) = +sin(pi x))",
+        f"{PDE}::test_burgers_reference_agrees_with_an_independent_spectral_solver",
+        PDE,
     ),
 )
 

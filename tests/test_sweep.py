@@ -297,7 +297,7 @@ def test_ctrl_c_keeps_completed_points_and_marks_the_rest(tmp_path: Path) -> Non
 
     result = aaf.sweep(
         SMOKE, grid={"variants.1.n": [1, 2, 5]}, overrides=BASE, runs_dir=tmp_path,
-        stop=stop, on_point=on_point,
+        stop=stop, on_point=on_point, pack=False,
     )  # fmt: skip
     assert result.status == "interrupted" and started == [0, 1]
     assert [p.status for p in result.points] == ["completed", "interrupted", "pending"]
@@ -428,9 +428,13 @@ def test_sigint_stops_the_sweep_keeps_its_points_and_exits_130(tmp_path: Path) -
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     folder = Path(out.strip().splitlines()[-1])
-    assert [r["status"] for r in read_points(folder)] == ["interrupted"] * 2 + ["pending"] * 2
+    # Both points differ only in n: packed, they train as one ensemble and stop together,
+    # each written as an ordinary interrupted run.
+    assert [r["status"] for r in read_points(folder)] == ["interrupted"] * 4
     assert yaml.safe_load((folder / SWEEP_FILE).read_text())["status"] == "interrupted"
-    assert not (folder / "points" / "001").exists()
+    for point in ("000", "001"):
+        summary = json.loads((folder / "points" / point / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and summary["packed"]["points"] == 2
     assert not list(folder.rglob(".*tmp*"))
 
 
@@ -444,3 +448,20 @@ def test_list_valued_keys_and_api_grid_values() -> None:
     assert parse_grid_option("train.lr=[1e-3, 1e-2]") == ("train.lr", [1e-3, 1e-2])
     with pytest.raises(aaf.ConfigError, match="expected a list of values"):
         aaf.sweep(SMOKE, grid={"train.lr": 1e-3}, dry_run=True)
+
+
+def test_two_numeric_keys_also_draw_heat_maps_with_every_cell_annotated(swept: Path) -> None:
+    from aaf_cli.sweeps.figure import HEATMAP_FILE, draw_heatmap
+    from aaf_cli.sweeps.records import point_rows, read_record
+
+    assert (swept / HEATMAP_FILE).stat().st_size > 10_000
+    record = read_record(swept)
+    rows = point_rows(swept, record)
+    fig = draw_heatmap(rows, record.keys, swept / "again.png", "t")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    # fixed, adaptive: 4 metric cells each; adaptive / fixed: 4 ratio cells
+    ratios = sorted(t for t in texts if t.startswith("x"))
+    expected = sorted(f"x{float(r['ratio']):.2g}" for r in rows if r["variant"] == "adaptive")
+    assert len(texts) == 12 and ratios == expected
+    assert draw_heatmap(rows, record.keys[:1], swept / "none.png", "t") is None
+    assert not (swept / "none.png").exists()

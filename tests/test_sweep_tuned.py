@@ -185,6 +185,14 @@ def test_resume_reruns_an_incomplete_evaluation_run(tuned: tuple[Path, str]) -> 
 
 
 BAD = {
+    "no tuning seeds": (
+        ["--grid", "train.lr=0.01,0.1", "--tune", "train.lr", "--tune-seeds", "0"],
+        f"Error: {SMOKE}: --tune-seeds: must be from 1 to 1000 (got 0)",
+    ),
+    "no evaluation seeds": (
+        ["--grid", "train.lr=0.01,0.1", "--tune", "train.lr", "--eval-seeds", "0"],
+        f"Error: {SMOKE}: --eval-seeds: must be from 1 to 4096 (got 0)",
+    ),
     "tuning a name": (
         ["--grid", "variants.1.name=a,b", "--tune", "variants.1.name"],
         "Error: --tune variants.1.name: variants.K.name says which variant is which; tune a "

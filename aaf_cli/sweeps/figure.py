@@ -148,3 +148,136 @@ def draw(
     fig.suptitle(plots.wrap("\n".join(lines), width), fontsize=10)
     plots.save(fig, path)
     return fig
+
+
+HEATMAP_FILE = "sweep_heatmap.png"
+
+
+def _cells(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[str], line: str, column: str
+) -> dict[tuple[float, float], float]:
+    _, line_of = _lines(rows)
+    out: dict[tuple[float, float], float] = {}
+    for i, r in enumerate(rows):
+        value = r.get(column)
+        if line_of[i] == line and r["status"] in DONE and value is not None:
+            out[(float(r[keys[0]]), float(r[keys[1]]))] = float(value)
+    return out
+
+
+def draw_heatmap(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    path: Path,
+    title: str,
+    metric: str = "final",
+) -> Any:
+    """Heat maps of a sweep over exactly two numeric keys, written to ``path``: the metric
+    (geometric mean over seeds) of every variant on one shared log colour scale, then each
+    variant's paired ratio to the baseline (geometric mean of the per-seed ratios, < 1: the
+    variant is better) on a diverging scale centred at 1, every cell annotated, a cell whose
+    95% interval of the ratio excludes 1 outlined. Returns the figure, or None when the sweep
+    does not qualify or no point is done (nothing is written then)."""
+    from matplotlib.colors import LogNorm, TwoSlopeNorm
+    from matplotlib.patches import Rectangle
+
+    done = [r for r in rows if r["status"] in DONE]
+    if len(keys) != 2 or not done:
+        return None
+    if not all(_numeric([r[k] for r in rows]) for k in keys):
+        return None
+    order, _ = _lines(rows)
+    baseline = str(done[0]["baseline"])
+    xs = sorted({float(r[keys[0]]) for r in rows})
+    ys = sorted({float(r[keys[1]]) for r in rows})
+    column = f"{metric}_test_geomean"
+    values = {line: _cells(rows, keys, line, column) for line in order}
+    ratios = {line: _cells(rows, keys, line, "ratio") for line in order if line != baseline}
+    ratio_lines = [line for line in ratios if ratios[line]]
+    everything = [v for cells in values.values() for v in cells.values() if v > 0]
+    if not everything:
+        return None
+    panels = len(order) + len(ratio_lines)
+    cols = min(panels, 3)
+    grid_rows = math.ceil(panels / cols)
+    cell = 0.62
+    width = max(7.5, cols * (1.8 + cell * len(xs)))
+    height = 1.6 + grid_rows * (1.3 + cell * len(ys))
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(grid_rows, cols, squeeze=False).ravel()
+    norm = LogNorm(min(everything), max(everything))
+    spread = [abs(math.log10(v)) for c in ratios.values() for v in c.values() if v > 0]
+    limit = max(max(spread, default=0.0), 0.05)
+    ratio_norm = TwoSlopeNorm(0.0, -limit, limit)
+    grid_nan = [[math.nan] * len(xs) for _ in ys]
+
+    def frame(ax: Any, label: str) -> None:
+        ax.set_xticks(range(len(xs)), [short_text(_plain(v)) for v in xs])
+        ax.set_yticks(range(len(ys)), [short_text(_plain(v)) for v in ys])
+        ax.set_xlabel(keys[0])
+        ax.set_ylabel(keys[1])
+        ax.set_title(label, fontsize=9)
+
+    k = 0
+    for line in order:
+        ax = axes[k]
+        k += 1
+        grid = [row[:] for row in grid_nan]
+        for (x, y), v in values[line].items():
+            grid[ys.index(y)][xs.index(x)] = v if v > 0 else math.nan
+        image = ax.imshow(grid, origin="lower", cmap="viridis", norm=norm, aspect="auto")
+        for (x, y), v in values[line].items():
+            shade = norm(v) if v > 0 else 0.0
+            ax.text(xs.index(x), ys.index(y), f"{v:.1e}", ha="center", va="center",
+                    fontsize=7, color="white" if shade < 0.6 else "black")  # fmt: skip
+        suffix = " (baseline)" if line == baseline else ""
+        frame(ax, f"{line}{suffix}: {metric} test MSE")
+        fig.colorbar(image, ax=ax, shrink=0.85)
+    intervals = {
+        line: (
+            _cells(rows, keys, line, "ratio_ci_low"),
+            _cells(rows, keys, line, "ratio_ci_high"),
+        )
+        for line in ratio_lines
+    }
+    for line in ratio_lines:
+        ax = axes[k]
+        k += 1
+        grid = [row[:] for row in grid_nan]
+        for (x, y), v in ratios[line].items():
+            grid[ys.index(y)][xs.index(x)] = math.log10(v) if v > 0 else math.nan
+        image = ax.imshow(grid, origin="lower", cmap="PuOr", norm=ratio_norm, aspect="auto")
+        low, high = intervals[line]
+        for (x, y), v in ratios[line].items():
+            i, j = xs.index(x), ys.index(y)
+            shade = float(ratio_norm(math.log10(v))) if v > 0 else 0.5
+            ax.text(i, j, f"x{v:.2g}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(shade - 0.5) > 0.3 else "black")  # fmt: skip
+            lo, hi = low.get((x, y)), high.get((x, y))
+            if lo is not None and hi is not None and (hi < 1 or lo > 1):
+                ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, lw=1.6, ec="black"))
+        frame(ax, f"{line} / {baseline}: ratio of {metric} test MSE (<1: {line} better)")
+        bar = fig.colorbar(image, ax=ax, shrink=0.85)
+        ticks = [t for t in (-2, -1, -0.5, 0, 0.5, 1, 2) if abs(t) <= limit]
+        bar.set_ticks(ticks, labels=[f"{10**t:.3g}" for t in ticks])
+    for ax in axes[k:]:
+        ax.set_visible(False)
+    seeds = sorted({int(r["seeds"]) for r in done if r.get("seeds") is not None})
+    count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    lines = [
+        title,
+        f"geometric mean over {count} seeds; ratio: paired, per seed; outlined: its 95% "
+        "interval excludes 1",
+    ]
+    pending = len({r["point"] for r in rows}) - len({r["point"] for r in done})
+    if pending:
+        lines.append(f"{pending} points not done: blank")
+    fig.suptitle(plots.wrap("\n".join(lines), width), fontsize=10)
+    plots.save(fig, path)
+    return fig
+
+
+def _plain(value: float) -> Any:
+    """A grid value as it was written: 5.0 -> 5, 0.001 stays."""
+    return int(value) if float(value).is_integer() else value

@@ -12,34 +12,44 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aaf_cli.budget import MAX_HOURS, Estimate, _bytes, _duration
-from aaf_cli.config import load_config
+from aaf_cli.config import ExperimentConfig, load_config
 from aaf_cli.errors import AafError, ConfigError, UsageError
 from aaf_cli.runs import SWEEP_FILE, new_run_dir
 from aaf_cli.sweeps import records
 from aaf_cli.sweeps.records import DONE, FIGURE_FILE, PointEntry, SweepRecord
 from aaf_cli.sweeps.spec import Axis, Point, SweepPlan, build_configs, parse_distribution
 
+if TYPE_CHECKING:
+    from aaf_cli.experiment import ExperimentResult
+    from aaf_cli.sweeps.packing import Pack
+    from aaf_cli.train import LogRecord
+
 METRICS = ("final", "best")
 
 
 @dataclass(frozen=True)
 class SweepCheck:
-    """The size of a sweep: each point's estimate, the total, and the soft limits passed."""
+    """The size of a sweep: each point's estimate, the total, the jobs packing makes of the
+    points (``packing.plan_packs``) and their time, and the soft limits passed."""
 
     estimates: list[Estimate]
     over_limits: list[str]
+    packs: list[Pack] = field(default_factory=list)
+    packed_seconds: float | None = None  # the jobs one after another; None: not packed
 
     @property
     def seconds(self) -> float:
-        return sum(e.seconds for e in self.estimates)
+        """Training time of the whole sweep on a quiet machine, jobs one after another."""
+        alone = sum(e.seconds for e in self.estimates)
+        return alone if self.packed_seconds is None else self.packed_seconds
 
     @property
     def models(self) -> int:
@@ -47,11 +57,30 @@ class SweepCheck:
 
     def describe(self) -> str:
         largest = max(self.estimates, key=lambda e: e.memory_bytes)
+        alone = sum(e.seconds for e in self.estimates)
+        jobs = ""
+        if self.packs and len(self.packs) < len(self.estimates):
+            jobs = (
+                f" in {len(self.packs)} packed job{'s' if len(self.packs) > 1 else ''}: about "
+                f"{_duration(self.seconds)} of training ({_duration(alone)} one point after "
+                "another)"
+            )
+        else:
+            jobs = f": about {_duration(alone)} of training one point after another"
         return (
-            f"{len(self.estimates)} points, {self.models} models in all: about "
-            f"{_duration(self.seconds)} of training one point after another on a quiet machine "
-            f"(the largest point needs about {_bytes(largest.memory_bytes)} of memory)"
+            f"{len(self.estimates)} points, {self.models} models in all{jobs} on a quiet "
+            f"machine (the largest point needs about {_bytes(largest.memory_bytes)} of memory)"
         )
+
+
+def pack_estimate(configs: Sequence[ExperimentConfig]) -> Estimate:
+    """The size of one packed job: its first point's network with every point's models."""
+    from aaf_cli.budget import estimate
+
+    cfg = configs[0]
+    models = sum(len(c.variants) * len(c.seed_list) for c in configs)
+    seeds = max(1, round(models / len(cfg.variants)))
+    return estimate(cfg.model_copy(update={"seeds": list(range(seeds))}))
 
 
 @dataclass(frozen=True)
@@ -69,9 +98,10 @@ class PointEvent:
     error: str | None = None
 
 
-def check_plan(plan: SweepPlan, force: bool = False) -> SweepCheck:
+def check_plan(plan: SweepPlan, force: bool = False, pack: bool = True) -> SweepCheck:
     """Every check ``aaf run`` makes before training, for every point, and the soft limits
-    applied to the whole sweep (its total time; each point's own size)."""
+    applied to the whole sweep (its total time, packed as it will run; each point's own
+    size)."""
     from aaf_cli.checks import preflight
 
     estimates: list[Estimate] = []
@@ -84,7 +114,15 @@ def check_plan(plan: SweepPlan, force: bool = False) -> SweepCheck:
         checked = preflight(plan.evaluation, f"{plan.source}: evaluation run", force=True)
         estimates.append(checked.estimate)
         over += [f"evaluation run: {o}" for o in checked.over_limits]
-    check = SweepCheck(estimates, over)
+    from aaf_cli.sweeps.packing import plan_packs
+
+    packs = plan_packs(plan.configs, pack=pack)
+    packed = None
+    if pack and len(packs) < len(plan.points):
+        packed = sum(pack_estimate([plan.configs[i] for i in p.points]).seconds for p in packs)
+        if plan.evaluation is not None:
+            packed += estimates[-1].seconds
+    check = SweepCheck(estimates, over, packs, packed)
     if check.seconds > MAX_HOURS * 3600:
         over.append(f"estimated total time over {MAX_HOURS:g} h")
     if over and not force:
@@ -179,29 +217,121 @@ def plan_of(folder: Path) -> tuple[SweepPlan, SweepRecord]:
     return plan, record
 
 
-def _run_point(
-    plan: SweepPlan, index: int, path: Path, stop: Callable[[], bool] | None, progress: bool
-) -> dict[str, Any]:
-    from aaf_cli.pipeline import execute
+@dataclass(frozen=True)
+class Job:
+    """One pack of points to train (``packing.plan_packs``): one ``train_pack`` call, in this
+    process or as one task of a parallel executor."""
 
-    cfg = plan.configs[index]
-    bar: Any = nullcontext(None)
-    if progress:
-        from aaf_cli.progress import live_progress
+    pack: Pack
+    configs: tuple[ExperimentConfig, ...]
+    labels: tuple[str, ...]
+    folders: tuple[Path, ...]
 
-        bar = live_progress(cfg)
-    with bar as callbacks:
-        report = execute(
-            cfg,
-            path.parent,
-            plan.base_source,
-            plan.point_overrides(index),
-            on_log=callbacks.on_log if callbacks is not None else None,
-            stop=stop,
-            force=True,  # the sweep's size was checked as a whole
-            folder=path,
-        )
-    return report.summary
+
+#: What an executor reports for a job: its points' results, or the one-line error that failed it.
+Outcome = Callable[[Job, "list[ExperimentResult] | None", "str | None"], None]
+
+
+class Executor(Protocol):
+    """Trains jobs and reports each one's outcome through ``done`` as it finishes; the driver
+    (``run_sweep``) writes every folder. ``run`` returns True when ``stop`` ended it early.
+    ``begin(job)`` is called when a job starts where the driver can see it (in this process);
+    ``done`` calls it itself for a job it has not seen start. ``parallel``: how many jobs run
+    at once (the packs are split into at least that many jobs)."""
+
+    parallel: int
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        begin: Callable[[Job], None],
+        done: Outcome,
+        stop: Callable[[], bool] | None,
+    ) -> bool: ...
+
+    def close(self) -> None:
+        """Release what the executor holds (a Ray instance it started); called once."""
+
+
+class LocalExecutor:
+    """Job after job in this process, with each job's metrics flushed to its folders as it
+    trains (a killed sweep keeps them) and, with ``progress``, a bar per job on stderr."""
+
+    parallel = 1
+
+    def __init__(self, progress: bool = False) -> None:
+        self.progress = progress
+
+    def close(self) -> None:
+        pass
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        begin: Callable[[Job], None],
+        done: Outcome,
+        stop: Callable[[], bool] | None,
+    ) -> bool:
+        for job in jobs:
+            if stop is not None and stop():
+                return True
+            begin(job)
+            try:
+                results = self._train(job, stop)
+            except AafError as exc:
+                done(job, None, str(exc))
+                continue
+            done(job, results, None)
+            if results and results[0].result.interrupted:
+                return True
+        return False
+
+    def _train(self, job: Job, stop: Callable[[], bool] | None) -> list[ExperimentResult]:
+        from aaf_cli.experiment import members
+        from aaf_cli.pipeline import FLUSH_SECONDS, Flusher
+
+        flushers = [
+            Flusher(folder, members(cfg), FLUSH_SECONDS, None)
+            for folder, cfg in zip(job.folders, job.configs)
+        ]
+        bar: Any = nullcontext(None)
+        if self.progress:
+            from aaf_cli.progress import live_progress
+
+            shown = job.configs[0]
+            if len(job.configs) > 1:
+                shown = shown.model_copy(update={"name": f"{len(job.configs)} points packed"})
+            bar = live_progress(shown)
+        with bar as callbacks:
+
+            def on_log(records: list[LogRecord]) -> None:
+                for flusher, record in zip(flushers, records):
+                    flusher(record)
+                if callbacks is not None:
+                    callbacks.on_log(records[0])
+
+            from aaf_cli.sweeps.packing import train_pack
+
+            return train_pack(job.configs, labels=job.labels, on_log=on_log, stop=stop)
+
+
+def make_executor(
+    executor: str,
+    *,
+    progress: bool = False,
+    ray_address: str | None = None,
+    max_parallel: int | None = None,
+) -> Executor:
+    """``local`` (in this process) or ``ray`` (``aaf[ray]``); a bad choice is a UsageError."""
+    if executor == "local":
+        if ray_address is not None:
+            raise UsageError("--ray-address needs --executor ray")
+        return LocalExecutor(progress)
+    if executor == "ray":
+        from aaf_cli.sweeps.cluster import RayExecutor
+
+        return RayExecutor(ray_address, max_parallel)
+    raise UsageError(f"--executor must be local or ray (got {executor!r})")
 
 
 def run_sweep(
@@ -214,20 +344,36 @@ def run_sweep(
     stop: Callable[[], bool] | None = None,
     on_point: Callable[[PointEvent], None] | None = None,
     resume: tuple[Path, SweepRecord] | None = None,
+    pack: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
+    max_parallel: int | None = None,
 ) -> Path:
-    """Run the points that are not done, one after another; return the sweep folder.
+    """Run the points that are not done; return the sweep folder.
 
-    A new sweep's folder is made only after every point passed every check. ``sweep.yaml``
-    and ``points.csv`` are rewritten after each point; ``sweep.png`` at the end. ``stop``
-    (polled every step, as ``aaf run`` does) ends the current point after its current step
-    and leaves the rest pending. A point whose run raises one of aaf's errors is marked
-    ``failed`` (its folder removed) and the sweep goes on.
+    Points that differ only in per-model settings train as one ensemble (``packing``; ``pack``
+    False trains each alone), job after job in this process (``executor`` ``local``) or as
+    parallel Ray tasks (``ray``, ``sweeps.cluster``). A new sweep's folder is made only after
+    every point passed every check and the executor started. ``sweep.yaml`` and ``points.csv``
+    are rewritten after each job; ``sweep.png`` at the end. ``stop`` (polled every step, as
+    ``aaf run`` does) ends the current job after its current step and leaves the rest pending.
+    A job that raises one of aaf's errors marks its points ``failed`` (their folders removed)
+    and the sweep goes on.
     """
     if metric is not None and metric not in METRICS:
         raise UsageError(f"--metric must be final or best (got {metric!r})")
-    check_plan(plan, force)
+    if max_parallel is not None and max_parallel < 1:
+        raise UsageError(f"--max-parallel must be at least 1 (got {max_parallel})")
+    check_plan(plan, force, pack)
+    runner = make_executor(
+        executor, progress=progress, ray_address=ray_address, max_parallel=max_parallel
+    )
     if resume is None:
-        folder = new_run_dir(Path(runs_dir), plan.name)
+        try:
+            folder = new_run_dir(Path(runs_dir), plan.name)
+        except BaseException:
+            runner.close()
+            raise
         record = new_record(plan, metric or "final")
         # sweep.yaml at once: it marks the folder as a sweep for aaf list.
         records.write_state(folder, record)
@@ -235,48 +381,80 @@ def run_sweep(
         folder, record = resume
         record.metric = metric or record.metric  # a resumed sweep keeps its figure's metric
     count = len(record.points)
-    stopped = False
-    try:
-        for entry in record.points:
-            path = folder / entry.folder
-            if records.point_status(path) in DONE:
-                continue
-            if stop is not None and stop():
-                stopped = True
-                break
+    entries = {e.index: e for e in record.points}
+    pending = [
+        e.index for e in record.points if records.point_status(folder / e.folder) not in DONE
+    ]
+    from aaf_cli.sweeps.packing import Pack, plan_packs
+
+    parts = runner.parallel
+    jobs = [
+        Job(
+            p,
+            tuple(plan.configs[i] for i in p.points),
+            tuple(plan.points[i].label for i in p.points),
+            tuple(folder / entries[i].folder for i in p.points),
+        )
+        for p in plan_packs(plan.configs, pending, pack=pack, parts=parts)
+    ]
+    started: dict[int, tuple[datetime, float]] = {}
+
+    def begin(job: Job) -> None:
+        from aaf_cli.pipeline import start_run
+
+        for i, path, cfg, label in zip(job.pack.points, job.folders, job.configs, job.labels):
             if path.exists():
                 shutil.rmtree(path)  # a run cut off before its summary: it starts again
             path.mkdir(parents=True)
-            label = plan.points[entry.index].label
-            entry.status, entry.error = "running", None
+            start_run(path, cfg, plan.base_source, plan.point_overrides(i))
+            entries[i].status, entries[i].error = "running", None
+            started[i] = (datetime.now(), time.monotonic())
             if on_point is not None:
-                on_point(PointEvent("start", entry.index, count, label, path))
-            started = time.monotonic()
-            try:
-                summary = _run_point(plan, entry.index, path, stop, progress)
-            except AafError as exc:
+                on_point(PointEvent("start", i, count, label, path))
+
+    def done(job: Job, results: list[ExperimentResult] | None, error: str | None) -> None:
+        from aaf_cli.sweeps.writing import write_points
+
+        for k, (i, path, label) in enumerate(zip(job.pack.points, job.folders, job.labels)):
+            if i not in started:  # finished by a worker before the driver saw it start
+                begin(replace(job, pack=Pack((i,), 0), configs=(job.configs[k],),
+                              labels=(label,), folders=(path,)))  # fmt: skip
+        if results is None:
+            written: list[tuple[dict[str, Any] | None, str | None]] = [
+                (None, error or "failed")
+            ] * len(job.folders)
+        else:
+            written = write_points(
+                [
+                    (path, r, started[i][0])
+                    for i, path, r in zip(job.pack.points, job.folders, results)
+                ]
+            )
+        for i, path, label, (summary, failure) in zip(
+            job.pack.points, job.folders, job.labels, written
+        ):
+            entry = entries[i]
+            if summary is None:
                 shutil.rmtree(path, ignore_errors=True)
-                entry.status, entry.error = "failed", str(exc)
-                summary = {}
-            seconds = time.monotonic() - started
-            records.write_state(folder, record)
+                entry.status, entry.error = "failed", failure
+            else:
+                entry.status, entry.error = str(summary.get("status", "completed")), None
             if on_point is not None:
+                seconds = time.monotonic() - started[i][1]
                 on_point(
                     PointEvent(
-                        "done",
-                        entry.index,
-                        count,
-                        label,
-                        path,
-                        entry.status,
-                        seconds,
-                        tuple(summary.get("comparisons", [])),
-                        entry.error,
+                        "done", i, count, label, path, entry.status, seconds,
+                        tuple((summary or {}).get("comparisons", [])), entry.error,
                     )
-                )
-            if entry.status == "interrupted":
-                stopped = True
-                break
+                )  # fmt: skip
+        records.write_state(folder, record)
+
+    stopped = False
+    try:
+        try:
+            stopped = runner.run(jobs, begin, done, stop)
+        finally:
+            runner.close()
         if plan.protocol is not None and not stopped:
             stopped = _tuned_phase(plan, folder, record, stop, progress)
     except KeyboardInterrupt:
@@ -297,9 +475,10 @@ def run_sweep(
         else:
             record.status = "partial"
         rows = records.write_state(folder, record)
-        from aaf_cli.sweeps.figure import draw
+        from aaf_cli.sweeps.figure import HEATMAP_FILE, draw, draw_heatmap
 
         draw(rows, record.keys, folder / FIGURE_FILE, _title(record), record.metric)
+        draw_heatmap(rows, record.keys, folder / HEATMAP_FILE, _title(record), record.metric)
     return folder
 
 

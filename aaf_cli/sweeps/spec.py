@@ -637,6 +637,15 @@ def _protocol(
         return None
     n_tune = tune_seeds if tune_seeds is not None else (given.tune_seeds if given else 5)
     n_eval = eval_seeds if eval_seeds is not None else (given.eval_seeds if given else 10)
+    from aaf_cli.config import MAX_SEEDS
+    from aaf_cli.sweeps.tuned import EVAL_SEED_START
+
+    # Checked here, before the points' seeds are built from them (an empty seed list would
+    # blame a --set the user never wrote).
+    for flag, n, most in (("--tune-seeds", n_tune, EVAL_SEED_START), ("--eval-seeds", n_eval,
+                          MAX_SEEDS)):  # fmt: skip
+        if not 1 <= n <= most:
+            raise ConfigError(source, flag, f"must be from 1 to {most} (got {n})")
     from aaf_cli.sweeps.tuned import Protocol
 
     return Protocol(key.strip(), n_tune, n_eval)

@@ -1,0 +1,323 @@
+"""The Ray executor: each packed job of a sweep is one Ray task, on this machine or a cluster.
+
+``RayExecutor`` connects in its constructor, so that every error (Ray not installed, an
+unreachable address) comes before the sweep folder exists: no address starts a local Ray
+instance for the sweep (stopped in ``close``), ``auto`` joins the cluster that ``ray start``
+runs on this machine, ``HOST:PORT`` the one whose head listens there. Tasks return their
+points' results (``packing.train_pack``) and the driver writes every folder, so the nodes need
+the same ``aaf`` installed but no shared filesystem.
+
+Threads: ``parallel`` jobs run at once (``--max-parallel``, default one per CPU Ray offers);
+each task reserves ``cpus`` CPUs (``task_threads``: the most that let ``parallel`` tasks fit on
+the nodes at once) and trains on at most that many threads, so parallel tasks never
+oversubscribe a node's cores (idle OpenMP threads spinning beside a busy process made runs 20x
+slower here). A task whose worker process dies (killed, out of memory) is retried ``RETRIES``
+times by Ray; a job that still fails reports a one-line error and the other jobs go on.
+
+Ray is imported only here, and only when the executor is made: ``aaf`` works without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aaf_cli.errors import AafError, UsageError
+
+if TYPE_CHECKING:
+    from aaf_cli.config import ExperimentConfig
+    from aaf_cli.experiment import ExperimentResult
+    from aaf_cli.sweeps.local import Job, Outcome
+
+#: Times Ray reruns a task whose worker process died (a task that raises is not rerun).
+RETRIES = 3
+#: How often the driver checks ``stop`` (Ctrl-C) while tasks run, in seconds.
+POLL_SECONDS = 0.2
+#: Connecting to ``HOST:PORT``: the TCP connect and the first reply, each at most this long.
+PROBE_SECONDS = 5.0
+INSTALL = "pip install 'aaf[ray]'"
+
+#: What a task returns: its points' results, or the one-line error of an aaf error.
+TaskOutcome = tuple["list[ExperimentResult] | None", "str | None"]
+
+
+def task_threads(node_cpus: Sequence[float], parallel: int) -> int:
+    """The CPUs (and threads) of each task: the most ``t`` for which ``parallel`` tasks of
+    ``t`` CPUs fit on nodes with these CPU counts at once; 1 when not even that fits (the
+    tasks then queue). Pure, so the rule can be tested."""
+    cpus = [int(c) for c in node_cpus if c >= 1]
+    for t in range(max(cpus, default=1), 1, -1):
+        if sum(c // t for c in cpus) >= parallel:
+            return t
+    return 1
+
+
+def job_threads(configs: Sequence[ExperimentConfig], cpus: int) -> int:
+    """The threads a task of ``cpus`` CPUs trains a job on: ``threads: auto`` as ``aaf run``
+    chooses it on a machine of ``cpus`` free cores (one thread for a small workload), a
+    number no more than ``cpus``."""
+    from aaf_cli.budget import choose_threads, workload
+
+    requested = configs[0].threads
+    if requested == "auto":
+        flops = sum(workload(c).step_flops for c in configs)
+        return choose_threads("auto", flops, cpus, None).threads
+    return max(1, min(int(requested), cpus))
+
+
+def train_job(
+    configs: list[ExperimentConfig],
+    labels: list[str],
+    threads: int,
+    version: str,
+    argv: str,
+) -> TaskOutcome:
+    """The body of a Ray task, on a worker: train one job (``packing.train_pack``) on
+    ``threads`` threads. An aaf error comes back as its one-line message (aaf's errors do not
+    all survive pickling); anything else is raised and reaches the driver as a RayTaskError."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch's first import in this worker
+    import aaf_cli
+
+    node = f"{socket.gethostname()}"
+    try:
+        import ray
+
+        node += f" {ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:  # not in a Ray worker (called directly)
+        pass
+    if aaf_cli.__version__ != version:
+        return None, (
+            f"the Ray node {node} runs aaf {aaf_cli.__version__}, the driver aaf {version}: "
+            "install the same aaf on every node"
+        )
+    from aaf_cli.sweeps.packing import train_pack
+
+    try:
+        results = train_pack(configs, labels=labels, threads=threads)
+    except AafError as exc:
+        return None, str(exc)
+    for result in results:
+        result.environment["argv"] = argv  # the sweep's command, not the Ray worker's
+        result.environment["ray_node"] = node
+    return results, None
+
+
+def failure(exc: BaseException) -> str:
+    """One line for a task that failed in Ray: its worker died, its node died, a bug."""
+    import ray.exceptions as rex
+
+    if isinstance(exc, rex.RayTaskError):
+        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+        first = (str(cause).strip().splitlines() or [""])[0][:300]
+        return f"internal error in the Ray task ({type(cause).__name__}: {first})"
+    if isinstance(exc, rex.OutOfMemoryError):
+        return f"Ray's memory monitor killed its worker (out of memory), {RETRIES + 1} times"
+    if isinstance(exc, rex.WorkerCrashedError):
+        return f"the Ray worker running it died {RETRIES + 1} times (killed, or out of memory?)"
+    if isinstance(exc, rex.NodeDiedError | rex.LocalRayletDiedError):
+        return "the Ray node running it died"
+    if isinstance(exc, rex.TaskCancelledError):
+        return "its Ray task was cancelled"
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"Ray failed it ({type(exc).__name__}: {first})"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6]:PORT`` too) as a pair; a UsageError otherwise."""
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(
+            f"--ray-address must be auto or HOST:PORT of a Ray head node (got {address!r})"
+        )
+    return host, int(port)
+
+
+def probe(host: str, port: int, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why ``HOST:PORT`` is no Ray head node (its GCS, a gRPC server), or None when it answers
+    as one: a TCP connect, then the HTTP/2 preface, to which a gRPC server replies with a
+    SETTINGS frame. Each step waits at most ``timeout`` seconds, where ``ray.init`` would
+    retry for minutes."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            # The client preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5).
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            reply = b""
+            while len(reply) < 9:
+                chunk = sock.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except TimeoutError:  # socket.timeout
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if len(reply) < 9 or reply[3] != 4:
+        return "it does not answer as a Ray head node (its GCS port: 6379 unless ray start --port)"
+    return None
+
+
+def _init_arguments(address: str | None) -> dict[str, Any]:
+    """``ray.init``'s arguments for ``address``, checked: a UsageError for a malformed or
+    unreachable ``HOST:PORT``, before anything waits on Ray."""
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address is None:
+        from aaf_cli.budget import usable_cores
+
+        # "local", not None: RAY_ADDRESS or a cluster running here must not be joined.
+        kwargs.update(address="local", num_cpus=usable_cores(), include_dashboard=False)
+    elif address == "auto":  # the cluster ray start runs here (or RAY_ADDRESS)
+        kwargs["address"] = "auto"
+    else:
+        host, port = split_address(address)
+        why = probe(host, port)
+        if why is not None:
+            raise UsageError(f"--ray-address {address}: no Ray cluster there: {why}")
+        kwargs["address"] = address
+    return kwargs
+
+
+def _init(kwargs: dict[str, Any], where: str) -> None:
+    """``ray.init``, its errors as one line. It replaces the SIGTERM handler (with sys.exit):
+    the caller's is put back (aaf's CLI stops after the current step on SIGTERM)."""
+    import ray
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        chain: list[BaseException] = [exc]
+        while chain[-1].__cause__ is not None and len(chain) < 10:
+            chain.append(chain[-1].__cause__)
+        if any("InvalidAuthToken" in str(e) or "AuthenticationError" in repr(e) for e in chain):
+            first = (
+                "the cluster wants token authentication: set RAY_AUTH_MODE=token, with its "
+                "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+            )
+        if kwargs.get("address") == "auto" and "Could not find any running Ray" in first:
+            first = "no Ray cluster runs on this machine (start one: ray start --head)"
+        raise UsageError(f"--executor ray: cannot connect to {where}: {first}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class RayExecutor:
+    """Jobs as Ray tasks, at most ``parallel`` at once (see the module's docstring).
+
+    Raises:
+        UsageError: Ray not installed; a bad or unreachable address; a cluster without CPUs;
+            ``max_parallel`` below 1.
+    """
+
+    def __init__(self, address: str | None, max_parallel: int | None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UsageError(f"--executor ray needs Ray: {INSTALL}") from None
+        if max_parallel is not None and max_parallel < 1:
+            raise UsageError(f"--max-parallel must be at least 1 (got {max_parallel})")
+        self.owned = False  # whether close() disconnects (or stops the instance it started)
+        kwargs = _init_arguments(address)
+        if ray.is_initialized():  # a Python caller's own ray.init: use that connection
+            if address is not None:
+                raise UsageError(
+                    "this process is already connected to Ray: leave --ray-address out to "
+                    "use that connection"
+                )
+        else:
+            _init(kwargs, address or "a local Ray instance")
+            self.owned = True
+        try:
+            alive = [n for n in ray.nodes() if n["Alive"]]  # type: ignore[no-untyped-call]
+            nodes = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in alive]
+            if sum(nodes) < 1:
+                raise UsageError(f"--executor ray: the Ray cluster at {address} has no CPUs")
+            self.parallel = max_parallel or int(sum(nodes))
+            self.cpus = task_threads(nodes, self.parallel)
+        except BaseException:
+            self.close()
+            raise
+        self.nodes = len(nodes)
+
+    def close(self) -> None:
+        """Disconnect; a local instance started for the sweep stops with it."""
+        if self.owned:
+            import ray
+
+            ray.shutdown()
+            self.owned = False
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        begin: Callable[[Job], None],
+        done: Outcome,
+        stop: Callable[[], bool] | None,
+    ) -> bool:
+        """Submit the jobs, at most ``parallel`` at once; report each as it finishes. On
+        ``stop`` (Ctrl-C), cancel the running tasks and return True: their points are left
+        pending (folders removed), the finished ones are written."""
+        import ray
+
+        task = ray.remote(train_job).options(
+            num_cpus=self.cpus, max_retries=RETRIES, retry_exceptions=False
+        )
+        queue = list(jobs)
+        running: dict[Any, Job] = {}
+        version = _version()
+        argv = " ".join(sys.argv)
+        try:
+            while queue or running:
+                if stop is not None and stop():
+                    self._cancel(running)
+                    return True
+                while queue and len(running) < self.parallel:
+                    job = queue.pop(0)
+                    begin(job)
+                    threads = job_threads(job.configs, self.cpus)
+                    ref = task.remote(list(job.configs), list(job.labels), threads, version, argv)
+                    running[ref] = job
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+                for ref in ready:
+                    job = running.pop(ref)
+                    try:
+                        results, error = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        results, error = None, failure(exc)
+                    done(job, results, error)
+        except BaseException:
+            self._cancel(running)
+            raise
+        return False
+
+    def _cancel(self, running: dict[Any, Job]) -> None:
+        """Cancel the running tasks (their workers are killed) and remove the folders
+        ``begin`` made for their points, which are then pending as before."""
+        import shutil
+
+        import ray
+
+        for ref, job in running.items():
+            with contextlib.suppress(Exception):  # finished meanwhile, or Ray already gone
+                ray.cancel(ref, force=True)
+            for folder in job.folders:
+                shutil.rmtree(Path(folder), ignore_errors=True)
+        running.clear()
+
+
+def _version() -> str:
+    import aaf_cli
+
+    return aaf_cli.__version__

@@ -1,0 +1,268 @@
+"""Packing: sweep points that differ only in per-model settings train as one ensemble.
+
+The engine already trains every model of an experiment at once, each with its own learning
+rate, activation parameters and seed. Sweep points whose configs differ only in such
+per-model settings (a variant's ``n``, ``a0``, ``lr``, slope recovery or weight decay, the
+run's ``train.lr``, the seeds, and the name and thread count) are therefore one experiment
+with more models: they are trained together and split back into one result per point, whose
+numbers equal those of the point run alone (every model's arithmetic is its own; only the
+batch it sits in changes). Points that differ in anything else (the network, the target, the
+steps, the schedule, the dtype, ...) are trained apart.
+
+Workers never write files: ``train_pack`` returns results and the driver writes each point's
+ordinary run folder (``pipeline.write_run``), so an executor needs no shared filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from aaf_cli.budget import ThreadChoice, choose_threads, free_cores, usable_cores, workload
+from aaf_cli.config import ExperimentConfig
+from aaf_cli.experiment import ExperimentResult, Located, group_key, members, run_experiment
+from aaf_cli.models import Ensemble, ModelSpec
+from aaf_cli.targets import Dataset
+from aaf_cli.train import LogRecord, TrainResult
+
+#: Most models one packed group trains (memory grows with it; more points make more groups).
+MAX_PACK_MODELS = 4096
+#: Config keys that may differ between the points of one pack (each model carries its own).
+PER_MODEL = ("name", "seeds", "threads", "variants", "train.lr")
+
+
+def pack_key(cfg: ExperimentConfig) -> str:
+    """What must be equal for two points to train as one ensemble: the config without its
+    per-model settings (``PER_MODEL``)."""
+    data = cfg.model_dump(mode="json")
+    for key in PER_MODEL:
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node.pop(last, None)
+    return json.dumps(data, sort_keys=True)
+
+
+def model_count(cfg: ExperimentConfig) -> int:
+    return len(cfg.variants) * len(cfg.seed_list)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Points (indices into the sweep's point list) that train as one experiment."""
+
+    points: tuple[int, ...]
+    models: int
+
+
+def plan_packs(
+    configs: Sequence[ExperimentConfig],
+    pending: Sequence[int] | None = None,
+    *,
+    pack: bool = True,
+    parts: int = 1,
+    max_models: int = MAX_PACK_MODELS,
+) -> list[Pack]:
+    """Group the ``pending`` points (default: all) into packs, in order of first appearance.
+
+    Args:
+        configs: every point's config.
+        pending: the points to run.
+        pack: False runs every point alone (``--no-pack``).
+        parts: split packs so that there are at least this many where the points allow it
+            (parallel executors: one task per pack).
+        max_models: most models per pack.
+    """
+    todo = list(range(len(configs))) if pending is None else list(pending)
+    if not pack:
+        return [Pack((i,), model_count(configs[i])) for i in todo]
+    compatible: dict[str, list[int]] = {}
+    for i in todo:
+        compatible.setdefault(pack_key(configs[i]), []).append(i)
+    chunks: list[list[int]] = []
+    for indices in compatible.values():
+        chunk: list[int] = []
+        size = 0
+        for i in indices:
+            n = model_count(configs[i])
+            if chunk and size + n > max_models:
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(i)
+            size += n
+        chunks.append(chunk)
+    while chunks and len(chunks) < parts:
+        largest = max(chunks, key=len)
+        if len(largest) < 2:
+            break
+        chunks.remove(largest)
+        half = (len(largest) + 1) // 2
+        chunks += [largest[:half], largest[half:]]
+    chunks.sort(key=lambda c: c[0])
+    return [Pack(tuple(c), sum(model_count(configs[i]) for i in c)) for c in chunks]
+
+
+def pack_members(
+    configs: Sequence[ExperimentConfig],
+) -> tuple[dict[tuple[Any, ...], list[ModelSpec]], list[list[int]]]:
+    """The models of every point by training group, and for each point the positions of its
+    models (in the order the point alone would number them) in the packed ensemble.
+
+    A point's ``train.lr`` becomes the rate of each of its models whose variant sets none.
+    """
+    groups: dict[tuple[Any, ...], list[ModelSpec]] = {}
+    for k, cfg in enumerate(configs):
+        for v in cfg.variants:
+            lr = v.lr if v.lr is not None else cfg.train.lr
+            specs = [ModelSpec(f"{k}:{v.name}", seed, v.kind, v, lr) for seed in cfg.seed_list]
+            groups.setdefault(group_key(cfg, v), []).extend(specs)
+    position = {
+        (m.variant, m.seed): i for i, m in enumerate(m for group in groups.values() for m in group)
+    }
+    rows = [
+        [position[(f"{k}:{m.variant}", m.seed)] for m in members(cfg)]
+        for k, cfg in enumerate(configs)
+    ]
+    return groups, rows
+
+
+def pack_threads(configs: Sequence[ExperimentConfig], threads: int | None = None) -> ThreadChoice:
+    """The thread choice of a pack: ``threads`` if the executor sets it (parallel tasks share
+    the cores), the config's number, or ``auto`` from the whole pack's work per step."""
+    cores = usable_cores()
+    if threads is not None:
+        return choose_threads(threads, 0.0, cores, None)
+    requested = configs[0].threads
+    if requested != "auto":
+        return choose_threads(requested, 0.0, cores, None)
+    flops = sum(workload(c).step_flops for c in configs)
+    return choose_threads("auto", flops, cores, free_cores())
+
+
+class PointView:
+    """One point's models inside a packed ensemble, numbered as the point alone numbers them."""
+
+    def __init__(self, ensemble: Located, rows: Sequence[int]) -> None:
+        self.ensemble = ensemble
+        self.rows = list(rows)
+
+    def locate(self, index: int) -> tuple[Ensemble, int]:
+        return self.ensemble.locate(self.rows[index])
+
+    def state_dict_of(self, index: int) -> dict[str, torch.Tensor]:
+        return self.ensemble.state_dict_of(self.rows[index])
+
+
+def slice_record(record: LogRecord, rows: torch.Tensor) -> LogRecord:
+    """The record of some models; parameters none of them has are left out, as in a run of
+    those models alone."""
+    params = {name: values[rows] for name, values in record.params.items()}
+    return LogRecord(
+        record.step,
+        record.elapsed,
+        record.train_loss[rows],
+        record.test_loss[rows],
+        record.recovery[rows],
+        {name: v for name, v in params.items() if not bool(torch.isnan(v).all())},
+    )
+
+
+def split(
+    exp: ExperimentResult,
+    configs: Sequence[ExperimentConfig],
+    rows: Sequence[Sequence[int]],
+    labels: Sequence[str],
+) -> list[ExperimentResult]:
+    """One result per point from the result of their packed experiment."""
+    res, data = exp.result, exp.data
+    out: list[ExperimentResult] = []
+    for cfg, point_rows in zip(configs, rows):
+        idx = torch.tensor(point_rows, dtype=torch.long)
+        result = TrainResult(
+            records=[slice_record(r, idx) for r in res.records],
+            steps_to_threshold=res.steps_to_threshold[idx],
+            diverged_at=res.diverged_at[idx],
+            predictions=res.predictions[idx],
+            wall_time=res.wall_time,
+            steps_done=res.steps_done,
+            interrupted=res.interrupted,
+            extra=dict(res.extra),
+        )
+        point_data = data
+        if data.x_train.dim() == 3:  # per-seed data: each model's own slice
+            on = idx.to(data.x_train.device)
+            point_data = Dataset(data.x_train[on], data.y_train[on], data.x_test, data.y_test)
+        packing = None
+        if len(configs) > 1:
+            packing = {
+                "points": len(configs),
+                "with": list(labels),
+                "models": len(exp.members),
+                "train_time_s": res.wall_time,
+            }
+        out.append(
+            ExperimentResult(
+                cfg,
+                members(cfg),
+                point_data,
+                result,
+                PointView(exp.ensemble, point_rows),
+                dict(exp.environment),
+                packing,
+            )
+        )
+    return out
+
+
+def train_pack(
+    configs: Sequence[ExperimentConfig],
+    *,
+    labels: Sequence[str] = (),
+    on_log: Callable[[list[LogRecord]], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    threads: int | None = None,
+    data: Dataset | None = None,
+) -> list[ExperimentResult]:
+    """Train the points of one pack (``plan_packs``) as one experiment; one result per point,
+    equal to what ``experiment.run_experiment`` gives for that point alone.
+
+    Args:
+        configs: the points' configs; equal but for ``PER_MODEL`` (checked).
+        labels: what each point is called in its summary's ``packed`` entry.
+        on_log: at every logged step, the record of each point (in ``configs`` order).
+        stop: polled every step; True interrupts every point of the pack.
+        threads: the thread count (default: ``pack_threads``).
+        data: the first point's data when already made (``checks.preflight``).
+    """
+    if not configs:
+        return []
+    keys = {pack_key(c) for c in configs}
+    if len(keys) > 1:
+        raise ValueError("these points differ in more than per-model settings: not packable")
+    groups, rows = pack_members(configs)
+    indices = [torch.tensor(r, dtype=torch.long) for r in rows]
+    forward: Callable[[LogRecord], None] | None = None
+    if on_log is not None:
+        callback = on_log
+
+        def forward(record: LogRecord) -> None:
+            callback([slice_record(record, idx) for idx in indices])
+
+    cfg = configs[0]
+    if data is not None and cfg.target.resample and len(configs) > 1:
+        data = None  # per-seed data in the pack's own model order
+    exp = run_experiment(
+        cfg,
+        on_log=forward,
+        stop=stop,
+        data=data,
+        groups=groups,
+        threads=pack_threads(configs, threads),
+    )
+    names = list(labels) or [c.name for c in configs]
+    return split(exp, configs, rows, names)

@@ -1,0 +1,78 @@
+"""Writing the run folders of a packed job's points, several at once.
+
+A packed job trains many points in seconds, and then each point's folder needs its figures:
+about a second of matplotlib per point, all of it single-threaded Python. After training the
+cores are free, so the points are written by forked worker processes, one per usable core.
+The workers inherit the results through ``fork`` (nothing is pickled on the way in) and send
+back only each summary. Where ``fork`` is not the platform's safe default (anything but Linux)
+or there is one core or one point, they are written here, one after another.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aaf_cli.errors import AafError
+
+if TYPE_CHECKING:
+    from aaf_cli.experiment import ExperimentResult
+
+#: What a worker inherits: the points to write (set just before the pool forks).
+_PENDING: list[tuple[Path, ExperimentResult, datetime]] = []
+
+
+def _child() -> None:
+    """A worker's start: the default signal handling, not the command's. The parent handles
+    Ctrl-C (a stop request lets the points being written finish); the pool ends its workers
+    with SIGTERM, which must end them, not ask them to stop after a training step."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _write_one(index: int) -> tuple[dict[str, Any] | None, str | None]:
+    """Write point ``index`` of ``_PENDING``: (its summary, None) or (None, aaf's one-line
+    error)."""
+    import torch
+
+    from aaf_cli.pipeline import write_run
+
+    torch.set_num_threads(1)  # a forked child never enters the parent's OpenMP pool
+    path, exp, started = _PENDING[index]
+    try:
+        return write_run(path, exp, started).summary, None
+    except AafError as exc:
+        return None, str(exc)
+
+
+def write_points(
+    items: Sequence[tuple[Path, ExperimentResult, datetime]], workers: int | None = None
+) -> list[tuple[dict[str, Any] | None, str | None]]:
+    """Write each ``(folder, result, started)`` as ``pipeline.write_run`` does; for each, its
+    summary or the one-line error that stopped it, in order.
+
+    Args:
+        items: the points; their folders hold their config already (``pipeline.start_run``).
+        workers: most processes at once (default: the usable cores).
+    """
+    from aaf_cli.budget import usable_cores
+
+    workers = min(len(items), workers or usable_cores())
+    if workers < 2 or not sys.platform.startswith("linux"):
+        _PENDING[:] = list(items)
+        try:
+            return [_write_one(i) for i in range(len(items))]
+        finally:
+            _PENDING.clear()
+    _PENDING[:] = list(items)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_child) as pool:
+            return pool.map(_write_one, range(len(items)), chunksize=1)
+    finally:
+        _PENDING.clear()

@@ -1,0 +1,155 @@
+"""Benchmark: the batched PINN loss against a per-model PyTorch loop, in one process.
+
+A Burgers-sized PINN (2 inputs, tanh [2, 20, 20, 20, 20, 1], 2000 collocation points and 100
+condition points, u_t + u u_x - nu u_xx): an ensemble of M models (half fixed, half GAAF n = 10,
+paired by seed) trained by ``PinnLoss`` + the engine's optimiser, against the same M models
+trained one after another as ``PlainMLP`` + ``torch.optim.Adam`` with the loss written out
+(autograd on each model's own [N, 2] input). The two are timed in alternation (interleaved
+repeats), float32, and the median model-steps per second of each is printed with the ratio.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_pinn.py
+    python benchmarks/bench_pinn.py --models 16 --steps 20 --repeats 5 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+from pydantic import TypeAdapter
+
+from aaf_cli.config import TrainConfig, Variant
+from aaf_cli.models import Ensemble, Groups, ModelSpec, PlainMLP
+from aaf_cli.pde import parse_pde
+from aaf_cli.pde.problem import PdeProblem, build_problem
+from aaf_cli.pde.residual import PinnLoss
+from aaf_cli.train import make_optimizer
+
+LAYERS = [2, 20, 20, 20, 20, 1]
+BURGERS = {
+    "inputs": {"x": [-1, 1], "t": [0, 1]},
+    "operator": "u_t + u*u_x - nu*u_xx",
+    "params": {"nu": 0.01 / math.pi},
+    "conditions": [
+        {"on": "t == 0", "value": "-sin(pi*x)", "points": 50},
+        {"on": "x == -1 or x == 1", "value": "0", "points": 50},
+    ],
+    "collocation": {"points": 2000, "sampling": "lhs"},
+    "reference": "burgers",
+    "test_points": 100,
+}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def ensemble(models: int, dtype: torch.dtype, device: str = "cpu") -> Groups:
+    half = models // 2
+    groups = []
+    for kind, count in (("fixed", models - half), ("global", half)):
+        if count:
+            v: Any = TypeAdapter(Variant).validate_python(
+                {"kind": kind, "n": 10} if kind == "global" else {"kind": kind}
+            )
+            specs = [ModelSpec(kind, s, kind, v) for s in range(count)]
+            groups.append(Ensemble(LAYERS, kind, "tanh", specs, dtype=dtype, device=device))
+    return Groups(groups)
+
+
+def time_batched(
+    problem: PdeProblem, models: int, steps: int, dtype: torch.dtype, device: str = "cpu"
+) -> float:
+    model = ensemble(models, dtype, device)
+    loss = PinnLoss(problem, dtype, device)
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-3))
+    active = torch.ones(model.size, dtype=torch.bool, device=device)
+    sync(device)
+    tic = time.perf_counter()
+    for _ in range(steps):
+        for p in optimizer.params:
+            p.grad = None
+        loss(model).total.sum().backward()  # type: ignore[no-untyped-call]
+        optimizer.step(active)
+    sync(device)
+    return time.perf_counter() - tic
+
+
+def time_loop(
+    problem: PdeProblem, models: int, steps: int, dtype: torch.dtype, device: str = "cpu"
+) -> float:
+    source = ensemble(models, dtype)
+    nets = []
+    for i in range(models):
+        group, _ = source.locate(i)
+        net = PlainMLP(LAYERS, group.kind, "tanh", source.members[i].spec, dtype=dtype)
+        net.load_state_dict(source.state_dict_of(i))
+        nets.append(net.to(device))
+    col = problem.collocation.to(device, dtype)
+    conditions = [
+        (c.points.to(device, dtype), c.values.to(device, dtype)) for c in problem.conditions
+    ]
+    nu = problem.fixed_params["nu"]
+    opts = [torch.optim.Adam(net.parameters(), lr=1e-3) for net in nets]
+    sync(device)
+    tic = time.perf_counter()
+    for _ in range(steps):
+        for net, opt in zip(nets, opts):
+            x = col.clone().requires_grad_(True)
+            u = net(x)[:, 0]
+            (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+            (gx,) = torch.autograd.grad(g[:, 0].sum(), x, create_graph=True)
+            loss = (g[:, 1] + u * g[:, 0] - nu * gx[:, 0]).square().mean()
+            for points, values in conditions:
+                loss = loss + (net(points)[:, 0] - values).square().mean()
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+    sync(device)
+    return time.perf_counter() - tic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as set)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    problem = build_problem(parse_pde(BURGERS))
+    dtype = torch.float32
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} thread(s); PINN {LAYERS} tanh, "
+        f"{problem.collocation.shape[0]} collocation + "
+        f"{sum(c.points.shape[0] for c in problem.conditions)} condition points, float32, "
+        f"{args.device}"
+    )
+    device, count, steps = args.device, args.models, args.steps
+    time_batched(problem, count, 2, dtype, device)  # warm-up
+    time_loop(problem, 2, 2, dtype, device)
+    batched, loop = [], []
+    for _ in range(args.repeats):  # interleaved, so that load changes hit both alike
+        batched.append(count * steps / time_batched(problem, count, steps, dtype, device))
+        loop.append(count * steps / time_loop(problem, count, steps, dtype, device))
+    b, p = statistics.median(batched), statistics.median(loop)
+
+    def runs(values: list[float]) -> str:
+        return ", ".join(f"{v:.0f}" for v in values)
+
+    print(f"ensemble of {args.models}: {b:8.1f} model-steps/s  (runs: {runs(batched)})")
+    print(f"per-model loop:  {p:8.1f} model-steps/s  (runs: {runs(loop)})")
+    print(f"speed-up: {b / p:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Benchmark: a sweep packed into one ensemble, against its points run one after another, and
+on Ray.
+
+Times whole ``aaf sweep -q`` commands of the installed package (wall clock: start-up, every
+point's run folder and figures, points.csv and sweep.png included), interleaved and repeated:
+
+* ``sequential``: ``--no-pack``, each point its own experiment, one after another (what a
+  shell loop of ``aaf run`` does, less the interpreter start-ups);
+* ``packed``: the default, the points trained as one ensemble and split back;
+* ``ray``: ``--executor ray`` on a Ray instance the sweep starts on this machine (when
+  ``aaf[ray]`` is installed), packed jobs as Ray tasks.
+
+The default workload is issue 11's: a 5 (n) x 4 (lr) grid of the default experiment, 5 seeds,
+2000 steps. Acceptance: packed >= 4x faster than sequential; Ray within 1.5x of packed. It also
+checks that both give the same final test MSE per point and variant.
+
+    python benchmarks/bench_sweep.py                # the issue's workload, 2 rounds
+    python benchmarks/bench_sweep.py --quick        # 300 steps, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GRID = ["--grid", "variants.1.n=1,2,5,10,20", "--grid", "train.lr=3e-4,1e-3,3e-3,1e-2"]
+
+
+def aaf_sweep(extra: list[str], runs_dir: Path, steps: int, seeds: int) -> tuple[float, Path]:
+    """(wall seconds, sweep folder) of one ``aaf sweep -q`` of the default experiment."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    tic = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "aaf_cli", "sweep", *GRID, "--set", f"seeds={seeds}",
+         "--set", f"train.steps={steps}", "--runs-dir", str(runs_dir), "-q", *extra],
+        env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return time.perf_counter() - tic, Path(out.stdout.strip().splitlines()[-1])
+
+
+def finals(folder: Path) -> dict[tuple[str, str], float]:
+    """Median final test MSE per (point, variant) from points.csv."""
+    with (folder / "points.csv").open(newline="") as fh:
+        fh.readline()  # the format line
+        return {
+            (row["point"], row["variant"]): float(row["final_test_median"])
+            for row in csv.DictReader(fh)
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="300 steps, 1 round")
+    parser.add_argument("--no-ray", action="store_true", help="leave the Ray executor out")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 300, 1
+    cases = {"sequential": ["--no-pack"], "packed": []}
+    if not args.no_ray:
+        if importlib.util.find_spec("ray") is None:
+            print("ray: not installed, left out (pip install 'aaf[ray]')")
+        else:
+            cases["ray"] = ["--executor", "ray"]
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    folders: dict[str, Path] = {}
+    print(
+        f"5 x 4 grid (variants.1.n x train.lr) of the default experiment, {args.seeds} seeds, "
+        f"{args.steps} steps; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}"
+    )
+    with tempfile.TemporaryDirectory(prefix="aaf-bench-sweep-") as tmp:
+        for r in range(args.rounds):
+            for name, extra in cases.items():
+                wall, folder = aaf_sweep(extra, Path(tmp) / f"{name}{r}", args.steps, args.seeds)
+                times[name].append(wall)
+                folders[name] = folder
+                print(f"  round {r}: {name:<10} {wall:7.1f} s  (load {os.getloadavg()[0]:.2f})")
+        reference = finals(folders["sequential"])
+        for name, folder in folders.items():
+            got = finals(folder)
+            worst = max(abs(got[k] - v) / abs(v) for k, v in reference.items())
+            print(f"  {name}: largest relative difference of a final test MSE vs sequential "
+                  f"{worst:.1e}")  # fmt: skip
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print("\n| executor | median wall (s) | vs sequential | vs packed |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in median.items():
+        print(
+            f"| {name} | {seconds:.1f} | {median['sequential'] / seconds:.2f}x faster | "
+            f"{seconds / median['packed']:.2f}x the time |"
+        )
+
+
+if __name__ == "__main__":
+    main()

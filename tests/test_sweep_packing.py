@@ -1,0 +1,148 @@
+"""Packing: sweep points that differ only in per-model settings train as one ensemble, and each
+point's numbers equal those of the point run alone."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import aaf_cli as aaf
+from aaf_cli import runs
+from aaf_cli.config import ExperimentConfig, load_config
+from aaf_cli.experiment import run_experiment, tidy
+from aaf_cli.sweeps.packing import pack_key, plan_packs, train_pack
+
+from .conftest import SMOKE
+
+F64 = ["train.steps=30", "seeds=2", "dtype=float64"]
+
+
+def smoke(*overrides: str) -> ExperimentConfig:
+    return load_config(SMOKE, [*F64, *overrides])
+
+
+def metrics(exp: object) -> str:
+    series, _ = tidy(exp)  # type: ignore[arg-type]
+    return runs.metrics_csv(series) + runs.parameters_csv(series)
+
+
+POINTS = {
+    # per-model settings of every sort: n, a0, train.lr, a variant's own lr, seeds, slope
+    # recovery, weight decay, and a variant of another kind (its own group in the ensemble)
+    "n and train.lr": [["variants.1.n=1", "train.lr=0.01"], ["variants.1.n=10", "train.lr=0.03"]],
+    "seeds differ": [["seeds=[0,1]"], ["seeds=[1,5,7]"]],
+    "variant lr and a0": [["variants.0.lr=0.05"], ["variants.1.a0=0.3"]],
+    "kinds differ": [["variants.1.kind=neuron"], ["variants.1.kind=layer"], []],
+    "slope recovery": [
+        ["variants.1.kind=layer", "variants.1.slope_recovery={weight: 1.0}"],
+        ["variants.1.kind=layer", "variants.1.weight_decay=0.01"],
+    ],
+    "variant order differs": [
+        [],
+        ["variants=[{name: adaptive, kind: global, n: 10}, {name: fixed, kind: fixed}]"],
+    ],
+    "resampled data": [["target.resample=true", "seeds=[0,2]"], ["target.resample=true"]],
+}
+
+
+@pytest.mark.parametrize("case", sorted(POINTS))
+def test_a_packed_point_equals_the_point_alone_in_float64(case: str) -> None:
+    configs = [smoke(*o) for o in POINTS[case]]
+    assert len(plan_packs(configs)) == 1  # one ensemble
+    packed = train_pack(configs)
+    for cfg, result in zip(configs, packed):
+        assert result.packing is not None and result.packing["points"] == len(configs)
+        assert metrics(result) == metrics(run_experiment(cfg)), case
+
+
+def test_float32_packed_points_match_alone_within_the_ensemble_tolerance() -> None:
+    configs = [load_config(SMOKE, ["train.steps=60", f"variants.1.n={n}"]) for n in (1, 5, 10)]
+    for cfg, result in zip(configs, train_pack(configs)):
+        alone = run_experiment(cfg)
+        a = torch.stack([r.train_loss for r in alone.result.records])
+        b = torch.stack([r.train_loss for r in result.result.records])
+        # the engine's float32 ensemble-vs-alone tolerance (tests/test_engine.py)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_points_that_differ_in_more_than_per_model_settings_are_not_packed() -> None:
+    configs = [
+        smoke(),
+        smoke("variants.1.n=5"),  # packs with the first
+        smoke("train.steps=40"),
+        smoke("model.layers=[1,16,1]"),
+        smoke("target.params.freq=3.0"),
+        smoke("dtype=float32"),
+        smoke("train.lr=0.2", "name=other"),  # packs with the first
+    ]
+    assert [p.points for p in plan_packs(configs)] == [(0, 1, 6), (2,), (3,), (4,), (5,)]
+    assert [p.points for p in plan_packs(configs, pack=False)] == [(i,) for i in range(7)]
+    assert pack_key(configs[0]) == pack_key(configs[6]) != pack_key(configs[2])
+    # only the pending points, split into at least `parts` jobs, and at most max_models each
+    assert [p.points for p in plan_packs(configs, [0, 1, 6], parts=2)] == [(0, 1), (6,)]
+    assert [p.points for p in plan_packs(configs, [0, 1, 6], max_models=8)] == [(0, 1), (6,)]
+    assert plan_packs(configs, [0, 1, 6])[0].models == 12
+    with pytest.raises(ValueError, match="not packable"):
+        train_pack([configs[0], configs[2]])
+
+
+def test_every_point_of_a_pack_starts_from_its_seeds_weights() -> None:
+    """Fairness inside a pack: each variant of a seed starts from the same weights, whichever
+    point it belongs to, and step-0 losses are equal across the points' same-seed models."""
+    configs = [smoke("variants.1.n=1"), smoke("variants.1.n=10", "train.lr=0.5")]
+    first = [r.result.records[0] for r in train_pack(configs)]
+    torch.testing.assert_close(first[0].train_loss, first[1].train_loss, rtol=0, atol=0)
+
+
+def packed_and_unpacked(tmp_path: Path, grid: dict[str, list[object]], base: list[str]) -> None:
+    swept = {
+        pack: aaf.sweep(SMOKE, grid=grid, overrides=base, runs_dir=tmp_path / str(pack), pack=pack)
+        for pack in (True, False)
+    }
+    assert [p.status for p in swept[True].points] == ["completed"] * len(swept[True].points)
+    for a, b in zip(swept[True].points, swept[False].points):
+        assert a.run is not None and b.run is not None
+        for name in ("metrics.csv", "parameters.csv", "fit.csv"):
+            assert (a.run.folder / name).read_bytes() == (b.run.folder / name).read_bytes()
+        for name in ("fit.png", "loss_curves.png", "slopes.png", "checkpoints/adaptive.pt"):
+            assert (a.run.folder / name).is_file()
+        packed = json.loads((a.run.folder / "summary.json").read_text())
+        alone = json.loads((b.run.folder / "summary.json").read_text())
+        assert packed["packed"]["points"] == len(swept[True].points) and "packed" not in alone
+        assert packed["variants"] == alone["variants"] and packed["comparisons"] == alone[
+            "comparisons"
+        ]
+    table = {
+        pack: list(csv.DictReader(io.StringIO(s.points_csv.read_text().split("\n", 1)[1])))
+        for pack, s in swept.items()
+        if s.points_csv is not None
+    }
+    drop = {"run_folder"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in table[True]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in table[False]
+    ]
+
+
+def test_packed_and_unpacked_sweeps_write_the_same_numbers(tmp_path: Path) -> None:
+    packed_and_unpacked(tmp_path, {"train.lr": [0.01, 0.03], "variants.1.n": [1, 5]}, F64)
+
+
+def test_a_packed_point_loads_back_from_its_checkpoint(tmp_path: Path) -> None:
+    """The checkpoint of a packed point is its own model: it reproduces the point's fit."""
+    from aaf_cli.models import load_checkpoint
+
+    swept = aaf.sweep(SMOKE, grid={"variants.1.n": [1, 5]}, overrides=F64, runs_dir=tmp_path)
+    point = swept.points[1].run
+    assert point is not None
+    rows = list(csv.DictReader((point.folder / "fit.csv").open()))
+    column = next(k for k in rows[0] if k.startswith("adaptive_seed"))
+    model = load_checkpoint(point.folder / "checkpoints" / "adaptive.pt", seed=int(column[13:]))
+    x = torch.tensor([[float(r["x"])] for r in rows], dtype=torch.float64)
+    with torch.no_grad():
+        expected = model.double()(x)[:, 0].tolist()
+    assert [float(r[column]) for r in rows] == pytest.approx(expected, rel=1e-9, abs=1e-12)
