@@ -27,6 +27,9 @@ MAX_MEMORY_FRACTION = 0.5
 # Floats kept per hidden unit and point for the backward pass (pre-activation, activation,
 # their gradients); Rowdy keeps K-1 more.
 FLOATS_PER_UNIT = 4
+# Memory a training process grows by whatever the size (allocator arenas, kernel workspaces):
+# measured 16 MiB for 2 models of [1, 20, 1] on the CPU (benchmarks/bench_peers.py --memory).
+BASE_BYTES = 16 * 2**20
 
 # --- The time model --------------------------------------------------------------------------
 # The eager engine's step is many small torch operations (their count depends on the structure
@@ -213,8 +216,39 @@ class Workload:
     log_flops: float
 
 
+#: A PINN step against a regression step on as many points (forward and backward), by the
+#: highest derivative order: each order adds a backward pass that keeps its graph, and the
+#: final backward goes through all of them. Calibrated on this 2-core CPU: Burgers (order 2,
+#: 6x20 tanh, 2100 points, 15 models, float32) took 21.5 s for 200 steps on 1 thread under
+#: load, where the regression estimate of as many points says ~7.5 s (readme_pde_runs.md).
+PDE_STEP_FACTOR = {0: 1.0, 1: 2.0, 2: 3.0, 3: 5.0}
+
+#: The activations a PINN step keeps (the derivatives' graphs), against a regression step.
+PDE_GRAPH_FACTOR = {0: 1.0, 1: 4.0, 2: 9.0, 3: 16.0}
+
+
+def _order(cfg: ExperimentConfig) -> int:
+    if cfg.pde is None:
+        return 0
+    order = max((len(index) for index in cfg.pde.derivatives()), default=0)
+    return min(order, max(PDE_STEP_FACTOR))
+
+
+def pde_factor(cfg: ExperimentConfig) -> float:
+    """How much more a step of ``cfg`` costs than a regression step on as many points (1 for a
+    regression config)."""
+    return PDE_STEP_FACTOR[_order(cfg)]
+
+
 def _points(cfg: ExperimentConfig) -> int:
     dims = cfg.model.layers[0]
+    if cfg.pde is not None:
+        pde = cfg.pde
+        return (
+            pde.collocation.points
+            + sum(c.points for c in pde.conditions)
+            + (pde.data.points if pde.data is not None else 0)
+        )
     points = cfg.target.n_train
     if cfg.target.sampling == "grid":
         points = grid_side(points, dims) ** dims
@@ -225,6 +259,8 @@ def workload(cfg: ExperimentConfig) -> Workload:
     """Operations and FLOPs per step of ``cfg``'s ensemble (torch-free)."""
     points = _points(cfg)
     seeds = len(cfg.seed_list)
+    factor = pde_factor(cfg)
+    n_test = cfg.target.n_test if cfg.pde is None else cfg.pde.test_points
     ops = SHARED_OPS
     step_flops = 0.0
     log_flops = 0.0
@@ -234,8 +270,8 @@ def workload(cfg: ExperimentConfig) -> Workload:
         weights = sum(i * o + o for i, o in zip(layers[:-1], layers[1:]))
         hidden = sum(layers[1:-1]) * getattr(v, "K", 1)
         per_point = weights + ELEMENTWISE_FLOPS * hidden
-        step_flops += 6.0 * seeds * points * per_point
-        log_flops += 2.0 * seeds * cfg.target.n_test * per_point
+        step_flops += 6.0 * seeds * points * per_point * factor
+        log_flops += 2.0 * seeds * n_test * per_point
         # Variants that share one batched ensemble (experiment.group_key) share its operations.
         base = v.base or cfg.model.activation
         key = (v.kind, base, tuple(layers), getattr(v, "K", None), getattr(v, "degrees", None))
@@ -247,7 +283,7 @@ def workload(cfg: ExperimentConfig) -> Workload:
         if recovery:
             fixed += SLOPE_RECOVERY_OPS[0]
             per_layer += SLOPE_RECOVERY_OPS[1]
-        ops += fixed + per_layer * hidden_layers
+        ops += round((fixed + per_layer * hidden_layers) * factor)
     return Workload(len(cfg.variants) * seeds, points, ops, step_flops, log_flops)
 
 
@@ -291,11 +327,13 @@ def estimate(cfg: ExperimentConfig) -> Estimate:
     weights = max(sum(i * o + o for i, o in zip(ls[:-1], ls[1:])) for ls in widths)
     extra = max((getattr(v, "K", 1) for v in cfg.variants), default=1)
     size = 8 if cfg.dtype == "float64" else 4
-    test_points = cfg.target.n_test
-    activations = w.models * max(w.points, test_points) * hidden * FLOATS_PER_UNIT * extra * size
+    test_points = cfg.target.n_test if cfg.pde is None else cfg.pde.test_points
+    # A PDE step keeps the graphs of its derivatives; the test grid is evaluated without one.
+    kept = w.points * PDE_GRAPH_FACTOR[_order(cfg)]
+    activations = w.models * max(kept, test_points) * hidden * FLOATS_PER_UNIT * extra * size
     state = w.models * weights * 4 * size  # weights, gradients, two Adam moments
     seconds = train_seconds(cfg, threads)
-    return Estimate(w.models, w.points, float(activations + state), seconds, threads)
+    return Estimate(w.models, w.points, float(BASE_BYTES + activations + state), seconds, threads)
 
 
 def over_limits(cfg: ExperimentConfig, est: Estimate) -> list[str]:

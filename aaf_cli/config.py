@@ -21,13 +21,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from aaf_cli.errors import ConfigError
+from aaf_cli.pde.spec import PdeConfig, check_inputs
 
 if TYPE_CHECKING:
     from aaf_cli.expr import Expression
@@ -587,6 +590,19 @@ class ExperimentConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     variants: list[Variant] = Field(default_factory=_default_variants, min_length=1, max_length=64)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    pde: PdeConfig | None = Field(
+        None,
+        description="a physics-informed problem (aaf_cli.pde), instead of target: the network "
+        "u(inputs) is trained so that a differential equation and its conditions hold",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump_target_or_pde(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # One of the two sections: a dump validates back (a PDE config has no target: key,
+        # and a regression config's dump is what it was before pde: existed).
+        data: dict[str, Any] = handler(self)
+        data.pop("target" if self.pde is not None else "pde", None)
+        return data
 
     @field_validator("threads", mode="before")
     @classmethod
@@ -659,6 +675,18 @@ class ExperimentConfig(_Strict):
     @model_validator(mode="after")
     def _inputs_match_target(self) -> ExperimentConfig:
         d = self.model.layers[0]
+        if self.pde is not None:
+            if "target" in self.model_fields_set:
+                raise ValueError(
+                    "give target (fit a given function) or pde (a physics-informed problem), "
+                    "not both"
+                )
+            try:
+                check_inputs(self.pde, self.model.layers)
+            except ConfigError as exc:
+                raise ValueError(f"{exc.key}: {exc.message}") from None
+            self._variant_layers(d)
+            return self
         named = self.target.name is not None
         if named and d != 1:
             raise ValueError(

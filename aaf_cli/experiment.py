@@ -81,8 +81,13 @@ def make_dataset(
     ``target.resample`` each seed draws its own (``[M, N, 1]``, one slice per model, equal for
     the variants of a seed). Data is computed in float64 on the CPU, then cast, so it does not
     depend on the device. ``seeds``: the seed of every model in ensemble order (default: this
-    config's models; a packed sweep passes its own).
+    config's models; a packed sweep passes its own). A ``pde:`` config's data is its compiled
+    problem (``pde.training.pde_dataset``), the same for every model.
     """
+    if cfg.pde is not None:
+        from aaf_cli.pde.training import pde_dataset
+
+        return pde_dataset(cfg.pde, DTYPES[cfg.dtype], device)
     t = cfg.target
     if t.resample:
         order = list(seeds) if seeds is not None else [m.seed for m in members(cfg)]
@@ -238,6 +243,12 @@ def run_experiment(
             seeds = [m.seed for group in groups.values() for m in group]
             data = make_dataset(cfg, device, seeds)
         ensemble = build_ensemble(cfg, device, groups)
+        objective = None
+        if cfg.pde is not None:
+            from aaf_cli.pde.training import PdeDataset, PinnObjective
+
+            assert isinstance(data, PdeDataset) and data.problem is not None
+            objective = PinnObjective(data.problem, ensemble, DTYPES[cfg.dtype], device)
         result = train(
             ensemble,
             data.x_train,
@@ -247,6 +258,7 @@ def run_experiment(
             cfg.train,
             on_log=on_log,
             stop=stop,
+            objective=objective,
         )
         env = environment(device, cfg.dtype, threads)
     finally:
@@ -274,7 +286,9 @@ def series_of(
             s.test.append(test_loss)
             s.recovery.append(recovery)
             for name, column in params.items():
-                if not math.isnan(column[i]) or name in s.params:
+                if name.startswith(("term:", "param:")):  # a PDE run's (pde.training)
+                    s.terms.setdefault(name, []).append(column[i])
+                elif not math.isnan(column[i]) or name in s.params:
                     s.params.setdefault(name, []).append(column[i])
             if diverged_at is None and s.diverged_at is None and not math.isfinite(train_loss):
                 s.diverged_at = record.step

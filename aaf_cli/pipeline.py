@@ -69,9 +69,14 @@ def describe(cfg: ExperimentConfig) -> str:
     written (a named target's formula, your expression), the network and its activation."""
     from aaf_cli.naming import target_text
 
+    layers = "x".join(str(w) for w in cfg.model.layers)
+    if cfg.pde is not None:
+        from aaf_cli.pde.training import equation_text
+
+        return f"{cfg.name}: {equation_text(cfg.pde)} · [{layers}] {cfg.model.activation}"
     target = target_text(cfg.target.model_dump(mode="json"))
     head = target if cfg.name == cfg.target.name else f"{cfg.name}: {target}"
-    layers = "x".join(str(w) for w in cfg.model.layers)
+
     return f"{head} · [{layers}] {cfg.model.activation}"
 
 
@@ -97,6 +102,9 @@ def build_summary(
     baseline = baseline_of(cfg)
     groups = by_variant(outcomes, names)
     stats, comparisons = summarise(outcomes, names, baseline, cfg.train.threshold)
+    if cfg.pde is not None:  # the test metric of a PDE run (pde.training.METRICS)
+        for c in comparisons:
+            c["verdict"] = c["verdict"].replace("test MSE", "relative L2 error")
     variants: dict[str, Any] = {}
     for v in cfg.variants:
         entry: dict[str, Any] = {"kind": v.kind, **v.model_dump(exclude={"name", "kind"})}
@@ -127,6 +135,7 @@ def build_summary(
         "seeds": cfg.seed_list,
         "baseline": baseline,
         "statistics": statistics_rules(),
+        **pde_entries(cfg, exp, outcomes),
         "data": {
             "target": cfg.target.label,
             "expr": cfg.target.expr,
@@ -137,7 +146,9 @@ def build_summary(
             "sampling": cfg.target.sampling,
             "noise": cfg.target.noise,
             "same_data_for_all_seeds": not cfg.target.resample,
-        },
+        }
+        if cfg.pde is None
+        else pde_data(cfg, exp),
         "variants": variants,
         "comparisons": comparisons,
         "diverged": [
@@ -148,6 +159,38 @@ def build_summary(
         "environment": {**exp.environment, "git_commit": _git_commit()},
         **({"packed": exp.packing} if exp.packing is not None else {}),
     }
+
+
+def pde_data(cfg: ExperimentConfig, exp: ExperimentResult) -> dict[str, Any]:
+    """The summary's ``data`` entry of a PDE run (the keys a regression run's has, where they
+    mean something)."""
+    from aaf_cli.pde.training import equation_text
+
+    assert cfg.pde is not None
+    return {
+        "target": "pde",
+        "expr": equation_text(cfg.pde),
+        "inputs": cfg.model.layers[0],
+        "domain": {k: list(v) for k, v in cfg.pde.inputs.items()},
+        "n_train": int(exp.data.x_train.shape[-2]),
+        "n_test": int(exp.data.x_test.shape[0]),
+        "sampling": cfg.pde.collocation.sampling,
+        "noise": cfg.pde.data.noise if cfg.pde.data is not None else 0.0,
+        "same_data_for_all_seeds": True,
+    }
+
+
+def pde_entries(
+    cfg: ExperimentConfig, exp: ExperimentResult, outcomes: Sequence[ModelOutcome]
+) -> dict[str, Any]:
+    """A PDE run's ``metrics`` (what train and test mean) and ``pde`` entries; none for a
+    regression run."""
+    if cfg.pde is None:
+        return {}
+    from aaf_cli.pde.training import pde_summary
+
+    series, _ = tidy(exp)
+    return pde_summary(cfg, series, [v.name for v in cfg.variants])
 
 
 def statistics_rules() -> dict[str, Any]:
@@ -194,6 +237,15 @@ def write_figures(
         for o in outcomes
         if o.diverged
     ]
+    if cfg.pde is not None:
+        from aaf_cli.pde.training import write_pde_figures
+
+        runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
+        write_pde_figures(folder, cfg, exp, series, outcomes, title, notes, labels)
+        plots.slopes(
+            series, names, folder / "slopes.png", f"{title}\nactivation parameters", labels
+        )
+        return
     plots.loss_curves(bands, folder / "loss_curves.png", title, cfg.train.threshold, notes, labels)
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
 
@@ -291,6 +343,10 @@ class Flusher:
             runs.write_atomic(self.folder / "metrics.csv", runs.metrics_csv(series))
             runs.write_atomic(self.folder / "parameters.csv", runs.parameters_csv(series))
             runs.write_atomic(self.folder / "timing.csv", runs.timing_csv(series))
+            if any(s.terms for s in series):
+                from aaf_cli.pde.training import terms_csv
+
+                runs.write_atomic(self.folder / "terms.csv", terms_csv(series))
         if self.forward is not None:
             self.forward(record)
 
@@ -345,6 +401,10 @@ def write_run(folder: Path, exp: ExperimentResult, started: datetime) -> RunRepo
     runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))
     runs.write_atomic(folder / "parameters.csv", runs.parameters_csv(series))
     runs.write_atomic(folder / "timing.csv", runs.timing_csv(series))
+    if cfg.pde is not None:
+        from aaf_cli.pde.training import terms_csv
+
+        runs.write_atomic(folder / "terms.csv", terms_csv(series))
     write_figures(folder, cfg, exp, series, outcomes)
     write_checkpoints(folder, cfg, exp)
     summary = build_summary(cfg, exp, outcomes, started, folder)

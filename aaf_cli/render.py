@@ -552,10 +552,15 @@ def highlights(config: Mapping[str, Any]) -> list[str]:
     domain = target.get("domain")
     if isinstance(domain, list) and all(isinstance(v, (int, float)) for v in domain):
         domain = "[" + ", ".join(f"{v:.6g}" for v in domain) + "]"
+    pde = section("pde")
     lines = [
         f"target: {target.get('name') or target.get('expr')} on {domain}, "
         f"{target.get('n_train')} {target.get('sampling', '')} training points, "
-        f"noise {target.get('noise')}",
+        f"noise {target.get('noise')}"
+        if not pde
+        else f"pde: {pde.get('operator')} = {pde.get('forcing') or 0} on {pde.get('inputs')}, "
+        f"{(pde.get('collocation') or {}).get('points')} collocation points; train = total "
+        "PINN loss, test = relative L2 error",
         f"model: {model.get('layers')} {model.get('activation')}, init {model.get('init')}",
         f"train: {train.get('optimizer')} lr {train.get('lr')}, {train.get('steps')} steps, "
         f"threshold {train.get('threshold')}, dtype {config.get('dtype')}{schedule_summary(train)}",

@@ -37,6 +37,8 @@ class Series:
     recovery: list[float] = field(default_factory=list)  # S(a); NaN without slope recovery
     params: dict[str, list[float]] = field(default_factory=dict)  # activation parameters
     diverged_at: int | None = None
+    # PDE runs: each loss term (term:residual, ...) and identified parameter (param:nu)
+    terms: dict[str, list[float]] = field(default_factory=dict)
 
     def metric(self, name: str) -> list[float]:
         return {"train": self.train, "test": self.test, "recovery": self.recovery}[name]

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -314,6 +315,25 @@ def make_optimizer(model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
     return StackedSGD(params, rates, offsets, cfg.momentum, decays)
 
 
+class Objective(Protocol):
+    """A training objective in place of the MSE to ``y_train`` (a PINN's loss: ``aaf_cli.pde``).
+
+    ``loss`` gives (the logged training metric ``[M]``, detached; the loss minimised ``[M]``,
+    before ``model.penalty()`` is added); ``evaluate`` (at logged steps, before that step's
+    update) the test metric ``[M]`` that ``train.threshold`` counts on, and extra values to log;
+    ``logged`` extra values of the last ``loss`` (its terms); ``optimizer`` the optimiser over
+    the model and any parameters of the objective's own.
+    """
+
+    def loss(self, model: Groups) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def logged(self) -> dict[str, torch.Tensor]: ...
+
+    def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD: ...
+
+
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-model mean squared error ``[M]`` of predictions ``[M, N, out]``."""
     return (prediction - target).square().mean(dim=(1, 2))
@@ -376,6 +396,13 @@ class _Book:
             newly = (self.reached < 0) & (data < threshold)
             self.reached.copy_(torch.where(newly, step, self.reached))
 
+    @torch.no_grad()
+    def reach(self, step: int, metric: torch.Tensor, threshold: float) -> None:
+        """Record ``step`` for the models whose ``metric`` is first under ``threshold`` (an
+        objective's test metric, counted at logged steps)."""
+        newly = (self.reached < 0) & (metric < threshold)
+        self.reached.copy_(torch.where(newly, step, self.reached))
+
     def refresh(self) -> None:
         """Update the host-side shortcuts where looking is cheap (not on CUDA)."""
         if self.all_active is not None:
@@ -388,8 +415,11 @@ class _Graphed:
     The step index, the schedule's factor and Adam's bias corrections live on the device, so a
     replay needs nothing from the host. A few warm-up steps (needed before a capture) run first
     on a side stream; the parameters, the optimiser's state and the bookkeeping are restored
-    after them, so training starts from the same state as in eager mode.
+    after them, so training starts from the same state as in eager mode. Off CUDA nothing is
+    captured and ``replay`` runs the same device-side step (how the CPU tests check it).
     """
+
+    WARMUP = 3
 
     def __init__(
         self,
@@ -399,43 +429,56 @@ class _Graphed:
         cfg: TrainConfig,
         device: torch.device,
     ) -> None:
+        self.body = body
         self.step = torch.zeros(1, dtype=torch.long, device=device)
-        # In the parameters' dtype, as the eager step's Python float meets them.
+        # In the parameters' dtype, as the eager step's Python float meets them; padded for the
+        # warm-up steps of a short run.
         self.factors = torch.tensor(
-            [lr_factor(cfg, s) for s in range(cfg.steps)], dtype=optimizer.flat.dtype, device=device
+            [lr_factor(cfg, s) for s in range(cfg.steps)] + [0.0] * self.WARMUP,
+            dtype=optimizer.flat.dtype,
+            device=device,
         )
         had_buffer = isinstance(optimizer, StackedSGD) and optimizer.buffer is not None
         state = [*optimizer.state(), book.active, book.reached, book.diverged]
         saved = [t.detach().clone() for t in state]
         t0 = getattr(optimizer, "t", 0)
-        stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
-        stream.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                self._run(body)
-        torch.cuda.current_stream(device).wait_stream(stream)
-        with torch.no_grad():
-            for t, s in zip(state, saved):
-                t.copy_(s)
-            self.step.zero_()
+        self.graph: torch.cuda.CUDAGraph | None = None
+        try:
+            if device.type == "cuda":
+                stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+                stream.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(stream):
+                    for _ in range(self.WARMUP):
+                        self._run()
+                torch.cuda.current_stream(device).wait_stream(stream)
+            else:
+                for _ in range(self.WARMUP):
+                    self._run()
+        finally:
+            with torch.no_grad():
+                for t, s in zip(state, saved):
+                    t.copy_(s)
+                self.step.zero_()
         if isinstance(optimizer, StackedSGD) and optimizer.buffer is not None and not had_buffer:
             # Made by the warm-up: zero, the first replay's momentum step copies the gradient.
             optimizer.buffer.zero_()
         if isinstance(optimizer, StackedAdam):
             optimizer.t = t0
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.data = self._run(body)
+        if device.type == "cuda":
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.data = self._run()
 
-    def _run(
-        self, body: Callable[[int | torch.Tensor, float | torch.Tensor, bool], torch.Tensor]
-    ) -> torch.Tensor:
-        data = body(self.step, self.factors[self.step], True)
+    def _run(self) -> torch.Tensor:
+        data = self.body(self.step, self.factors[self.step], True)
         with torch.no_grad():
             self.step += 1
         return data
 
     def replay(self) -> torch.Tensor:
+        """One training step; returns the data loss ``[M]`` of the parameters before it."""
+        if self.graph is None:
+            return self._run()
         self.graph.replay()
         return self.data
 
@@ -449,6 +492,7 @@ def train(
     cfg: TrainConfig,
     on_log: Callable[[LogRecord], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train every model of ``model`` for ``cfg.steps`` steps.
 
@@ -465,6 +509,9 @@ def train(
         cfg: optimiser and schedule.
         on_log: called with every ``LogRecord`` as it is made.
         stop: polled before every step; returning True ends training early (``interrupted``).
+        objective: minimised instead of the MSE (``x_train``, ``y_train`` then only give the
+            device); ``train.threshold`` then counts on its test metric at logged steps. Never
+            compiled nor captured in a CUDA graph.
     """
     device = x_train.device
     if cfg.cuda_graph is True and device.type != "cuda":
@@ -473,7 +520,7 @@ def train(
         raise ConfigError(
             "config", "train.cuda_graph", f"true needs a CUDA device (training runs on {device})"
         )
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg) if objective is None else objective.optimizer(model, cfg)
     book = _Book(model.size, device)
     if device.type == "cuda":
         book.all_active = None  # no host look at device values between log steps
@@ -487,8 +534,18 @@ def train(
         penalty = model.penalty()
         return data, data if penalty is None else data + penalty
 
+    def objective_loss() -> tuple[torch.Tensor, torch.Tensor]:
+        assert objective is not None
+        metric, loss = objective.loss(model)
+        penalty = model.penalty()
+        return metric, loss if penalty is None else loss + penalty
+
     loss_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]] = training_loss
-    if use_compile(cfg, device):
+    # The objective's threshold counts at logged steps, on its test metric (see the loop).
+    threshold = cfg.threshold if objective is None else -math.inf
+    if objective is not None:
+        loss_fn = objective_loss
+    elif use_compile(cfg, device):
         compiled = torch.compile(training_loss, dynamic=False)
         tic = time.perf_counter()
         try:
@@ -505,7 +562,7 @@ def train(
     def body(step: int | torch.Tensor, factor: float | torch.Tensor, update: bool) -> torch.Tensor:
         """The loss of step ``step``, the bookkeeping, and (``update``) one optimiser step."""
         data, loss = loss_fn()
-        book.update(step, data, loss, cfg.threshold)
+        book.update(step, data, loss, threshold)
         if update:
             for param in optimizer.params:
                 param.grad = None
@@ -524,18 +581,23 @@ def train(
         return data
 
     graphed: _Graphed | None = None
-    if use_cuda_graph(cfg, device, model, x_train.shape[-2]):
+    if objective is None and use_cuda_graph(cfg, device, model, x_train.shape[-2]):
         tic = time.perf_counter()
+        book.all_active = None  # a replay cannot take host-side shortcuts
         try:
             graphed = _Graphed(body, optimizer, book, cfg, device)
         except Exception as exc:
             extra["cuda_graph_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            book.all_active = None if device.type == "cuda" else True  # eager from the start
         extra["cuda_graph_time_s"] = time.perf_counter() - tic
     start = time.perf_counter()
 
     @torch.no_grad()
     def evaluate() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Test loss, S(a) and the logged parameters of the current parameters (on device)."""
+        if objective is not None:
+            test, values = objective.evaluate(model)
+            return test, model.recovery(), {**model.trajectories(), **values}
         return mse(model(x_test), y_test), model.recovery(), model.trajectories()
 
     def log(
@@ -544,6 +606,9 @@ def train(
         now: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
     ) -> None:
         test_loss, recovery, params = now
+        if objective is not None:
+            params = {**params, **objective.logged()}
+            book.reach(step, test_loss, cfg.threshold)
 
         # The copies to the host synchronise with the device: the clock is read after the work.
         def host(t: torch.Tensor) -> torch.Tensor:
@@ -580,7 +645,11 @@ def train(
 
     if interrupted and (not records or records[-1].step != step):
         with torch.no_grad():
-            log(step, mse(model(x_train), y_train), evaluate())
+            if objective is not None:
+                now = evaluate()
+                log(step, objective.loss(model)[0], now)
+            else:
+                log(step, mse(model(x_train), y_train), evaluate())
     with torch.no_grad():
         predictions = model(x_test)[..., 0].to("cpu", torch.float64)
     return TrainResult(

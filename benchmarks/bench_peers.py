@@ -35,6 +35,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# aaf_cli first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads its OpenMP runtime, as in
+# `aaf run` (with spinning threads, torch's eager steps slow down many times on a busy machine).
+import aaf_cli  # noqa: F401
+
+# isort: split
 import torch
 
 from aaf_cli.config import FixedVariant, GlobalVariant, TrainConfig
@@ -251,6 +256,54 @@ def flops_per_model_step(layers: list[int]) -> float:
     return 6.0 * POINTS * sum(i * o for i, o in zip(layers[:-1], layers[1:]))
 
 
+MEMORY_PROBE = """
+import resource, sys, torch
+from aaf_cli.api import load_config
+from aaf_cli.budget import estimate
+from aaf_cli.experiment import build_ensemble, make_dataset
+from aaf_cli.train import train
+
+def rss(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    return 0
+
+cfg = load_config(None, ["seeds=%d", "train.steps=%d", "device=%s"])
+device = torch.device(cfg.device if cfg.device != "auto" else "cpu")
+before = rss("VmRSS:")
+data = make_dataset(cfg, device)
+model = build_ensemble(cfg, device)
+train(model, data.x_train, data.y_train, data.x_test, data.y_test, cfg.train)
+peak = rss("VmHWM:") - before
+if device.type == "cuda":
+    peak = torch.cuda.max_memory_allocated()
+print(estimate(cfg).memory_bytes, peak)
+"""
+
+
+def memory_check(models: Sequence[int], device: str, steps: int = 50) -> None:
+    """``aaf validate``'s memory estimate against the measured peak for the default experiment
+    (half fixed, half adaptive) at these M: the peak RSS growth of a fresh process over its RSS
+    before the data and models were made (CUDA: ``torch.cuda.max_memory_allocated``)."""
+    import subprocess
+    import sys
+
+    print(f"\nmemory: aaf validate's estimate vs measured peak (default experiment, {steps} steps)")
+    print("| M | estimate | measured peak | measured / estimate |")
+    print("|---:|---:|---:|---:|")
+    for m in models:
+        code = MEMORY_PROBE % (m // 2, steps, device)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+        est, peak = float(out[-2]), float(out[-1])
+        print(
+            f"| {m} | {est / 2**20:.1f} MiB | {peak / 2**20:.1f} MiB | {peak / est:.2f} |",
+            flush=True,
+        )
+
+
 COLUMNS = {
     "loop": "loop",
     "eager": "aaf eager",
@@ -299,7 +352,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="time only this many models of the per-model loop and scale",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="M",
+        help="only compare the memory estimate with the measured peak at these M (default 16 1024)",
+    )
     args = parser.parse_args(argv)
+    if args.memory is not None:
+        memory_check(args.memory or [16, 1024], args.device)
+        return
 
     steps = {
         "small": args.steps or (200 if args.quick else 500),
@@ -396,6 +460,8 @@ def print_table(
         row.append(f"{gflops:.1f} ({100 * gflops / peak:.0f}%)")
         print(f"| {layers} {act} | {models} | " + " | ".join(row) + " |")
         for m in methods:
+            if m == "jax-jit":
+                continue  # one compile per cell, reported under jax-scan (jit + scan)
             times = [t.setup for t in results[net, models, m] if t.setup]
             if times:
                 setups.append(

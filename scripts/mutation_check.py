@@ -122,6 +122,7 @@ RU = "aaf_cli/runs.py"
 P = "aaf_cli/pipeline.py"
 E = "aaf_cli/expr.py"
 SW = "aaf_cli/sweeps/spec.py"
+PDE_RUNS = "tests/test_pde_runs.py"
 PDE_RESIDUAL = "aaf_cli/pde/residual.py"
 PDE_AUTODIFF = "aaf_cli/pde/autodiff.py"
 PDE_REFERENCE = "aaf_cli/pde/reference.py"
@@ -258,9 +259,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.threshold-on-test-loss",
         T,
-        "reached = torch.where((reached < 0) & (data < cfg.threshold), step, reached)",
-        "reached = torch.where((reached < 0) & (mse(model(x_test), y_test) < cfg.threshold)"
-        ", step, reached)",
+        "book.update(step, data, loss, threshold)",
+        "book.update(step, mse(model(x_test), y_test), loss, threshold)",
         "steps to threshold counted on the test loss (issue 14 #2)",
         f"{KA}::test_steps_to_threshold_use_the_training_data_not_the_test_data",
         ENGINE,
@@ -268,8 +268,10 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.threshold-off-by-one",
         T,
-        "reached = torch.where((reached < 0) & (data < cfg.threshold), step, reached)",
-        "reached = torch.where((reached < 0) & (data < cfg.threshold), step + 1, reached)",
+        "(data < threshold)\n"
+        "            self.reached.copy_(torch.where(newly, step, self.reached))",
+        "(data < threshold)\n"
+        "            self.reached.copy_(torch.where(newly, step + 1, self.reached))",
         "steps to threshold one too many",
         f"{KA}::test_steps_to_threshold_use_the_training_data_not_the_test_data",
         ENGINE,
@@ -277,8 +279,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.not-frozen",
         T,
-        "row_rate = rate * active[start : start + p.shape[0]].reshape(rate.shape)",
-        "row_rate = rate",
+        "rate = rate * (keep if present is None else keep & present)",
+        "rate = rate",
         "a diverged model keeps being updated (its weights turn NaN) (issue 14 #3)",
         f"{KA}::test_diverged_model_keeps_its_last_finite_parameters_bit_for_bit",
         f"{KA}::test_model_with_nan_loss_from_the_start_keeps_its_initial_parameters_under_adam",
@@ -287,8 +289,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.test-loss-on-train-points",
         T,
-        "test_loss = mse(model(x_test), y_test)",
-        "test_loss = mse(model(x_train), y_train)",
+        "return mse(model(x_test), y_test), model.recovery(), model.trajectories()",
+        "return mse(model(x_train), y_train), model.recovery(), model.trajectories()",
         "logged test loss computed on the training points (issue 14 #4)",
         f"{KA}::test_logged_test_loss_is_the_checkpoints_mse_on_the_test_grid",
         ENGINE,
@@ -296,8 +298,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.diverged-at-last-step",
         T,
-        "diverged = torch.where(active & ~finite, step, diverged)",
-        "diverged = torch.where(~finite, step, diverged)",
+        "self.diverged.copy_(torch.where(self.active & ~finite, step, self.diverged))",
+        "self.diverged.copy_(torch.where(~finite, step, self.diverged))",
         "diverged_at is the last non-finite step instead of the first",
         f"{KA}::test_diverged_model_keeps_its_last_finite_parameters_bit_for_bit",
         DIVERGENCE,
@@ -305,8 +307,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.final-step-not-logged",
         T,
-        "if step % cfg.log_every == 0 or step == cfg.steps:",
-        "if step % cfg.log_every == 0:",
+        "logged = step % cfg.log_every == 0 or step == cfg.steps",
+        "logged = step % cfg.log_every == 0",
         "the last step is logged only when it is a multiple of log_every",
         GUARDS,
         ENGINE,
@@ -322,10 +324,34 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.sgd-ascent",
         T,
-        "self.params[i].sub_(grad * row_rate)",
-        "self.params[i].add_(grad * row_rate)",
+        "self.flat.sub_(grad * rate)",
+        "self.flat.add_(grad * rate)",
         "SGD steps up the gradient",
         ENGINE,
+    ),
+    mutant(
+        "train.shortcut-ignores-zero-rates",
+        T,
+        "if not (all_active and not self.zero_rates and present is None):",
+        "if not (all_active and present is None):",
+        "the no-mask shortcut also taken when a row has rate 0 (a NaN gradient reaches it)",
+        "tests/test_engine_fast.py::test_flat_update_equals_the_per_parameter_update_bit_for_bit",
+    ),
+    mutant(
+        "train.graph-bias-correction-off-by-one",
+        T,
+        "t = (step + 1).to(torch.float64)",
+        "t = step.to(torch.float64) + 2",
+        "the device-side (CUDA graph) step uses Adam's bias corrections of the next step",
+        "tests/test_engine_fast.py::test_the_device_side_step_matches_the_eager_step",
+    ),
+    mutant(
+        "train.graph-warmup-not-undone",
+        T,
+        "                    t.copy_(s)\n",
+        "                    pass\n",
+        "the warm-up steps before a CUDA-graph capture are not undone",
+        "tests/test_engine_fast.py::test_the_device_side_step_matches_the_eager_step",
     ),
     # ---- activations
     Mutant(
@@ -617,6 +643,23 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a point's models split back in the pack's order, not the order the point alone has",
         PACKING,
     ),
+    # ---- Ray executor: parallel tasks must not oversubscribe the cores
+    mutant(
+        "cluster.threads-leave-cores-idle",
+        "aaf_cli/sweeps/cluster.py",
+        "if sum(c // t for c in cpus) >= parallel:",
+        "if sum(c // t for c in cpus) > parallel:",
+        "a task gets fewer CPUs than the nodes have for it (one job on 2 cores: 1 thread)",
+        "tests/test_ray.py::test_task_threads_fit_parallel_tasks_on_the_nodes",
+    ),
+    mutant(
+        "cluster.threads-over-reservation",
+        "aaf_cli/sweeps/cluster.py",
+        "threads = max(1, min(int(requested), cpus))",
+        "threads = max(1, int(requested))",
+        "a config's thread count used beyond the CPUs its Ray task reserved (oversubscribed)",
+        "tests/test_ray.py::test_task_threads_fit_parallel_tasks_on_the_nodes",
+    ),
     # ---- physics-informed (aaf_cli/pde)
     mutant(
         "pde.shared-input",
@@ -644,6 +687,25 @@ CATALOGUE: tuple[Mutant, ...] = (
         "the Cole-Hopf reference loses its minus sign (u(x, 0) = +sin(pi x))",
         f"{PDE}::test_burgers_reference_agrees_with_an_independent_spectral_solver",
         PDE,
+    ),
+    mutant(
+        "train.objective-threshold-on-train",
+        T,
+        "    threshold = cfg.threshold if objective is None else -math.inf",
+        "    threshold = cfg.threshold",
+        "a PDE run counts steps to threshold on the PINN loss, every step, not on the relative "
+        "L2 error at logged steps",
+        f"{PDE_RUNS}::test_threshold_counts_on_the_relative_l2_error_at_logged_steps",
+        PDE_RUNS,
+    ),
+    mutant(
+        "train.objective-without-penalty",
+        T,
+        "        return metric, loss if penalty is None else loss + penalty",
+        "        return metric, loss",
+        "a PDE run drops slope recovery from what it minimises",
+        f"{PDE_RUNS}::test_slope_recovery_is_minimised_with_the_pinn_loss",
+        PDE_RUNS,
     ),
 )
 

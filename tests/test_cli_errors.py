@@ -13,6 +13,18 @@ from .conftest import SMOKE
 
 runner = CliRunner()
 
+# A heat-equation pde: section with holes for the cases below.
+PDE = (
+    "{target}model: {{layers: [{layers}, 8, 1]}}\n"
+    "pde:\n"
+    "  inputs: {{x: [0, 1], t: [0, 1]}}\n"
+    "  operator: {op}\n"
+    "  exact: {exact}\n"
+    "  forcing: from_exact\n"
+    "  conditions: [{{on: '{on}'}}]\n"
+)
+HEAT = "exp(-pi**2*t)*sin(pi*x)"
+
 # (config file text or None for the smoke config, extra arguments, fragments of the message)
 CASES = {
     "missing file": (None, ["run", "{tmp}/nope.yaml"], ["nope.yaml", "no such file"]),
@@ -186,6 +198,37 @@ CASES = {
         None,
         ["run", "{smoke}", "--set", "device=cuda"],
         ["device", "no CUDA device is available"],
+    ),
+    # Physics-informed configs (issue 12): the pde: section.
+    "pde unknown derivative": (
+        PDE.format(op="u_t - u_q", exact=HEAT, on="t == 0", layers=2, target=""),
+        [],
+        ["pde.operator", "unknown derivative 'u_q'", "inputs: x, t"],
+    ),
+    "pde derivative of no input": (
+        PDE.format(op="u_t - u_yy", exact=HEAT, on="t == 0", layers=2, target=""),
+        [],
+        ["pde.operator", "'y' is not an input"],
+    ),
+    "pde condition off the boundary": (
+        PDE.format(op="u_t - u_xx", exact=HEAT, on="x == 5", layers=2, target=""),
+        [],
+        ["pde.conditions", "outside the domain", "never on its boundary"],
+    ),
+    "pde exact not finite": (
+        PDE.format(op="u_t - u_xx", exact="t*log(x - 0.5)", on="t == 0", layers=2, target=""),
+        [],
+        ["pde.exact", "not finite"],
+    ),
+    "pde and target": (
+        PDE.format(op="u_t - u_xx", exact=HEAT, on="t == 0", layers=2, target="target: {}\n"),
+        [],
+        ["give target", "or pde", "not both"],
+    ),
+    "pde layers": (
+        PDE.format(op="u_t - u_xx", exact=HEAT, on="t == 0", layers=1, target=""),
+        [],
+        ["model.layers", "2 inputs of pde.inputs (x, t)"],
     ),
 }
 

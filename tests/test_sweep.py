@@ -206,6 +206,13 @@ BAD: dict[str, tuple[str | None, list[str], list[str]]] = {
         [],
         ["not both"],
     ),
+    # Ray absent, an unreachable --ray-address: tests/test_ray.py (they need Ray or its absence).
+    "ray address without ray": (
+        None,
+        ["--grid", "seeds=1,2", "--ray-address", "127.0.0.1:6379"],
+        ["--ray-address needs --executor ray"],
+    ),
+    "max parallel 0": (None, ["--grid", "seeds=1,2", "--max-parallel", "0"], ["at least 1"]),
     "resume not a sweep": (None, ["--resume", "{tmp}"], ["not a sweep folder"]),
     "resume and grid": (None, ["--resume", "{tmp}", "--grid", "seeds=1,2"], ["alone"]),
 }

@@ -114,9 +114,10 @@ def packed_and_unpacked(tmp_path: Path, grid: dict[str, list[object]], base: lis
         packed = json.loads((a.run.folder / "summary.json").read_text())
         alone = json.loads((b.run.folder / "summary.json").read_text())
         assert packed["packed"]["points"] == len(swept[True].points) and "packed" not in alone
-        assert packed["variants"] == alone["variants"] and packed["comparisons"] == alone[
-            "comparisons"
-        ]
+        assert (
+            packed["variants"] == alone["variants"]
+            and packed["comparisons"] == alone["comparisons"]
+        )
     table = {
         pack: list(csv.DictReader(io.StringIO(s.points_csv.read_text().split("\n", 1)[1])))
         for pack, s in swept.items()

@@ -171,8 +171,9 @@ class Param(_Strict):
     @field_validator("true", "scale", "lr")
     @classmethod
     def _only_if_trainable(cls, value: Any, info: ValidationInfo) -> Any:
-        # Runs only for keys that were given (their defaults are not validated).
-        if not info.data.get("trainable", False):
+        # Runs only for keys that were given (their defaults are not validated); a default
+        # written out (a resolved config's dump: true: null, scale: linear) is no setting.
+        if not info.data.get("trainable", False) and value not in (None, "linear"):
             raise ValueError(
                 f"{info.field_name} is only for trainable parameters (a fixed one is its init)"
             )

@@ -25,14 +25,16 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aaf_cli.errors import AafError, UsageError
 
 if TYPE_CHECKING:
+    from aaf_cli.budget import ThreadChoice
     from aaf_cli.config import ExperimentConfig
     from aaf_cli.experiment import ExperimentResult
     from aaf_cli.sweeps.local import Job, Outcome
@@ -43,6 +45,8 @@ RETRIES = 3
 POLL_SECONDS = 0.2
 #: Connecting to ``HOST:PORT``: the TCP connect and the first reply, each at most this long.
 PROBE_SECONDS = 5.0
+#: Joining a reachable cluster: how long Ray may retry before it gives up.
+JOIN_SECONDS = 10
 INSTALL = "pip install 'aaf[ray]'"
 
 #: What a task returns: its points' results, or the one-line error of an aaf error.
@@ -60,30 +64,33 @@ def task_threads(node_cpus: Sequence[float], parallel: int) -> int:
     return 1
 
 
-def job_threads(configs: Sequence[ExperimentConfig], cpus: int) -> int:
+def job_threads(configs: Sequence[ExperimentConfig], cpus: int) -> ThreadChoice:
     """The threads a task of ``cpus`` CPUs trains a job on: ``threads: auto`` as ``aaf run``
     chooses it on a machine of ``cpus`` free cores (one thread for a small workload), a
     number no more than ``cpus``."""
-    from aaf_cli.budget import choose_threads, workload
+    from aaf_cli.budget import ThreadChoice, choose_threads, workload
 
     requested = configs[0].threads
+    where = f"a Ray task reserving {cpus} CPU{'s' if cpus > 1 else ''}"
     if requested == "auto":
         flops = sum(workload(c).step_flops for c in configs)
-        return choose_threads("auto", flops, cpus, None).threads
-    return max(1, min(int(requested), cpus))
+        choice = choose_threads("auto", flops, cpus, None)
+        return ThreadChoice(requested, choice.threads, f"{choice.reason} ({where})", cpus, None)
+    threads = max(1, min(int(requested), cpus))
+    return ThreadChoice(requested, threads, f"set in the config, at most {where}", cpus, None)
 
 
 def train_job(
     configs: list[ExperimentConfig],
     labels: list[str],
-    threads: int,
+    threads: ThreadChoice,
     version: str,
     argv: str,
 ) -> TaskOutcome:
-    """The body of a Ray task, on a worker: train one job (``packing.train_pack``) on
-    ``threads`` threads. An aaf error comes back as its one-line message (aaf's errors do not
-    all survive pickling); anything else is raised and reaches the driver as a RayTaskError."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # before torch's first import in this worker
+    """The body of a Ray task, on a worker: train one job (``packing.train_pack``) on the
+    threads ``threads`` chose. An aaf error comes back as its one-line message (aaf's errors
+    do not all survive pickling); anything else reaches the driver as a RayTaskError."""
+    os.environ["OMP_NUM_THREADS"] = str(threads.threads)  # before this worker imports torch
     import aaf_cli
 
     node = f"{socket.gethostname()}"
@@ -101,11 +108,12 @@ def train_job(
     from aaf_cli.sweeps.packing import train_pack
 
     try:
-        results = train_pack(configs, labels=labels, threads=threads)
+        results = train_pack(configs, labels=labels, threads=threads.threads)
     except AafError as exc:
         return None, str(exc)
     for result in results:
         result.environment["argv"] = argv  # the sweep's command, not the Ray worker's
+        result.environment.update(threads.record())  # why: the task's share of its node
         result.environment["ray_node"] = node
     return results, None
 
@@ -118,10 +126,11 @@ def failure(exc: BaseException) -> str:
         cause = exc.cause if isinstance(exc.cause, BaseException) else exc
         first = (str(cause).strip().splitlines() or [""])[0][:300]
         return f"internal error in the Ray task ({type(cause).__name__}: {first})"
+    tries = f"{RETRIES + 1} tr{'y' if RETRIES == 0 else 'ies'}"
     if isinstance(exc, rex.OutOfMemoryError):
-        return f"Ray's memory monitor killed its worker (out of memory), {RETRIES + 1} times"
+        return f"Ray's memory monitor killed its worker: out of memory ({tries})"
     if isinstance(exc, rex.WorkerCrashedError):
-        return f"the Ray worker running it died {RETRIES + 1} times (killed, or out of memory?)"
+        return f"the Ray worker running it died ({tries}; killed, or out of memory?)"
     if isinstance(exc, rex.NodeDiedError | rex.LocalRayletDiedError):
         return "the Ray node running it died"
     if isinstance(exc, rex.TaskCancelledError):
@@ -187,20 +196,35 @@ def _init_arguments(address: str | None) -> dict[str, Any]:
 
 
 def _init(kwargs: dict[str, Any], where: str) -> None:
-    """``ray.init``, its errors as one line. It replaces the SIGTERM handler (with sys.exit):
-    the caller's is put back (aaf's CLI stops after the current step on SIGTERM)."""
+    """``ray.init``, its errors as one line. Joining a cluster, Ray's core logs each failed
+    try on stderr for ``JOIN_SECONDS`` (a missing token, say): held back, and shown only if it
+    connects. ``ray.init`` also replaces the SIGTERM handler (with sys.exit): the caller's is
+    put back (aaf's CLI stops after the current step on SIGTERM)."""
     import ray
 
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    joining = kwargs.get("address") != "local"
+    held: contextlib.AbstractContextManager[list[str]] = (
+        _held_stderr() if joining else contextlib.nullcontext([])
+    )
+    # How long node.py retries the GCS (default 20 tries, a second apart); the user's wins.
+    wait_key = "RAY_gcs_server_port_wait_time_s"
+    added = joining and wait_key not in os.environ
+    if added:
+        os.environ[wait_key] = str(JOIN_SECONDS)
     try:
-        ray.init(**kwargs)
+        with held as text:
+            ray.init(**kwargs)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         chain: list[BaseException] = [exc]
         while chain[-1].__cause__ is not None and len(chain) < 10:
             chain.append(chain[-1].__cause__)
-        if any("InvalidAuthToken" in str(e) or "AuthenticationError" in repr(e) for e in chain):
+        logged = "".join(text)
+        if "InvalidAuthToken" in logged or any(
+            "InvalidAuthToken" in str(e) or "AuthenticationError" in repr(e) for e in chain
+        ):
             first = (
                 "the cluster wants token authentication: set RAY_AUTH_MODE=token, with its "
                 "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
@@ -209,8 +233,51 @@ def _init(kwargs: dict[str, Any], where: str) -> None:
             first = "no Ray cluster runs on this machine (start one: ray start --head)"
         raise UsageError(f"--executor ray: cannot connect to {where}: {first}") from None
     finally:
+        if added:
+            del os.environ[wait_key]
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if "".join(text).strip():
+        sys.stderr.write("".join(text))
+    _raylet_messages_to_stderr()
+
+
+@contextlib.contextmanager
+def _held_stderr() -> Iterator[list[str]]:
+    """File descriptor 2 (where Ray's C++ core logs) into a temporary file; its text is
+    appended to the yielded list on exit."""
+    text: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text.append(held.read().decode(errors="replace"))
+
+
+def _raylet_messages_to_stderr() -> None:
+    """Ray prints its raylet's messages to the driver (a worker died, a task is retried) on
+    stdout, where ``aaf sweep`` prints the sweep folder for scripts: send them to stderr.
+    (A private function of Ray; left alone where it is not there.)"""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "aaf_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.aaf_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
 
 
 class RayExecutor:

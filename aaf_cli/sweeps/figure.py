@@ -51,6 +51,16 @@ def _lines(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], dict[int, str]
     return list(dict.fromkeys(keys.values())), keys
 
 
+def _seeds(done: Sequence[Mapping[str, Any]]) -> str:
+    """The seed count of the drawn points: ``5``, or ``3-5`` where they differ."""
+    seeds = sorted({int(r["seeds"]) for r in done if r.get("seeds") is not None})
+    return "?" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+
+
+def _pending(rows: Sequence[Mapping[str, Any]], done: Sequence[Mapping[str, Any]]) -> int:
+    return len({r["point"] for r in rows}) - len({r["point"] for r in done})
+
+
 def draw(
     rows: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
@@ -134,17 +144,14 @@ def draw(
     for ax in axes[::cols]:
         ax.set_ylabel(f"{metric} test MSE")
     plots.legend_below(fig, list(handles.values()), max(1, min(len(handles), int(width // 2.8))))
-    seeds = sorted({int(r["seeds"]) for r in done if r.get("seeds") is not None})
-    count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
     lines = [
         title,
-        f"{metric} test MSE: geometric mean over {count} seeds, band: its 95% t interval",
+        f"{metric} test MSE: geometric mean over {_seeds(done)} seeds, band: its 95% t interval",
     ]
     if len(panels) > len(shown):
         lines.append(f"the first {len(shown)} of {len(panels)} panels")
-    pending = len({r["point"] for r in rows}) - len({r["point"] for r in done})
-    if pending:
-        lines.append(f"{pending} points not done: not drawn")
+    if _pending(rows, done):
+        lines.append(f"{_pending(rows, done)} points not done: not drawn")
     fig.suptitle(plots.wrap("\n".join(lines), width), fontsize=10)
     plots.save(fig, path)
     return fig
@@ -263,16 +270,13 @@ def draw_heatmap(
         bar.set_ticks(ticks, labels=[f"{10**t:.3g}" for t in ticks])
     for ax in axes[k:]:
         ax.set_visible(False)
-    seeds = sorted({int(r["seeds"]) for r in done if r.get("seeds") is not None})
-    count = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
     lines = [
         title,
-        f"geometric mean over {count} seeds; ratio: paired, per seed; outlined: its 95% "
+        f"geometric mean over {_seeds(done)} seeds; ratio: paired, per seed; outlined: its 95% "
         "interval excludes 1",
     ]
-    pending = len({r["point"] for r in rows}) - len({r["point"] for r in done})
-    if pending:
-        lines.append(f"{pending} points not done: blank")
+    if _pending(rows, done):
+        lines.append(f"{_pending(rows, done)} points not done: blank")
     fig.suptitle(plots.wrap("\n".join(lines), width), fontsize=10)
     plots.save(fig, path)
     return fig

@@ -1,0 +1,322 @@
+"""A ``pde:`` experiment as an ordinary run: its data, its training objective, its records.
+
+The regression engine (``train.train``) trains a PINN through its ``objective`` argument: every
+model of every group still trains as one ensemble, with the same initial weights per seed, the
+same points and the same optimiser. How the PDE's numbers map onto a run folder:
+
+* ``metrics.csv``: ``train_loss`` is the total PINN loss (the weighted sum of the terms, without
+  slope recovery), ``test_loss`` the relative L2 error ``||u - u*|| / ||u*||`` on the test grid
+  (``pde.test_points``) against the exact or reference solution. ``train.threshold``, the
+  summary's ``final_test``, the paired statistics, ``aaf compare``, ``aaf show`` and ``aaf list``
+  therefore read the relative L2 error wherever a regression run reads its test MSE;
+* ``terms.csv`` (long format: step, variant, seed, name, value): each loss term unweighted
+  (``residual``, each condition by name, ``data``) and, for inverse problems, each identified
+  parameter (``param:nu``);
+* ``fit.csv``: the test grid, the solution there and each variant's median-seed prediction.
+
+Logged values travel through ``LogRecord.params`` under the prefixes ``term:`` and ``param:``
+(so that a packed sweep's slicing of records keeps them); ``experiment.series_of`` moves them to
+``Series.terms``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from aaf_cli.pde.problem import PdeProblem, build_problem
+from aaf_cli.pde.residual import PdeParameters, PinnLoss, make_pinn_optimizer
+from aaf_cli.pde.spec import PdeConfig
+from aaf_cli.targets import Dataset
+
+if TYPE_CHECKING:
+    from aaf_cli.config import ExperimentConfig, TrainConfig
+    from aaf_cli.experiment import ExperimentResult
+    from aaf_cli.models import Groups
+    from aaf_cli.results import ModelOutcome, Series
+    from aaf_cli.train import StackedAdam, StackedSGD
+
+__all__ = [
+    "PARAM_PREFIX",
+    "RESERVED_NAMES",
+    "TERMS_COLUMNS",
+    "TERMS_HEADER",
+    "TERM_PREFIX",
+    "PdeDataset",
+    "PinnObjective",
+    "equation_text",
+    "is_logged_value",
+    "pde_dataset",
+    "pde_summary",
+    "read_terms",
+    "terms_csv",
+    "write_pde_figures",
+]
+
+METRICS = {
+    "train": "total PINN loss: the weighted sum of the terms' mean squares (without slope "
+    "recovery), as minimised",
+    "test": "relative L2 error ||u - u*|| / ||u*|| on the test grid, against the exact or "
+    "reference solution",
+    "threshold": "steps to threshold count on the relative L2 error, at logged steps",
+}
+"""What a PDE run's train and test columns hold (the summary's ``metrics`` entry)."""
+
+
+TERM_PREFIX = "term:"
+PARAM_PREFIX = "param:"
+TERMS_HEADER = "# aaf terms format 1"
+TERMS_COLUMNS = ("step", "variant", "seed", "name", "value")
+RESERVED_NAMES = ("residual", "data", "total")
+"""Loss-term names a condition may not take (``spec`` refuses them)."""
+
+
+def is_logged_value(name: str) -> bool:
+    """Whether a logged name is a PDE term or parameter (not an activation parameter)."""
+    return name.startswith((TERM_PREFIX, PARAM_PREFIX))
+
+
+@dataclass(frozen=True)
+class PdeDataset(Dataset):
+    """The data of a PDE run in the shape the engine and the run folder know: ``x_train`` the
+    collocation points ``[N, d]``, ``y_train`` the forcing there ``[N, 1]``, ``x_test`` the test
+    grid (the last input varying fastest), ``y_test`` the exact or reference solution there
+    (NaN without either); ``problem`` everything else, in float64 on the CPU."""
+
+    problem: PdeProblem | None = None
+
+
+def pde_dataset(
+    pde: PdeConfig, dtype: torch.dtype, device: torch.device, source: str = "config"
+) -> PdeDataset:
+    """Compile ``pde`` (``build_problem``: points, forcing, conditions, test grid).
+
+    Raises:
+        ConfigError: the forcing, a condition value or the solution is not finite where needed.
+    """
+    problem = build_problem(pde, source)
+    test = problem.test_values
+    if test is None:
+        test = torch.full(problem.test_points.shape[:1], float("nan"), dtype=torch.float64)
+    tensors = (problem.collocation, problem.forcing[:, None], problem.test_points, test[:, None])
+    x_train, y_train, x_test, y_test = (t.to(device=device, dtype=dtype) for t in tensors)
+    return PdeDataset(x_train, y_train, x_test, y_test, problem)
+
+
+class PinnObjective:
+    """The PINN loss as ``train.Objective``: the total loss is logged as the training metric
+    and minimised (plus each model's slope recovery, which ``train`` adds); the relative L2
+    error is the test metric, at logged steps; each term and identified parameter is logged.
+
+    Args:
+        problem: the compiled problem.
+        model: the ensemble (its members set the trainable parameters' learning rates).
+        dtype, device: the ensemble's.
+    """
+
+    def __init__(
+        self, problem: PdeProblem, model: Groups, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        self.pinn = PinnLoss(problem, dtype, device)
+        self.params = PdeParameters.of(problem, model.members, dtype, device)
+        self._terms: dict[str, torch.Tensor] = {}
+
+    def loss(self, model: Groups) -> tuple[torch.Tensor, torch.Tensor]:
+        terms = self.pinn(model, self.params)
+        self._terms = {TERM_PREFIX + k: v.detach() for k, v in terms.terms.items()}
+        return terms.total.detach(), terms.total
+
+    def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values = {} if self.params is None else self.params.trajectories()
+        return self.pinn.relative_l2(model), {PARAM_PREFIX + k: v for k, v in values.items()}
+
+    def logged(self) -> dict[str, torch.Tensor]:
+        return dict(self._terms)
+
+    def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
+        return make_pinn_optimizer(model, self.params, cfg)
+
+
+def terms_csv(series: Sequence[Series]) -> str:
+    """Every logged term and identified parameter, long format (``TERMS_COLUMNS``), in step
+    order; names as logged (``term:residual``, ``param:nu``)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    out.write(TERMS_HEADER + "\n")
+    writer.writerow(TERMS_COLUMNS)
+    order = {name: k for k, name in enumerate(dict.fromkeys(s.variant for s in series))}
+    rows = []
+    for s in series:
+        for name, values in s.terms.items():
+            for step, value in zip(s.steps, values):
+                rows.append((step, order[s.variant], s.seed, name, s.variant, value))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    for step, _, seed, name, variant, value in rows:
+        writer.writerow([step, variant, seed, name, repr(float(value))])
+    return out.getvalue()
+
+
+def read_terms(path: Path, series: Sequence[Series]) -> None:
+    """Fill each series' ``terms`` from ``terms.csv`` (rows of unknown models ignored)."""
+    index = {(s.variant, s.seed): s for s in series}
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        first = fh.readline().strip()
+        if first != TERMS_HEADER:
+            raise ValueError(f"unknown terms format (first line {first[:40]!r})")
+        reader = csv.DictReader(fh)
+        for row in reader:
+            try:
+                s = index.get((row["variant"], int(row["seed"])))
+                value = float(row["value"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"malformed row at line {reader.line_num}") from None
+            if s is not None:
+                s.terms.setdefault(row["name"], []).append(value)
+
+
+def equation_text(pde: PdeConfig) -> str:
+    """``u_t + u*u_x - nu*u_xx = 0`` (the forcing as written; ``f(exact)`` when derived)."""
+    forcing = pde.forcing or "0"
+    if forcing == "from_exact":
+        forcing = f"f from u = {pde.exact}"
+    return f"{pde.operator} = {forcing}"
+
+
+def _final(values: Sequence[float]) -> float:
+    return values[-1] if values else math.nan
+
+
+def pde_summary(
+    cfg: ExperimentConfig, series: Sequence[Series], variants: Sequence[str]
+) -> dict[str, Any]:
+    """The summary's ``metrics`` and ``pde`` entries: what the columns mean, the problem, and
+    for inverse problems each variant's identified parameters (last logged value per seed,
+    non-diverged seeds) beside the true values."""
+    from aaf_cli.stats import Summary
+
+    pde = cfg.pde
+    assert pde is not None
+    true = pde.true_params()
+    identified: dict[str, Any] = {}
+    for name, value in true.items():
+        per_variant: dict[str, Any] = {}
+        for v in variants:
+            finals = [
+                _final(s.terms.get(PARAM_PREFIX + name, []))
+                for s in series
+                if s.variant == v and s.diverged_at is None
+            ]
+            entry: dict[str, Any] = {
+                **Summary.of(finals).as_dict(),
+                "per_seed": {
+                    str(s.seed): _final(s.terms.get(PARAM_PREFIX + name, []))
+                    for s in series
+                    if s.variant == v
+                },
+            }
+            if value is not None:
+                errors = [abs(f - value) / abs(value) for f in finals if math.isfinite(f)]
+                entry["relative_error_median"] = (
+                    sorted(errors)[(len(errors) - 1) // 2] if errors else None
+                )
+                entry["within_10_percent"] = sum(e <= 0.1 for e in errors)
+            per_variant[v] = entry
+        identified[name] = {"true": value, "variants": per_variant}
+    solution = (
+        {"exact": pde.exact}
+        if pde.exact is not None
+        else {"reference": pde.reference.name}
+        if pde.reference is not None
+        else {}
+    )
+    return {
+        "metrics": dict(METRICS),
+        "pde": {
+            "equation": equation_text(pde),
+            "inputs": {k: list(v) for k, v in pde.inputs.items()},
+            **solution,
+            "terms": pde.term_names(),
+            "collocation": pde.collocation.points,
+            "test_points": int(round(pde.test_points ** (1 / len(pde.inputs))) ** len(pde.inputs)),
+            "identified": identified,
+        },
+    }
+
+
+def write_pde_figures(
+    folder: Path,
+    cfg: ExperimentConfig,
+    exp: ExperimentResult,
+    series: Sequence[Series],
+    outcomes: Sequence[ModelOutcome],
+    title: str,
+    notes: Sequence[str],
+    labels: Mapping[str, str],
+) -> None:
+    """``loss_curves.png`` (with the terms), ``solution.png`` and ``fit.csv`` (the test grid,
+    the solution, each variant's median-seed prediction), ``params.png`` for inverse problems."""
+    from aaf_cli.pde import figures
+    from aaf_cli.results import by_variant, median_seed
+    from aaf_cli.runs import table_csv, write_atomic
+
+    pde = cfg.pde
+    assert pde is not None
+    names = [v.name for v in cfg.variants]
+    figures.loss_curves(
+        series,
+        names,
+        pde.term_names(),
+        folder / "loss_curves.png",
+        title,
+        cfg.train.threshold,
+        notes,
+        labels,
+    )
+    points = exp.data.x_test.double().cpu()
+    solution = exp.data.y_test[:, 0].double().cpu().tolist()
+    index = {(m.variant, m.seed): i for i, m in enumerate(exp.members)}
+    groups = by_variant(list(outcomes), names)
+    predictions: dict[str, tuple[int, list[float]]] = {}
+    for name in names:
+        seed = median_seed(groups[name])
+        if seed is not None:
+            predictions[name] = (seed, exp.result.predictions[index[(name, seed)]].tolist())
+    inputs = list(pde.input_names)
+    dims = len(inputs)
+    side = figures.grid_side(points.shape[0], dims)
+    axes = [sorted(set(points[:, k].tolist()))[:side] for k in range(dims)]
+    what = "exact solution" if pde.exact is not None else "reference"
+    if pde.exact is not None or pde.reference is not None:
+        figures.solution(
+            axes,
+            inputs,
+            solution,
+            predictions,
+            folder / "solution.png",
+            f"{title}\nrelative L2 error of each variant's median seed: "
+            + ", ".join(
+                f"{labels.get(v, v)} {o.final_test:.3g}"
+                for v in predictions
+                for o in groups[v]
+                if o.seed == predictions[v][0]
+            ),
+            labels,
+            len(cfg.seed_list),
+            what,
+        )
+    columns: dict[str, list[float]] = {n: points[:, k].tolist() for k, n in enumerate(inputs)}
+    columns["solution"] = solution
+    columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
+    write_atomic(folder / "fit.csv", table_csv(columns))
+    true = pde.true_params()
+    if true:
+        figures.params_figure(
+            series, names, true, folder / "params.png", f"{title}\nidentified parameters", labels
+        )

@@ -1,0 +1,268 @@
+"""The fast engine step (issue 13): one flat multi-row update, host-side shortcuts, the device-side
+step a CUDA graph replays, and what they must keep (exact freezing, the reference, input
+derivatives for the physics-informed path). GPU-marked tests run on CUDA only."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+from aaf_cli import train as train_module
+from aaf_cli.config import FixedVariant, GlobalVariant, TrainConfig, Variant
+from aaf_cli.errors import ConfigError
+from aaf_cli.models import Ensemble, Groups, ModelSpec
+from aaf_cli.train import StackedAdam, StackedSGD, make_optimizer, train
+
+from .reference import reference_run
+
+F64 = torch.float64
+FIXED = FixedVariant(kind="fixed")
+ADAPTIVE = GlobalVariant(kind="global", name="adaptive", n=10.0)
+KINDS = ["fixed", "global", "layer", "neuron", "rowdy", "prelu", "swish", "rational"]
+
+
+def variant(kind: str) -> Any:
+    return TypeAdapter(Variant).validate_python({"kind": kind})
+
+
+def mixed(
+    layers: list[int], act: str, seeds: int, dtype: torch.dtype = F64, device: str = "cpu"
+) -> Groups:
+    fixed = [ModelSpec("fixed", s, "fixed", FIXED) for s in range(seeds)]
+    adaptive = [ModelSpec("adaptive", s, "global", ADAPTIVE) for s in range(seeds)]
+    return Groups(
+        [
+            Ensemble(layers, "fixed", act, fixed, dtype=dtype, device=device),
+            Ensemble(layers, "global", act, adaptive, dtype=dtype, device=device),
+        ]
+    )
+
+
+def data(device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.linspace(-3, 3, 64, dtype=F64, device=device).unsqueeze(-1)
+    return x, torch.sin(3 * x)
+
+
+def per_parameter_adam(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    state: list[tuple[torch.Tensor, torch.Tensor]],
+    rates: list[torch.Tensor],
+    active: torch.Tensor,
+    t: int,
+) -> None:
+    """The engine's update as it was before issue 13, one parameter at a time (the reference
+    for bit-for-bit equality: same arithmetic, masks always applied)."""
+    bias1, bias2_sqrt = 1 - 0.9**t, math.sqrt(1 - 0.999**t)
+    for p, g, (m, v), rate in zip(params, grads, state, rates):
+        row_rate = rate * active.reshape(rate.shape)
+        g = torch.where(row_rate > 0, g, 0.0)
+        m.lerp_(g, 1 - 0.9)
+        v.mul_(0.999).addcmul_(g, g, value=1 - 0.999)
+        denom = (v.sqrt() / bias2_sqrt).add_(1e-8)
+        p.sub_(m / denom * (row_rate / bias1))
+
+
+@pytest.mark.parametrize("all_active", [True, None])
+def test_flat_update_equals_the_per_parameter_update_bit_for_bit(all_active: bool | None) -> None:
+    """Both the shortcut (every model known active) and the masked path give, bit for bit, the
+    per-parameter masked update; a row with rate 0 and a NaN gradient stays frozen."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(4, 1, 5), (4, 1, 5), (4, 5, 1), (4, 1, 1)]
+    start = [torch.randn(s, generator=gen, dtype=F64) for s in shapes]
+    rows = torch.tensor([1e-2, 3e-3, 0.0, 1e-2], dtype=F64)
+    ours = [p.clone().requires_grad_() for p in start]
+    opt = StackedAdam(ours, [rows] * 4, [0] * 4)
+    ref = [p.clone() for p in start]
+    state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in ref]
+    rates = [rows.reshape(-1, 1, 1)] * 4
+    active = torch.ones(4, dtype=torch.bool)
+    for t in range(1, 6):
+        grads = [torch.randn(s, generator=gen, dtype=F64) for s in shapes]
+        grads[0][2] = math.nan  # the zero-rate row: must not move, NaN or not
+        for p, g in zip(ours, grads):
+            p.grad = g.clone()
+        opt.step(active, 1.0, all_active)
+        per_parameter_adam(ref, grads, state, rates, active, t)
+    for p, r, s in zip(ours, ref, start):
+        assert torch.equal(p.detach(), r)
+        assert torch.equal(p.detach()[2], s[2])
+
+
+def test_parameters_become_views_of_one_flat_tensor_without_changing_values() -> None:
+    model = mixed([1, 6, 6, 1], "tanh", 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = make_optimizer(model, TrainConfig())
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), b)
+        assert p.is_leaf and p.requires_grad
+        assert p.untyped_storage().data_ptr() == opt.flat.untyped_storage().data_ptr()
+    with torch.no_grad():
+        opt.flat.add_(1.0)
+    assert torch.equal(next(iter(model.parameters())).detach(), before[0] + 1.0)
+
+
+def test_sgd_with_momentum_and_decay_freezes_a_diverged_row() -> None:
+    p = torch.ones(3, 2, dtype=F64, requires_grad=True)
+    opt = StackedSGD([p], [torch.full((3,), 0.1, dtype=F64)], [0], 0.9, [torch.ones(3, dtype=F64)])
+    active = torch.tensor([True, False, True])
+    for _ in range(3):
+        p.grad = torch.tensor([[1.0, 1.0], [math.nan, math.inf], [2.0, 2.0]], dtype=F64)
+        opt.step(active)
+    assert torch.equal(p.detach()[1], torch.ones(2, dtype=F64))
+    assert torch.isfinite(p.detach()).all() and (p.detach()[0] < 1).all()
+
+
+def device_side_run(
+    monkeypatch: pytest.MonkeyPatch, cfg: TrainConfig, model: Groups, graphs: bool
+) -> Any:
+    """Train with the step a CUDA graph would capture (on the CPU: run, not captured)."""
+    monkeypatch.setattr(train_module, "use_cuda_graph", lambda *_: graphs)
+    x, y = data()
+    return train(model, x, y, x, y, cfg)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_device_side_step_matches_the_eager_step(
+    monkeypatch: pytest.MonkeyPatch, optimizer: str
+) -> None:
+    """Step index, schedule factor and bias corrections as device tensors, bookkeeping in
+    place, warm-up steps undone: the same losses, threshold steps and divergence steps."""
+    over = {"lr": 0.5, "momentum": 0.9} if optimizer == "sgd" else {"lr": 0.2}
+    cfg = TrainConfig(
+        steps=40, log_every=5, optimizer=optimizer, schedule="cosine", warmup_steps=4,
+        threshold=0.3, **over,
+    )  # fmt: skip
+    eager = device_side_run(monkeypatch, cfg, mixed([1, 8, 1], "elu", 3), False)
+    graph = device_side_run(monkeypatch, cfg, mixed([1, 8, 1], "elu", 3), True)
+    assert "cuda_graph_error" not in graph.extra
+    for a, b in zip(eager.records, graph.records):
+        assert a.step == b.step
+        torch.testing.assert_close(a.train_loss, b.train_loss, rtol=1e-12, atol=0, equal_nan=True)
+        torch.testing.assert_close(a.test_loss, b.test_loss, rtol=1e-12, atol=0, equal_nan=True)
+    assert torch.equal(eager.steps_to_threshold, graph.steps_to_threshold)
+    assert torch.equal(eager.diverged_at, graph.diverged_at)
+
+
+def test_device_side_step_freezes_diverged_models_like_eager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = TrainConfig(steps=30, log_every=30, optimizer="sgd", lr=3.0, momentum=0.9)
+    eager = device_side_run(monkeypatch, cfg, mixed([1, 8, 1], "elu", 2), False)
+    graph = device_side_run(monkeypatch, cfg, mixed([1, 8, 1], "elu", 2), True)
+    assert (eager.diverged_at >= 0).any()
+    assert torch.equal(eager.diverged_at, graph.diverged_at)
+
+
+def test_cuda_graph_true_off_cuda_is_a_config_error() -> None:
+    from aaf_cli.api import load_config
+
+    with pytest.raises(ConfigError, match="cuda_graph: true needs device: cuda"):
+        load_config(None, ["device=cpu", "train.cuda_graph=true"])
+    x, y = data()
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        train(mixed([1, 4, 1], "elu", 1), x, y, x, y, TrainConfig(steps=2, cuda_graph=True))
+
+
+def test_auto_policies_are_off_on_the_cpu() -> None:
+    cpu = torch.device("cpu")
+    cfg = TrainConfig(steps=50_000)
+    assert not train_module.use_compile(cfg, cpu)
+    assert not train_module.use_cuda_graph(cfg, cpu, mixed([1, 4, 1], "elu", 1), 300)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_input_derivatives_survive_the_flat_optimizer(kind: str) -> None:
+    """The physics-informed path: u, du/dx and d2u/dx2 of every model (inputs [M, N, 1] that
+    require grad, create_graph) match the per-model network, after the optimiser has made the
+    parameters views of its flat tensor and taken a step."""
+    act = "tanh"
+    spec = variant(kind)
+    members = [ModelSpec(kind, s, kind, spec) for s in range(2)]
+    model = Groups([Ensemble([1, 6, 6, 1], kind, act, members, dtype=F64)])
+    opt = make_optimizer(model, TrainConfig(lr=1e-2))
+    x = torch.linspace(-1, 1, 9, dtype=F64).reshape(1, -1, 1).repeat(2, 1, 1).requires_grad_()
+    model(x).sum().backward()
+    opt.step(torch.ones(2, dtype=torch.bool))
+    x.grad = None
+    u = model(x)
+    (du,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    (d2u,) = torch.autograd.grad(du.sum(), x, create_graph=True, materialize_grads=True)
+    for i in range(2):
+        from aaf_cli.models import PlainMLP
+
+        net = PlainMLP([1, 6, 6, 1], kind, act, spec, dtype=F64)
+        net.load_state_dict(model.state_dict_of(i))
+        xi = x[i].detach().clone().requires_grad_()
+        ui = net(xi)
+        (dui,) = torch.autograd.grad(ui.sum(), xi, create_graph=True)
+        (d2ui,) = torch.autograd.grad(dui.sum(), xi, materialize_grads=True)
+        torch.testing.assert_close(u[i], ui, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(du[i], dui, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(d2u[i], d2ui, rtol=1e-9, atol=1e-11)
+
+
+# ---- CUDA (pytest -m gpu; benchmarks/gpu_check.sh)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("graphs", [False, True])
+def test_cuda_engine_matches_the_reference_in_float64(graphs: bool) -> None:
+    """On CUDA, eager and graph-captured: the engine equals nn.Linear + torch.optim.Adam per
+    model over 100 steps, in float64."""
+    layers, act = [1, 16, 16, 1], "tanh"
+    model = mixed(layers, act, 2, device="cuda")
+    x, y = data("cuda")
+    cfg = TrainConfig(steps=100, log_every=1, lr=1e-3, cuda_graph=graphs)
+    result = train(model, x, y, x, y, cfg)
+    assert "cuda_graph_error" not in result.extra
+    losses = torch.stack([r.train_loss for r in result.records])
+    for i, spec in enumerate(model.members):
+        ref, _ = reference_run(spec, layers, act, x.cpu(), y.cpu(), 100, 1e-3)
+        torch.testing.assert_close(
+            losses[:, i], torch.tensor(ref, dtype=F64), rtol=1e-9, atol=1e-14
+        )
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_graph_keeps_diverged_models_frozen() -> None:
+    cfg = TrainConfig(steps=30, log_every=10, optimizer="sgd", lr=3.0, momentum=0.9)
+    results = []
+    for graphs in (False, True):
+        x, y = data("cuda")
+        model = mixed([1, 8, 1], "elu", 2, device="cuda")
+        results.append(train(model, x, y, x, y, cfg.model_copy(update={"cuda_graph": graphs})))
+    assert torch.equal(results[0].diverged_at, results[1].diverged_at)
+    assert (results[0].diverged_at >= 0).any()
+
+
+@pytest.mark.slow
+def test_memory_estimate_is_within_2x_of_the_measured_peak_for_16_models() -> None:
+    """Issue 13 #4: ``aaf validate``'s memory estimate against the peak RSS growth of a fresh
+    process training the default experiment with 16 models (benchmarks/bench_peers.py)."""
+    import subprocess
+    import sys
+
+    from benchmarks.bench_peers import MEMORY_PROBE
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc (Linux) for the peak RSS")
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE % (8, 20, "cpu")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    ).stdout.split()
+    estimate, peak = float(out[-2]), float(out[-1])
+    assert 0.5 <= peak / estimate <= 2.0, (estimate, peak)

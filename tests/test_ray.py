@@ -1,0 +1,452 @@
+"""The Ray executor on real Ray, no mocks: a local instance, a two-node cluster on this
+machine, a worker killed in the middle of a point, a driver killed in the middle of a sweep,
+and the bad input of ``--executor ray``.
+
+Ray starts in seconds, so most sweeps here share one local instance started in this process
+(``local_ray``): ``RayExecutor`` without an address uses a connection the caller already has.
+The subprocess tests start their own and check that nothing of it is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+ray = pytest.importorskip("ray")
+
+import aaf_cli as aaf  # noqa: E402
+from aaf_cli.cli import app  # noqa: E402
+from aaf_cli.sweeps import cluster  # noqa: E402
+from aaf_cli.sweeps.cluster import (  # noqa: E402
+    job_threads,
+    probe,
+    split_address,
+    task_threads,
+)
+from aaf_cli.sweeps.local import PointEvent  # noqa: E402
+
+from .conftest import SMOKE  # noqa: E402
+
+runner = CliRunner()
+AAF = Path(sys.executable).with_name("aaf")
+RAY = Path(sys.executable).with_name("ray")
+# float64, so that equal numbers are equal bytes; enough steps that a point takes a moment.
+BASE = ["train.steps=300", "seeds=2", "dtype=float64"]
+GRID = {"train.lr": [0.01, 0.03], "variants.1.n": [1, 5]}
+GRID_ARGS = ["--grid", "train.lr=0.01,0.03", "--grid", "variants.1.n=1,5"]
+POINTS = ("000", "001", "002", "003")
+# A point long enough (a couple of seconds) to kill its worker in the middle of it.
+LONG = ["train.steps=3000", "seeds=2", "dtype=float64"]
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def metrics(folder: Path, points: tuple[str, ...] = POINTS) -> dict[str, bytes]:
+    return {p: (folder / "points" / p / "metrics.csv").read_bytes() for p in points}
+
+
+def summary(folder: Path, point: str) -> dict[str, object]:
+    data = json.loads((folder / "points" / point / "summary.json").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def processes() -> dict[int, str]:
+    """Every process's command line (its title, for a Ray worker: ``ray::train_job``)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            out[int(entry.name)] = cmd
+    return out
+
+
+def holders(pattern: re.Pattern[str]) -> dict[int, str]:
+    """Processes whose command line, or a file they hold open, matches ``pattern`` (a Ray
+    session's processes hold its log files open; some change their title)."""
+    found = {}
+    for pid, cmd in processes().items():
+        try:
+            fd_dir = Path(f"/proc/{pid}/fd")
+            files = [os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)]
+        except OSError:
+            continue
+        if pattern.search(cmd) or any(pattern.search(f) for f in files):
+            found[pid] = cmd
+    return found
+
+
+def left_behind(
+    pattern: re.Pattern[str], wait_s: float = 20.0, allowed: frozenset[str] = frozenset()
+) -> dict[int, str]:
+    """``holders(pattern)`` still there after up to ``wait_s`` seconds (sooner when all that
+    is left has a title in ``allowed``)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = holders(pattern)
+        if set(found.values()) <= allowed or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the first Ray worker seen running a job (title ``ray::train_job``), once it
+    has run for ``after_s`` (inside training: the worker imported torch in an earlier test)."""
+
+    def __init__(self, after_s: float = 0.6) -> None:
+        super().__init__(daemon=True)
+        self.after_s = after_s
+        self.killed: int | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        first_seen: dict[int, float] = {}
+        while not self.done.is_set():
+            now = time.monotonic()
+            for pid, cmd in processes().items():
+                if not cmd.startswith("ray::train_job"):
+                    continue
+                if now - first_seen.setdefault(pid, now) >= self.after_s:
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed = pid
+                    return
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray instance (2 CPUs) for this module's in-process sweeps."""
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+    assert left_behind(session_of(os.getpid())) == {}
+
+
+def session_of(pid: int) -> re.Pattern[str]:
+    """The files of the local Ray instance that process ``pid`` started."""
+    return re.compile(rf"/session_[\d_-]+_{pid}/")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The 2x2 grid's metrics.csv per point, from the local executor."""
+    swept = aaf.sweep(SMOKE, grid=GRID, overrides=BASE, runs_dir=tmp_path_factory.mktemp("local"))
+    assert swept.status == "completed" and swept.folder is not None
+    return metrics(swept.folder)
+
+
+def test_task_threads_fit_parallel_tasks_on_the_nodes() -> None:
+    assert task_threads([2.0], 2) == 1  # this machine, a job per core
+    assert task_threads([2.0], 1) == 2
+    assert task_threads([1.0, 1.0], 2) == 1  # the two-node test cluster
+    assert task_threads([16.0, 4.0], 2) == 8  # both tasks on the big node, 8 cores each
+    assert task_threads([16.0, 4.0], 5) == 4  # 4 + 1 tasks of 4 cores
+    assert task_threads([8.0, 8.0], 3) == 4
+    assert task_threads([2.0], 8) == 1  # more jobs than cores: they queue
+    assert task_threads([0.0, 4.0], 2) == 2  # a head node without CPUs runs nothing
+    # A task never trains on more threads than it reserved; a small workload on one.
+    small = aaf.load_config(SMOKE)
+    assert job_threads([small], 4).threads == 1
+    assert "small workload" in job_threads([small], 4).reason
+    assert job_threads([small.model_copy(update={"threads": 8})], 4).threads == 4
+    assert job_threads([small.model_copy(update={"threads": 3})], 4).threads == 3
+
+
+def test_probe_tells_a_ray_head_from_other_ports(local_ray: None) -> None:
+    host, port = split_address(ray.get_runtime_context().gcs_address)
+    assert probe(host, port) is None  # a GCS: gRPC, it answers the HTTP/2 preface
+    with socket.socket() as silent, socket.socket() as http:
+        for s in (silent, http):
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+
+        def answer() -> None:  # an HTTP/1.1 server, the dashboard's port say
+            conn, _ = http.accept()
+            with conn:
+                conn.recv(100)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        assert probe("127.0.0.1", silent.getsockname()[1], timeout=0.3) == (
+            "no answer within 0.3 s"
+        )
+        assert "does not answer as a Ray head node" in str(probe(*http.getsockname()))
+    assert probe("127.0.0.1", free_port()) == "Connection refused"
+
+
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "no-pack"])
+def test_local_ray_equals_the_local_executor(
+    pack: bool, local_ray: None, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    swept = aaf.sweep(
+        SMOKE, grid=GRID, overrides=BASE, runs_dir=tmp_path, executor="ray", pack=pack
+    )
+    assert swept.status == "completed" and swept.folder is not None
+    assert metrics(swept.folder) == reference
+    for p in POINTS:
+        point = summary(swept.folder, p)
+        env = point["environment"]
+        assert isinstance(env, dict) and env["ray_node"] and "default_worker" not in env["argv"]
+        assert env["threads"] == "1" and "a Ray task reserving 1 CPU" in env["threads_reason"]
+        packed = point.get("packed")
+        # Two CPUs: the 4 points are 2 jobs of 2 packed points, or 4 jobs of one.
+        assert (packed["points"] if isinstance(packed, dict) else 1) == (2 if pack else 1)
+
+
+def test_killed_worker_is_retried_with_the_same_numbers(local_ray: None, tmp_path: Path) -> None:
+    grid = {"variants.1.n": [5]}
+    local = aaf.sweep(SMOKE, grid=grid, overrides=LONG, runs_dir=tmp_path / "local")
+    killer = Killer()
+    killer.start()
+    try:
+        swept = aaf.sweep(
+            SMOKE, grid=grid, overrides=LONG, runs_dir=tmp_path / "ray", executor="ray"
+        )
+    finally:
+        killer.done.set()
+        killer.join()
+    assert killer.killed is not None, "no Ray worker was seen training"
+    assert not Path(f"/proc/{killer.killed}").exists()
+    assert swept.status == "completed" and swept.folder is not None and local.folder is not None
+    assert metrics(swept.folder, ("000",)) == metrics(local.folder, ("000",))
+
+
+def test_a_job_whose_worker_keeps_dying_fails_alone(
+    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster, "RETRIES", 0)
+    runs_dir = tmp_path / "runs"
+    killer = Killer()
+    killer.start()
+    try:
+        result = runner.invoke(
+            app,
+            ["sweep", str(SMOKE), "--grid", "variants.1.n=1,5", *sets(LONG), "--executor",
+             "ray", "--no-pack", "--max-parallel", "2", "--runs-dir", str(runs_dir), "-q"],
+        )  # fmt: skip
+    finally:
+        killer.done.set()
+        killer.join()
+    assert killer.killed is not None
+    assert result.exit_code == 1, result.stderr
+    folder = Path(result.stdout.strip().splitlines()[-1])
+    rows = (folder / "points.csv").read_text().splitlines()
+    assert re.fullmatch(r"Error: points failed: [01] \(see points\.csv\)", result.stderr.strip()), (
+        rows
+    )
+    assert sum(",completed," in r for r in rows) == 2  # the other point: both variants
+    failed = [r for r in rows if ",failed," in r]
+    assert len(failed) == 2 and all("the Ray worker running it died (1 try" in r for r in failed)
+
+
+def test_stop_cancels_running_tasks_and_keeps_finished_points(
+    local_ray: None, tmp_path: Path
+) -> None:
+    finished: list[int] = []
+
+    def on_point(event: PointEvent) -> None:
+        if event.phase == "done":
+            finished.append(event.index)
+
+    def stop() -> bool:  # Ctrl-C once point 0 is written and point 1 trains
+        return bool(finished) and any(c.startswith("ray::train_job") for c in processes().values())
+
+    swept = aaf.sweep(
+        SMOKE, grid={"variants.1.n": [1, 2, 5]}, overrides=LONG, runs_dir=tmp_path,
+        executor="ray", pack=False, max_parallel=1, stop=stop, on_point=on_point,
+    )  # fmt: skip
+    assert swept.status == "interrupted" and swept.folder is not None
+    assert [p.status for p in swept.points] == ["completed", "pending", "pending"]
+    # The cancelled point's folder is gone: it is pending, as if it never started.
+    assert sorted(p.name for p in (swept.folder / "points").iterdir()) == ["000"]
+    assert left_behind(re.compile(r"^ray::train_job"), wait_s=10) == {}  # its worker ended
+
+
+def summary_status(folder: Path, point: str) -> str:
+    return "completed" if (folder / "points" / point / "summary.json").is_file() else "missing"
+
+
+def test_resume_after_the_driver_was_killed_reruns_only_the_missing_points(
+    local_ray: None, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    runs_dir = tmp_path / "runs"
+    driver = subprocess.Popen(
+        [str(AAF), "sweep", str(SMOKE), *GRID_ARGS, *sets(BASE), "--executor", "ray",
+         "--no-pack", "--max-parallel", "1", "--runs-dir", str(runs_dir), "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        first: list[Path] = []
+        while not first and driver.poll() is None and time.monotonic() < deadline:
+            first = list(runs_dir.glob("*/points/*/summary.json"))
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.kill()
+        _, err = driver.communicate(timeout=30)
+    assert len(first) == 1 and driver.returncode == -signal.SIGKILL, err
+    # Its local Ray instance went with it (Ray's fate sharing) but for two agents, which
+    # Ray leaves behind for a minute or two after a SIGKILLed driver: ended here.
+    agents = frozenset({"ray::DashboardAgent", "ray::RuntimeEnvAgent"})
+    left = left_behind(session_of(driver.pid), allowed=agents)
+    assert set(left.values()) <= agents, left
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left_behind(session_of(driver.pid), wait_s=5) == {}
+    folder = first[0].parents[2]
+    done = first[0].parent.name
+    kept = {done: (first[0].read_bytes(), first[0].stat().st_mtime_ns)}
+    result = runner.invoke(app, ["sweep", "--resume", str(folder), "--executor", "ray", "-q"])
+    assert result.exit_code == 0, result.stderr
+    again = folder / "points" / done / "summary.json"
+    assert (again.read_bytes(), again.stat().st_mtime_ns) == kept[done]
+    assert metrics(folder) == reference
+    assert [summary_status(folder, p) for p in POINTS] == ["completed"] * 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_node(args: list[str], temp: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``ray start --block`` (it stops the node's processes when it ends), once it is up."""
+    log = temp / "start.log"
+    node = subprocess.Popen(
+        [str(RAY), "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+         "--temp-dir", str(temp), "--disable-usage-stats", *args],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while b"block forever" not in log.read_bytes():
+        assert node.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    return node
+
+
+def stop_nodes(nodes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM: each ``ray start --block`` drains its node and stops its processes."""
+    for node in nodes:
+        node.terminate()
+    for node in nodes:
+        try:
+            node.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+
+
+def test_two_node_cluster_equals_the_local_executor(reference: dict[str, bytes]) -> None:
+    # Short paths: Ray's sockets live under the temp dir (Unix socket paths are short).
+    temps = [Path(tempfile.mkdtemp(prefix=f"aafray{k}_", dir="/tmp")) for k in (0, 1)]
+    runs_dir = temps[0] / "runs"
+    # Loopback only, for the test: no token (Ray asks for one by default).
+    # No draining at the end: the sweep is over.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    port = free_port()
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        nodes.append(start_node(["--head", "--port", str(port), "--include-dashboard",
+                                 "false"], temps[0], env))  # fmt: skip
+        nodes.append(start_node(["--address", f"127.0.0.1:{port}"], temps[1], env))
+        out = subprocess.run(
+            [str(AAF), "sweep", str(SMOKE), *GRID_ARGS, *sets(BASE), "--executor", "ray",
+             "--ray-address", f"127.0.0.1:{port}", "--max-parallel", "2", "--runs-dir",
+             str(runs_dir), "-q"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        folder = Path(out.stdout.strip())
+        assert metrics(folder) == reference
+        # Two jobs of two packed points, one on each node.
+        ran_on = {summary(folder, p)["environment"]["ray_node"] for p in POINTS}  # type: ignore[index]
+        assert len(ran_on) == 2, ran_on
+        for temp in temps:  # each node ran a task, logged in its own temp dir
+            logs = temp.glob("session_*/logs/worker-*.out")
+            assert any("train_job" in f.read_text(errors="replace") for f in logs), temp
+    finally:
+        stop_nodes(nodes)
+        leftover = [left_behind(re.compile(re.escape(str(t))), wait_s=15) for t in temps]
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
+    assert leftover == [{}, {}]
+
+
+def test_ray_absent_is_one_line(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None; from aaf_cli.cli import main; "
+        f"sys.argv = ['aaf', 'sweep', {str(SMOKE)!r}, '--grid', 'variants.1.n=1,5', "
+        f"'--executor', 'ray', '--runs-dir', {str(tmp_path / 'runs')!r}]; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "Error: --executor ray needs Ray: pip install 'aaf[ray]'"
+    assert not (tmp_path / "runs").exists()
+
+
+BAD = {
+    "unreachable address": (
+        ["--executor", "ray", "--ray-address", "127.0.0.1:1"],
+        "Error: --ray-address 127.0.0.1:1: no Ray cluster there: Connection refused",
+    ),
+    "malformed address": (
+        ["--executor", "ray", "--ray-address", "head-node"],
+        "Error: --ray-address must be auto or HOST:PORT of a Ray head node (got 'head-node')",
+    ),
+    "address without ray": (
+        ["--ray-address", "127.0.0.1:6379"],
+        "Error: --ray-address needs --executor ray",
+    ),
+    "max parallel 0": (
+        ["--executor", "ray", "--max-parallel", "0"],
+        "Error: --max-parallel must be at least 1 (got 0)",
+    ),
+    "unknown executor": (["--executor", "dask"], "Error: --executor must be local or ray"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_no_folder(case: str, tmp_path: Path) -> None:
+    extra, message = BAD[case]
+    runs_dir = tmp_path / "runs"
+    start = time.monotonic()
+    result = runner.invoke(
+        app, ["sweep", str(SMOKE), "--grid", "variants.1.n=1,5", *extra, "--runs-dir",
+              str(runs_dir)],
+    )  # fmt: skip
+    assert time.monotonic() - start < 30
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not runs_dir.exists()
