@@ -147,3 +147,108 @@ def test_a_packed_point_loads_back_from_its_checkpoint(tmp_path: Path) -> None:
     with torch.no_grad():
         expected = model.double()(x)[:, 0].tolist()
     assert [float(r[column]) for r in rows] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_packs_are_halved_until_they_fit_the_machine() -> None:
+    configs = [smoke(f"variants.1.n={n}") for n in (1, 2, 3, 4, 5)]
+    packs = plan_packs(configs, fits=lambda points: len(points) <= 2)
+    assert [p.points for p in packs] == [(0, 1), (2,), (3, 4)]
+
+
+def test_a_packed_job_too_large_for_memory_is_split_by_the_sweep() -> None:
+    """A pack whose estimated memory passes the soft limit becomes several jobs."""
+    from aaf_cli.budget import MAX_MEMORY_FRACTION, physical_memory
+    from aaf_cli.sweeps.local import pack_estimate, plan_jobs
+    from aaf_cli.sweeps.spec import plan_sweep
+
+    plan = plan_sweep(
+        SMOKE,
+        grid={"train.lr": [0.01, 0.02, 0.03, 0.04]},
+        overrides=["target.n_train=1000000", "seeds=200", "model.layers=[1,64,1]"],
+    )
+    memory = physical_memory()
+    assert memory
+    jobs = plan_jobs(plan, None, True, 1)
+    assert len(jobs) > 1
+    for job in jobs:
+        size = pack_estimate([plan.configs[i] for i in job.points]).memory_bytes
+        assert size <= MAX_MEMORY_FRACTION * memory or len(job.points) == 1
+
+
+def test_a_parameter_that_becomes_nan_stays_in_the_packed_record() -> None:
+    from aaf_cli.sweeps.packing import own_names, slice_record
+    from aaf_cli.train import LogRecord
+
+    rows = torch.tensor([0, 1])
+    nan = float("nan")
+    ones = torch.ones(3)
+    b = torch.tensor([nan, nan, 2.0])
+    first = LogRecord(0, 0.0, ones, ones, ones, {"a": torch.tensor([1.0, 1.0, nan]), "b": b})
+    later = LogRecord(5, 1.0, ones, ones, ones, {"a": torch.tensor([nan, nan, nan]), "b": b})
+    names = own_names(first, rows)
+    assert names == {"a"}
+    assert set(slice_record(later, rows, names).params) == {"a"}
+
+
+def test_a_job_that_raises_marks_its_points_failed_and_the_sweep_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug or an out-of-memory error in one job: its points fail with one line, the other
+    jobs complete (here: two jobs, since the steps differ)."""
+    from aaf_cli.sweeps import packing
+
+    real = packing.train_pack
+
+    def flaky(configs: list[ExperimentConfig], **kwargs: object) -> list[object]:
+        if configs[0].train.steps == 40:  # the second job
+            raise RuntimeError("can't allocate memory\nsecond line")
+        return real(configs, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(packing, "train_pack", flaky)
+    swept = aaf.sweep(SMOKE, grid={"train.steps": [30, 40]}, overrides=F64[1:], runs_dir=tmp_path)
+    assert [p.status for p in swept.points] == ["completed", "failed"]
+    assert swept.status == "failed"
+    errors = {r["error"] for r in swept.table if r["status"] == "failed"}
+    assert errors == {"training failed: RuntimeError: can't allocate memory"}
+    assert not (swept.points[1].folder or tmp_path / "none").exists()
+
+
+def _dying_writer(index: int) -> tuple[dict[str, object] | None, str | None]:
+    """Point 1's writer process dies, as if killed (module level: the pool pickles it)."""
+    import os
+
+    from aaf_cli.sweeps import writing
+
+    if index == 1:
+        os._exit(9)
+    return writing.write_run_of(index)
+
+
+def test_a_writer_that_dies_fails_its_point_and_does_not_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aaf_cli.sweeps import writing
+
+    monkeypatch.setattr(writing, "_write_one", _dying_writer)
+    swept = aaf.sweep(SMOKE, grid={"variants.1.n": [1, 5, 10]}, overrides=F64, runs_dir=tmp_path)
+    statuses = [p.status for p in swept.points]
+    assert statuses[1] == "failed"
+    failed = [r["error"] for r in swept.table if r["status"] == "failed"]
+    assert failed and set(failed) == {"its writer process died before the folder was written"}
+    monkeypatch.undo()
+    resumed = aaf.sweep(resume=swept.folder)
+    assert [p.status for p in resumed.points] == ["completed"] * 3
+
+
+def test_random_axes_get_no_heat_map(tmp_path: Path) -> None:
+    from aaf_cli.sweeps.figure import HEATMAP_FILE
+
+    swept = aaf.sweep(
+        SMOKE,
+        random={"train.lr": "loguniform(1e-3,1e-1)", "variants.1.n": "uniform(1,10)"},
+        samples=3,
+        overrides=F64,
+        runs_dir=tmp_path,
+    )
+    assert swept.folder is not None and (swept.folder / "sweep.png").is_file()
+    assert not (swept.folder / HEATMAP_FILE).exists()

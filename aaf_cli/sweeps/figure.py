@@ -158,6 +158,8 @@ def draw(
 
 
 HEATMAP_FILE = "sweep_heatmap.png"
+#: Most values of either key a heat map shows (random draws are not a grid: not drawn).
+MAX_HEATMAP_CELLS = 30
 
 
 def _cells(
@@ -179,7 +181,8 @@ def draw_heatmap(
     title: str,
     metric: str = "final",
 ) -> Any:
-    """Heat maps of a sweep over exactly two numeric keys, written to ``path``: the metric
+    """Heat maps of a sweep over exactly two numeric keys (grid axes; at most
+    ``MAX_HEATMAP_CELLS`` values each), written to ``path``: the metric
     (geometric mean over seeds) of every variant on one shared log colour scale, then each
     variant's paired ratio to the baseline (geometric mean of the per-seed ratios, < 1: the
     variant is better) on a diverging scale centred at 1, every cell annotated, a cell whose
@@ -193,6 +196,8 @@ def draw_heatmap(
         return None
     if not all(_numeric([r[k] for r in rows]) for k in keys):
         return None
+    if any(len({float(r[k]) for r in rows}) > MAX_HEATMAP_CELLS for k in keys):
+        return None  # a heat map of that many values is unreadable: sweep.png draws them
     order, _ = _lines(rows)
     baseline = str(done[0]["baseline"])
     xs = sorted({float(r[keys[0]]) for r in rows})

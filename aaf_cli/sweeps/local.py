@@ -98,6 +98,23 @@ class PointEvent:
     error: str | None = None
 
 
+def plan_jobs(plan: SweepPlan, pending: Sequence[int] | None, pack: bool, parts: int) -> list[Pack]:
+    """The jobs of the ``pending`` points (default: all): packed (``packing.plan_packs``),
+    each pack small enough that its estimated memory stays under the soft limit."""
+    from aaf_cli.budget import MAX_MEMORY_FRACTION, physical_memory
+    from aaf_cli.sweeps.packing import plan_packs
+
+    memory = physical_memory()
+
+    def fits(points: Sequence[int]) -> bool:
+        if not memory:
+            return True
+        size = pack_estimate([plan.configs[i] for i in points]).memory_bytes
+        return size <= MAX_MEMORY_FRACTION * memory
+
+    return plan_packs(plan.configs, pending, pack=pack, parts=parts, fits=fits)
+
+
 def check_plan(plan: SweepPlan, force: bool = False, pack: bool = True) -> SweepCheck:
     """Every check ``aaf run`` makes before training, for every point, and the soft limits
     applied to the whole sweep (its total time, packed as it will run; each point's own
@@ -114,9 +131,7 @@ def check_plan(plan: SweepPlan, force: bool = False, pack: bool = True) -> Sweep
         checked = preflight(plan.evaluation, f"{plan.source}: evaluation run", force=True)
         estimates.append(checked.estimate)
         over += [f"evaluation run: {o}" for o in checked.over_limits]
-    from aaf_cli.sweeps.packing import plan_packs
-
-    packs = plan_packs(plan.configs, pack=pack)
+    packs = plan_jobs(plan, None, pack, 1)
     packed = None
     if pack and len(packs) < len(plan.points):
         packed = sum(pack_estimate([plan.configs[i] for i in p.points]).seconds for p in packs)
@@ -281,6 +296,10 @@ class LocalExecutor:
             except AafError as exc:
                 done(job, None, str(exc))
                 continue
+            except Exception as exc:  # torch out of memory, a bug: this job fails, not the sweep
+                first = str(exc).splitlines()[0][:200] if str(exc) else ""
+                done(job, None, f"training failed: {type(exc).__name__}: {first}")
+                continue
             done(job, results, None)
             if results and results[0].result.interrupted:
                 return True
@@ -385,7 +404,7 @@ def run_sweep(
     pending = [
         e.index for e in record.points if records.point_status(folder / e.folder) not in DONE
     ]
-    from aaf_cli.sweeps.packing import Pack, plan_packs
+    from aaf_cli.sweeps.packing import Pack
 
     parts = runner.parallel
     jobs = [
@@ -395,7 +414,7 @@ def run_sweep(
             tuple(plan.points[i].label for i in p.points),
             tuple(folder / entries[i].folder for i in p.points),
         )
-        for p in plan_packs(plan.configs, pending, pack=pack, parts=parts)
+        for p in plan_jobs(plan, pending, pack, parts)
     ]
     started: dict[int, tuple[datetime, float]] = {}
 
@@ -424,11 +443,13 @@ def run_sweep(
                 (None, error or "failed")
             ] * len(job.folders)
         else:
+            # Several jobs in flight (Ray): their tasks hold the cores, so write here, serially.
             written = write_points(
                 [
                     (path, r, started[i][0])
                     for i, path, r in zip(job.pack.points, job.folders, results)
-                ]
+                ],
+                workers=1 if runner.parallel > 1 else None,
             )
         for i, path, label, (summary, failure) in zip(
             job.pack.points, job.folders, job.labels, written
@@ -475,11 +496,29 @@ def run_sweep(
         else:
             record.status = "partial"
         rows = records.write_state(folder, record)
-        from aaf_cli.sweeps.figure import HEATMAP_FILE, draw, draw_heatmap
-
-        draw(rows, record.keys, folder / FIGURE_FILE, _title(record), record.metric)
-        draw_heatmap(rows, record.keys, folder / HEATMAP_FILE, _title(record), record.metric)
+        _figures(folder, record, rows)
     return folder
+
+
+def _figures(folder: Path, record: SweepRecord, rows: list[dict[str, Any]]) -> None:
+    """``sweep.png``, and the heat maps of a two-key grid. A figure that cannot be drawn
+    (matplotlib's own limits) is left out with a warning: every point is already written, and
+    a drawing never changes a sweep's outcome."""
+    import warnings
+
+    from aaf_cli.sweeps.figure import HEATMAP_FILE, draw, draw_heatmap
+
+    grid = [a["key"] for a in record.axes if a.get("kind", "grid") == "grid"]
+    heat_keys = record.keys if grid == record.keys else []
+    title = _title(record)
+    try:
+        draw(rows, record.keys, folder / FIGURE_FILE, title, record.metric)
+    except (ValueError, MemoryError, OverflowError) as exc:
+        warnings.warn(f"{folder / FIGURE_FILE}: not drawn ({exc})", stacklevel=2)
+    try:
+        draw_heatmap(rows, heat_keys, folder / HEATMAP_FILE, title, record.metric)
+    except (ValueError, MemoryError, OverflowError) as exc:
+        warnings.warn(f"{folder / HEATMAP_FILE}: not drawn ({exc})", stacklevel=2)
 
 
 def _tuned_phase(

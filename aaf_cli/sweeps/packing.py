@@ -3,7 +3,7 @@
 The engine already trains every model of an experiment at once, each with its own learning
 rate, activation parameters and seed. Sweep points whose configs differ only in such
 per-model settings (a variant's ``n``, ``a0``, ``lr``, slope recovery or weight decay, the
-run's ``train.lr``, the seeds, and the name and thread count) are therefore one experiment
+run's ``train.lr``, the seeds, and the name) are therefore one experiment
 with more models: they are trained together and split back into one result per point, whose
 numbers equal those of the point run alone (every model's arithmetic is its own; only the
 batch it sits in changes). Points that differ in anything else (the network, the target, the
@@ -32,7 +32,7 @@ from aaf_cli.train import LogRecord, TrainResult
 #: Most models one packed group trains (memory grows with it; more points make more groups).
 MAX_PACK_MODELS = 4096
 #: Config keys that may differ between the points of one pack (each model carries its own).
-PER_MODEL = ("name", "seeds", "threads", "variants", "train.lr")
+PER_MODEL = ("name", "seeds", "variants", "train.lr")
 
 
 def pack_key(cfg: ExperimentConfig) -> str:
@@ -67,6 +67,7 @@ def plan_packs(
     pack: bool = True,
     parts: int = 1,
     max_models: int = MAX_PACK_MODELS,
+    fits: Callable[[Sequence[int]], bool] | None = None,
 ) -> list[Pack]:
     """Group the ``pending`` points (default: all) into packs, in order of first appearance.
 
@@ -77,6 +78,8 @@ def plan_packs(
         parts: split packs so that there are at least this many where the points allow it
             (parallel executors: one task per pack).
         max_models: most models per pack.
+        fits: whether a pack of these points fits the machine (its estimated memory); one
+            that does not is halved until it does (a single point is checked on its own).
     """
     todo = list(range(len(configs))) if pending is None else list(pending)
     if not pack:
@@ -96,6 +99,16 @@ def plan_packs(
             chunk.append(i)
             size += n
         chunks.append(chunk)
+    if fits is not None:
+        sized: list[list[int]] = []
+        while chunks:
+            chunk = chunks.pop(0)
+            if len(chunk) > 1 and not fits(chunk):
+                half = (len(chunk) + 1) // 2
+                chunks[:0] = [chunk[:half], chunk[half:]]
+            else:
+                sized.append(chunk)
+        chunks = sized
     while chunks and len(chunks) < parts:
         largest = max(chunks, key=len)
         if len(largest) < 2:
@@ -158,17 +171,27 @@ class PointView:
         return self.ensemble.state_dict_of(self.rows[index])
 
 
-def slice_record(record: LogRecord, rows: torch.Tensor) -> LogRecord:
-    """The record of some models; parameters none of them has are left out, as in a run of
-    those models alone."""
-    params = {name: values[rows] for name, values in record.params.items()}
+def own_names(record: LogRecord, rows: torch.Tensor) -> set[str]:
+    """The logged parameters some of these models have: a PDE run's terms and identified
+    parameters (every model has them), and the activation parameters not NaN for all of
+    them in a record of the initial networks (a model's own are finite at step 0)."""
+    return {
+        name
+        for name, v in record.params.items()
+        if name.startswith(("term:", "param:")) or not bool(torch.isnan(v[rows]).all())
+    }
+
+
+def slice_record(record: LogRecord, rows: torch.Tensor, names: set[str]) -> LogRecord:
+    """The record of some models, with the logged parameters ``names`` (``own_names``): a
+    run of those models alone logs those and no others."""
     return LogRecord(
         record.step,
         record.elapsed,
         record.train_loss[rows],
         record.test_loss[rows],
         record.recovery[rows],
-        {name: v for name, v in params.items() if not bool(torch.isnan(v).all())},
+        {name: v[rows] for name, v in record.params.items() if name in names},
     )
 
 
@@ -183,8 +206,9 @@ def split(
     out: list[ExperimentResult] = []
     for cfg, point_rows in zip(configs, rows):
         idx = torch.tensor(point_rows, dtype=torch.long)
+        names = own_names(res.records[0], idx) if res.records else set()
         result = TrainResult(
-            records=[slice_record(r, idx) for r in res.records],
+            records=[slice_record(r, idx, names) for r in res.records],
             steps_to_threshold=res.steps_to_threshold[idx],
             diverged_at=res.diverged_at[idx],
             predictions=res.predictions[idx],
@@ -249,9 +273,12 @@ def train_pack(
     forward: Callable[[LogRecord], None] | None = None
     if on_log is not None:
         callback = on_log
+        own: list[set[str]] = []
 
         def forward(record: LogRecord) -> None:
-            callback([slice_record(record, idx) for idx in indices])
+            if not own:  # the first record: the initial networks
+                own.extend(own_names(record, idx) for idx in indices)
+            callback([slice_record(record, idx, n) for idx, n in zip(indices, own)])
 
     cfg = configs[0]
     if data is not None and cfg.target.resample and len(configs) > 1:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,11 @@ def _child() -> None:
 
 
 def _write_one(index: int) -> tuple[dict[str, Any] | None, str | None]:
+    """What a writer process runs for point ``index`` (``write_run_of``)."""
+    return write_run_of(index)
+
+
+def write_run_of(index: int) -> tuple[dict[str, Any] | None, str | None]:
     """Write point ``index`` of ``_PENDING``: (its summary, None) or (None, aaf's one-line
     error)."""
     import torch
@@ -49,6 +56,8 @@ def _write_one(index: int) -> tuple[dict[str, Any] | None, str | None]:
         return write_run(path, exp, started).summary, None
     except AafError as exc:
         return None, str(exc)
+    except Exception as exc:  # a bug or the machine (disk full): still one line, per point
+        return None, f"writing the run folder failed: {type(exc).__name__}: {exc}"
 
 
 def write_points(
@@ -71,8 +80,18 @@ def write_points(
         finally:
             _PENDING.clear()
     _PENDING[:] = list(items)
+    out: list[tuple[dict[str, Any] | None, str | None]] = []
     try:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_child) as pool:
-            return pool.map(_write_one, range(len(items)), chunksize=1)
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_child) as pool:
+            futures = [pool.submit(_write_one, i) for i in range(len(items))]
+            for future in futures:
+                try:
+                    out.append(future.result())
+                except BrokenProcessPool:
+                    # A writer died (killed, out of memory): this point and the ones not
+                    # written yet fail with one line; a resume writes them again.
+                    out.append((None, "its writer process died before the folder was written"))
+        return out
     finally:
         _PENDING.clear()
