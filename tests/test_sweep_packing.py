@@ -252,3 +252,15 @@ def test_random_axes_get_no_heat_map(tmp_path: Path) -> None:
     )
     assert swept.folder is not None and (swept.folder / "sweep.png").is_file()
     assert not (swept.folder / HEATMAP_FILE).exists()
+
+
+def test_a_model_every_point_has_alike_is_trained_once() -> None:
+    """An n sweep: the fixed baseline (same settings, seeds and rate in every point) is one
+    set of models in the pack, each point reads its numbers; other rates are other models."""
+    configs = [smoke(f"variants.1.n={n}") for n in (1, 5, 10)]
+    packed = train_pack(configs)
+    assert packed[0].packing is not None and packed[0].packing["models"] == 3 * 2 + 2
+    fixed = [p.result.records[-1].train_loss[:2] for p in packed]  # fixed comes first
+    assert all(torch.equal(fixed[0], f) for f in fixed[1:])
+    other = train_pack([smoke(), smoke("train.lr=0.02")])
+    assert other[0].packing is not None and other[0].packing["models"] == 8

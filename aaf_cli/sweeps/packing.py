@@ -126,19 +126,32 @@ def pack_members(
     """The models of every point by training group, and for each point the positions of its
     models (in the order the point alone would number them) in the packed ensemble.
 
-    A point's ``train.lr`` becomes the rate of each of its models whose variant sets none.
+    A point's ``train.lr`` becomes the rate of each of its models whose variant sets none. A
+    model that several points have alike (same group, variant settings, seed and rate: the
+    fixed baseline of an n sweep) is trained once and shared: its arithmetic is its own, so
+    each point reads the numbers it would have made alone.
     """
     groups: dict[tuple[Any, ...], list[ModelSpec]] = {}
+    first: dict[tuple[Any, ...], tuple[str, int]] = {}  # a model's identity -> its row's name
+    alias: dict[tuple[int, str, int], tuple[str, int]] = {}
     for k, cfg in enumerate(configs):
         for v in cfg.variants:
             lr = v.lr if v.lr is not None else cfg.train.lr
-            specs = [ModelSpec(f"{k}:{v.name}", seed, v.kind, v, lr) for seed in cfg.seed_list]
-            groups.setdefault(group_key(cfg, v), []).extend(specs)
+            key = group_key(cfg, v)
+            settings = json.dumps(v.model_dump(mode="json", exclude={"name"}), sort_keys=True)
+            for seed in cfg.seed_list:
+                identity = (key, settings, seed, lr)
+                if identity not in first:
+                    first[identity] = (f"{k}:{v.name}", seed)
+                    groups.setdefault(key, []).append(
+                        ModelSpec(f"{k}:{v.name}", seed, v.kind, v, lr)
+                    )
+                alias[(k, v.name, seed)] = first[identity]
     position = {
         (m.variant, m.seed): i for i, m in enumerate(m for group in groups.values() for m in group)
     }
     rows = [
-        [position[(f"{k}:{m.variant}", m.seed)] for m in members(cfg)]
+        [position[alias[(k, m.variant, m.seed)]] for m in members(cfg)]
         for k, cfg in enumerate(configs)
     ]
     return groups, rows
