@@ -12,7 +12,9 @@ point's run folder and figures, points.csv and sweep.png included), interleaved 
 
 The default workload is issue 11's: a 5 (n) x 4 (lr) grid of the default experiment, 5 seeds,
 2000 steps. Acceptance: packed >= 4x faster than sequential; Ray within 1.5x of packed. It also
-checks that both give the same final test MSE per point and variant.
+checks that both give the same final test MSE per point and variant, and reports the training
+time apart (each job's ``train_time_s`` once): the rest is start-up, checks and writing each
+point's folder, which packing does not change.
 
     python benchmarks/bench_sweep.py                # the issue's workload, 2 rounds
     python benchmarks/bench_sweep.py --quick        # 300 steps, 1 round
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import json
 import os
 import statistics
 import subprocess
@@ -56,6 +59,17 @@ def finals(folder: Path) -> dict[tuple[str, str], float]:
         }
 
 
+def training_seconds(folder: Path) -> float:
+    """Training time of a sweep: each job's once (a packed job's points share theirs)."""
+    jobs: dict[str, float] = {}
+    for summary in folder.glob("points/*/summary.json"):
+        data = json.loads(summary.read_text())
+        packed = data.get("packed")
+        key = json.dumps(packed["with"]) if packed else summary.parent.name
+        jobs[key] = float(packed["train_time_s"] if packed else data["train_time_s"])
+    return sum(jobs.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
@@ -73,6 +87,7 @@ def main() -> None:
         else:
             cases["ray"] = ["--executor", "ray"]
     times: dict[str, list[float]] = {name: [] for name in cases}
+    training: dict[str, list[float]] = {name: [] for name in cases}
     folders: dict[str, Path] = {}
     print(
         f"5 x 4 grid (variants.1.n x train.lr) of the default experiment, {args.seeds} seeds, "
@@ -83,8 +98,12 @@ def main() -> None:
             for name, extra in cases.items():
                 wall, folder = aaf_sweep(extra, Path(tmp) / f"{name}{r}", args.steps, args.seeds)
                 times[name].append(wall)
+                training[name].append(training_seconds(folder))
                 folders[name] = folder
-                print(f"  round {r}: {name:<10} {wall:7.1f} s  (load {os.getloadavg()[0]:.2f})")
+                print(
+                    f"  round {r}: {name:<10} {wall:7.1f} s, of which training "
+                    f"{training[name][-1]:5.1f} s  (load {os.getloadavg()[0]:.2f})"
+                )
         reference = finals(folders["sequential"])
         for name, folder in folders.items():
             got = finals(folder)
@@ -92,12 +111,14 @@ def main() -> None:
             print(f"  {name}: largest relative difference of a final test MSE vs sequential "
                   f"{worst:.1e}")  # fmt: skip
     median = {name: statistics.median(t) for name, t in times.items()}
-    print("\n| executor | median wall (s) | vs sequential | vs packed |")
-    print("|---|---:|---:|---:|")
+    trained = {name: statistics.median(t) for name, t in training.items()}
+    print("\n| executor | median wall (s) | vs sequential | vs packed | training (s) | vs seq. |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, seconds in median.items():
         print(
             f"| {name} | {seconds:.1f} | {median['sequential'] / seconds:.2f}x faster | "
-            f"{seconds / median['packed']:.2f}x the time |"
+            f"{seconds / median['packed']:.2f}x the time | {trained[name]:.1f} | "
+            f"{trained['sequential'] / trained[name]:.2f}x faster |"
         )
 
 
