@@ -150,11 +150,17 @@ def metrics_csv(series: Sequence[Series]) -> str:
 
 def parameters_csv(series: Sequence[Series]) -> str:
     """The logged activation parameters in long format: step, variant, seed, parameter, value."""
-    out, writer = csv_buffer(PARAMETERS_HEADER, PARAMETERS_COLUMNS)
+    return long_csv(series, "params", PARAMETERS_HEADER, PARAMETERS_COLUMNS)
+
+
+def long_csv(series: Sequence[Series], field: str, header: str, columns: Sequence[str]) -> str:
+    """A series' name -> values mapping ``field`` (``params``, a PDE run's ``terms``) in long
+    format: step, variant, seed, name, value; rows by step, variant (in run order), seed."""
+    out, writer = csv_buffer(header, list(columns))
     rows = []
     order = _variant_order(series)
     for s in series:
-        for name, values in s.params.items():
+        for name, values in getattr(s, field).items():
             for step, value in zip(s.steps, values):
                 rows.append((step, order[s.variant], s.seed, name, s.variant, value))
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
@@ -165,11 +171,19 @@ def parameters_csv(series: Sequence[Series]) -> str:
 
 def read_parameters(path: Path, series: Sequence[Series]) -> None:
     """Fill each series' ``params`` from ``parameters.csv`` (rows of unknown models ignored)."""
+    read_long(path, series, "params", PARAMETERS_HEADER, "parameter")
+
+
+def read_long(
+    path: Path, series: Sequence[Series], field: str, header: str, name_column: str
+) -> None:
+    """Fill each series' mapping ``field`` from a file ``long_csv`` wrote (rows of unknown
+    models ignored)."""
     index = {(s.variant, s.seed): s for s in series}
     with Path(path).open(encoding="utf-8", newline="") as fh:
         first = fh.readline().strip()
-        if first != PARAMETERS_HEADER:
-            raise ValueError(f"unknown parameters format (first line {first[:40]!r})")
+        if first != header:
+            raise ValueError(f"unknown format of {Path(path).name} (first line {first[:40]!r})")
         reader = csv.DictReader(fh)
         for row in reader:
             try:
@@ -178,7 +192,7 @@ def read_parameters(path: Path, series: Sequence[Series]) -> None:
             except (KeyError, TypeError, ValueError):
                 raise ValueError(f"malformed row at line {reader.line_num}") from None
             if s is not None:
-                s.params.setdefault(row["parameter"], []).append(value)
+                getattr(s, field).setdefault(row[name_column], []).append(value)
 
 
 def timing_csv(series: Iterable[Series]) -> str:

@@ -230,6 +230,24 @@ CASES = {
         [],
         ["model.layers", "2 inputs of pde.inputs (x, t)"],
     ),
+    "pde exact zero": (
+        PDE.format(op="u_t - u_xx", exact="0*x", on="t == 0", layers=2, target=""),
+        [],
+        ["pde.exact", "is 0 on the whole test grid"],
+    ),
+    "pde no solution": (
+        PDE.format(op="u_t - u_xx", exact=HEAT, on="t == 0", layers=2, target="")
+        .replace(f"  exact: {HEAT}\n  forcing: from_exact\n", "")
+        .replace("[{on: 't == 0'}]", "[{on: 't == 0', value: 'sin(pi*x)'}]"),
+        [],
+        ["pde", "give exact or reference"],
+    ),
+    "pde weights zero": (
+        PDE.format(op="u_t - u_xx", exact=HEAT, on="t == 0", layers=2, target="")
+        + "  weights: {residual: 0, conditions: 0}\n",
+        [],
+        ["pde", "every term's weight is 0"],
+    ),
 }
 
 

@@ -358,6 +358,11 @@ def build_problem(pde: PdeConfig, source: str = "config") -> PdeProblem:
             test_values = _finite(
                 solution(test_points), test_points, pde, source, solution_key, "the solution"
             )
+        if not bool(test_values.abs().max() > 0):
+            raise ConfigError(
+                source, solution_key, "is 0 on the whole test grid: the relative L2 error "
+                "would divide by 0",
+            )  # fmt: skip
     return PdeProblem(
         config=pde,
         operator=operator,

@@ -460,6 +460,22 @@ class PdeConfig(_Strict):
         return data
 
     @model_validator(mode="after")
+    def _measurable(self) -> PdeConfig:
+        """A run is judged by its relative L2 error against a solution, and trains on at least
+        one weighted term."""
+        if self.exact is None and self.reference is None:
+            raise ValueError(
+                "give exact or reference: the runs are compared by their relative L2 error "
+                "against a solution"
+            )
+        w = self.weights
+        conditions = [w.conditions if c.weight is None else c.weight for c in self.conditions]
+        data = w.data if self.data is not None else 0.0
+        if w.residual == 0 and not any(c > 0 for c in conditions) and data == 0:
+            raise ValueError("weights: every term's weight is 0, so nothing would be trained")
+        return self
+
+    @model_validator(mode="after")
     def _true_values(self) -> PdeConfig:
         """A trainable parameter that the exact solution, the forcing or a condition uses needs
         its true value; one the reference knows takes the reference's."""

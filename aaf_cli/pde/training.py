@@ -21,8 +21,6 @@ Logged values travel through ``LogRecord.params`` under the prefixes ``term:`` a
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -147,38 +145,16 @@ class PinnObjective:
 def terms_csv(series: Sequence[Series]) -> str:
     """Every logged term and identified parameter, long format (``TERMS_COLUMNS``), in step
     order; names as logged (``term:residual``, ``param:nu``)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    out.write(TERMS_HEADER + "\n")
-    writer.writerow(TERMS_COLUMNS)
-    order = {name: k for k, name in enumerate(dict.fromkeys(s.variant for s in series))}
-    rows = []
-    for s in series:
-        for name, values in s.terms.items():
-            for step, value in zip(s.steps, values):
-                rows.append((step, order[s.variant], s.seed, name, s.variant, value))
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    for step, _, seed, name, variant, value in rows:
-        writer.writerow([step, variant, seed, name, repr(float(value))])
-    return out.getvalue()
+    from aaf_cli.runs import long_csv
+
+    return long_csv(series, "terms", TERMS_HEADER, TERMS_COLUMNS)
 
 
 def read_terms(path: Path, series: Sequence[Series]) -> None:
     """Fill each series' ``terms`` from ``terms.csv`` (rows of unknown models ignored)."""
-    index = {(s.variant, s.seed): s for s in series}
-    with Path(path).open(encoding="utf-8", newline="") as fh:
-        first = fh.readline().strip()
-        if first != TERMS_HEADER:
-            raise ValueError(f"unknown terms format (first line {first[:40]!r})")
-        reader = csv.DictReader(fh)
-        for row in reader:
-            try:
-                s = index.get((row["variant"], int(row["seed"])))
-                value = float(row["value"])
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(f"malformed row at line {reader.line_num}") from None
-            if s is not None:
-                s.terms.setdefault(row["name"], []).append(value)
+    from aaf_cli.runs import read_long
+
+    read_long(path, series, "terms", TERMS_HEADER, "name")
 
 
 def equation_text(pde: PdeConfig) -> str:
