@@ -204,6 +204,18 @@ def test_a_pde_run_inside_a_sweep(tmp_path: Path) -> None:
         finals.append(summary["variants"]["gaaf"]["final_test"]["median"])
     assert finals[0] != finals[1]
     assert runner.invoke(app, ["show", str(folder)]).exit_code == 0
+    # The sweep's figure says what its metric is: the relative L2 error, not a test MSE.
+    from aaf_cli.sweeps.figure import draw
+    from aaf_cli.sweeps.local import quantity_of
+    from aaf_cli.sweeps.records import point_rows, read_record
+
+    record = read_record(folder)
+    assert quantity_of(record) == "relative L2 error"
+    fig = draw(point_rows(folder, record), record.keys, tmp_path / "s.png", "t", "final",
+               quantity_of(record))  # fmt: skip
+    assert fig.axes[0].get_ylabel() == "final relative L2 error"
+    assert "relative L2 error" in fig._suptitle.get_text()
+    assert (folder / "sweep.png").is_file()
 
 
 def test_slope_recovery_is_minimised_with_the_pinn_loss() -> None:

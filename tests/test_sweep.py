@@ -471,4 +471,7 @@ def test_two_numeric_keys_also_draw_heat_maps_with_every_cell_annotated(swept: P
     expected = sorted(f"x{float(r['ratio']):.2g}" for r in rows if r["variant"] == "adaptive")
     assert len(texts) == 12 and ratios == expected
     assert draw_heatmap(rows, record.keys[:1], swept / "none.png", "t") is None
+    from aaf_cli.sweeps.local import quantity_of
+
+    assert quantity_of(record) == "test MSE"
     assert not (swept / "none.png").exists()

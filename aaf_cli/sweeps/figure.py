@@ -67,8 +67,10 @@ def draw(
     path: Path,
     title: str,
     metric: str = "final",
+    quantity: str = "test MSE",
 ) -> Any:
     """Draw the sweep's figure from its ``points.csv`` rows (done points only) to ``path``.
+    ``quantity``: what the test metric is (a PDE sweep's is the relative L2 error).
 
     Returns the figure, or None when no point is done yet (nothing is written then).
     """
@@ -142,11 +144,11 @@ def draw(
     for ax in axes[len(shown) :]:
         ax.set_visible(False)
     for ax in axes[::cols]:
-        ax.set_ylabel(f"{metric} test MSE")
+        ax.set_ylabel(f"{metric} {quantity}")
     plots.legend_below(fig, list(handles.values()), max(1, min(len(handles), int(width // 2.8))))
     lines = [
         title,
-        f"{metric} test MSE: geometric mean over {_seeds(done)} seeds, band: its 95% t interval",
+        f"{metric} {quantity}: geometric mean over {_seeds(done)} seeds, band: its 95% t interval",
     ]
     if len(panels) > len(shown):
         lines.append(f"the first {len(shown)} of {len(panels)} panels")
@@ -180,6 +182,7 @@ def draw_heatmap(
     path: Path,
     title: str,
     metric: str = "final",
+    quantity: str = "test MSE",
 ) -> Any:
     """Heat maps of a sweep over exactly two numeric keys (grid axes; at most
     ``MAX_HEATMAP_CELLS`` values each), written to ``path``: the metric
@@ -244,7 +247,7 @@ def draw_heatmap(
             ax.text(xs.index(x), ys.index(y), f"{v:.1e}", ha="center", va="center",
                     fontsize=7, color="white" if shade < 0.6 else "black")  # fmt: skip
         suffix = " (baseline)" if line == baseline else ""
-        frame(ax, f"{line}{suffix}: {metric} test MSE")
+        frame(ax, f"{line}{suffix}: {metric} {quantity}")
         fig.colorbar(image, ax=ax, shrink=0.85)
     intervals = {
         line: (
@@ -269,7 +272,7 @@ def draw_heatmap(
             lo, hi = low.get((x, y)), high.get((x, y))
             if lo is not None and hi is not None and (hi < 1 or lo > 1):
                 ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, lw=1.6, ec="black"))
-        frame(ax, f"{line} / {baseline}: ratio of {metric} test MSE (<1: {line} better)")
+        frame(ax, f"{line} / {baseline}: ratio of {metric} {quantity} (<1: {line} better)")
         bar = fig.colorbar(image, ax=ax, shrink=0.85)
         ticks = [t for t in (-2, -1, -0.5, 0, 0.5, 1, 2) if abs(t) <= limit]
         bar.set_ticks(ticks, labels=[f"{10**t:.3g}" for t in ticks])

@@ -500,6 +500,12 @@ def run_sweep(
     return folder
 
 
+def quantity_of(record: SweepRecord) -> str:
+    """What the sweep's test metric is: a PDE run's relative L2 error, else the test MSE."""
+    resolved = record.base.get("resolved") or {}
+    return "relative L2 error" if resolved.get("pde") else "test MSE"
+
+
 def _figures(folder: Path, record: SweepRecord, rows: list[dict[str, Any]]) -> None:
     """``sweep.png``, and the heat maps of a two-key grid. A figure that cannot be drawn
     (matplotlib's own limits) is left out with a warning: every point is already written, and
@@ -511,12 +517,13 @@ def _figures(folder: Path, record: SweepRecord, rows: list[dict[str, Any]]) -> N
     grid = [a["key"] for a in record.axes if a.get("kind", "grid") == "grid"]
     heat_keys = record.keys if grid == record.keys else []
     title = _title(record)
+    quantity = quantity_of(record)
     try:
-        draw(rows, record.keys, folder / FIGURE_FILE, title, record.metric)
+        draw(rows, record.keys, folder / FIGURE_FILE, title, record.metric, quantity)
     except (ValueError, MemoryError, OverflowError) as exc:
         warnings.warn(f"{folder / FIGURE_FILE}: not drawn ({exc})", stacklevel=2)
     try:
-        draw_heatmap(rows, heat_keys, folder / HEATMAP_FILE, title, record.metric)
+        draw_heatmap(rows, heat_keys, folder / HEATMAP_FILE, title, record.metric, quantity)
     except (ValueError, MemoryError, OverflowError) as exc:
         warnings.warn(f"{folder / HEATMAP_FILE}: not drawn ({exc})", stacklevel=2)
 
@@ -577,7 +584,8 @@ def _tuned_phase(
 def _title(record: SweepRecord) -> str:
     resolved = record.base.get("resolved") or {}
     target = resolved.get("target") or {}
-    what = target.get("name") or target.get("expr") or ""
+    pde = resolved.get("pde") or {}
+    what = target.get("name") or target.get("expr") or pde.get("operator") or ""
     layers = "x".join(str(w) for w in (resolved.get("model") or {}).get("layers", []))
     activation = (resolved.get("model") or {}).get("activation", "")
     steps = (resolved.get("train") or {}).get("steps")
