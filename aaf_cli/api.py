@@ -262,8 +262,14 @@ def compare(
         )
     ]
     thresholds = {f.threshold for f in folders}
-    what = "test" if metric == "test" else "training"
-    title = f"{what} MSE (data loss), median over seeds"
+    quantities = {_quantity(f, metric) for f in folders}
+    if len(quantities) > 1:
+        raise UsageError(
+            f"these runs measure different things ({' vs '.join(sorted(quantities))}): compare "
+            "physics-informed runs with each other and regression runs with each other"
+        )
+    quantity = quantities.pop()
+    title = f"{quantity}, median over seeds"
     if smooth > 1:
         title += f", smoothed over {smooth} logged points"
     plots.compare(
@@ -272,12 +278,21 @@ def compare(
         title,
         "seconds of training" if x == "time" else "step",
         thresholds.pop() if len(thresholds) == 1 else None,
+        quantity.split(" (")[0],
     )
     csv_path = target.with_suffix(".csv")
     write_atomic(csv_path, core.curves_csv(curves, x, band, smooth))
     return CompareResult(
         target, csv_path, [Run(f) for f in folders], [r.path for r in repeats], curves, rows
     )
+
+
+def _quantity(folder: RunFolder, metric: str) -> str:
+    """What a run's logged ``test`` or ``train`` series is: an MSE, or a physics-informed run's
+    relative L2 error and total PINN loss (its summary's ``metrics``)."""
+    if (folder.summary or {}).get("metrics"):
+        return "relative L2 error" if metric == "test" else "training loss (total PINN loss)"
+    return "test MSE (data loss)" if metric == "test" else "training MSE (data loss)"
 
 
 def export(

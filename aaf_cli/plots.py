@@ -466,6 +466,7 @@ def compare(
     title: str,
     x_label: str,
     threshold: float | None = None,
+    y_label: str = "MSE",
 ) -> Figure:
     """Several runs in one figure: colour by run, line style by variant, log y, seed bands.
 
@@ -523,7 +524,7 @@ def compare(
         )
     ax.set_yscale("log")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("MSE")
+    ax.set_ylabel(y_label)
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(wrap(title, width), fontsize=10)
     legend_below(fig, handles, 2 if len(handles) > 3 else 1)

@@ -24,7 +24,7 @@ from aaf_cli.pde.training import PinnObjective, pde_dataset, read_terms
 from aaf_cli.runs import read_metrics
 from aaf_cli.train import LogRecord, train
 
-from .conftest import CONFIGS, only_run
+from .conftest import CONFIGS, SMOKE, only_run
 from .test_pde import NU, SMALL_BURGERS, ensemble, plain_loss, plain_of, section
 
 F64 = torch.float64
@@ -96,6 +96,27 @@ def test_show_list_and_compare_read_a_pde_run(smoke_run: Path) -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.stdout, result.stderr)
     assert "pde_smoke" in runner.invoke(app, ["list", "--runs-dir", str(smoke_run.parent)]).stdout
+
+
+def test_compare_names_a_pde_metric_and_refuses_to_mix_it_with_mse(
+    smoke_run: Path, tmp_path: Path
+) -> None:
+    import aaf_cli as aaf
+
+    drawn = aaf.compare([smoke_run], out=tmp_path / "pde.png")
+    assert drawn.figure.is_file()
+    regression = aaf.run(SMOKE, overrides=["train.steps=10", "seeds=1"], runs_dir=tmp_path)
+    out = tmp_path / "mixed.png"
+    result = runner.invoke(
+        app, ["compare", str(smoke_run), str(regression.folder), "--out", str(out)]
+    )
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stderr.strip() == (
+        "Error: these runs measure different things (relative L2 error vs test MSE (data "
+        "loss)): compare physics-informed runs with each other and regression runs with each "
+        "other"
+    )
+    assert not out.exists()
 
 
 def test_step_zero_losses_are_equal_across_the_variants_of_a_seed(smoke_run: Path) -> None:
