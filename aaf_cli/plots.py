@@ -324,13 +324,14 @@ def _base_name(name: str) -> str:
     return name
 
 
-def _across_seeds(series: Sequence[Series], key: str) -> Band:
-    """Median and band over seeds of one logged parameter, aligned by step like the losses."""
-    # aggregate() reads a metric; the parameter is handed to it in the 'train' slot.
+def across_seeds(series: Sequence[Series], key: str, field: str = "params") -> Band:
+    """Median and band over seeds of one logged series of a ``Series`` mapping (``params``,
+    or a PDE run's ``terms``), aligned by step like the losses; diverged seeds left out."""
+    # aggregate() reads a metric; the logged values are handed to it in the 'train' slot.
     carriers = [
-        Series(s.variant, s.seed, steps=s.steps, train=s.params[key], diverged_at=s.diverged_at)
+        Series(s.variant, s.seed, steps=s.steps, train=values[key], diverged_at=s.diverged_at)
         for s in series
-        if key in s.params
+        if key in (values := getattr(s, field))
     ]
     return aggregate(carriers, "train")
 
@@ -403,7 +404,7 @@ def slopes(
             if ls == "--" and family not in dashed:
                 dashed.append(family)
             wise = any(f"{name} mean" in s.params for s in mine)
-            band = _across_seeds(mine, f"{name} mean" if wise else name)
+            band = across_seeds(mine, f"{name} mean" if wise else name)
             if not band.steps:
                 continue
             seed_counts.add(band.seeds)
@@ -414,7 +415,7 @@ def slopes(
             if wise:
                 neurons = True
                 for edge in ("min", "max"):
-                    spread = _across_seeds(mine, f"{name} {edge}")
+                    spread = across_seeds(mine, f"{name} {edge}")
                     ax.plot(spread.steps, spread.median, color=col, ls=":", lw=0.9)
         if ax in slope_axes:
             ax.axhline(1.0, color=NEUTRAL, lw=0.9, ls=REFERENCE_STYLE, zorder=1)

@@ -15,11 +15,13 @@ import aaf_cli as aaf
 from aaf_cli import runs
 from aaf_cli.config import ExperimentConfig, load_config
 from aaf_cli.experiment import run_experiment, tidy
+from aaf_cli.sweeps import writing
 from aaf_cli.sweeps.packing import pack_key, plan_packs, train_pack
 
 from .conftest import SMOKE
 
 F64 = ["train.steps=30", "seeds=2", "dtype=float64"]
+_WRITE_ONE = writing._write_one  # the real writer, for the fault-injection test
 
 
 def smoke(*overrides: str) -> ExperimentConfig:
@@ -217,18 +219,14 @@ def _dying_writer(index: int) -> tuple[dict[str, object] | None, str | None]:
     """Point 1's writer process dies, as if killed (module level: the pool pickles it)."""
     import os
 
-    from aaf_cli.sweeps import writing
-
     if index == 1:
         os._exit(9)
-    return writing.write_run_of(index)
+    return _WRITE_ONE(index)
 
 
 def test_a_writer_that_dies_fails_its_point_and_does_not_hang(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aaf_cli.sweeps import writing
-
     monkeypatch.setattr(writing, "_write_one", _dying_writer)
     swept = aaf.sweep(SMOKE, grid={"variants.1.n": [1, 5, 10]}, overrides=F64, runs_dir=tmp_path)
     statuses = [p.status for p in swept.points]

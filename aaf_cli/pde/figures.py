@@ -27,6 +27,7 @@ from aaf_cli.plots import (
     _legend_columns,
     _positive,
     _seed_note,
+    across_seeds,
     colour,
     legend_below,
     save,
@@ -36,17 +37,6 @@ from aaf_cli.plots import (
 from aaf_cli.results import Band, Series, aggregate
 
 __all__ = ["grid_side", "loss_curves", "params_figure", "solution"]
-
-
-def _carried(series: Sequence[Series], key: str) -> Band:
-    """Median and band over seeds of one logged term or parameter (in ``aggregate``'s train
-    slot), diverged seeds left out as for the losses."""
-    carriers = [
-        Series(s.variant, s.seed, steps=s.steps, train=s.terms[key], diverged_at=s.diverged_at)
-        for s in series
-        if key in s.terms
-    ]
-    return aggregate(carriers, "train")
 
 
 def _draw(
@@ -102,7 +92,7 @@ def loss_curves(
         seeds |= s
         ax.set_title(what, fontsize=9)
     for ax, term in zip(flat, terms):
-        _draw(ax, {v: _carried(by[v], TERM_PREFIX + term) for v in variants}, crowded)
+        _draw(ax, {v: across_seeds(by[v], TERM_PREFIX + term, "terms") for v in variants}, crowded)
         ax.set_title(f"{term} (mean square)", fontsize=9)
     for ax in flat[len(terms) :]:
         ax.set_axis_off()
@@ -307,7 +297,7 @@ def params_figure(
     kinds: set[str] = set()
     seeds: set[int] = set()
     for ax, name in zip(axes, names):
-        bands = {v: _carried(by[v], PARAM_PREFIX + name) for v in variants}
+        bands = {v: across_seeds(by[v], PARAM_PREFIX + name, "terms") for v in variants}
         values = [x for b in bands.values() for x in b.median + b.low + b.high]
         value = true[name]
         log = all(math.isfinite(x) and x > 0 for x in values) and (value is None or value > 0)

@@ -49,6 +49,17 @@ INTERVAL_RULE = (
     "geomean and ci: geometric mean over the non-diverged seeds and its 95% Student t interval "
     "(t on log10 of the per-seed values)"
 )
+#: The paired result against the baseline, in points.csv and tuned.csv.
+PAIRED_COLUMNS = [
+    "baseline",
+    "wins",
+    "pairs",
+    "ratio",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "p",
+    "verdict",
+]
 METRIC_COLUMNS = [
     "seeds",
     "diverged",
@@ -62,14 +73,7 @@ METRIC_COLUMNS = [
     "best_test_ci_high",
     "steps_to_threshold",
     "never_reached",
-    "baseline",
-    "wins",
-    "pairs",
-    "ratio",
-    "ratio_ci_low",
-    "ratio_ci_high",
-    "p",
-    "verdict",
+    *PAIRED_COLUMNS,
     "error",
 ]
 

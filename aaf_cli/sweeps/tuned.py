@@ -28,6 +28,7 @@ from aaf_cli.config import MAX_SEEDS, ExperimentConfig, load_config
 from aaf_cli.errors import ConfigError
 from aaf_cli.runs import RunFolder, csv_buffer, num_text, write_atomic
 from aaf_cli.stats import reported_p
+from aaf_cli.sweeps.records import PAIRED_COLUMNS
 from aaf_cli.sweeps.spec import value_text
 
 #: The evaluation seeds start here; the tuning seeds are 0..tune_seeds-1 (< this).
@@ -245,20 +246,7 @@ def headline(
     return lines
 
 
-TUNED_COLUMNS_END = [
-    "seeds",
-    "diverged",
-    "final_test_median",
-    "best_test_median",
-    "baseline",
-    "wins",
-    "pairs",
-    "ratio",
-    "ratio_ci_low",
-    "ratio_ci_high",
-    "p",
-    "verdict",
-]
+TUNED_COLUMNS_END = ["seeds", "diverged", "final_test_median", "best_test_median", *PAIRED_COLUMNS]
 
 
 def tuned_rows(

@@ -39,11 +39,6 @@ def _child() -> None:
 
 
 def _write_one(index: int) -> tuple[dict[str, Any] | None, str | None]:
-    """What a writer process runs for point ``index`` (``write_run_of``)."""
-    return write_run_of(index)
-
-
-def write_run_of(index: int) -> tuple[dict[str, Any] | None, str | None]:
     """Write point ``index`` of ``_PENDING``: (its summary, None) or (None, aaf's one-line
     error)."""
     import torch
