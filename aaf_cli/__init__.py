@@ -20,12 +20,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-# Keep this before anything that may import torch: its OpenMP runtime reads these once, when it
-# loads. Idle worker threads then sleep at once instead of spinning for milliseconds (torch's
-# libgomp default) — with one other CPU-bound process on a 2-core machine, spinning made the
-# default run 20x slower. KMP_BLOCKTIME is the same for Intel's OpenMP. A user's own setting wins.
-for _key, _value in (("OMP_WAIT_POLICY", "PASSIVE"), ("KMP_BLOCKTIME", "0")):
-    os.environ.setdefault(_key, _value)
+# Keep this before anything that may import torch: its OpenMP runtime reads it once, when it
+# loads. Idle OpenMP threads spin a moment before they sleep: libgomp's default (about 0.3 ms),
+# and 1 ms for Intel's and LLVM's runtimes (whose default is 200 ms). The spin is what lets a
+# second thread pay (a wake-up per operation otherwise costs more than it brings), and it is
+# harmless as long as no other process wants the core: `threads: auto` starts on the free cores
+# only, and `budget.ThreadGuard` drops a run to one thread when another process appears (two
+# spinning threads beside a CPU-bound process made a run 20-30x slower). A user's setting wins.
+os.environ.setdefault("KMP_BLOCKTIME", "1")
 #: Whether torch was imported before aaf_cli (then its OpenMP runtime had already read them).
 TORCH_LOADED_FIRST = "torch" in sys.modules
 

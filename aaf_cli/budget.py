@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aaf_cli.config import ExperimentConfig
@@ -195,6 +196,95 @@ def free_cores(sample_s: float = 0.1) -> float | None:
         return max(0.0, cores - os.getloadavg()[0])
     except OSError:
         return None
+
+
+#: Other processes' CPU use, in cores, that makes a multi-threaded ``auto`` run drop to one
+#: thread (sustained over ``GUARD_STRIKES`` samples ``GUARD_INTERVAL_S`` apart). Idle OpenMP
+#: threads spin for a moment before they sleep (libgomp's default), which is what makes a second
+#: thread pay on a quiet machine (M = 120 [1, 20, 1] models: 3.3 ms per step against 6.0 ms with
+#: sleeping threads, benchmarks/bench_threads.py); beside a CPU-bound process the same spinning
+#: takes 2x longer than one thread, so the run stops using the second thread once it sees one.
+BUSY_CORES = 0.5
+GUARD_INTERVAL_S = 0.5
+GUARD_STRIKES = 2
+
+
+def _own_jiffies() -> int:
+    """CPU time of this process (all its threads, user + system) in clock ticks."""
+    with open("/proc/self/stat") as f:
+        # The command name (field 2) may hold spaces: count the fields after its ')'.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _busy_jiffies(allowed: set[str]) -> int:
+    """Non-idle clock ticks of the CPUs this process may run on."""
+    return sum(total - idle for cpu, (idle, total) in _cpu_times().items() if cpu in allowed)
+
+
+def others_cores(busy: int, own: int, seconds: float, hz: float) -> float:
+    """Cores used by other processes over ``seconds``: the busy ticks of our CPUs less our own
+    (our spinning threads count as ours), in cores."""
+    if seconds <= 0:
+        return 0.0
+    return max(0.0, (busy - own) / hz / seconds)
+
+
+class ThreadGuard:
+    """Watches, while a run trains on several ``auto`` threads, for other processes taking
+    CPU, and then drops torch to one thread for the rest of the run (``dropped`` says when and
+    why). Thread counts do not change this engine's numbers on the CPU (tested), so a drop
+    changes the speed only. ``poll`` is cheap: it reads the clock, and /proc twice a second.
+
+    Args:
+        choice: the run's thread choice; the guard is idle unless it is ``auto`` with > 1.
+        set_threads: sets the thread count (``torch.set_num_threads``).
+        interval: seconds between samples.
+        clock: the time source (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        choice: ThreadChoice,
+        set_threads: Callable[[int], None],
+        interval: float = GUARD_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.set_threads = set_threads
+        self.interval = interval
+        self.clock = clock
+        self.dropped: str | None = None
+        self.strikes = 0
+        self.enabled = choice.requested == "auto" and choice.threads > 1
+        self.hz = 100.0
+        self.allowed: set[str] = set()
+        if self.enabled:
+            try:
+                self.hz = float(os.sysconf("SC_CLK_TCK"))
+                self.allowed = {str(c) for c in os.sched_getaffinity(0)}
+                self.last = (self.clock(), _busy_jiffies(self.allowed), _own_jiffies())
+            except (OSError, AttributeError, ValueError, IndexError):
+                self.enabled = False  # no /proc: the start-of-run choice stands
+
+    def poll(self, step: int) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now - self.last[0] < self.interval:
+            return
+        try:
+            sample = (now, _busy_jiffies(self.allowed), _own_jiffies())
+        except (OSError, ValueError, IndexError):
+            self.enabled = False
+            return
+        then, busy, own = self.last
+        self.last = sample
+        others = others_cores(sample[1] - busy, sample[2] - own, now - then, self.hz)
+        self.strikes = self.strikes + 1 if others >= BUSY_CORES else 0
+        if self.strikes >= GUARD_STRIKES:
+            self.set_threads(1)
+            self.enabled = False
+            self.dropped = f"1 thread from step {step}: other processes took {others:.1f} cores"
 
 
 def plan_threads(cfg: ExperimentConfig) -> ThreadChoice:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from aaf_cli import __version__
-from aaf_cli.budget import ThreadChoice, plan_threads
+from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
@@ -238,6 +238,7 @@ def run_experiment(
     previous = torch.get_num_threads()  # a caller's setting (a notebook's) is given back
     try:
         threads = set_threads(cfg, threads)
+        guard = ThreadGuard(threads, torch.set_num_threads) if device.type == "cpu" else None
         groups = groups_of(cfg) if groups is None else groups
         if data is None:
             seeds = [m.seed for group in groups.values() for m in group]
@@ -259,8 +260,11 @@ def run_experiment(
             on_log=on_log,
             stop=stop,
             objective=objective,
+            on_step=None if guard is None or not guard.enabled else guard.poll,
         )
         env = environment(device, cfg.dtype, threads)
+        if guard is not None and guard.dropped is not None:
+            env["threads_dropped"] = guard.dropped
     finally:
         torch.set_num_threads(previous)
     return ExperimentResult(cfg, ensemble.members, data, result, ensemble, env)

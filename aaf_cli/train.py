@@ -493,6 +493,7 @@ def train(
     on_log: Callable[[LogRecord], None] | None = None,
     stop: Callable[[], bool] | None = None,
     objective: Objective | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train every model of ``model`` for ``cfg.steps`` steps.
 
@@ -512,6 +513,7 @@ def train(
         objective: minimised instead of the MSE (``x_train``, ``y_train`` then only give the
             device); ``train.threshold`` then counts on its test metric at logged steps. Never
             compiled nor captured in a CUDA graph.
+        on_step: called with the step number before every step (``budget.ThreadGuard``).
     """
     device = x_train.device
     if cfg.cuda_graph is True and device.type != "cuda":
@@ -632,6 +634,8 @@ def train(
             # The parameters have had `step` updates: that is the step logged and reported.
             interrupted = True
             break
+        if on_step is not None:
+            on_step(step)
         logged = step % cfg.log_every == 0 or step == cfg.steps
         # Measured before the update that this step makes (the parameters after `step` updates).
         now = evaluate() if logged else None

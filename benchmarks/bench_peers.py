@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# aaf_cli first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads its OpenMP runtime, as in
-# `aaf run` (with spinning threads, torch's eager steps slow down many times on a busy machine).
+# aaf_cli first: it sets its OpenMP defaults (KMP_BLOCKTIME) before torch loads its runtime, as
+# in `aaf run`; torch's own thread count is kept (every core), as a user of the engine gets it.
 import aaf_cli  # noqa: F401
 
 # isort: split

@@ -4,17 +4,20 @@ on Ray.
 Times whole ``aaf sweep -q`` commands of the installed package (wall clock: start-up, every
 point's run folder and figures, points.csv and sweep.png included), interleaved and repeated:
 
-* ``sequential``: ``--no-pack``, each point its own experiment, one after another (what a
-  shell loop of ``aaf run`` does, less the interpreter start-ups);
+* ``shell loop``: one ``aaf run -q`` per point, one after another: what a user without
+  ``aaf sweep`` does (each pays the interpreter start-up and its imports);
+* ``sequential``: ``--no-pack``, each point its own experiment, one after another in one
+  process (the shell loop less its start-ups);
 * ``packed``: the default, the points trained as one ensemble and split back;
 * ``ray``: ``--executor ray`` on a Ray instance the sweep starts on this machine (when
   ``aaf[ray]`` is installed), packed jobs as Ray tasks.
 
 The default workload is issue 11's: a 5 (n) x 4 (lr) grid of the default experiment, 5 seeds,
-2000 steps. Acceptance: packed >= 4x faster than sequential; Ray within 1.5x of packed. It also
-checks that both give the same final test MSE per point and variant, and reports the training
-time apart (each job's ``train_time_s`` once): the rest is start-up, checks and writing each
-point's folder, which packing does not change.
+2000 steps. Acceptance: packed >= 4x faster than the same points run one after another; Ray
+within 1.5x of packed. Both "one after another" rows are printed. It also checks that all give
+the same final test MSE per point and variant, and reports the training time apart (each job's
+``train_time_s`` once): the rest is start-up, checks and writing each point's folder, which
+packing does not change (it only writes them in parallel, one process per core).
 
     python benchmarks/bench_sweep.py                # the issue's workload, 2 rounds
     python benchmarks/bench_sweep.py --quick        # 300 steps, 1 round
@@ -34,7 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
-GRID = ["--grid", "variants.1.n=1,2,5,10,20", "--grid", "train.lr=3e-4,1e-3,3e-3,1e-2"]
+N_VALUES = ["1", "2", "5", "10", "20"]
+LR_VALUES = ["3e-4", "1e-3", "3e-3", "1e-2"]
+GRID = ["--grid", f"variants.1.n={','.join(N_VALUES)}", "--grid", f"train.lr={','.join(LR_VALUES)}"]
 
 
 def aaf_sweep(extra: list[str], runs_dir: Path, steps: int, seeds: int) -> tuple[float, Path]:
@@ -47,6 +52,31 @@ def aaf_sweep(extra: list[str], runs_dir: Path, steps: int, seeds: int) -> tuple
         env=env, check=True, capture_output=True, text=True,
     )  # fmt: skip
     return time.perf_counter() - tic, Path(out.stdout.strip().splitlines()[-1])
+
+
+def shell_loop(
+    runs_dir: Path, steps: int, seeds: int
+) -> tuple[float, dict[tuple[str, str], float], float]:
+    """(wall seconds, median final test MSE per (point, variant), training seconds) of one
+    ``aaf run -q`` per grid point, one after another, numbered as the sweep numbers them."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out: dict[tuple[str, str], float] = {}
+    trained = 0.0
+    tic = time.perf_counter()
+    for index, (n, lr) in enumerate((n, lr) for n in N_VALUES for lr in LR_VALUES):
+        done = subprocess.run(
+            [sys.executable, "-m", "aaf_cli", "run", "--set", f"variants.1.n={n}",
+             "--set", f"train.lr={lr}", "--set", f"seeds={seeds}", "--set",
+             f"train.steps={steps}", "--runs-dir", str(runs_dir), "-q"],
+            env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        summary = json.loads(
+            (Path(done.stdout.strip().splitlines()[-1]) / "summary.json").read_text()
+        )
+        trained += float(summary["train_time_s"])
+        for name, entry in summary["variants"].items():
+            out[(str(index), name)] = float(entry["final_test"]["median"])
+    return time.perf_counter() - tic, out, trained
 
 
 def finals(folder: Path) -> dict[tuple[str, str], float]:
@@ -80,7 +110,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds = 300, 1
-    cases = {"sequential": ["--no-pack"], "packed": []}
+    cases: dict[str, list[str] | None] = {
+        "shell loop": None,
+        "sequential": ["--no-pack"],
+        "packed": [],
+    }
     if not args.no_ray:
         if importlib.util.find_spec("ray") is None:
             print("ray: not installed, left out (pip install 'aaf[ray]')")
@@ -88,7 +122,7 @@ def main() -> None:
             cases["ray"] = ["--executor", "ray"]
     times: dict[str, list[float]] = {name: [] for name in cases}
     training: dict[str, list[float]] = {name: [] for name in cases}
-    folders: dict[str, Path] = {}
+    results: dict[str, dict[tuple[str, str], float]] = {}
     print(
         f"5 x 4 grid (variants.1.n x train.lr) of the default experiment, {args.seeds} seeds, "
         f"{args.steps} steps; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}"
@@ -96,29 +130,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aaf-bench-sweep-") as tmp:
         for r in range(args.rounds):
             for name, extra in cases.items():
-                wall, folder = aaf_sweep(extra, Path(tmp) / f"{name}{r}", args.steps, args.seeds)
+                runs_dir = Path(tmp) / f"{name.replace(' ', '_')}{r}"
+                if extra is None:
+                    wall, results[name], trained = shell_loop(runs_dir, args.steps, args.seeds)
+                else:
+                    wall, folder = aaf_sweep(extra, runs_dir, args.steps, args.seeds)
+                    results[name], trained = finals(folder), training_seconds(folder)
                 times[name].append(wall)
-                training[name].append(training_seconds(folder))
-                folders[name] = folder
+                training[name].append(trained)
                 print(
                     f"  round {r}: {name:<10} {wall:7.1f} s, of which training "
                     f"{training[name][-1]:5.1f} s  (load {os.getloadavg()[0]:.2f})"
                 )
-        reference = finals(folders["sequential"])
-        for name, folder in folders.items():
-            got = finals(folder)
+        reference = results["sequential"]
+        for name, got in results.items():
+            assert got.keys() == reference.keys(), f"{name}: other points than sequential"
             worst = max(abs(got[k] - v) / abs(v) for k, v in reference.items())
             print(f"  {name}: largest relative difference of a final test MSE vs sequential "
                   f"{worst:.1e}")  # fmt: skip
     median = {name: statistics.median(t) for name, t in times.items()}
     trained = {name: statistics.median(t) for name, t in training.items()}
-    print("\n| executor | median wall (s) | vs sequential | vs packed | training (s) | vs seq. |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "\n| how | median wall (s) | packed is faster by | training (s) | packed trains faster by |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for name, seconds in median.items():
         print(
-            f"| {name} | {seconds:.1f} | {median['sequential'] / seconds:.2f}x faster | "
-            f"{seconds / median['packed']:.2f}x the time | {trained[name]:.1f} | "
-            f"{trained['sequential'] / trained[name]:.2f}x faster |"
+            f"| {name} | {seconds:.1f} | {seconds / median['packed']:.2f}x | "
+            f"{trained[name]:.1f} | {trained[name] / trained['packed']:.2f}x |"
         )
 
 

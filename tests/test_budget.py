@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ import pytest
 from aaf_cli.budget import (
     FLOPS_PER_THREAD,
     ThreadChoice,
+    ThreadGuard,
     choose_threads,
     estimate,
     free_cores,
+    others_cores,
     train_seconds,
     usable_cores,
     workload,
@@ -126,18 +129,112 @@ def test_the_run_records_its_thread_choice() -> None:
     assert forced["threads"] == "2" and forced["threads_reason"] == "set in the config"
 
 
-def _wait_policy(env: dict[str, str]) -> str:
-    code = "import os, aaf_cli; print(os.environ['OMP_WAIT_POLICY'])"
+def _openmp_env(env: dict[str, str]) -> tuple[str, str]:
+    code = (
+        "import os, aaf_cli; "
+        "print(os.environ.get('OMP_WAIT_POLICY', '-'), os.environ.get('KMP_BLOCKTIME', '-'))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    return out.stdout.strip()
+    policy, blocktime = out.stdout.split()
+    return policy, blocktime
 
 
-def test_idle_threads_sleep_unless_the_user_says_otherwise() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert _wait_policy(env) == "PASSIVE"
-    assert _wait_policy({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+def test_idle_threads_spin_briefly_unless_the_user_says_otherwise() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    # libgomp's own default (a short spin) stands; Intel/LLVM runtimes get a 1 ms block time.
+    assert _openmp_env(env) == ("-", "1")
+    user = {**env, "OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+    assert _openmp_env(user) == ("PASSIVE", "0")
+
+
+def test_others_cores_subtracts_our_own_time() -> None:
+    # 1 s at 100 ticks/s: 180 busy ticks on our CPUs, 100 of them ours -> others took 0.8 cores.
+    assert others_cores(180, 100, 1.0, 100.0) == pytest.approx(0.8)
+    assert others_cores(150, 200, 1.0, 100.0) == 0.0  # rounding of the tick counters
+    assert others_cores(100, 0, 0.0, 100.0) == 0.0
+
+
+class _Machine:
+    """Scripted /proc samples for ThreadGuard: each poll advances the clock by one interval."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.busy = 0
+        self.own = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def advance(self, others: float) -> None:
+        self.now += 0.5
+        self.own += 100  # our two threads, busy half a second each
+        self.busy += 100 + int(others * 50)
+
+
+def test_thread_guard_drops_to_one_thread_on_sustained_contention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aaf_cli.budget as budget
+
+    machine = _Machine()
+    monkeypatch.setattr(budget, "_busy_jiffies", lambda allowed: machine.busy)
+    monkeypatch.setattr(budget, "_own_jiffies", lambda: machine.own)
+    monkeypatch.setattr(budget.os, "sysconf", lambda name: 100)
+    set_to: list[int] = []
+    auto2 = ThreadChoice("auto", 2, "test", 2, 2.0)
+    guard = ThreadGuard(auto2, set_to.append, interval=0.5, clock=machine.clock)
+    assert guard.enabled
+    guard.poll(1)  # no time has passed: no sample
+    for step, others in enumerate([0.1, 1.0, 0.0, 1.0], start=2):
+        machine.advance(others)
+        guard.poll(step)
+    assert set_to == [] and guard.dropped is None  # one busy sample at a time is a blip
+    machine.advance(0.9)
+    guard.poll(7)
+    assert set_to == [1] and guard.dropped is not None and "step 7" in guard.dropped
+    assert "0.9 cores" in guard.dropped and not guard.enabled
+    machine.advance(1.0)
+    guard.poll(8)
+    assert set_to == [1]  # once
+    # A count the user set, or one thread, is never changed.
+    for choice in (
+        ThreadChoice(2, 2, "set in the config", 2, None),
+        ThreadChoice("auto", 1, "", 2, 2),
+    ):
+        assert not ThreadGuard(choice, set_to.append).enabled
+
+
+def test_thread_guard_sees_a_real_cpu_bound_process() -> None:
+    """A busy loop started beside a two-thread training run makes it drop to one thread."""
+    import torch
+
+    from aaf_cli.experiment import build_ensemble, make_dataset
+    from aaf_cli.train import train
+
+    cfg = load_config(None, ["seeds=20", "train.steps=100000", "train.log_every=1000"])
+    device = torch.device("cpu")
+    data = make_dataset(cfg, device, list(range(20)))
+    model = build_ensemble(cfg, device)
+    previous = torch.get_num_threads()
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        torch.set_num_threads(2)
+        guard = ThreadGuard(ThreadChoice("auto", 2, "test", 2, 2.0), torch.set_num_threads, 0.2)
+        deadline = time.monotonic() + 20
+
+        def stop() -> bool:
+            return guard.dropped is not None or time.monotonic() > deadline
+
+        train(model, data.x_train, data.y_train, data.x_test, data.y_test, cfg.train,
+              stop=stop, on_step=guard.poll)  # fmt: skip
+        assert guard.dropped is not None, "no drop within 20 s beside a busy loop"
+        assert torch.get_num_threads() == 1
+    finally:
+        hog.kill()
+        hog.wait()
+        torch.set_num_threads(previous)
 
 
 def test_shipped_configs_estimate() -> None:
