@@ -126,15 +126,16 @@ def choose_threads(
     if requested != "auto":
         n = int(requested)
         return ThreadChoice(requested, n, "set in the config", cores, free_cores)
-    want = min(cores, 1 + int(step_flops // FLOPS_PER_THREAD))
-    usable = cores if free_cores is None else int(free_cores + 1 - FREE_CORE_IDLE)
-    usable = max(1, min(cores, usable))
-    if want == 1:
+    need = 1 + int(step_flops // FLOPS_PER_THREAD)
+    if need == 1:
         reason = (
             f"a small workload ({step_flops / 1e6:.3g} MFLOP per step) gains nothing from "
             "a second thread"
         )
         return ThreadChoice(requested, 1, reason, cores, free_cores)
+    want = min(cores, need)
+    usable = cores if free_cores is None else int(free_cores + 1 - FREE_CORE_IDLE)
+    usable = max(1, min(cores, usable))
     if usable < want:
         reason = f"the workload could use {want}, but only {usable} of {cores} cores are free"
         return ThreadChoice(requested, usable, reason, cores, free_cores)

@@ -180,6 +180,23 @@ def test_task_threads_fit_parallel_tasks_on_the_nodes() -> None:
     assert job_threads([small.model_copy(update={"threads": 3})], 4).threads == 3
 
 
+def test_a_single_job_gets_the_whole_node(local_ray: None) -> None:
+    """The CPUs a task reserves follow the jobs there are: one job alone takes both CPUs of
+    the 2-CPU instance (and trains on two threads if its workload asks for them), where
+    two or more share them."""
+    from aaf_cli.sweeps.cluster import RayExecutor
+
+    executor = RayExecutor(None, None)  # joins this process's connection
+    assert not executor.owned and executor.parallel == 2
+    assert executor.local and executor.parts == 1  # one node: packs are not split
+    assert executor.task_cpus(1) == 2
+    assert executor.task_cpus(2) == executor.task_cpus(20) == 1
+    big = aaf.load_config(None, ["seeds=60"])  # 134 MFLOP per step: wants 3 threads
+    assert job_threads([big], executor.task_cpus(1)).threads == 2
+    one = job_threads([big], executor.task_cpus(3))
+    assert one.threads == 1 and "small workload" not in one.reason
+
+
 def test_probe_tells_a_ray_head_from_other_ports(local_ray: None) -> None:
     host, port = split_address(ray.get_runtime_context().gcs_address)
     assert probe(host, port) is None  # a GCS: gRPC, it answers the HTTP/2 preface
@@ -215,10 +232,13 @@ def test_local_ray_equals_the_local_executor(
         point = summary(swept.folder, p)
         env = point["environment"]
         assert isinstance(env, dict) and env["ray_node"] and "default_worker" not in env["argv"]
-        assert env["threads"] == "1" and "a Ray task reserving 1 CPU" in env["threads_reason"]
         packed = point.get("packed")
-        # Two CPUs: the 4 points are 2 jobs of 2 packed points, or 4 jobs of one.
-        assert (packed["points"] if isinstance(packed, dict) else 1) == (2 if pack else 1)
+        # One node of two CPUs: the 4 points are one job of 4 packed points on both CPUs
+        # (a small workload: one thread), or 4 jobs of one point, two at a time on one each.
+        assert (packed["points"] if isinstance(packed, dict) else 1) == (4 if pack else 1)
+        assert env["threads"] == "1" and "small workload" in env["threads_reason"]
+        cpus = "2 CPUs" if pack else "1 CPU"
+        assert f"a Ray task reserving {cpus}" in env["threads_reason"]
 
 
 def test_killed_worker_is_retried_with_the_same_numbers(local_ray: None, tmp_path: Path) -> None:

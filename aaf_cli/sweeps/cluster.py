@@ -8,11 +8,12 @@ points' results (``packing.train_pack``) and the driver writes every folder, so 
 the same ``aaf`` installed but no shared filesystem.
 
 Threads: ``parallel`` jobs run at once (``--max-parallel``, default one per CPU Ray offers);
-each task reserves ``cpus`` CPUs (``task_threads``: the most that let ``parallel`` tasks fit on
-the nodes at once) and trains on at most that many threads, so parallel tasks never
-oversubscribe a node's cores (idle OpenMP threads spinning beside a busy process made runs 20x
-slower here). A task whose worker process dies (killed, out of memory) is retried ``RETRIES``
-times by Ray; a job that still fails reports a one-line error and the other jobs go on.
+each task reserves ``cpus`` CPUs (``task_threads``: the most that let ``parallel`` tasks, or
+as many as there are jobs if fewer, fit on the nodes at once) and trains on at most that many
+threads, so parallel tasks never oversubscribe a node's cores (idle OpenMP threads spinning
+beside a busy process made runs 20x slower here). A task whose worker process dies (killed, out
+of memory) is retried ``RETRIES`` times by Ray; a job that still fails reports a one-line error
+and the other jobs go on.
 
 Ray is imported only here, and only when the executor is made: ``aaf`` works without it.
 """
@@ -296,6 +297,8 @@ class RayExecutor:
         if max_parallel is not None and max_parallel < 1:
             raise UsageError(f"--max-parallel must be at least 1 (got {max_parallel})")
         self.owned = False  # whether close() disconnects (or stops the instance it started)
+        self.running = 0  # tasks in flight (while run() reports a finished one)
+        self.cpus = 1  # CPUs each task of the current run() reserves
         kwargs = _init_arguments(address)
         if ray.is_initialized():  # a Python caller's own ray.init: use that connection
             if address is not None:
@@ -312,11 +315,35 @@ class RayExecutor:
             if sum(nodes) < 1:
                 raise UsageError(f"--executor ray: the Ray cluster at {address} has no CPUs")
             self.parallel = max_parallel or int(sum(nodes))
-            self.cpus = task_threads(nodes, self.parallel)
+            self.node_cpus = nodes
         except BaseException:
             self.close()
             raise
         self.nodes = len(nodes)
+        # One node (a local instance, mostly): a pack trains as one task on the node's cores,
+        # as the local executor trains it, and then its folders are written by a process per
+        # core. Split in tasks of one core each, it trained 15% faster but the first task's
+        # folders had to be written on one core while the other trained (1.6x the wall time
+        # of local packing). On several nodes, a pack is split so that every node trains.
+        self.local = self.nodes == 1
+        self.parts = 1 if self.local else self.parallel
+
+    def task_cpus(self, jobs: int) -> int:
+        """The CPUs (and threads) of each task when ``jobs`` jobs are to run: a single job
+        gets a whole node, not the share it would have beside ``parallel`` - 1 others."""
+        return task_threads(self.node_cpus, max(1, min(self.parallel, jobs)))
+
+    def writers(self) -> int | None:
+        """Processes that may write a finished job's folders now: every usable core when no
+        task is in flight; on one node, the cores its running tasks leave; on a cluster
+        (whose tasks may run here too), one."""
+        if self.running == 0:
+            return None
+        if not self.local:
+            return 1
+        from aaf_cli.budget import usable_cores
+
+        return max(1, usable_cores() - self.cpus * self.running)
 
     def close(self) -> None:
         """Disconnect; a local instance started for the sweep stops with it."""
@@ -338,8 +365,9 @@ class RayExecutor:
         pending (folders removed), the finished ones are written."""
         import ray
 
+        cpus = self.cpus = self.task_cpus(len(jobs))
         task = ray.remote(train_job).options(
-            num_cpus=self.cpus, max_retries=RETRIES, retry_exceptions=False
+            num_cpus=cpus, max_retries=RETRIES, retry_exceptions=False
         )
         queue = list(jobs)
         running: dict[Any, Job] = {}
@@ -353,12 +381,15 @@ class RayExecutor:
                 while queue and len(running) < self.parallel:
                     job = queue.pop(0)
                     begin(job)
-                    threads = job_threads(job.configs, self.cpus)
+                    threads = job_threads(job.configs, cpus)
                     ref = task.remote(list(job.configs), list(job.labels), threads, version, argv)
                     running[ref] = job
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
-                for ref in ready:
-                    job = running.pop(ref)
+                if ready:  # all that have finished: none waits while another's are written
+                    ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+                finished = [(ref, running.pop(ref)) for ref in ready]
+                self.running = len(running)
+                for ref, job in finished:
                     try:
                         results, error = ray.get(ref)
                     except ray.exceptions.RayError as exc:

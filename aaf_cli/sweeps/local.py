@@ -252,9 +252,11 @@ class Executor(Protocol):
     (``run_sweep``) writes every folder. ``run`` returns True when ``stop`` ended it early.
     ``begin(job)`` is called when a job starts where the driver can see it (in this process);
     ``done`` calls it itself for a job it has not seen start. ``parallel``: how many jobs run
-    at once (the packs are split into at least that many jobs)."""
+    at once; ``parts``: the packs are split into at least that many jobs (where the points
+    allow it), so that a pack can train on several machines at once."""
 
     parallel: int
+    parts: int
 
     def run(
         self,
@@ -263,6 +265,10 @@ class Executor(Protocol):
         done: Outcome,
         stop: Callable[[], bool] | None,
     ) -> bool: ...
+
+    def writers(self) -> int | None:
+        """How many processes may write a job's folders when ``done`` reports it: None for
+        every usable core (nothing else trains then)."""
 
     def close(self) -> None:
         """Release what the executor holds (a Ray instance it started); called once."""
@@ -273,12 +279,16 @@ class LocalExecutor:
     trains (a killed sweep keeps them) and, with ``progress``, a bar per job on stderr."""
 
     parallel = 1
+    parts = 1
 
     def __init__(self, progress: bool = False) -> None:
         self.progress = progress
 
     def close(self) -> None:
         pass
+
+    def writers(self) -> int | None:
+        return None  # one job at a time: the finished one was the only one
 
     def run(
         self,
@@ -406,7 +416,7 @@ def run_sweep(
     ]
     from aaf_cli.sweeps.packing import Pack
 
-    parts = runner.parallel
+    parts = runner.parts
     jobs = [
         Job(
             p,
@@ -443,13 +453,13 @@ def run_sweep(
                 (None, error or "failed")
             ] * len(job.folders)
         else:
-            # Several jobs in flight (Ray): their tasks hold the cores, so write here, serially.
+            # Jobs still in flight (Ray) hold their cores: write on the ones they leave.
             written = write_points(
                 [
                     (path, r, started[i][0])
                     for i, path, r in zip(job.pack.points, job.folders, results)
                 ],
-                workers=1 if runner.parallel > 1 else None,
+                workers=runner.writers(),
             )
         for i, path, label, (summary, failure) in zip(
             job.pack.points, job.folders, job.labels, written
