@@ -199,8 +199,9 @@ def free_cores(sample_s: float = 0.1) -> float | None:
         return None
 
 
-#: Other processes' CPU use, in cores, that makes a multi-threaded ``auto`` run drop to one
-#: thread (sustained over ``GUARD_STRIKES`` samples ``GUARD_INTERVAL_S`` apart). Idle OpenMP
+#: Other processes' CPU use beyond the cores this run leaves free, in cores, that makes a
+#: multi-threaded ``auto`` run drop to one thread (sustained over ``GUARD_STRIKES`` samples
+#: ``GUARD_INTERVAL_S`` apart). Idle OpenMP
 #: threads spin for a moment before they sleep (libgomp's default), which is what makes a second
 #: thread pay on a quiet machine (M = 120 [1, 20, 1] models: 3.3 ms per step against 6.0 ms with
 #: sleeping threads, benchmarks/bench_threads.py); beside a CPU-bound process the same spinning
@@ -223,6 +224,13 @@ def _busy_jiffies(allowed: set[str]) -> int:
     return sum(total - idle for cpu, (idle, total) in _cpu_times().items() if cpu in allowed)
 
 
+def crowded(others: float, cores: int, threads: int) -> bool:
+    """Whether other processes' CPU use (``others`` cores) leaves this run's ``threads`` short
+    of cores: more than ``BUSY_CORES`` beyond the ``cores - threads`` the run leaves free (on 2
+    cores with 2 threads, half a core; on 8 cores, a browser on a spare core does not count)."""
+    return others >= max(0, cores - threads) + BUSY_CORES
+
+
 def others_cores(busy: int, own: int, seconds: float, hz: float) -> float:
     """Cores used by other processes over ``seconds``: the busy ticks of our CPUs less our own
     (our spinning threads count as ours), in cores."""
@@ -233,9 +241,14 @@ def others_cores(busy: int, own: int, seconds: float, hz: float) -> float:
 
 class ThreadGuard:
     """Watches, while a run trains on several ``auto`` threads, for other processes taking
-    CPU, and then drops torch to one thread for the rest of the run (``dropped`` says when and
-    why). Thread counts do not change this engine's numbers on the CPU (tested), so a drop
-    changes the speed only. ``poll`` is cheap: it reads the clock, and /proc twice a second.
+    the cores it needs, and then drops torch to one thread for the rest of the run
+    (``dropped`` says when and why). Thread counts do not change this engine's numbers on the
+    CPU (tested, also for a drop in mid-run), so a drop changes the speed only. ``poll`` is
+    cheap: it reads the clock, and /proc twice a second.
+
+    Idle where it cannot tell: without /proc, and where a CPU quota (a container's cgroup)
+    allows fewer cores than the CPUs the process may run on (/proc/stat then counts the whole
+    host's work).
 
     Args:
         choice: the run's thread choice; the guard is idle unless it is ``auto`` with > 1.
@@ -256,16 +269,21 @@ class ThreadGuard:
         self.clock = clock
         self.dropped: str | None = None
         self.strikes = 0
+        self.threads = choice.threads
         self.enabled = choice.requested == "auto" and choice.threads > 1
         self.hz = 100.0
         self.allowed: set[str] = set()
+        self.cores = 1
         if self.enabled:
             try:
                 self.hz = float(os.sysconf("SC_CLK_TCK"))
                 self.allowed = {str(c) for c in os.sched_getaffinity(0)}
+                self.cores = usable_cores()  # the machine's, not a Ray task's share of it
                 self.last = (self.clock(), _busy_jiffies(self.allowed), _own_jiffies())
             except (OSError, AttributeError, ValueError, IndexError):
                 self.enabled = False  # no /proc: the start-of-run choice stands
+            if self.cores < len(self.allowed):
+                self.enabled = False  # a CPU quota: /proc/stat sees the whole host
 
     def poll(self, step: int) -> None:
         if not self.enabled:
@@ -281,7 +299,7 @@ class ThreadGuard:
         then, busy, own = self.last
         self.last = sample
         others = others_cores(sample[1] - busy, sample[2] - own, now - then, self.hz)
-        self.strikes = self.strikes + 1 if others >= BUSY_CORES else 0
+        self.strikes = self.strikes + 1 if crowded(others, self.cores, self.threads) else 0
         if self.strikes >= GUARD_STRIKES:
             self.set_threads(1)
             self.enabled = False

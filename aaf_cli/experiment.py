@@ -22,7 +22,7 @@ from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
 from aaf_cli.targets import Dataset, grid_points, sample_points, target_function
-from aaf_cli.train import LogRecord, TrainResult, train
+from aaf_cli.train import LogRecord, TrainResult, train, use_compile
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -238,7 +238,9 @@ def run_experiment(
     previous = torch.get_num_threads()  # a caller's setting (a notebook's) is given back
     try:
         threads = set_threads(cfg, threads)
-        guard = ThreadGuard(threads, torch.set_num_threads) if device.type == "cpu" else None
+        # Compiled CPU kernels fix their thread count when they are generated: no guard there.
+        guarded = device.type == "cpu" and not use_compile(cfg.train, device)
+        guard = ThreadGuard(threads, torch.set_num_threads) if guarded else None
         groups = groups_of(cfg) if groups is None else groups
         if data is None:
             seeds = [m.seed for group in groups.values() for m in group]

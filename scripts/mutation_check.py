@@ -668,6 +668,33 @@ CATALOGUE: tuple[Mutant, ...] = (
         "a config's thread count used beyond the CPUs its Ray task reserved (oversubscribed)",
         "tests/test_ray.py::test_task_threads_fit_parallel_tasks_on_the_nodes",
     ),
+    mutant(
+        "cluster.single-job-one-cpu",
+        "aaf_cli/sweeps/cluster.py",
+        "return task_threads(self.node_cpus, max(1, min(self.parallel, jobs)))",
+        "return task_threads(self.node_cpus, max(1, self.parallel))",
+        "a sweep of one job still reserves one CPU per parallel slot (a pack on 1 of 2 cores)",
+        "tests/test_ray.py::test_a_single_job_gets_the_whole_node",
+    ),
+    # ---- the thread guard: drop a thread only when others crowd the run's cores
+    mutant(
+        "budget.guard-ignores-spare-cores",
+        "aaf_cli/budget.py",
+        "return others >= max(0, cores - threads) + BUSY_CORES",
+        "return others >= BUSY_CORES",
+        "any other process anywhere on a big machine makes a run drop its second thread",
+        "tests/test_budget.py::test_crowded_rule",
+        "tests/test_budget.py::test_thread_guard_counts_only_what_the_run_is_short_of",
+    ),
+    mutant(
+        "budget.guard-counts-own-time",
+        "aaf_cli/budget.py",
+        "return max(0.0, (busy - own) / hz / seconds)",
+        "return max(0.0, busy / hz / seconds)",
+        "the run's own spinning threads count as other processes: every run drops a thread",
+        "tests/test_budget.py::test_others_cores_subtracts_our_own_time",
+        "tests/test_budget.py::test_thread_guard_drops_to_one_thread_on_sustained_contention",
+    ),
     # ---- physics-informed (aaf_cli/pde)
     mutant(
         "pde.shared-input",

@@ -15,6 +15,7 @@ from aaf_cli.budget import (
     ThreadChoice,
     ThreadGuard,
     choose_threads,
+    crowded,
     estimate,
     free_cores,
     others_cores,
@@ -182,10 +183,12 @@ def test_thread_guard_drops_to_one_thread_on_sustained_contention(
     monkeypatch.setattr(budget, "_busy_jiffies", lambda allowed: machine.busy)
     monkeypatch.setattr(budget, "_own_jiffies", lambda: machine.own)
     monkeypatch.setattr(budget.os, "sysconf", lambda name: 100)
+    monkeypatch.setattr(budget.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(budget, "usable_cores", lambda: 2)
     set_to: list[int] = []
     auto2 = ThreadChoice("auto", 2, "test", 2, 2.0)
     guard = ThreadGuard(auto2, set_to.append, interval=0.5, clock=machine.clock)
-    assert guard.enabled
+    assert guard.enabled and guard.cores == 2
     guard.poll(1)  # no time has passed: no sample
     for step, others in enumerate([0.1, 1.0, 0.0, 1.0], start=2):
         machine.advance(others)
@@ -204,6 +207,39 @@ def test_thread_guard_drops_to_one_thread_on_sustained_contention(
         ThreadChoice("auto", 1, "", 2, 2),
     ):
         assert not ThreadGuard(choice, set_to.append).enabled
+    # A CPU quota below the CPUs we may run on: /proc/stat sees the host, the guard stays idle.
+    monkeypatch.setattr(budget.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert not ThreadGuard(auto2, set_to.append).enabled
+
+
+def test_thread_guard_counts_only_what_the_run_is_short_of(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On 8 cores, a process busy on one of the 6 spare cores is no reason to drop."""
+    import aaf_cli.budget as budget
+
+    machine = _Machine()
+    monkeypatch.setattr(budget, "_busy_jiffies", lambda allowed: machine.busy)
+    monkeypatch.setattr(budget, "_own_jiffies", lambda: machine.own)
+    monkeypatch.setattr(budget.os, "sysconf", lambda name: 100)
+    monkeypatch.setattr(budget.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(budget, "usable_cores", lambda: 8)
+    set_to: list[int] = []
+    guard = ThreadGuard(ThreadChoice("auto", 2, "test", 8, 8.0), set_to.append, 0.5, machine.clock)
+    for step in range(10):
+        machine.advance(3.0)  # three other processes: 3 of 6 spare cores
+        guard.poll(step)
+    assert set_to == [] and guard.enabled
+    for step in range(10, 12):
+        machine.advance(6.6)  # they now take every spare core, and more
+        guard.poll(step)
+    assert set_to == [1] and "6.6 cores" in str(guard.dropped)
+
+
+def test_crowded_rule() -> None:
+    assert crowded(0.5, 2, 2) and not crowded(0.4, 2, 2)
+    assert not crowded(6.0, 8, 2) and crowded(6.5, 8, 2)
+    assert crowded(0.5, 1, 2)  # more threads than cores: any other work crowds them
 
 
 def test_thread_guard_sees_a_real_cpu_bound_process() -> None:
@@ -218,7 +254,14 @@ def test_thread_guard_sees_a_real_cpu_bound_process() -> None:
     data = make_dataset(cfg, device, list(range(20)))
     model = build_ensemble(cfg, device)
     previous = torch.get_num_threads()
+    # Two CPUs for the run and the busy loop, whatever this machine has: they then compete.
+    affinity = os.sched_getaffinity(0)
+    if len(affinity) < 2:
+        pytest.skip("needs two CPUs")
+    two = set(sorted(affinity)[:2])
+    os.sched_setaffinity(0, two)
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(hog.pid, two)
     try:
         torch.set_num_threads(2)
         guard = ThreadGuard(ThreadChoice("auto", 2, "test", 2, 2.0), torch.set_num_threads, 0.2)
@@ -235,6 +278,50 @@ def test_thread_guard_sees_a_real_cpu_bound_process() -> None:
         hog.kill()
         hog.wait()
         torch.set_num_threads(previous)
+        os.sched_setaffinity(0, affinity)
+
+
+@pytest.mark.parametrize("case", ["regression", "pde"])
+def test_thread_count_and_a_drop_leave_the_numbers_alone(case: str) -> None:
+    """What lets the guard drop a thread in mid-run: 1 thread, 2 threads, and 2 threads
+    dropped to 1 after 30 steps give bit-identical losses (120 models, so that the kernels
+    split their work between the threads)."""
+    import torch
+
+    from aaf_cli.experiment import build_ensemble, make_dataset
+    from aaf_cli.pde.training import PinnObjective
+    from aaf_cli.train import train
+
+    if case == "regression":
+        cfg = load_config(None, ["seeds=60", "train.steps=60", "train.log_every=5"])
+    else:
+        cfg = load_config(CONFIGS / "pde_smoke.yaml", ["seeds=30", "train.steps=40"])
+    device = torch.device("cpu")
+    previous = torch.get_num_threads()
+
+    def losses(threads: int, drop_at: int | None) -> list[torch.Tensor]:
+        torch.set_num_threads(threads)
+        data = make_dataset(cfg, device)
+        model = build_ensemble(cfg, device)
+        objective = None
+        if cfg.pde is not None:
+            objective = PinnObjective(data.problem, model, torch.float32, device)  # type: ignore[attr-defined]
+
+        def on_step(step: int) -> None:
+            if step == drop_at:
+                torch.set_num_threads(1)
+
+        result = train(model, data.x_train, data.y_train, data.x_test, data.y_test, cfg.train,
+                       objective=objective, on_step=on_step)  # fmt: skip
+        out = [t for r in result.records for t in (r.train_loss, r.test_loss)]
+        return [*out, result.predictions]
+
+    try:
+        one, two, dropped = losses(1, None), losses(2, None), losses(2, 30)
+    finally:
+        torch.set_num_threads(previous)
+    for a, b, c in zip(one, two, dropped, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
 
 
 def test_shipped_configs_estimate() -> None:

@@ -109,7 +109,8 @@ def train_job(
     from aaf_cli.sweeps.packing import train_pack
 
     try:
-        results = train_pack(configs, labels=labels, threads=threads.threads)
+        # The choice itself, not its count: an ``auto`` one keeps its guard on the worker.
+        results = train_pack(configs, labels=labels, threads=threads)
     except AafError as exc:
         return None, str(exc)
     for result in results:
@@ -398,6 +399,8 @@ class RayExecutor:
         except BaseException:
             self._cancel(running)
             raise
+        finally:
+            self.running = 0
         return False
 
     def _cancel(self, running: dict[Any, Job]) -> None:

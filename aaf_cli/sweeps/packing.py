@@ -157,9 +157,14 @@ def pack_members(
     return groups, rows
 
 
-def pack_threads(configs: Sequence[ExperimentConfig], threads: int | None = None) -> ThreadChoice:
+def pack_threads(
+    configs: Sequence[ExperimentConfig], threads: int | ThreadChoice | None = None
+) -> ThreadChoice:
     """The thread choice of a pack: ``threads`` if the executor sets it (parallel tasks share
-    the cores), the config's number, or ``auto`` from the whole pack's work per step."""
+    the cores; a ``ThreadChoice`` is taken as made, ``auto`` with its guard), the config's
+    number, or ``auto`` from the whole pack's work per step."""
+    if isinstance(threads, ThreadChoice):
+        return threads
     cores = usable_cores()
     if threads is not None:
         return choose_threads(threads, 0.0, cores, None)
@@ -262,7 +267,7 @@ def train_pack(
     labels: Sequence[str] = (),
     on_log: Callable[[list[LogRecord]], None] | None = None,
     stop: Callable[[], bool] | None = None,
-    threads: int | None = None,
+    threads: int | ThreadChoice | None = None,
     data: Dataset | None = None,
 ) -> list[ExperimentResult]:
     """Train the points of one pack (``plan_packs``) as one experiment; one result per point,
