@@ -82,10 +82,14 @@ RATE = 33e9
 THREAD_SPEEDUP = 1.7
 
 # --- The thread choice -----------------------------------------------------------------------
-# Below this much work per step a second thread gains nothing here (every parallel region
-# costs a wake-up, and the step is dominated by per-op overhead): [1,20,1] x 20 models on 300
-# points is 22 MFLOP and runs no faster with 2 threads. Measured break-even: see
-# benchmarks/bench_threads.py --break-even.
+# From this much work per step a second thread pays (idle OpenMP threads spinning briefly; the
+# step is otherwise per-op overhead, and torch splits no elementwise op under 32k elements):
+# `python benchmarks/bench_threads.py --only break-even` (2000 steps, 2 rounds, quiet) trained
+# [1,20,1] x 10 models (11 MFLOP) in 0.99x the time of one thread, x 20 models (22 MFLOP)
+# 0.74x, x 40 0.78x, x 60 0.75x, x 120 0.65x.
+SECOND_THREAD_FLOPS = 20e6
+# Beyond that, one more thread per this much work per step (set before threads spun, when a
+# second thread paid only from 50 MFLOP; not re-measured above two cores).
 FLOPS_PER_THREAD = 50e6
 # A core counts as free when at least this much of it was idle.
 FREE_CORE_IDLE = 0.75
@@ -117,16 +121,19 @@ def choose_threads(
 ) -> ThreadChoice:
     """The thread count for a run: pure, so the rules can be tested.
 
-    A number in the config is used as given. ``auto`` wants one thread per ``FLOPS_PER_THREAD``
-    of work per step (at least one, at most ``cores``), and then no more than the cores that are
-    free: a core counts when at least ``FREE_CORE_IDLE`` of it is idle. ``free_cores`` None
-    (not measurable) trusts ``cores``.
+    A number in the config is used as given. ``auto`` wants a second thread from
+    ``SECOND_THREAD_FLOPS`` of work per step and one thread per ``FLOPS_PER_THREAD`` above that
+    (at least one, at most ``cores``), and then no more than the cores that are free: a core
+    counts when at least ``FREE_CORE_IDLE`` of it is idle. ``free_cores`` None (not
+    measurable) trusts ``cores``.
     """
     cores = max(1, cores)
     if requested != "auto":
         n = int(requested)
         return ThreadChoice(requested, n, "set in the config", cores, free_cores)
-    need = 1 + int(step_flops // FLOPS_PER_THREAD)
+    need = max(
+        1 + int(step_flops // FLOPS_PER_THREAD), 2 if step_flops >= SECOND_THREAD_FLOPS else 1
+    )
     if need == 1:
         reason = (
             f"a small workload ({step_flops / 1e6:.3g} MFLOP per step) gains nothing from "

@@ -3,8 +3,8 @@ when one starts in the middle of a run.
 
 Times whole ``aaf run -q`` commands (wall clock, start-up and figures included) and their
 training time (``train_time_s`` of summary.json), interleaved and repeated, for two workloads:
-the default experiment (20 models of [1, 20, 1]: ``threads: auto`` picks one thread) and the
-same with 60 seeds (120 models: ``auto`` picks two on a quiet machine).
+the default experiment (20 models of [1, 20, 1], 22 MFLOP per step) and the same with 60 seeds
+(120 models, 134 MFLOP); ``threads: auto`` picks two threads for both on a quiet 2-core machine.
 
 * quiet: nothing started beside the run. The default (idle OpenMP threads spin a moment before
   they sleep) against ``OMP_WAIT_POLICY=PASSIVE`` (aaf's previous default: they sleep at once,
@@ -22,6 +22,7 @@ that this script started nothing else.
     python benchmarks/bench_threads.py                 # 2000 steps, 2 rounds (~6 min)
     python benchmarks/bench_threads.py --quick         # 1000 steps, 1 round
     python benchmarks/bench_threads.py --only quiet
+    python benchmarks/bench_threads.py --only break-even   # where a second thread pays
 """
 
 from __future__ import annotations
@@ -92,12 +93,19 @@ class Hog:
             self.proc.wait()
 
 
-def table(title: str, cases: dict[str, Case], rounds: int, base: list[str], hog: float | None):
+def table(
+    title: str,
+    cases: dict[str, Case],
+    rounds: int,
+    base: list[str],
+    hog: float | None,
+    workloads: dict[str, list[str]] = WORKLOADS,
+) -> None:
     print(f"\n## {title}", flush=True)
     results: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
     with tempfile.TemporaryDirectory(prefix="aaf-bench-threads-") as tmp:
         for r in range(rounds):
-            for workload, more in WORKLOADS.items():
+            for workload, more in workloads.items():
                 for name, (extra, extra_env) in cases.items():
                     with Hog(hog):
                         wall, trained, env = aaf_run([*base, *more, *extra], extra_env, Path(tmp))
@@ -114,7 +122,7 @@ def table(title: str, cases: dict[str, Case], rounds: int, base: list[str], hog:
                     )
     print("\n| workload | setting | threads | wall s | train s | train vs first |")
     print("|---|---|---:|---:|---:|---:|")
-    for workload in WORKLOADS:
+    for workload in workloads:
         first = None
         for name in cases:
             rows = results[(workload, name)]
@@ -135,7 +143,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="train.steps (default 2000; --quick 1000)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="1000 steps, 1 round")
-    parser.add_argument("--only", choices=["quiet", "busy", "mid-run"], help="one table")
+    parser.add_argument(
+        "--only", choices=["quiet", "busy", "mid-run", "break-even"], help="one table"
+    )
     args = parser.parse_args()
     steps = args.steps or (1000 if args.quick else 2000)
     rounds = 1 if args.quick else args.rounds
@@ -145,6 +155,13 @@ def main() -> None:
         f"aaf run {' '.join(base)}; {rounds} rounds, interleaved"
     )
     one: Case = (["--set=threads=1"], {})
+    if args.only == "break-even":
+        # Where a second thread starts to pay (budget.FLOPS_PER_THREAD): the default
+        # experiment with more and more seeds (22 MFLOP per step per 10 seeds), quiet.
+        sizes = {f"{2 * k} models": [f"--set=seeds={k}"] for k in (2, 5, 10, 20, 30, 60)}
+        cases = {"threads=1": one, "threads=2": (["--set=threads=2"], {})}
+        table("break-even: one thread against two, quiet", cases, rounds, base, None, sizes)
+        return
     if args.only in (None, "quiet"):
         cases = {
             "default": ([], {}),

@@ -12,6 +12,7 @@ import pytest
 
 from aaf_cli.budget import (
     FLOPS_PER_THREAD,
+    SECOND_THREAD_FLOPS,
     ThreadChoice,
     ThreadGuard,
     choose_threads,
@@ -88,7 +89,10 @@ def test_describe_says_about_and_the_threads() -> None:
         ("auto", BIG, 2, None, 2),  # idle time unknown: trust the cores
         ("auto", BIG, 64, 64.0, 11),  # one thread per FLOPS_PER_THREAD, plus one
         ("auto", BIG, 64, 4.0, 4),  # never more than the free cores
-        ("auto", FLOPS_PER_THREAD, 4, 4.0, 2),  # the break-even itself gets a second thread
+        ("auto", FLOPS_PER_THREAD, 4, 4.0, 2),
+        ("auto", SECOND_THREAD_FLOPS, 4, 4.0, 2),  # the break-even itself gets a second thread
+        ("auto", 0.9 * SECOND_THREAD_FLOPS, 4, 4.0, 1),
+        ("auto", 2 * FLOPS_PER_THREAD, 64, 64.0, 3),
     ],
 )
 def test_thread_choice_rules(
