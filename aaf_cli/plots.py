@@ -86,6 +86,13 @@ def save(fig: Figure, path: Path, dpi: int = 130) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+def threshold_line(ax: Axes, threshold: float, counted_on: str) -> Line2D:
+    """Draw ``train.threshold`` on ``ax``; its legend handle names what it counts on."""
+    ax.axhline(threshold, color=NEUTRAL, lw=0.9, ls=THRESHOLD_STYLE)
+    label = f"threshold {threshold:g} ({counted_on})"
+    return Line2D([], [], color=NEUTRAL, lw=0.9, ls=THRESHOLD_STYLE, label=label)
+
+
 def _positive(values: Sequence[float]) -> list[float]:
     """Log axes cannot show values <= 0 or non-finite ones: they become gaps."""
     return [v if math.isfinite(v) and v > 0 else math.nan for v in values]
@@ -175,17 +182,7 @@ def loss_curves(
         handles.append(Line2D([], [], color=col, ls=ls, lw=1.7, label=labels.get(variant, variant)))
     if threshold is not None:
         # steps to threshold are counted on the training loss
-        train_ax.axhline(threshold, color=NEUTRAL, lw=0.9, ls=THRESHOLD_STYLE)
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=NEUTRAL,
-                lw=0.9,
-                ls=THRESHOLD_STYLE,
-                label=f"threshold {threshold:g} (training loss)",
-            )
-        )
+        handles.append(threshold_line(train_ax, threshold, "training loss"))
     for ax, what in ((train_ax, "training"), (test_ax, "test")):
         ax.set_yscale("log")
         ax.set_xlabel("step")

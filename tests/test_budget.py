@@ -169,6 +169,19 @@ class _Machine:
         self.busy = 0
         self.own = 0
 
+    @classmethod
+    def installed(cls, monkeypatch: pytest.MonkeyPatch, cores: int) -> _Machine:
+        """A machine of ``cores`` CPUs (all ours, no quota) whose /proc ThreadGuard reads."""
+        import aaf_cli.budget as budget
+
+        machine = cls()
+        monkeypatch.setattr(budget, "_busy_jiffies", lambda allowed: machine.busy)
+        monkeypatch.setattr(budget, "_own_jiffies", lambda: machine.own)
+        monkeypatch.setattr(budget.os, "sysconf", lambda name: 100)
+        monkeypatch.setattr(budget.os, "sched_getaffinity", lambda pid: set(range(cores)))
+        monkeypatch.setattr(budget, "usable_cores", lambda: cores)
+        return machine
+
     def clock(self) -> float:
         return self.now
 
@@ -183,12 +196,7 @@ def test_thread_guard_drops_to_one_thread_on_sustained_contention(
 ) -> None:
     import aaf_cli.budget as budget
 
-    machine = _Machine()
-    monkeypatch.setattr(budget, "_busy_jiffies", lambda allowed: machine.busy)
-    monkeypatch.setattr(budget, "_own_jiffies", lambda: machine.own)
-    monkeypatch.setattr(budget.os, "sysconf", lambda name: 100)
-    monkeypatch.setattr(budget.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(budget, "usable_cores", lambda: 2)
+    machine = _Machine.installed(monkeypatch, cores=2)
     set_to: list[int] = []
     auto2 = ThreadChoice("auto", 2, "test", 2, 2.0)
     guard = ThreadGuard(auto2, set_to.append, interval=0.5, clock=machine.clock)
@@ -220,14 +228,7 @@ def test_thread_guard_counts_only_what_the_run_is_short_of(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """On 8 cores, a process busy on one of the 6 spare cores is no reason to drop."""
-    import aaf_cli.budget as budget
-
-    machine = _Machine()
-    monkeypatch.setattr(budget, "_busy_jiffies", lambda allowed: machine.busy)
-    monkeypatch.setattr(budget, "_own_jiffies", lambda: machine.own)
-    monkeypatch.setattr(budget.os, "sysconf", lambda name: 100)
-    monkeypatch.setattr(budget.os, "sched_getaffinity", lambda pid: set(range(8)))
-    monkeypatch.setattr(budget, "usable_cores", lambda: 8)
+    machine = _Machine.installed(monkeypatch, cores=8)
     set_to: list[int] = []
     guard = ThreadGuard(ThreadChoice("auto", 2, "test", 8, 8.0), set_to.append, 0.5, machine.clock)
     for step in range(10):

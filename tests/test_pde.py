@@ -394,6 +394,35 @@ def plain_loss(
     return total, terms
 
 
+class PlainModels:
+    """The per-model reference of an ensemble: each model a ``PlainMLP`` with its own Adam and,
+    for an inverse problem, its own log nu (from 0.02, as the ensemble's), trained on the
+    hand-written loss."""
+
+    def __init__(self, model: Groups, inverse: bool, lr: float = 3e-3) -> None:
+        self.inverse = inverse
+        self.nets = [plain_of(model, i) for i in range(model.size)]
+        self.raws = [torch.tensor(math.log(0.02), dtype=F64, requires_grad=True) for _ in self.nets]
+        self.opts = [
+            torch.optim.Adam([*net.parameters(), *([raw] if inverse else [])], lr=lr)
+            for net, raw in zip(self.nets, self.raws)
+        ]
+
+    def nus(self) -> torch.Tensor:
+        return torch.stack([raw.detach().exp() for raw in self.raws])
+
+    def step(self, problem: Any) -> torch.Tensor:
+        """One Adam step of every model; their losses before it."""
+        row = []
+        for net, raw, opt in zip(self.nets, self.raws, self.opts):
+            total, _ = plain_loss(net, problem, raw.exp() if self.inverse else NU)
+            row.append(total.detach())
+            opt.zero_grad()
+            total.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+        return torch.stack(row)
+
+
 def test_pinn_terms_equal_the_hand_written_loss_of_each_model() -> None:
     problem = build_problem(parse_pde(SMALL_BURGERS))
     model = ensemble(["fixed", "global", "rowdy"], [0, 1])
@@ -431,32 +460,20 @@ def test_100_training_steps_equal_per_model_adam(inverse: bool) -> None:
     assert (params is not None) == inverse
     optimizer = make_pinn_optimizer(model, params, cfg) if inverse else make_optimizer(model, cfg)
     loss = PinnLoss(problem, F64)
-    plains = [plain_of(model, i) for i in range(model.size)]
-    raws = [torch.tensor(math.log(0.02), dtype=F64, requires_grad=True) for _ in plains]
-    opts = [
-        torch.optim.Adam([*net.parameters(), *([raw] if inverse else [])], lr=3e-3)
-        for net, raw in zip(plains, raws)
-    ]
+    plains = PlainModels(model, inverse)
     active = torch.ones(model.size, dtype=torch.bool)
     batched, single, nu_batched, nu_single = [], [], [], []
     for _ in range(cfg.steps + 1):
         result = loss(model, params)
         batched.append(result.total.detach().clone())
-        nu_single.append(torch.stack([raw.detach().exp() for raw in raws]))
+        nu_single.append(plains.nus())
         if params is not None:
             nu_batched.append(params.trajectories()["nu"].clone())
         for p in optimizer.params:
             p.grad = None
         result.total.sum().backward()  # type: ignore[no-untyped-call]
         optimizer.step(active)
-        row = []
-        for net, raw, opt in zip(plains, raws, opts):
-            total, _ = plain_loss(net, problem, raw.exp() if inverse else NU)
-            row.append(total.detach())
-            opt.zero_grad()
-            total.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-        single.append(torch.stack(row))
+        single.append(plains.step(problem))
     got, want = torch.stack(batched), torch.stack(single)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
     assert (got[-1] < 0.9 * got[0]).all()  # it trained

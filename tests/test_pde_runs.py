@@ -25,7 +25,7 @@ from aaf_cli.runs import read_metrics
 from aaf_cli.train import LogRecord, train
 
 from .conftest import CONFIGS, SMOKE, only_run
-from .test_pde import NU, SMALL_BURGERS, ensemble, plain_loss, plain_of, section
+from .test_pde import SMALL_BURGERS, PlainModels, ensemble, section
 
 F64 = torch.float64
 PDE_SMOKE = CONFIGS / "pde_smoke.yaml"
@@ -146,7 +146,7 @@ def test_engine_training_equals_per_model_adam(inverse: bool) -> None:
     problem = data.problem
     keys, seeds = ["fixed", "global", "neuron"], [0, 1]
     model = ensemble(keys, seeds)
-    plains = [plain_of(model, i) for i in range(model.size)]
+    plains = PlainModels(model, inverse)
     cfg = TrainConfig(lr=3e-3, steps=100, log_every=1, threshold=1e-9)
     records: list[LogRecord] = []
     objective = PinnObjective(problem, model, F64, torch.device("cpu"))
@@ -154,22 +154,10 @@ def test_engine_training_equals_per_model_adam(inverse: bool) -> None:
         model, data.x_train, data.y_train, data.x_test, data.y_test, cfg, records.append,
         objective=objective,
     )  # fmt: skip
-    raws = [torch.tensor(math.log(0.02), dtype=F64, requires_grad=True) for _ in plains]
-    opts = [
-        torch.optim.Adam([*net.parameters(), *([raw] if inverse else [])], lr=3e-3)
-        for net, raw in zip(plains, raws)
-    ]
     single, nus = [], []
     for _ in range(cfg.steps + 1):
-        nus.append(torch.stack([raw.detach().exp() for raw in raws]))
-        row = []
-        for net, raw, opt in zip(plains, raws, opts):
-            total, _ = plain_loss(net, problem, raw.exp() if inverse else NU)
-            row.append(total.detach())
-            opt.zero_grad()
-            total.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-        single.append(torch.stack(row))
+        nus.append(plains.nus())
+        single.append(plains.step(problem))
     got = torch.stack([r.train_loss for r in records])
     torch.testing.assert_close(got, torch.stack(single), rtol=1e-9, atol=0)
     assert (got[-1] < 0.9 * got[0]).all()

@@ -22,7 +22,6 @@ from aaf_cli.pde.training import PARAM_PREFIX, TERM_PREFIX
 from aaf_cli.plots import (
     NEUTRAL,
     REFERENCE_STYLE,
-    THRESHOLD_STYLE,
     _band,
     _legend_columns,
     _positive,
@@ -32,6 +31,7 @@ from aaf_cli.plots import (
     legend_below,
     save,
     style,
+    threshold_line,
     wrap,
 )
 from aaf_cli.results import Band, Series, aggregate
@@ -101,17 +101,7 @@ def loss_curves(
         for i, v in enumerate(variants)
     ]
     if threshold is not None:
-        error_ax.axhline(threshold, color=NEUTRAL, lw=0.9, ls=THRESHOLD_STYLE)
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=NEUTRAL,
-                lw=0.9,
-                ls=THRESHOLD_STYLE,
-                label=f"threshold {threshold:g} (relative L2 error)",
-            )
-        )
+        handles.append(threshold_line(error_ax, threshold, "relative L2 error"))
     for ax in [total_ax, error_ax, *flat[: len(terms)]]:
         ax.set_yscale("log")
         ax.grid(True, which="major", alpha=0.3)
