@@ -45,6 +45,89 @@ ACTIVATIONS: dict[str, Activation] = {
     "leaky_relu": F.leaky_relu,
 }
 
+#: sigma(z) -> (sigma, sigma', sigma''), elementwise, in closed form: what forward-mode (Taylor)
+#: derivatives of a network need (``aaf_cli.pde.taylor``). Each equals autograd's first and
+#: second derivative of the entry of ``ACTIVATIONS``, kinks included (at exactly 0 relu and
+#: leaky_relu take the left side's slope, elu the right side's curvature, as autograd does); a
+#: test checks every one.
+Jet = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _tanh_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h = torch.tanh(z)
+    d1 = 1 - h * h
+    return h, d1, -2 * h * d1
+
+
+def _sigmoid_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h = torch.sigmoid(z)
+    d1 = h * (1 - h)
+    return h, d1, d1 * (1 - 2 * h)
+
+
+def _sin_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h = torch.sin(z)
+    return h, torch.cos(z), -h
+
+
+def _cos_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h = torch.cos(z)
+    return h, -torch.sin(z), -h
+
+
+def _softplus_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # F.softplus is z itself above its threshold (20), with derivative 1 and curvature 0 there;
+    # at exactly 20 autograd takes sigmoid's slope but a curvature of 0.
+    s = torch.sigmoid(z)
+    return (
+        F.softplus(z),
+        torch.where(z > 20, 1.0, s),
+        torch.where(z >= 20, 0.0, s * (1 - s)),
+    )
+
+
+def _silu_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    s = torch.sigmoid(z)
+    ds = s * (1 - s)
+    return z * s, s + z * ds, ds * (2 + z * (1 - 2 * s))
+
+
+def _gelu_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cdf = 0.5 * (1 + torch.erf(z * math.sqrt(0.5)))
+    pdf = torch.exp(-0.5 * z * z) * (1 / math.sqrt(2 * math.pi))
+    return z * cdf, cdf + z * pdf, pdf * (2 - z * z)
+
+
+def _elu_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h = F.elu(z)
+    positive = z > 0
+    # Autograd's second derivative of elu at exactly 0 is the right side's (0).
+    return h, torch.where(positive, 1.0, h + 1), torch.where(z < 0, h + 1, 0.0)
+
+
+def _relu_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    d1 = (z > 0).to(z.dtype)
+    return F.relu(z), d1, torch.zeros_like(z)
+
+
+def _leaky_relu_jet(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    slope = torch.where(z > 0, torch.ones_like(z), torch.full_like(z, 0.01))
+    return F.leaky_relu(z), slope, torch.zeros_like(z)
+
+
+JETS: dict[str, Jet] = {
+    "elu": _elu_jet,
+    "tanh": _tanh_jet,
+    "sigmoid": _sigmoid_jet,
+    "relu": _relu_jet,
+    "sin": _sin_jet,
+    "cos": _cos_jet,
+    "softplus": _softplus_jet,
+    "gelu": _gelu_jet,
+    "silu": _silu_jet,
+    "leaky_relu": _leaky_relu_jet,
+}
+
 # Our own least-squares fit of the safe (5, 4) rational to leaky ReLU (slope 0.01) on [-3, 3]
 # (601 points, 8 L-BFGS starts in float64; max error 0.030, RMS 0.005): the ``rational_init``
 # procedure with the default degrees, stored to save the 6 s it takes.
@@ -307,6 +390,18 @@ class Family(nn.Module):
     def activate(self, z: torch.Tensor, k: int) -> torch.Tensor:
         assert self.fn is not None
         return self.fn(z)
+
+    def jet(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``activate(z, k)`` with its first and second derivatives in ``z``, elementwise (the
+        forward-mode derivatives of ``aaf_cli.pde.taylor``); only where ``has_jet``."""
+        assert self.base is not None and self.has_jet()
+        return JETS[self.base](z)
+
+    def has_jet(self) -> bool:
+        """Whether ``jet`` is available: kinds that apply the base activation itself (fixed,
+        and the slope kinds, whose n*a is folded into the weights) with a closed form in
+        ``JETS``; not rowdy, prelu, swish or rational."""
+        return type(self).activate is Family.activate and self.base in JETS
 
     def recovery(self) -> torch.Tensor | None:
         """The logged S(a) per model ``[M]`` (NaN where a model has no slope recovery), or

@@ -238,9 +238,6 @@ def run_experiment(
     previous = torch.get_num_threads()  # a caller's setting (a notebook's) is given back
     try:
         threads = set_threads(cfg, threads)
-        # Compiled CPU kernels fix their thread count when they are generated: no guard there.
-        guarded = device.type == "cpu" and not use_compile(cfg.train, device)
-        guard = ThreadGuard(threads, torch.set_num_threads) if guarded else None
         groups = groups_of(cfg) if groups is None else groups
         if data is None:
             seeds = [m.seed for group in groups.values() for m in group]
@@ -252,6 +249,15 @@ def run_experiment(
 
             assert isinstance(data, PdeDataset) and data.problem is not None
             objective = PinnObjective(data.problem, ensemble, DTYPES[cfg.dtype], device)
+        # Compiled CPU kernels fix their thread count when they are generated: no guard there
+        # (a PDE run compiles only where forward-mode derivatives serve it).
+        compiles = use_compile(cfg.train, device)
+        if compiles and objective is not None:
+            from aaf_cli.pde.taylor import unsupported
+
+            compiles = unsupported(ensemble, objective.pinn.problem.derivatives) is None
+        guarded = device.type == "cpu" and not compiles
+        guard = ThreadGuard(threads, torch.set_num_threads) if guarded else None
         result = train(
             ensemble,
             data.x_train,

@@ -129,6 +129,7 @@ def build_summary(
         "train_time_s": res.wall_time,
         "compiled": "compile_time_s" in res.extra and "compile_error" not in res.extra,
         **{k: v for k, v in res.extra.items() if k.startswith("compile_")},
+        **cuda_graph_entries(res.extra),
         "steps": cfg.train.steps,
         "steps_done": res.steps_done,
         "threshold": cfg.train.threshold,
@@ -283,6 +284,20 @@ def write_figures(
     columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
     runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))
     plots.slopes(series, names, folder / "slopes.png", f"{title}\nactivation parameters", labels)
+
+
+def cuda_graph_entries(extra: dict[str, Any]) -> dict[str, Any]:
+    """Whether the training step ran as a captured CUDA graph, with the capture time or the
+    reason it fell back to eager; nothing for runs that never tried (the CPU)."""
+    if "cuda_graph_time_s" not in extra:
+        return {}
+    entries: dict[str, Any] = {
+        "cuda_graph": "cuda_graph_error" not in extra,
+        "cuda_graph_time_s": extra["cuda_graph_time_s"],
+    }
+    if "cuda_graph_error" in extra:
+        entries["cuda_graph_error"] = extra["cuda_graph_error"]
+    return entries
 
 
 def write_checkpoints(folder: Path, cfg: ExperimentConfig, exp: ExperimentResult) -> None:

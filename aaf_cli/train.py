@@ -333,6 +333,12 @@ class Objective(Protocol):
 
     def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD: ...
 
+    def prepare_compile(self, model: Groups, compiling: bool = True) -> str | None:
+        """Make ``loss`` traceable by torch.compile; None if it now is, else why it cannot be
+        (the run then trains eagerly and records the reason as ``compile_skipped``).
+        ``compiling=False`` restores the eager form (after a failed compile)."""
+        ...
+
 
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-model mean squared error ``[M]`` of predictions ``[M, N, out]``."""
@@ -511,8 +517,9 @@ def train(
         on_log: called with every ``LogRecord`` as it is made.
         stop: polled before every step; returning True ends training early (``interrupted``).
         objective: minimised instead of the MSE (``x_train``, ``y_train`` then only give the
-            device); ``train.threshold`` then counts on its test metric at logged steps. Never
-            compiled nor captured in a CUDA graph.
+            device); ``train.threshold`` then counts on its test metric at logged steps.
+            Compiled (``train.compile``) when its ``prepare_compile`` allows; never captured in
+            a CUDA graph.
         on_step: called with the step number before every step (``budget.ThreadGuard``).
     """
     device = x_train.device
@@ -545,10 +552,15 @@ def train(
     loss_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]] = training_loss
     # The objective's threshold counts at logged steps, on its test metric (see the loop).
     threshold = cfg.threshold if objective is None else -math.inf
+    blocker = None
     if objective is not None:
         loss_fn = objective_loss
-    elif use_compile(cfg, device):
-        compiled = torch.compile(training_loss, dynamic=False)
+        if use_compile(cfg, device):
+            blocker = objective.prepare_compile(model)
+            if blocker is not None:
+                extra["compile_skipped"] = blocker
+    if use_compile(cfg, device) and blocker is None:
+        compiled = torch.compile(loss_fn, dynamic=False)
         tic = time.perf_counter()
         try:
             # Compile the forward and the backward graph now, so that compile time is measured
@@ -557,7 +569,9 @@ def train(
             loss_fn = compiled
         except Exception as exc:
             extra["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        for p in model.parameters():
+            if objective is not None:
+                objective.prepare_compile(model, compiling=False)
+        for p in (*model.parameters(), *optimizer.params):
             p.grad = None
         extra["compile_time_s"] = time.perf_counter() - tic
 

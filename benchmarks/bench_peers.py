@@ -412,7 +412,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if method == "loop":
                     t = run_loop(members[: args.loop_models], layers, act, n, args.device)
                 elif method == "eager":
-                    t = run_aaf(members, layers, act, n, args.device, compile=False)
+                    t = run_aaf(
+                        members, layers, act, n, args.device, compile=False, cuda_graph=False
+                    )
                 elif method == "compiled":
                     t = run_aaf(members, layers, act, n, args.device, compile=True)
                 elif method == "graphs":
@@ -435,7 +437,7 @@ def print_table(
     methods: list[str],
     peak: float,
 ) -> None:
-    ref = "jax-scan" if "jax-scan" in methods else "loop"
+    ref = next(m for m in ("jax-scan", "loop", "eager", *methods) if m in methods)
     heads = [COLUMNS[m] for m in methods]
     ratios = [m for m in ("eager", "compiled", "graphs") if m in methods and m != ref]
     print(

@@ -4,8 +4,11 @@ A Burgers-sized PINN (2 inputs, tanh [2, 20, 20, 20, 20, 1], 2000 collocation po
 condition points, u_t + u u_x - nu u_xx): an ensemble of M models (half fixed, half GAAF n = 10,
 paired by seed) trained by ``PinnLoss`` + the engine's optimiser, against the same M models
 trained one after another as ``PlainMLP`` + ``torch.optim.Adam`` with the loss written out
-(autograd on each model's own [N, 2] input). The two are timed in alternation (interleaved
-repeats), float32, and the median model-steps per second of each is printed with the ratio.
+(autograd on each model's own [N, 2] input). The ensemble runs eagerly (reverse-mode
+derivatives, the default) and with ``train.compile: true`` (forward-mode derivatives under
+``torch.compile``; the cold compile is timed apart). All are timed in alternation (interleaved
+repeats), float32, and the median model-steps per second of each is printed with its ratio to
+the loop.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_pinn.py
     python benchmarks/bench_pinn.py --models 16 --steps 20 --repeats 5 --threads 2
@@ -63,22 +66,41 @@ def ensemble(models: int, dtype: torch.dtype, device: str = "cpu") -> Groups:
     return Groups(groups)
 
 
-def time_batched(
-    problem: PdeProblem, models: int, steps: int, dtype: torch.dtype, device: str = "cpu"
-) -> float:
-    model = ensemble(models, dtype, device)
-    loss = PinnLoss(problem, dtype, device)
-    optimizer = make_optimizer(model, TrainConfig(lr=1e-3))
-    active = torch.ones(model.size, dtype=torch.bool, device=device)
-    sync(device)
-    tic = time.perf_counter()
-    for _ in range(steps):
-        for p in optimizer.params:
+class Batched:
+    """The ensemble as ``aaf`` trains it: ``PinnLoss`` + the engine's optimiser; ``compiled``:
+    forward-mode derivatives under ``torch.compile`` (``train.compile: true``), compiled once
+    here (its time reported apart) and reused by every timing."""
+
+    def __init__(
+        self, problem: PdeProblem, models: int, dtype: torch.dtype, device: str, compiled: bool
+    ) -> None:
+        self.model = ensemble(models, dtype, device)
+        self.loss = PinnLoss(problem, dtype, device)
+        self.optimizer = make_optimizer(self.model, TrainConfig(lr=1e-3))
+        self.active = torch.ones(self.model.size, dtype=torch.bool, device=device)
+        self.fn = lambda: self.loss(self.model).total
+        self.compile_s = 0.0
+        if compiled:
+            assert self.loss.use_forward_mode(self.model) is None
+            self.fn = torch.compile(self.fn, dynamic=False)
+            tic = time.perf_counter()
+            self.step()
+            self.compile_s = time.perf_counter() - tic
+        self.device = device
+
+    def step(self) -> None:
+        for p in self.optimizer.params:
             p.grad = None
-        loss(model).total.sum().backward()  # type: ignore[no-untyped-call]
-        optimizer.step(active)
-    sync(device)
-    return time.perf_counter() - tic
+        self.fn().sum().backward()
+        self.optimizer.step(self.active)
+
+    def time(self, steps: int) -> float:
+        sync(self.device)
+        tic = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        sync(self.device)
+        return time.perf_counter() - tic
 
 
 def time_loop(
@@ -122,6 +144,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as set)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="skip the compiled ensemble"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,20 +160,35 @@ def main() -> None:
         f"{args.device}"
     )
     device, count, steps = args.device, args.models, args.steps
-    time_batched(problem, count, 2, dtype, device)  # warm-up
+    eager = Batched(problem, count, dtype, device, compiled=False)
+    compiled = Batched(problem, count, dtype, device, compiled=True) if args.compile else None
+    eager.time(2)  # warm-up
     time_loop(problem, 2, 2, dtype, device)
-    batched, loop = [], []
-    for _ in range(args.repeats):  # interleaved, so that load changes hit both alike
-        batched.append(count * steps / time_batched(problem, count, steps, dtype, device))
-        loop.append(count * steps / time_loop(problem, count, steps, dtype, device))
-    b, p = statistics.median(batched), statistics.median(loop)
+    rates: dict[str, list[float]] = {"loop": [], "eager": [], "compiled": []}
+    for _ in range(args.repeats):  # interleaved, so that load changes hit all alike
+        rates["eager"].append(count * steps / eager.time(steps))
+        if compiled is not None:
+            rates["compiled"].append(count * steps / compiled.time(steps))
+        rates["loop"].append(count * steps / time_loop(problem, count, steps, dtype, device))
+    loop = statistics.median(rates["loop"])
 
     def runs(values: list[float]) -> str:
         return ", ".join(f"{v:.0f}" for v in values)
 
-    print(f"ensemble of {args.models}: {b:8.1f} model-steps/s  (runs: {runs(batched)})")
-    print(f"per-model loop:  {p:8.1f} model-steps/s  (runs: {runs(loop)})")
-    print(f"speed-up: {b / p:.2f}x")
+    labels = {
+        "eager": f"ensemble of {count}, eager (reverse-mode derivatives)",
+        "compiled": f"ensemble of {count}, compile: true (forward mode)",
+        "loop": "per-model loop (nn.Module + torch.optim.Adam, reverse mode)",
+    }
+    for key, values in rates.items():
+        if values:
+            rate = statistics.median(values)
+            print(
+                f"{labels[key]:<62} {rate:7.1f} model-steps/s  {rate / loop:5.2f}x the loop"
+                f"  (runs: {runs(values)})"
+            )
+    if compiled is not None:
+        print(f"cold compile (not in the rates): {compiled.compile_s:.1f} s")
 
 
 if __name__ == "__main__":

@@ -695,6 +695,33 @@ CATALOGUE: tuple[Mutant, ...] = (
         "tests/test_budget.py::test_others_cores_subtracts_our_own_time",
         "tests/test_budget.py::test_thread_guard_drops_to_one_thread_on_sustained_contention",
     ),
+    # ---- forward-mode (Taylor) derivatives: what train.compile traces for PDE runs
+    mutant(
+        "taylor.no-curvature",
+        "aaf_cli/pde/taylor.py",
+        "curvature = d2 * zi * zj",
+        "curvature = 0 * zi * zj",
+        "second derivatives lose sigma''(z) z_i z_j: u_xx of a tanh network is wrong",
+        f"{PDE}::test_forward_mode_derivatives_equal_reverse_mode",
+        f"{PDE}::test_100_training_steps_equal_per_model_adam",
+    ),
+    mutant(
+        "taylor.derivative-rows-collocation-only",
+        PDE_RESIDUAL,
+        "self.derivative_rows = self.points.shape[0] if needs else self.collocation.stop",
+        "self.derivative_rows = self.collocation.stop",
+        "a condition that prescribes u_t reads derivatives that forward mode never computed",
+        f"{PDE}::test_forward_mode_pinn_loss_with_a_derivative_condition_equals_reverse_mode",
+    ),
+    mutant(
+        "jets.tanh-curvature-sign",
+        "aaf_cli/activations.py",
+        "return h, d1, -2 * h * d1",
+        "return h, d1, 2 * h * d1",
+        "tanh's second derivative with the wrong sign",
+        f"{PDE}::test_every_activation_jet_equals_autograd",
+        f"{PDE}::test_forward_mode_derivatives_equal_reverse_mode",
+    ),
     # ---- physics-informed (aaf_cli/pde)
     mutant(
         "pde.shared-input",

@@ -208,6 +208,22 @@ def test_input_derivatives_survive_the_flat_optimizer(kind: str) -> None:
         torch.testing.assert_close(d2u[i], d2ui, rtol=1e-9, atol=1e-11)
 
 
+def test_summary_says_whether_the_step_ran_as_a_cuda_graph() -> None:
+    from aaf_cli.pipeline import cuda_graph_entries
+
+    assert cuda_graph_entries({}) == {}  # never tried (the CPU)
+    assert cuda_graph_entries({"cuda_graph_time_s": 0.5}) == {
+        "cuda_graph": True,
+        "cuda_graph_time_s": 0.5,
+    }
+    failed = cuda_graph_entries({"cuda_graph_time_s": 0.1, "cuda_graph_error": "RuntimeError: x"})
+    assert failed == {
+        "cuda_graph": False,
+        "cuda_graph_time_s": 0.1,
+        "cuda_graph_error": "RuntimeError: x",
+    }
+
+
 # ---- CUDA (pytest -m gpu; benchmarks/gpu_check.sh)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

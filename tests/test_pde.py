@@ -11,6 +11,7 @@ import pytest
 import torch
 from pydantic import TypeAdapter
 
+from aaf_cli.activations import ACTIVATIONS, JETS
 from aaf_cli.config import TrainConfig, Variant
 from aaf_cli.errors import ConfigError
 from aaf_cli.models import Ensemble, Groups, ModelSpec, PlainMLP
@@ -24,6 +25,7 @@ from aaf_cli.pde.residual import (
     model_derivatives,
     relative_l2,
 )
+from aaf_cli.pde.taylor import taylor_derivatives, unsupported
 from aaf_cli.train import make_optimizer
 
 F64 = torch.float64
@@ -348,6 +350,140 @@ def test_batched_derivatives_equal_per_model_autograd(other: str) -> None:
             torch.testing.assert_close(found[(1, 1)][i, n], hess[1, 1], rtol=1e-11, atol=1e-12)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["reverse", "taylor"])
+def test_cuda_pinn_loss_and_gradients_equal_the_cpu_ones_in_float64(mode: str) -> None:
+    """benchmarks/gpu_check.sh: the batched PINN loss of an inverse Burgers problem (fixed,
+    GAAF and N-LAAF models, each its own nu) and its gradients on CUDA equal those on the CPU,
+    with reverse-mode and with forward-mode derivatives."""
+    pde = section(
+        SMALL_BURGERS,
+        params={"nu": {"init": 0.02, "trainable": True, "scale": "log"}},
+        data={"points": 32, "noise": 0.01},
+    )
+    results = []
+    for device in ("cpu", "cuda"):
+        problem = build_problem(parse_pde(pde))
+        model = ensemble(["fixed", "global", "neuron"], [0, 1])
+        perturb(model, 3)
+        model.to(device)
+        params = PdeParameters.of(problem, model.members, F64, device)
+        assert params is not None
+        loss = PinnLoss(problem, F64, torch.device(device))
+        if mode == "taylor":
+            assert loss.use_forward_mode(model) is None
+        result = loss(model, params)
+        result.total.sum().backward()  # type: ignore[no-untyped-call]
+        grads = [p.grad.cpu() for p in [*model.parameters(), *params.parameters()]]
+        results.append((result.total.detach().cpu(), grads))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-14)
+    for cuda, cpu in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(cuda, cpu, rtol=1e-10, atol=1e-12)
+
+
+# --- Forward-mode (Taylor) derivatives: what train.compile traces ----------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_every_activation_jet_equals_autograd(name: str) -> None:
+    """JETS[name] gives the activation and its first and second derivatives as autograd does,
+    on both sides of 0, at the kink itself, and at and above softplus's threshold."""
+    z = torch.cat(
+        [
+            torch.linspace(-6, 6, 241, dtype=F64),
+            torch.tensor([0.0, 19.5, 20.0, 20.5, 30.0], dtype=F64),
+        ]
+    ).requires_grad_(True)
+    h = ACTIVATIONS[name](z)
+    (d1,) = torch.autograd.grad(h.sum(), z, create_graph=True)
+    (d2,) = torch.autograd.grad(d1.sum(), z, allow_unused=True, materialize_grads=True)
+    jet = JETS[name](z.detach())
+    for got, want in zip(jet, (h, d1, d2)):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("base", ["tanh", "sin", "gelu", "softplus"])
+@pytest.mark.parametrize("inputs", [1, 2, 3])
+def test_forward_mode_derivatives_equal_reverse_mode(base: str, inputs: int) -> None:
+    """Every derivative up to second order of a fixed, GAAF, L-LAAF and N-LAAF ensemble (n*a
+    moved off its start), in forward mode at the first rows, equals reverse mode's."""
+    layers = [inputs, 8, 8, 1]
+    groups = []
+    for key in ("fixed", "global", "layer", "neuron"):
+        spec = {"name": key, "kind": key, **({"n": 5} if key != "fixed" else {})}
+        v = TypeAdapter(Variant).validate_python(spec)
+        groups.append(Ensemble(layers, v.kind, base, [ModelSpec(key, s, key, v) for s in (0, 1)],
+                               dtype=F64))  # fmt: skip
+    model = Groups(groups)
+    perturb(model, 4)
+    points = box([(-1.0, 1.0)] * inputs, 30)
+    wanted = [(i,) for i in range(inputs)]
+    wanted += [(i, j) for i in range(inputs) for j in range(i, inputs)]
+    assert unsupported(model, wanted) is None
+    reverse = model_derivatives(model, points, model.size, wanted, create_graph=False)
+    forward = taylor_derivatives(model, points, 20, wanted)
+    assert set(forward) == {(), *wanted}
+    torch.testing.assert_close(forward[()], reverse[()], rtol=1e-12, atol=1e-13)
+    for index in wanted:
+        assert forward[index].shape == (model.size, 20)
+        torch.testing.assert_close(forward[index], reverse[index][:, :20], rtol=1e-10, atol=1e-12)
+
+
+def test_a_one_layer_network_in_forward_mode() -> None:
+    """No hidden layer: u is affine, u_x its weight at every point, u_xx zero."""
+    v = variant("fixed")
+    model = Groups([Ensemble([2, 1], "fixed", "tanh", [ModelSpec("fixed", 0, "fixed", v)])])
+    points = box([(-1.0, 1.0), (0.0, 1.0)], 5).float()
+    found = taylor_derivatives(model, points, 5, [(0,), (0, 0), (0, 1)])
+    w = model.ensembles()[0].weights[0].detach()
+    torch.testing.assert_close(found[(0,)], w[:, 0, 0].expand(1, 5))
+    assert torch.equal(found[(0, 0)], torch.zeros(1, 5))
+    assert torch.equal(found[(0, 1)], torch.zeros(1, 5))
+
+
+def test_forward_mode_pinn_loss_with_a_derivative_condition_equals_reverse_mode() -> None:
+    """Klein-Gordon prescribes u_t on t == 0 (a condition's derivative): forward mode then
+    differentiates at every point, and the loss, each term and every gradient equal reverse
+    mode's."""
+    pde = section(
+        KLEIN_GORDON, collocation={"points": 50, "sampling": "lhs", "seed": 1}, test_points=16
+    )
+    problem = build_problem(parse_pde(pde))
+    assert any(c.derivative == (1,) for c in problem.conditions)
+    found = []
+    for mode in ("reverse", "taylor"):
+        model = ensemble(["fixed", "global", "neuron"], [0, 1])
+        perturb(model, 5)
+        loss = PinnLoss(problem, F64)
+        if mode == "taylor":
+            assert loss.use_forward_mode(model) is None
+            assert loss.derivative_rows == loss.points.shape[0] > loss.collocation.stop
+        result = loss(model)
+        result.total.sum().backward()  # type: ignore[no-untyped-call]
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        found.append((result, grads))
+    (reverse, g_reverse), (forward, g_forward) = found
+    torch.testing.assert_close(forward.total, reverse.total, rtol=1e-12, atol=1e-14)
+    assert forward.terms.keys() == reverse.terms.keys()
+    for name in reverse.terms:
+        torch.testing.assert_close(forward.terms[name], reverse.terms[name], rtol=1e-12, atol=1e-14)
+    assert len(g_forward) == len(g_reverse) > 0
+    for a, b in zip(g_forward, g_reverse):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_forward_mode_says_what_it_cannot_serve() -> None:
+    assert "rowdy" in (unsupported(ensemble(["fixed", "rowdy"], [0]), [(0,)]) or "")
+    assert "second order" in (unsupported(ensemble(["fixed"], [0]), [(0, 0, 1)]) or "")
+    problem = build_problem(parse_pde(SMALL_BURGERS))
+    loss = PinnLoss(problem, F64)
+    assert loss.use_forward_mode(ensemble(["global", "rowdy"], [0])) is not None
+    assert not loss.forward_mode
+    assert loss.use_forward_mode(ensemble(["global", "neuron"], [0])) is None
+    assert loss.forward_mode
+
+
 def test_a_shared_input_would_add_up_the_models_derivatives() -> None:
     """Why every model gets its own input slice: differentiating the sum of all outputs with
     respect to ONE shared [N, d] input returns the sum over models of their derivatives."""
@@ -436,12 +572,14 @@ def test_pinn_terms_equal_the_hand_written_loss_of_each_model() -> None:
             torch.testing.assert_close(result.terms[name][i], value, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("mode", ["reverse", "taylor"])
 @pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
-def test_100_training_steps_equal_per_model_adam(inverse: bool) -> None:
+def test_100_training_steps_equal_per_model_adam(inverse: bool, mode: str) -> None:
     """The batched PINN loss trained by the engine's optimiser for 100 steps in float64 equals
     each model trained alone as an nn.Module with torch.optim.Adam (for the inverse problem
     each model's own nu too), to ~1e-9 relative; step-0 losses are equal across the variants
-    of a seed."""
+    of a seed. With reverse-mode derivatives (eager runs) and forward-mode ones (what
+    ``train.compile`` traces)."""
     pde = SMALL_BURGERS
     if inverse:
         # nu is learned as exp(raw), as in Raissi et al.'s code: a plain nu crosses 0 within a
@@ -460,6 +598,8 @@ def test_100_training_steps_equal_per_model_adam(inverse: bool) -> None:
     assert (params is not None) == inverse
     optimizer = make_pinn_optimizer(model, params, cfg) if inverse else make_optimizer(model, cfg)
     loss = PinnLoss(problem, F64)
+    if mode == "taylor":
+        assert loss.use_forward_mode(model) is None
     plains = PlainModels(model, inverse)
     active = torch.ones(model.size, dtype=torch.bool)
     batched, single, nu_batched, nu_single = [], [], [], []

@@ -128,11 +128,16 @@ def test_step_zero_losses_are_equal_across_the_variants_of_a_seed(smoke_run: Pat
     assert first[("fixed", 0)] != first[("fixed", 1)]
 
 
-@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
-def test_engine_training_equals_per_model_adam(inverse: bool) -> None:
+@pytest.mark.parametrize(
+    ("inverse", "compiled"),
+    [(False, False), (True, False), (True, True)],
+    ids=["forward", "inverse", "inverse-compiled"],
+)
+def test_engine_training_equals_per_model_adam(inverse: bool, compiled: bool) -> None:
     """``train.train`` with the PINN objective, 100 steps in float64, equals every model
     trained alone as an nn.Module with torch.optim.Adam (GAAF, N-LAAF and fixed; for the
-    inverse problem each model's own nu too)."""
+    inverse problem each model's own nu too). Also with ``compile: true``, which traces the
+    loss with forward-mode derivatives (one cold compile, ~15 s)."""
     pde = SMALL_BURGERS
     if inverse:
         pde = section(
@@ -147,13 +152,16 @@ def test_engine_training_equals_per_model_adam(inverse: bool) -> None:
     keys, seeds = ["fixed", "global", "neuron"], [0, 1]
     model = ensemble(keys, seeds)
     plains = PlainModels(model, inverse)
-    cfg = TrainConfig(lr=3e-3, steps=100, log_every=1, threshold=1e-9)
+    cfg = TrainConfig(lr=3e-3, steps=100, log_every=1, threshold=1e-9, compile=compiled)
     records: list[LogRecord] = []
     objective = PinnObjective(problem, model, F64, torch.device("cpu"))
     result = train(
         model, data.x_train, data.y_train, data.x_test, data.y_test, cfg, records.append,
         objective=objective,
     )  # fmt: skip
+    assert "compile_error" not in result.extra
+    assert ("compile_time_s" in result.extra) == compiled
+    assert objective.pinn.forward_mode == compiled
     single, nus = [], []
     for _ in range(cfg.steps + 1):
         nus.append(plains.nus())
@@ -167,6 +175,28 @@ def test_engine_training_equals_per_model_adam(inverse: bool) -> None:
     assert result.predictions.shape == (model.size, problem.test_points.shape[0])
     step0 = got[0].reshape(len(keys), len(seeds))
     assert torch.equal(step0[0], step0[1]) and torch.equal(step0[0], step0[2])
+
+
+def test_compile_of_a_kind_without_forward_mode_trains_eagerly_and_says_why() -> None:
+    """Rowdy has no closed-form jet: ``compile: true`` records why it did not compile and the
+    run is exactly the eager one."""
+    data = pde_dataset(parse_pde(SMALL_BURGERS), F64, torch.device("cpu"))
+    assert data.problem is not None
+    runs = []
+    for compiled in (False, True):
+        model = ensemble(["fixed", "rowdy"], [0])
+        cfg = TrainConfig(lr=3e-3, steps=5, log_every=1, compile=compiled)
+        objective = PinnObjective(data.problem, model, F64, torch.device("cpu"))
+        runs.append(
+            train(model, data.x_train, data.y_train, data.x_test, data.y_test, cfg,
+                  objective=objective)
+        )  # fmt: skip
+    assert "compile_skipped" not in runs[0].extra
+    assert runs[1].extra["compile_skipped"].startswith("the rowdy kind has no closed-form")
+    assert "compile_time_s" not in runs[1].extra and "compile_error" not in runs[1].extra
+    assert len(runs[0].records) == len(runs[1].records) == 6
+    for a, b in zip(runs[0].records, runs[1].records):
+        assert torch.equal(a.train_loss, b.train_loss)
 
 
 def test_threshold_counts_on_the_relative_l2_error_at_logged_steps() -> None:

@@ -215,6 +215,21 @@ class PinnLoss:
         weights = problem.config.weights
         self.weights = {"residual": weights.residual, "data": weights.data}
         self.weights.update({c.name: c.weight for c in problem.conditions})
+        # Forward-mode derivatives (``taylor``), which torch.compile can trace: set by
+        # ``use_forward_mode``. Their rows: the collocation points, or every point when a
+        # condition prescribes a derivative.
+        self.forward_mode = False
+        needs = any(c.derivative != () for c in problem.conditions)
+        self.derivative_rows = self.points.shape[0] if needs else self.collocation.stop
+
+    def use_forward_mode(self, model: Groups) -> str | None:
+        """Switch to forward-mode derivatives (``aaf_cli.pde.taylor``) if they serve ``model``
+        and this problem; return None then, else the reason (and keep reverse mode)."""
+        from aaf_cli.pde.taylor import unsupported
+
+        reason = unsupported(model, self.problem.derivatives)
+        self.forward_mode = reason is None
+        return reason
 
     def __call__(self, model: Groups, params: PdeParameters | None = None) -> PinnTerms:
         """Every model's loss and its terms (with the graph, for ``backward``).
@@ -229,7 +244,14 @@ class PinnLoss:
                 "this problem learns " + ", ".join(problem.trainable_params) + ": pass its "
                 "PdeParameters (PdeParameters.of(problem, members, dtype, device))"
             )
-        found = model_derivatives(model, self.points, model.size, problem.derivatives)
+        if self.forward_mode:
+            from aaf_cli.pde.taylor import taylor_derivatives
+
+            found = taylor_derivatives(
+                model, self.points, self.derivative_rows, problem.derivatives
+            )
+        else:
+            found = model_derivatives(model, self.points, model.size, problem.derivatives)
         coefficients: dict[str, float | torch.Tensor] = dict(problem.fixed_params)
         if params is not None:
             coefficients.update(params.as_dict())
