@@ -22,7 +22,7 @@ from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
 from aaf_cli.targets import Dataset, grid_points, sample_points, target_function
-from aaf_cli.train import LogRecord, TrainResult, train, use_compile
+from aaf_cli.train import LogRecord, TrainResult, train
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -249,15 +249,8 @@ def run_experiment(
 
             assert isinstance(data, PdeDataset) and data.problem is not None
             objective = PinnObjective(data.problem, ensemble, DTYPES[cfg.dtype], device)
-        # Compiled CPU kernels fix their thread count when they are generated: no guard there
-        # (a PDE run compiles only where forward-mode derivatives serve it).
-        compiles = use_compile(cfg.train, device)
-        if compiles and objective is not None:
-            from aaf_cli.pde.taylor import unsupported
-
-            compiles = unsupported(ensemble, objective.pinn.problem.derivatives) is None
-        guarded = device.type == "cpu" and not compiles
-        guard = ThreadGuard(threads, torch.set_num_threads) if guarded else None
+        # ``train`` leaves the guard out of a compiled run (fixed thread count).
+        guard = ThreadGuard(threads, torch.set_num_threads) if device.type == "cpu" else None
         result = train(
             ensemble,
             data.x_train,

@@ -333,10 +333,10 @@ class Objective(Protocol):
 
     def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD: ...
 
-    def prepare_compile(self, model: Groups, compiling: bool = True) -> str | None:
+    def prepare_compile(self, model: Groups, on: bool = True) -> str | None:
         """Make ``loss`` traceable by torch.compile; None if it now is, else why it cannot be
         (the run then trains eagerly and records the reason as ``compile_skipped``).
-        ``compiling=False`` restores the eager form (after a failed compile)."""
+        ``on=False`` restores the eager form (after a failed compile)."""
         ...
 
 
@@ -520,7 +520,8 @@ def train(
             device); ``train.threshold`` then counts on its test metric at logged steps.
             Compiled (``train.compile``) when its ``prepare_compile`` allows; never captured in
             a CUDA graph.
-        on_step: called with the step number before every step (``budget.ThreadGuard``).
+        on_step: called with the step number before every step (``budget.ThreadGuard``);
+            not for a compiled step.
     """
     device = x_train.device
     if cfg.cuda_graph is True and device.type != "cuda":
@@ -552,14 +553,18 @@ def train(
     loss_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]] = training_loss
     # The objective's threshold counts at logged steps, on its test metric (see the loop).
     threshold = cfg.threshold if objective is None else -math.inf
-    blocker = None
+    compiling = use_compile(cfg, device)
     if objective is not None:
         loss_fn = objective_loss
-        if use_compile(cfg, device):
+        if compiling:
             blocker = objective.prepare_compile(model)
             if blocker is not None:
                 extra["compile_skipped"] = blocker
-    if use_compile(cfg, device) and blocker is None:
+                compiling = False
+    if compiling:
+        # Compiled CPU kernels fix their thread count when they are generated: nothing for a
+        # thread guard to adjust.
+        on_step = None
         compiled = torch.compile(loss_fn, dynamic=False)
         tic = time.perf_counter()
         try:
@@ -570,7 +575,7 @@ def train(
         except Exception as exc:
             extra["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             if objective is not None:
-                objective.prepare_compile(model, compiling=False)
+                objective.prepare_compile(model, on=False)
         for p in (*model.parameters(), *optimizer.params):
             p.grad = None
         extra["compile_time_s"] = time.perf_counter() - tic

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -49,9 +50,9 @@ def main() -> None:
         w = torch.randn(m, WIDTH, WIDTH, generator=gen)
         st = torch.randn(m, WIDTH, POINTS, generator=gen)
         flops = 2 * m * POINTS * WIDTH * WIDTH
-        rows = flops / seconds(lambda: torch.bmm(s, w)) / 1e9  # noqa: B023
-        cols = flops / seconds(lambda: torch.bmm(w, st)) / 1e9  # noqa: B023
-        tanh = m * POINTS * WIDTH / seconds(lambda: torch.tanh(s)) / 1e9  # noqa: B023
+        rows = flops / seconds(partial(torch.bmm, s, w)) / 1e9
+        cols = flops / seconds(partial(torch.bmm, w, st)) / 1e9
+        tanh = m * POINTS * WIDTH / seconds(partial(torch.tanh, s)) / 1e9
         print(f"| {m} | {rows:.1f} GFLOP/s | {cols:.1f} GFLOP/s | {tanh:.2f} Gelem/s |")
 
 

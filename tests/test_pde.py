@@ -274,6 +274,7 @@ def test_observations_come_from_the_solution_with_the_stated_noise() -> None:
 VARIANTS: dict[str, dict[str, Any]] = {
     "fixed": {"kind": "fixed"},
     "global": {"kind": "global", "n": 10},
+    "layer": {"kind": "layer", "n": 10},
     "neuron": {"kind": "neuron", "n": 10},
     "rowdy": {"kind": "rowdy", "n": 10, "K": 4},
 }
@@ -284,13 +285,34 @@ def variant(key: str) -> Any:
     return TypeAdapter(Variant).validate_python({"name": key, **VARIANTS[key]})
 
 
-def ensemble(keys: list[str], seeds: list[int], layers: list[int] = LAYERS) -> Groups:
+def ensemble(
+    keys: list[str], seeds: list[int], layers: list[int] = LAYERS, base: str = "tanh"
+) -> Groups:
     groups = []
     for key in keys:
         v = variant(key)
         specs = [ModelSpec(v.name, s, v.kind, v, v.lr) for s in seeds]
-        groups.append(Ensemble(layers, v.kind, "tanh", specs, dtype=F64))
+        groups.append(Ensemble(layers, v.kind, base, specs, dtype=F64))
     return Groups(groups)
+
+
+def loss_and_gradients(
+    problem: Any, seed: int, forward_mode: bool, device: str = "cpu"
+) -> tuple[PinnLoss, Any, list[torch.Tensor]]:
+    """The PINN loss of a fixed + GAAF + N-LAAF ensemble (activation parameters moved by
+    ``seed``; each model its own trainable coefficients, if any) and every gradient, on
+    ``device``, with forward- or reverse-mode derivatives; gradients on the CPU."""
+    model = ensemble(["fixed", "global", "neuron"], [0, 1])
+    perturb(model, seed)
+    model.to(device)
+    params = PdeParameters.of(problem, model.members, F64, device)
+    loss = PinnLoss(problem, F64, torch.device(device))
+    if forward_mode:
+        assert loss.use_forward_mode(model) is None
+    result = loss(model, params)
+    result.total.sum().backward()  # type: ignore[no-untyped-call]
+    tensors = [*model.parameters(), *(params.parameters() if params is not None else [])]
+    return loss, result, [p.grad.cpu() for p in tensors if p.grad is not None]
 
 
 def perturb(model: Groups, seed: int) -> None:
@@ -362,23 +384,12 @@ def test_cuda_pinn_loss_and_gradients_equal_the_cpu_ones_in_float64(mode: str) -
         params={"nu": {"init": 0.02, "trainable": True, "scale": "log"}},
         data={"points": 32, "noise": 0.01},
     )
-    results = []
-    for device in ("cpu", "cuda"):
-        problem = build_problem(parse_pde(pde))
-        model = ensemble(["fixed", "global", "neuron"], [0, 1])
-        perturb(model, 3)
-        model.to(device)
-        params = PdeParameters.of(problem, model.members, F64, device)
-        assert params is not None
-        loss = PinnLoss(problem, F64, torch.device(device))
-        if mode == "taylor":
-            assert loss.use_forward_mode(model) is None
-        result = loss(model, params)
-        result.total.sum().backward()  # type: ignore[no-untyped-call]
-        grads = [p.grad.cpu() for p in [*model.parameters(), *params.parameters()]]
-        results.append((result.total.detach().cpu(), grads))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-14)
-    for cuda, cpu in zip(results[1][1], results[0][1]):
+    problem = build_problem(parse_pde(pde))
+    _, on_cpu, cpu_grads = loss_and_gradients(problem, 3, mode == "taylor")
+    _, on_cuda, cuda_grads = loss_and_gradients(problem, 3, mode == "taylor", "cuda")
+    torch.testing.assert_close(on_cuda.total.cpu(), on_cpu.total, rtol=1e-12, atol=1e-14)
+    assert len(cuda_grads) == len(cpu_grads) > 0
+    for cuda, cpu in zip(cuda_grads, cpu_grads):
         torch.testing.assert_close(cuda, cpu, rtol=1e-10, atol=1e-12)
 
 
@@ -408,14 +419,7 @@ def test_every_activation_jet_equals_autograd(name: str) -> None:
 def test_forward_mode_derivatives_equal_reverse_mode(base: str, inputs: int) -> None:
     """Every derivative up to second order of a fixed, GAAF, L-LAAF and N-LAAF ensemble (n*a
     moved off its start), in forward mode at the first rows, equals reverse mode's."""
-    layers = [inputs, 8, 8, 1]
-    groups = []
-    for key in ("fixed", "global", "layer", "neuron"):
-        spec = {"name": key, "kind": key, **({"n": 5} if key != "fixed" else {})}
-        v = TypeAdapter(Variant).validate_python(spec)
-        groups.append(Ensemble(layers, v.kind, base, [ModelSpec(key, s, key, v) for s in (0, 1)],
-                               dtype=F64))  # fmt: skip
-    model = Groups(groups)
+    model = ensemble(["fixed", "global", "layer", "neuron"], [0, 1], [inputs, 8, 8, 1], base)
     perturb(model, 4)
     points = box([(-1.0, 1.0)] * inputs, 30)
     wanted = [(i,) for i in range(inputs)]
@@ -451,19 +455,9 @@ def test_forward_mode_pinn_loss_with_a_derivative_condition_equals_reverse_mode(
     )
     problem = build_problem(parse_pde(pde))
     assert any(c.derivative == (1,) for c in problem.conditions)
-    found = []
-    for mode in ("reverse", "taylor"):
-        model = ensemble(["fixed", "global", "neuron"], [0, 1])
-        perturb(model, 5)
-        loss = PinnLoss(problem, F64)
-        if mode == "taylor":
-            assert loss.use_forward_mode(model) is None
-            assert loss.derivative_rows == loss.points.shape[0] > loss.collocation.stop
-        result = loss(model)
-        result.total.sum().backward()  # type: ignore[no-untyped-call]
-        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-        found.append((result, grads))
-    (reverse, g_reverse), (forward, g_forward) = found
+    _, reverse, g_reverse = loss_and_gradients(problem, 5, forward_mode=False)
+    loss, forward, g_forward = loss_and_gradients(problem, 5, forward_mode=True)
+    assert loss.derivative_rows == loss.points.shape[0] > loss.collocation.stop
     torch.testing.assert_close(forward.total, reverse.total, rtol=1e-12, atol=1e-14)
     assert forward.terms.keys() == reverse.terms.keys()
     for name in reverse.terms:

@@ -222,13 +222,14 @@ class PinnLoss:
         needs = any(c.derivative != () for c in problem.conditions)
         self.derivative_rows = self.points.shape[0] if needs else self.collocation.stop
 
-    def use_forward_mode(self, model: Groups) -> str | None:
+    def use_forward_mode(self, model: Groups, on: bool = True) -> str | None:
         """Switch to forward-mode derivatives (``aaf_cli.pde.taylor``) if they serve ``model``
-        and this problem; return None then, else the reason (and keep reverse mode)."""
+        and this problem; return None then, else the reason (and keep reverse mode).
+        ``on=False`` switches back to reverse mode."""
         from aaf_cli.pde.taylor import unsupported
 
-        reason = unsupported(model, self.problem.derivatives)
-        self.forward_mode = reason is None
+        reason = unsupported(model, self.problem.derivatives) if on else None
+        self.forward_mode = on and reason is None
         return reason
 
     def __call__(self, model: Groups, params: PdeParameters | None = None) -> PinnTerms:

@@ -141,14 +141,11 @@ class PinnObjective:
     def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
         return make_pinn_optimizer(model, self.params, cfg)
 
-    def prepare_compile(self, model: Groups, compiling: bool = True) -> str | None:
+    def prepare_compile(self, model: Groups, on: bool = True) -> str | None:
         """Forward-mode derivatives, which torch.compile can trace (nested reverse passes it
-        cannot); the reason when they do not serve this model. ``compiling=False``: back to
-        reverse mode."""
-        if not compiling:
-            self.pinn.forward_mode = False
-            return None
-        return self.pinn.use_forward_mode(model)
+        cannot); the reason when they do not serve this model. ``on=False``: back to reverse
+        mode."""
+        return self.pinn.use_forward_mode(model, on)
 
 
 def terms_csv(series: Sequence[Series]) -> str:
