@@ -28,9 +28,14 @@ MAX_MEMORY_FRACTION = 0.5
 # Floats kept per hidden unit and point for the backward pass (pre-activation, activation,
 # their gradients); Rowdy keeps K-1 more.
 FLOATS_PER_UNIT = 4
+# Per hidden unit and test point, the no-grad evaluation at log steps holds a pre-activation
+# and an activation (CUDA: torch.cuda.max_memory_allocated agrees); on the CPU the peak RSS
+# also keeps about as much again of the freed blocks (glibc does not return them at once).
+TEST_FLOATS_PER_UNIT = {"cpu": 4, "cuda": 2}
 # Memory a training process grows by whatever the size (allocator arenas, kernel workspaces):
-# measured 16 MiB for 2 models of [1, 20, 1] on the CPU (benchmarks/bench_peers.py --memory).
-BASE_BYTES = 16 * 2**20
+# measured 16 MiB for 2 models of [1, 20, 1] on the CPU; CUDA's count is of tensors alone
+# (benchmarks/bench_peers.py --memory).
+BASE_BYTES = {"cpu": 16 * 2**20, "cuda": 0}
 
 # --- The time model --------------------------------------------------------------------------
 # The eager engine's step is many small torch operations (their count depends on the structure
@@ -430,12 +435,15 @@ class Estimate:
         )
 
 
-def estimate(cfg: ExperimentConfig) -> Estimate:
+def estimate(cfg: ExperimentConfig, device: str | None = None) -> Estimate:
     """Memory (activations and optimizer state) and training time, from the structure alone.
 
     Deterministic: the time assumes the thread count ``auto`` picks on an idle machine (or the
-    configured one), not the load of the moment.
+    configured one), not the load of the moment. The memory is the peak RSS growth on the CPU
+    and the peak of allocated tensors on CUDA: ``device`` (``cpu`` or ``cuda``) is where the run
+    trains; by default ``cfg.device``, with ``auto`` counted as the CPU.
     """
+    where = "cuda" if (device or cfg.device).startswith("cuda") else "cpu"
     w = workload(cfg)
     threads = choose_threads(cfg.threads, w.step_flops, usable_cores(), None).threads
     widths = [cfg.layers_of(v) for v in cfg.variants]
@@ -445,11 +453,13 @@ def estimate(cfg: ExperimentConfig) -> Estimate:
     size = 8 if cfg.dtype == "float64" else 4
     test_points = cfg.target.n_test if cfg.pde is None else cfg.pde.test_points
     # A PDE step keeps the graphs of its derivatives; the test grid is evaluated without one.
-    kept = w.points * PDE_GRAPH_FACTOR[_order(cfg)]
-    activations = w.models * max(kept, test_points) * hidden * FLOATS_PER_UNIT * extra * size
+    kept = w.points * PDE_GRAPH_FACTOR[_order(cfg)] * FLOATS_PER_UNIT
+    per_unit = max(kept, test_points * TEST_FLOATS_PER_UNIT[where])
+    activations = w.models * per_unit * hidden * extra * size
     state = w.models * weights * 4 * size  # weights, gradients, two Adam moments
     seconds = train_seconds(cfg, threads)
-    return Estimate(w.models, w.points, float(BASE_BYTES + activations + state), seconds, threads)
+    memory = BASE_BYTES[where] + activations + state
+    return Estimate(w.models, w.points, float(memory), seconds, threads)
 
 
 def over_limits(cfg: ExperimentConfig, est: Estimate) -> list[str]:

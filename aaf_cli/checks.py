@@ -53,14 +53,17 @@ def preflight(cfg: ExperimentConfig, source: str, force: bool = False) -> Checke
     """
     from aaf_cli.experiment import make_dataset, resolve_device
 
-    est = estimate(cfg)
+    try:
+        device = resolve_device(cfg.device)
+    except ConfigError as exc:
+        raise ConfigError(source, exc.key, exc.message) from None
+    est = estimate(cfg, device.type)
     over = over_limits(cfg, est)
     if over and not force:
         raise UsageError(
             f"{source}: too large ({'; '.join(over)}): {est.describe()}; run it anyway with --force"
         )
     try:
-        device = resolve_device(cfg.device)
         data = make_dataset(cfg, device)
     except ConfigError as exc:
         raise ConfigError(source, exc.key, exc.message) from None

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from aaf_cli import __version__
-from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads
+from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads, train_seconds
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
@@ -249,7 +249,6 @@ def run_experiment(
 
             assert isinstance(data, PdeDataset) and data.problem is not None
             objective = PinnObjective(data.problem, ensemble, DTYPES[cfg.dtype], device)
-        # ``train`` leaves the guard out of a compiled run (fixed thread count).
         guard = ThreadGuard(threads, torch.set_num_threads) if device.type == "cpu" else None
         result = train(
             ensemble,
@@ -262,6 +261,7 @@ def run_experiment(
             stop=stop,
             objective=objective,
             on_step=None if guard is None or not guard.enabled else guard.poll,
+            eager_seconds=train_seconds(cfg, threads.threads),
         )
         env = environment(device, cfg.dtype, threads)
         if guard is not None and guard.dropped is not None:

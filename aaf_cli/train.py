@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from aaf_cli.config import TrainConfig
 from aaf_cli.models import Groups
@@ -139,27 +141,33 @@ class _Stacked:
         factor: float | torch.Tensor,
         all_active: bool | None,
         l2: bool = False,
+        flat_grad: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(gradient, rates times ``factor``) per element, or None when no parameter has a
-        gradient; ``l2`` adds ``decay * param`` to the gradient first; then the gradients of
-        frozen rows are zeroed, unless no row can be frozen."""
-        grads = [p.grad for p in self.params]
-        if all(g is None for g in grads):
-            return None
+        gradient; the gradient is ``flat_grad`` when given (one value per element of ``flat``:
+        every parameter has one), else the parameters' ``.grad``; ``l2`` adds ``decay * param``
+        to the gradient first; then the gradients of frozen rows are zeroed, unless no row can
+        be frozen."""
         present: torch.Tensor | None = None
-        if any(g is None for g in grads):
-            present = torch.cat(
+        if flat_grad is not None:
+            grad = flat_grad
+        else:
+            grads = [p.grad for p in self.params]
+            if all(g is None for g in grads):
+                return None
+            if any(g is None for g in grads):
+                present = torch.cat(
+                    [
+                        torch.full((p.numel(),), g is not None, device=p.device)
+                        for p, g in zip(self.params, grads)
+                    ]
+                )
+            grad = torch.cat(
                 [
-                    torch.full((p.numel(),), g is not None, device=p.device)
+                    p.new_zeros(p.numel()) if g is None else g.reshape(-1)
                     for p, g in zip(self.params, grads)
                 ]
             )
-        grad = torch.cat(
-            [
-                p.new_zeros(p.numel()) if g is None else g.reshape(-1)
-                for p, g in zip(self.params, grads)
-            ]
-        )
         if l2 and self.decay is not None:
             grad = grad + self.decay * self.flat
         rate = self.rate
@@ -210,17 +218,25 @@ class StackedAdam(_Stacked):
         factor: float | torch.Tensor = 1.0,
         all_active: bool | None = None,
         corrections: tuple[torch.Tensor, torch.Tensor] | None = None,
+        flat_grad: torch.Tensor | None = None,
     ) -> None:
         """One update of the active rows, at ``factor`` times their rates.
 
         ``all_active``: True when the caller knows every model is active (None: unknown).
-        ``corrections``: the bias corrections as device tensors (a CUDA graph replays the step
-        with them); by default they come from ``self.t`` as Python floats.
+        ``corrections``: the bias corrections as device tensors, from a step index on the device
+        (a compiled or graph-captured step); by default they come from ``self.t`` (counted
+        here) as Python floats.
+        ``flat_grad``: the gradient of ``flat`` (a compiled step), else the parameters' ``.grad``.
         """
-        self.t += 1
         beta1, beta2 = self.betas
-        bias1, bias2_sqrt = corrections if corrections is not None else self.bias_corrections()
-        masked = self._masked(active, factor, all_active)
+        bias1: float | torch.Tensor
+        bias2_sqrt: float | torch.Tensor
+        if corrections is None:
+            self.t += 1
+            bias1, bias2_sqrt = self.bias_corrections()
+        else:
+            bias1, bias2_sqrt = corrections
+        masked = self._masked(active, factor, all_active, flat_grad=flat_grad)
         if masked is None:
             return
         grad, rate = masked
@@ -246,7 +262,8 @@ class StackedSGD(_Stacked):
     ) -> None:
         super().__init__(params, rates, offsets, decays)
         self.momentum = momentum
-        self.buffer: torch.Tensor | None = None
+        # Zero before the first step: momentum x 0 + g is torch's first buffer, g, exactly.
+        self.buffer = torch.zeros_like(self.flat) if momentum else None
 
     def state(self) -> list[torch.Tensor]:
         """The tensors that one step changes."""
@@ -259,18 +276,16 @@ class StackedSGD(_Stacked):
         factor: float | torch.Tensor = 1.0,
         all_active: bool | None = None,
         corrections: tuple[torch.Tensor, torch.Tensor] | None = None,
+        flat_grad: torch.Tensor | None = None,
     ) -> None:
-        """One update of the active rows, at ``factor`` times their rates (``all_active`` as
-        ``StackedAdam.step``; SGD has no bias corrections)."""
-        masked = self._masked(active, factor, all_active, l2=True)
+        """One update of the active rows, at ``factor`` times their rates (``all_active`` and
+        ``flat_grad`` as ``StackedAdam.step``; SGD has no bias corrections)."""
+        masked = self._masked(active, factor, all_active, l2=True, flat_grad=flat_grad)
         if masked is None:
             return
         grad, rate = masked
-        if self.momentum:
-            if self.buffer is None:
-                self.buffer = grad.clone()
-            else:
-                self.buffer.mul_(self.momentum).add_(grad)
+        if self.buffer is not None:
+            self.buffer.mul_(self.momentum).add_(grad)
             grad = self.buffer
         self.flat.sub_(grad * rate)
 
@@ -315,21 +330,25 @@ def make_optimizer(model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
     return StackedSGD(params, rates, offsets, cfg.momentum, decays)
 
 
+#: One step's losses: the logged training metric ``[M]`` (detached), the loss minimised ``[M]``,
+#: and extra values to log at that step (detached; an objective's terms).
+Losses = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
+
+
 class Objective(Protocol):
     """A training objective in place of the MSE to ``y_train`` (a PINN's loss: ``aaf_cli.pde``).
 
-    ``loss`` gives (the logged training metric ``[M]``, detached; the loss minimised ``[M]``,
-    before ``model.penalty()`` is added); ``evaluate`` (at logged steps, before that step's
-    update) the test metric ``[M]`` that ``train.threshold`` counts on, and extra values to log;
-    ``logged`` extra values of the last ``loss`` (its terms); ``optimizer`` the optimiser over
-    the model and any parameters of the objective's own.
+    ``loss`` gives the step's ``Losses`` (the minimised loss before ``model.penalty()`` is
+    added); ``evaluate`` (at logged steps, before that step's update) the test metric ``[M]``
+    that ``train.threshold`` counts on, and extra values to log; ``optimizer`` the optimiser over
+    the model and the trainable parameters of the objective's own, which live in ``modules``.
     """
 
-    def loss(self, model: Groups) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def loss(self, model: Groups) -> Losses: ...
 
     def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
 
-    def logged(self) -> dict[str, torch.Tensor]: ...
+    def modules(self) -> list[nn.Module]: ...
 
     def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD: ...
 
@@ -345,34 +364,51 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (prediction - target).square().mean(dim=(1, 2))
 
 
-def use_compile(cfg: TrainConfig, device: torch.device) -> bool:
-    """Resolve ``train.compile``: deterministic, from the config and device alone.
+#: ``compile: auto`` compiles a CPU run whose eager training is predicted to take at least
+#: this long (``budget.train_seconds``). Measured on 2 cores (benchmarks/bench_peers.py): the
+#: compiled step is 1.4-2.3x faster for small networks and 1.1-1.5x for deep ones and PDE runs,
+#: after a cold compile of 4-12 s (15-20 s for a PDE loss; 0.2-3 s from Inductor's on-disk
+#: cache): from two minutes on it pays even at 1.2x.
+COMPILE_AUTO_CPU_SECONDS = 120.0
 
-    ``auto`` compiles on CUDA for runs of 2000 steps or more; on the CPU it stays off: the eager
-    step is within ~10% of the compiled one there (benchmarks/bench_peers.py) and a cold compile
-    costs 15-25 s, more than a default run takes.
+
+def use_compile(
+    cfg: TrainConfig, device: torch.device, eager_seconds: float | None = None
+) -> tuple[bool, str | None]:
+    """Resolve ``train.compile``: deterministic, from the config, the device and (on the CPU)
+    the predicted eager training time; with the reason when ``auto`` decided.
+
+    ``auto`` compiles on CUDA for runs of 2000 steps or more, and on the CPU when the eager run
+    is predicted to take ``COMPILE_AUTO_CPU_SECONDS`` or more (never without a prediction).
     """
-    if cfg.compile == "auto":
-        return device.type == "cuda" and cfg.steps >= 2000
-    return bool(cfg.compile)
+    if cfg.compile != "auto":
+        return bool(cfg.compile), None
+    if device.type == "cuda":
+        on = cfg.steps >= 2000
+        return on, f"auto: {cfg.steps} steps on CUDA ({'>=' if on else '<'} 2000)"
+    if eager_seconds is None:
+        return False, None
+    on = eager_seconds >= COMPILE_AUTO_CPU_SECONDS
+    limit = f"{'>=' if on else '<'} {COMPILE_AUTO_CPU_SECONDS:.0f} s"
+    return on, f"auto: eager training predicted at {eager_seconds:.0f} s on the CPU ({limit})"
 
 
 #: ``cuda_graph: auto`` captures the step when one elementwise pass over the hidden layers'
 #: pre-activations (M x N x sum of widths values) is at most this many: below it a step is a few
-#: hundred short kernels and launch overhead dominates (an estimate: measure with
-#: benchmarks/gpu_check.sh).
+#: hundred short kernels (a few dozen compiled) and launch overhead dominates (an estimate:
+#: measure with benchmarks/gpu_check.sh).
 GRAPH_AUTO_MAX_ELEMENTS = 1 << 26
 
 
 def use_cuda_graph(cfg: TrainConfig, device: torch.device, model: Groups, points: int) -> bool:
     """Resolve ``train.cuda_graph``: never off CUDA (``true`` there is refused by validation);
-    ``auto`` on CUDA for small networks (see ``GRAPH_AUTO_MAX_ELEMENTS``) when not compiling."""
+    ``auto`` on CUDA for small networks (see ``GRAPH_AUTO_MAX_ELEMENTS``), compiled or not."""
     if device.type != "cuda" or cfg.cuda_graph is False:
         return False
     if cfg.cuda_graph is True:
         return True
     elements = sum(g.size * points * sum(g.layers[1:-1]) for g in model.ensembles())
-    return not use_compile(cfg, device) and elements <= GRAPH_AUTO_MAX_ELEMENTS
+    return elements <= GRAPH_AUTO_MAX_ELEMENTS
 
 
 class _Book:
@@ -415,39 +451,79 @@ class _Book:
             self.all_reached = bool((self.reached >= 0).all())
 
 
-class _Graphed:
-    """The training step (loss, bookkeeping, backward, update) captured as one CUDA graph.
+#: Adam's bias corrections ``1 - beta1^t`` and ``sqrt(1 - beta2^t)`` of one step, as tensors.
+Corrections = tuple[torch.Tensor, torch.Tensor]
 
-    The step index, the schedule's factor and Adam's bias corrections live on the device, so a
-    replay needs nothing from the host. A few warm-up steps (needed before a capture) run first
-    on a side stream; the parameters, the optimiser's state and the bookkeeping are restored
-    after them, so training starts from the same state as in eager mode. Off CUDA nothing is
-    captured and ``replay`` runs the same device-side step (how the CPU tests check it).
+
+class Schedule:
+    """The per-step values of a step run from the device: a step counter and, per step, the
+    schedule's factor and Adam's bias corrections (None for SGD), computed on the host in double
+    precision and stored in the parameters' dtype, as the eager step's Python floats meet them.
+    ``pad`` more steps repeat the last values (warm-up steps of a short run)."""
+
+    def __init__(
+        self, cfg: TrainConfig, optimizer: StackedAdam | StackedSGD, device: torch.device, pad: int
+    ) -> None:
+        def table(values: list[float]) -> torch.Tensor:
+            padded = values + values[-1:] * pad
+            return torch.tensor(padded, dtype=optimizer.flat.dtype, device=device)
+
+        self.index = torch.zeros(1, dtype=torch.long, device=device)
+        self.factors = table([lr_factor(cfg, s) for s in range(cfg.steps)] or [0.0])
+        self.corrections: Corrections | None = None
+        if isinstance(optimizer, StackedAdam):
+            beta1, beta2 = optimizer.betas
+            counts = range(1, max(cfg.steps, 1) + 1)
+            self.corrections = (
+                table([1 - beta1**k for k in counts]),
+                table([math.sqrt(1 - beta2**k) for k in counts]),
+            )
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor, Corrections | None]:
+        """This step's index ``[1]``, factor and corrections; the counter moves on, in place
+        (on the device: inside a compiled or captured step)."""
+        index = self.index.clone()
+        corrections = None
+        if self.corrections is not None:
+            corrections = (self.corrections[0][index], self.corrections[1][index])
+        factor = self.factors[index]
+        self.index.add_(1)
+        return index, factor, corrections
+
+
+#: One training step run from the device: takes its values from the ``Schedule`` and returns
+#: (the data loss ``[M]`` of the parameters before the update, values to log).
+DeviceBody = Callable[[Schedule], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+class _DeviceStep:
+    """The training step driven from the device: the step index, the schedule's factor and
+    Adam's bias corrections are device tensors (``Schedule``), so a step needs no value from the
+    host. The step is compiled (``train.compile``: ``fused_step``) and/or, on CUDA, captured as
+    one CUDA graph (``capture``; ``train.cuda_graph``).
+
+    A few warm-up steps run first (they compile, and a capture needs them; on CUDA on a side
+    stream); the parameters, the optimiser's state and the bookkeeping are restored after them,
+    so training starts from the same state as in eager mode.
     """
 
     WARMUP = 3
 
     def __init__(
         self,
-        body: Callable[[int | torch.Tensor, float | torch.Tensor, bool], torch.Tensor],
+        body: DeviceBody,
         optimizer: StackedAdam | StackedSGD,
         book: _Book,
         cfg: TrainConfig,
         device: torch.device,
     ) -> None:
         self.body = body
-        self.step = torch.zeros(1, dtype=torch.long, device=device)
-        # In the parameters' dtype, as the eager step's Python float meets them; padded for the
-        # warm-up steps of a short run.
-        self.factors = torch.tensor(
-            [lr_factor(cfg, s) for s in range(cfg.steps)] + [0.0] * self.WARMUP,
-            dtype=optimizer.flat.dtype,
-            device=device,
-        )
-        had_buffer = isinstance(optimizer, StackedSGD) and optimizer.buffer is not None
+        self.device = device
+        self.schedule = Schedule(cfg, optimizer, device, self.WARMUP)
+        self.warm = False
+        self.threads = torch.get_num_threads()
         state = [*optimizer.state(), book.active, book.reached, book.diverged]
         saved = [t.detach().clone() for t in state]
-        t0 = getattr(optimizer, "t", 0)
         self.graph: torch.cuda.CUDAGraph | None = None
         try:
             if device.type == "cuda":
@@ -464,29 +540,104 @@ class _Graphed:
             with torch.no_grad():
                 for t, s in zip(state, saved):
                     t.copy_(s)
-                self.step.zero_()
-        if isinstance(optimizer, StackedSGD) and optimizer.buffer is not None and not had_buffer:
-            # Made by the warm-up: zero, the first replay's momentum step copies the gradient.
-            optimizer.buffer.zero_()
-        if isinstance(optimizer, StackedAdam):
-            optimizer.t = t0
-        if device.type == "cuda":
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.data = self._run()
+                self.schedule.index.zero_()
+        self.warm = True
 
-    def _run(self) -> torch.Tensor:
-        data = self.body(self.step, self.factors[self.step], True)
-        with torch.no_grad():
-            self.step += 1
-        return data
+    def capture(self) -> None:
+        """Capture the step as one CUDA graph; replays then run the graph. Off CUDA nothing is
+        captured and a replay runs the same device-side step (how the CPU tests check it)."""
+        if self.device.type != "cuda":
+            return
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.out = self._run()
+        self.graph = graph
 
-    def replay(self) -> torch.Tensor:
-        """One training step; returns the data loss ``[M]`` of the parameters before it."""
+    def _run(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+        threads = torch.get_num_threads()
+        if not self.warm or stance is None or threads != self.threads:
+            # All guards: a thread guard that has just changed the thread count recompiles the
+            # step once (compiled CPU kernels are generated for one count).
+            self.threads = threads
+            return self.body(self.schedule)
+        # After the warm-up nothing else that a compiled step's guards check can change (the
+        # same objects, shapes and grad mode every step): only the guards that tell apart
+        # compiled versions run (~10% of a small network's step).
+        with stance("default", skip_guard_eval_unsafe=True):
+            return self.body(self.schedule)
+
+    def replay(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One training step; returns the data loss ``[M]`` of the parameters before it and the
+        values to log."""
         if self.graph is None:
             return self._run()
         self.graph.replay()
-        return self.data
+        return self.out
+
+
+class _Stateless(nn.Module):
+    """The training loss as a module over every trained tensor (the ensemble's and the
+    objective's), so that ``torch.func.functional_call`` can evaluate it at given values."""
+
+    def __init__(self, loss: Callable[[], Losses], parts: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.loss = loss
+
+    def forward(self) -> Losses:
+        return self.loss()
+
+
+def fused_step(
+    losses: Callable[[], Losses],
+    parts: Sequence[nn.Module],
+    optimizer: StackedAdam | StackedSGD,
+    book: _Book,
+    threshold: float,
+) -> DeviceBody:
+    """The whole training step as one function for ``torch.compile(fullgraph=True)``: the
+    losses, their gradient with respect to the optimiser's flat tensor (``torch.func.grad``, the
+    parameters given as views of its argument), the bookkeeping and the update. One graph, so
+    the step is a few fused kernels with no autograd engine or Python between them.
+
+    The same arithmetic as the eager step, with one difference: every parameter gets a
+    gradient (zero where the loss does not depend on it), where eager mode skips a parameter
+    without one.
+    """
+    holder = _Stateless(losses, parts)
+    named = {id(p): name for name, p in holder.named_parameters()}
+    names: list[str] = []
+    layout: list[tuple[int, int, torch.Size]] = []
+    at = 0
+    for p in optimizer.params:
+        if id(p) not in named:
+            raise ValueError("a trained tensor is neither the ensemble's nor the objective's")
+        names.append(named[id(p)])
+        layout.append((at, p.numel(), p.shape))
+        at += p.numel()
+
+    def total(
+        values: tuple[torch.Tensor, ...], active: torch.Tensor
+    ) -> tuple[torch.Tensor, Losses]:
+        data, loss, logged = torch.func.functional_call(holder, dict(zip(names, values)), ())
+        # The models still active after this step's bookkeeping, as the eager step masks them.
+        keep = active & torch.isfinite(loss)
+        return torch.where(keep, loss, 0.0).sum(), (data, loss, logged)
+
+    def step(schedule: Schedule) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        index, factor, corrections = schedule.take()
+        flat = optimizer.flat
+        views = tuple(flat[a : a + n].view(shape) for a, n, shape in layout)
+        grads, (data, loss, logged) = torch.func.grad(total, has_aux=True)(views, book.active)
+        # One gradient per parameter, concatenated: the compiled kernels write each into its
+        # place (a gradient of the flat tensor itself would sum a padded copy per parameter).
+        grad = torch.cat([g.reshape(-1) for g in grads])
+        book.update(index, data, loss, threshold)
+        optimizer.step(book.active, factor, None, corrections, flat_grad=grad)
+        return data, logged
+
+    return step
 
 
 def train(
@@ -500,6 +651,7 @@ def train(
     stop: Callable[[], bool] | None = None,
     objective: Objective | None = None,
     on_step: Callable[[int], None] | None = None,
+    eager_seconds: float | None = None,
 ) -> TrainResult:
     """Train every model of ``model`` for ``cfg.steps`` steps.
 
@@ -518,10 +670,17 @@ def train(
         stop: polled before every step; returning True ends training early (``interrupted``).
         objective: minimised instead of the MSE (``x_train``, ``y_train`` then only give the
             device); ``train.threshold`` then counts on its test metric at logged steps.
-            Compiled (``train.compile``) when its ``prepare_compile`` allows; never captured in
-            a CUDA graph.
-        on_step: called with the step number before every step (``budget.ThreadGuard``);
-            not for a compiled step.
+            Compiled (``train.compile``) when its ``prepare_compile`` allows; captured in a CUDA
+            graph only then.
+        on_step: called with the step number before every step (``budget.ThreadGuard``; a
+            compiled step recompiles once for a new thread count).
+        eager_seconds: the predicted eager training time, for ``compile: auto`` on the CPU
+            (``use_compile``; without it ``auto`` stays eager there).
+
+    ``train.compile`` compiles the whole step (``fused_step``: losses, gradients, bookkeeping
+    and update in one graph); ``train.cuda_graph`` captures the step, compiled or not, as one
+    CUDA graph. Either runs it from the device (``_DeviceStep``). A step that fails to compile
+    or capture runs eagerly, and ``extra`` says why.
     """
     device = x_train.device
     if cfg.cuda_graph is True and device.type != "cuda":
@@ -537,52 +696,29 @@ def train(
     records: list[LogRecord] = []
     interrupted = False
     extra: dict[str, float | str] = {}
-    betas = cfg.betas
 
-    def training_loss() -> tuple[torch.Tensor, torch.Tensor]:
-        data = mse(model(x_train), y_train)
+    def losses() -> Losses:
+        logged: dict[str, torch.Tensor] = {}
+        if objective is None:
+            metric = mse(model(x_train), y_train)
+            loss = metric
+        else:
+            metric, loss, logged = objective.loss(model)
         penalty = model.penalty()
-        return data, data if penalty is None else data + penalty
+        return metric, loss if penalty is None else loss + penalty, logged
 
-    def objective_loss() -> tuple[torch.Tensor, torch.Tensor]:
-        assert objective is not None
-        metric, loss = objective.loss(model)
-        penalty = model.penalty()
-        return metric, loss if penalty is None else loss + penalty
-
-    loss_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]] = training_loss
     # The objective's threshold counts at logged steps, on its test metric (see the loop).
     threshold = cfg.threshold if objective is None else -math.inf
-    compiling = use_compile(cfg, device)
-    if objective is not None:
-        loss_fn = objective_loss
-        if compiling:
-            blocker = objective.prepare_compile(model)
-            if blocker is not None:
-                extra["compile_skipped"] = blocker
-                compiling = False
-    if compiling:
-        # Compiled CPU kernels fix their thread count when they are generated: nothing for a
-        # thread guard to adjust.
-        on_step = None
-        compiled = torch.compile(loss_fn, dynamic=False)
-        tic = time.perf_counter()
-        try:
-            # Compile the forward and the backward graph now, so that compile time is measured
-            # apart from training; the gradients of this call are discarded.
-            compiled()[1].sum().backward()  # type: ignore[no-untyped-call]
-            loss_fn = compiled
-        except Exception as exc:
-            extra["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            if objective is not None:
-                objective.prepare_compile(model, on=False)
-        for p in (*model.parameters(), *optimizer.params):
-            p.grad = None
-        extra["compile_time_s"] = time.perf_counter() - tic
 
-    def body(step: int | torch.Tensor, factor: float | torch.Tensor, update: bool) -> torch.Tensor:
-        """The loss of step ``step``, the bookkeeping, and (``update``) one optimiser step."""
-        data, loss = loss_fn()
+    def body(
+        step: int | torch.Tensor,
+        factor: float | torch.Tensor,
+        update: bool,
+        corrections: Corrections | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The losses of step ``step``, the bookkeeping, and (``update``) one optimiser step
+        (with the bias corrections given, else Adam's own)."""
+        data, loss, logged = losses()
         book.update(step, data, loss, threshold)
         if update:
             for param in optimizer.params:
@@ -590,26 +726,51 @@ def train(
             # With every model known active, the mask would multiply each gradient by one.
             total = loss if book.all_active else torch.where(book.active, loss, 0.0)
             total.sum().backward()  # type: ignore[no-untyped-call]
-            corrections = None
-            if isinstance(step, torch.Tensor) and isinstance(optimizer, StackedAdam):
-                t = (step + 1).to(torch.float64)
-                dtype = optimizer.flat.dtype
-                corrections = (
-                    (1 - betas[0] ** t).to(dtype),
-                    (1 - betas[1] ** t).sqrt().to(dtype),
-                )
             optimizer.step(book.active, factor, book.all_active, corrections)
-        return data
+        return data, logged
 
-    graphed: _Graphed | None = None
-    if objective is None and use_cuda_graph(cfg, device, model, x_train.shape[-2]):
+    device_step: _DeviceStep | None = None
+    compiling, why = use_compile(cfg, device, eager_seconds)
+    if why is not None:
+        extra["compile_auto"] = why
+    if compiling and objective is not None:
+        blocker = objective.prepare_compile(model)
+        if blocker is not None:
+            extra["compile_skipped"] = blocker
+            compiling = False
+    if compiling:
+        tic = time.perf_counter()
+        parts = [model] + ([] if objective is None else objective.modules())
+        book.all_active = None  # no host-side shortcuts inside a compiled step
+        try:
+            with warnings.catch_warnings():
+                # Inductor suggests TF32 matrix products; float32 here means float32.
+                warnings.filterwarnings("ignore", message=".*TensorFloat32")
+                fused = fused_step(losses, parts, optimizer, book, threshold)
+                compiled = torch.compile(fused, dynamic=False, fullgraph=True)
+                device_step = _DeviceStep(compiled, optimizer, book, cfg, device)
+        except Exception as exc:
+            extra["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            if objective is not None:
+                objective.prepare_compile(model, on=False)
+            book.all_active = None if device.type == "cuda" else True
+        extra["compile_time_s"] = time.perf_counter() - tic
+    if use_cuda_graph(cfg, device, model, x_train.shape[-2]) and (
+        objective is None or device_step is not None
+    ):
         tic = time.perf_counter()
         book.all_active = None  # a replay cannot take host-side shortcuts
         try:
-            graphed = _Graphed(body, optimizer, book, cfg, device)
+            if device_step is None:
+
+                def replayed(schedule: Schedule) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    index, factor, corrections = schedule.take()
+                    return body(index, factor, True, corrections)
+
+                device_step = _DeviceStep(replayed, optimizer, book, cfg, device)
+            device_step.capture()
         except Exception as exc:
             extra["cuda_graph_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            book.all_active = None if device.type == "cuda" else True  # eager from the start
         extra["cuda_graph_time_s"] = time.perf_counter() - tic
     start = time.perf_counter()
 
@@ -624,11 +785,12 @@ def train(
     def log(
         step: int,
         train_loss: torch.Tensor,
+        logged: dict[str, torch.Tensor],
         now: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
     ) -> None:
         test_loss, recovery, params = now
+        params = {**params, **logged}
         if objective is not None:
-            params = {**params, **objective.logged()}
             book.reach(step, test_loss, cfg.threshold)
 
         # The copies to the host synchronise with the device: the clock is read after the work.
@@ -658,21 +820,20 @@ def train(
         logged = step % cfg.log_every == 0 or step == cfg.steps
         # Measured before the update that this step makes (the parameters after `step` updates).
         now = evaluate() if logged else None
-        if graphed is not None and step < cfg.steps:
-            data = graphed.replay()
+        if device_step is not None and step < cfg.steps:
+            data, logged_now = device_step.replay()
         else:
-            data = body(step, lr_factor(cfg, step) if step < cfg.steps else 0.0, step < cfg.steps)
+            factor = lr_factor(cfg, step) if step < cfg.steps else 0.0
+            data, logged_now = body(step, factor, step < cfg.steps)
         if now is not None:
-            log(step, data, now)
+            log(step, data, logged_now, now)
             book.refresh()
 
     if interrupted and (not records or records[-1].step != step):
         with torch.no_grad():
-            if objective is not None:
-                now = evaluate()
-                log(step, objective.loss(model)[0], now)
-            else:
-                log(step, mse(model(x_train), y_train), evaluate())
+            now = evaluate()
+            data, _, logged_now = losses()
+            log(step, data, logged_now, now)
     with torch.no_grad():
         predictions = model(x_test)[..., 0].to("cpu", torch.float64)
     return TrainResult(

@@ -7,8 +7,9 @@ trained by
 * ``loop``: one ``nn.Module`` + ``torch.optim.Adam`` per model, one after another (the first
   ``--loop-models`` models are timed and the rate scaled);
 * ``eager``: aaf's engine (``Groups`` of ``Ensemble`` s and ``aaf_cli.train.train``), default mode;
-* ``compiled``: the same with ``train.compile: true`` (compile time reported apart);
-* ``graphs``: the same with ``train.cuda_graph: true`` (CUDA only);
+* ``compiled``: the same with ``train.compile: true``, the whole step compiled (compile time
+  reported apart); on CUDA also captured as a CUDA graph (``cuda_graph: auto``);
+* ``graphs``: the eager step captured as a CUDA graph (``train.cuda_graph: true``; CUDA only);
 * ``jax-jit``: an expert JAX ensemble (stacked parameters, optax.adam), the whole step jitted;
 * ``jax-scan``: the same with ``lax.scan`` over 50 steps per call.
 
@@ -278,7 +279,7 @@ train(model, data.x_train, data.y_train, data.x_test, data.y_test, cfg.train)
 peak = rss("VmHWM:") - before
 if device.type == "cuda":
     peak = torch.cuda.max_memory_allocated()
-print(estimate(cfg).memory_bytes, peak)
+print(estimate(cfg, device.type).memory_bytes, peak)
 """
 
 
@@ -370,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "deep": args.deep_steps or (50 if args.quick else 150),
     }
     cuda = args.device.startswith("cuda")
+    if cuda:
+        COLUMNS["compiled"] = "aaf compile+graph"
     methods = args.methods or (
         ["loop", "eager", "compiled", "graphs"]
         if cuda

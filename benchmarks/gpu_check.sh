@@ -2,23 +2,24 @@
 # One prepared check of the engine on a CUDA machine (issue 13), in stages that each have their
 # own time limit, so a slow stage cannot hide the results of the others:
 #   1. the GPU-marked tests (`pytest -m gpu`: engine vs nn.Module + torch.optim.Adam on CUDA in
-#      float64, eager and CUDA-graph captured; diverged models frozen under a graph);
-#   2. end to end: the default experiment with `device=cuda` (compile: auto, then compile off so
-#      CUDA graphs capture the step) and the PDE smoke config, timed, with the run folders checked
-#      (device recorded, checkpoints hold CPU tensors);
+#      float64, eager and compiled, each with and without a CUDA graph; diverged models frozen
+#      under a graph; the PINN loss and gradients on CUDA vs the CPU);
+#   2. end to end: the default experiment with `device=cuda` (compile: auto, which compiles and
+#      captures the step, then compile off: the eager step captured) and the PDE smoke config
+#      (eager, then compiled and captured), timed, with the run folders checked (device
+#      recorded, no compile or capture error, checkpoints hold CPU tensors);
 #   3. `aaf validate`'s memory estimate against torch.cuda.max_memory_allocated (M = 16, 1024);
 #   4. benchmarks/bench_peers.py on the GPU: [1,20,1] ELU at M = 1024, 4096, 16384 and
 #      [1,50,50,50,50,1] tanh at M = 256, 1024 (half fixed, half global n=10, float32, Adam,
-#      300 points): per-model loop / aaf eager / aaf CUDA graphs / JAX jit+scan (if JAX is there);
-#   5. `compile: true` against eager at three of those cells (cold compiles: the slowest stage,
-#      last).
+#      300 points): per-model loop / aaf eager / aaf CUDA graph / aaf compiled (the whole step,
+#      graph-captured) / JAX jit+scan (if JAX is there); one cold compile per cell.
 # It installs nothing: run it from a checkout whose environment has aaf's dependencies (the
 # repository's .venv is used when no virtual environment is active; otherwise `python`, or
-# `python3` where there is no `python`, with the checkout on PYTHONPATH). About 5-6 minutes on
+# `python3` where there is no `python`, with the checkout on PYTHONPATH). About 4-5 minutes on
 # one H100/H200 (the stages' limits add up to 9 minutes).
 #
 #     bash benchmarks/gpu_check.sh            # every stage
-#     QUICK=1 bash benchmarks/gpu_check.sh    # fewer steps, no compiled stage (~2 min)
+#     QUICK=1 bash benchmarks/gpu_check.sh    # fewer steps, no compiled column (~2 min)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -f .venv/bin/activate ]; then
@@ -87,6 +88,7 @@ for folder in sorted(p for p in Path(sys.argv[1]).iterdir() if p.is_dir()):
         devices = {t.device.type for sd in payload["state_dicts"] for t in sd.values()}
         assert devices == {"cpu"}, (ckpt, devices)
     modes = {k: s[k] for k in s if k.startswith(("compile", "cuda_graph"))}
+    assert not any(k.endswith("_error") for k in modes), (folder.name, modes)
     print(f"   {folder.name}: {env['device']}, {s['duration_s']:.1f} s end to end, training "
           f"{s['train_time_s']:.1f} s, {modes}, checkpoints hold CPU tensors")
     for c in s["comparisons"]:
@@ -104,17 +106,12 @@ stage "3. memory estimate vs torch.cuda.max_memory_allocated" 45 \
 bench=(--device cuda --nets small deep --models 1024 4096 16384 --deep-models 256 1024
     --loop-models 4)
 steps=(--steps 300 --deep-steps 100)
-[ -n "${QUICK:-}" ] && steps=(--steps 100 --deep-steps 40)
-stage "4. bench_peers on CUDA: loop / eager / graphs / JAX" 120 \
+methods=(loop eager graphs compiled jax-scan)
+# QUICK: no compiled column (a cold compile per cell, ~10 s each).
+[ -n "${QUICK:-}" ] && steps=(--steps 100 --deep-steps 40) && methods=(loop eager graphs jax-scan)
+stage "4. bench_peers on CUDA: loop / eager / graphs / compiled+graph / JAX" 270 \
     "$PY" -m benchmarks.bench_peers "${bench[@]}" "${steps[@]}" --rounds 2 \
-    --methods loop eager graphs jax-scan
-if [ -z "${QUICK:-}" ]; then
-    # A cold compile per cell (~30 s each): the smallest and largest small-net cells and the
-    # larger deep one.
-    stage "5. bench_peers on CUDA: compile: true vs eager" 150 \
-        "$PY" -m benchmarks.bench_peers --device cuda --nets small deep --models 1024 16384 \
-        --deep-models 1024 "${steps[@]}" --rounds 1 --methods eager compiled
-fi
+    --methods "${methods[@]}"
 
 echo
 echo "gpu_check: done in $((SECONDS - start)) s; ${#failed[@]} stage(s) failed${failed:+: ${failed[*]}}"

@@ -340,10 +340,29 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.graph-bias-correction-off-by-one",
         T,
-        "t = (step + 1).to(torch.float64)",
-        "t = step.to(torch.float64) + 2",
-        "the device-side (CUDA graph) step uses Adam's bias corrections of the next step",
+        "counts = range(1, max(cfg.steps, 1) + 1)",
+        "counts = range(2, max(cfg.steps, 1) + 2)",
+        "the device-side (compiled or CUDA graph) step uses Adam's bias corrections of the next "
+        "step",
         "tests/test_engine_fast.py::test_the_device_side_step_matches_the_eager_step",
+    ),
+    mutant(
+        "train.compiled-step-without-bookkeeping",
+        T,
+        "        book.update(index, data, loss, threshold)\n",
+        "",
+        "the compiled step records no steps to threshold and no divergence",
+        "tests/test_engine_fast.py::test_compiled_step_equals_the_reference_and_eager_in_float64",
+        "tests/test_engine_fast.py::test_compiled_step_freezes_diverged_models_like_eager",
+    ),
+    mutant(
+        "train.compiled-step-ignores-thread-changes",
+        T,
+        "if not self.warm or stance is None or threads != self.threads:",
+        "if not self.warm or stance is None:",
+        "after the thread guard steps down, the compiled step keeps kernels made for the old "
+        "thread count (its guards are skipped)",
+        "tests/test_engine_fast.py::test_compiled_step_recompiles_once_when_a_thread_guard_steps_down",
     ),
     mutant(
         "train.graph-warmup-not-undone",
@@ -763,8 +782,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.objective-without-penalty",
         T,
-        "        return metric, loss if penalty is None else loss + penalty",
-        "        return metric, loss",
+        "        return metric, loss if penalty is None else loss + penalty, logged",
+        "        return metric, loss, logged",
         "a PDE run drops slope recovery from what it minimises",
         f"{PDE_RUNS}::test_slope_recovery_is_minimised_with_the_pinn_loss",
         PDE_RUNS,

@@ -160,6 +160,84 @@ def test_device_side_step_freezes_diverged_models_like_eager(
     assert torch.equal(eager.diverged_at, graph.diverged_at)
 
 
+def test_compiled_step_equals_the_reference_and_eager_in_float64() -> None:
+    """``compile: true`` compiles the whole step (losses, torch.func gradients, bookkeeping,
+    update) as one graph: per model it equals nn.Linear + torch.optim.Adam over 60 steps in
+    float64, and the threshold steps match eager mode's. A second run in the same process (other
+    seeds, same shapes: the compiled graph is reused) equals its own eager run."""
+    layers, act = [1, 8, 8, 1], "tanh"
+    x, y = data()
+    cfg = TrainConfig(steps=60, log_every=1, lr=1e-2, threshold=0.2, compile=True)
+    model = mixed(layers, act, 2)
+    result = train(model, x, y, x, y, cfg)
+    assert "compile_error" not in result.extra and result.extra["compile_time_s"] > 0
+    losses = torch.stack([r.train_loss for r in result.records])
+    for i, spec in enumerate(model.members):
+        ref, _ = reference_run(spec, layers, act, x, y, 60, 1e-2)
+        torch.testing.assert_close(losses[:, i], torch.tensor(ref, dtype=F64), rtol=1e-9, atol=0)
+    eager = train(mixed(layers, act, 2), x, y, x, y, cfg.model_copy(update={"compile": False}))
+    assert torch.equal(result.steps_to_threshold, eager.steps_to_threshold)
+    assert (result.steps_to_threshold > 0).any()
+
+    def shifted() -> Groups:
+        fixed = [ModelSpec("fixed", s, "fixed", FIXED) for s in (7, 8)]
+        adaptive = [ModelSpec("adaptive", s, "global", ADAPTIVE) for s in (7, 8)]
+        return Groups(
+            [Ensemble(layers, "fixed", act, fixed, dtype=F64),
+             Ensemble(layers, "global", act, adaptive, dtype=F64)]
+        )  # fmt: skip
+
+    again = train(shifted(), x, y, x, y, cfg)
+    own = train(shifted(), x, y, x, y, cfg.model_copy(update={"compile": False}))
+    for a, b in zip(again.records, own.records):
+        torch.testing.assert_close(a.train_loss, b.train_loss, rtol=1e-12, atol=0)
+        torch.testing.assert_close(a.test_loss, b.test_loss, rtol=1e-12, atol=0)
+
+
+def test_compiled_step_freezes_diverged_models_like_eager() -> None:
+    """SGD with momentum at a rate that makes some models diverge: the compiled step freezes
+    the same models at the same steps and leaves the others' losses as eager mode has them."""
+    cfg = TrainConfig(steps=30, log_every=5, optimizer="sgd", lr=0.3, momentum=0.9)
+    x, y = data()
+    eager = train(mixed([1, 8, 1], "elu", 2), x, y, x, y, cfg)
+    compiled = train(
+        mixed([1, 8, 1], "elu", 2), x, y, x, y, cfg.model_copy(update={"compile": True})
+    )
+    assert "compile_error" not in compiled.extra
+    assert (eager.diverged_at >= 0).any() and (eager.diverged_at < 0).any()
+    assert torch.equal(eager.diverged_at, compiled.diverged_at)
+    for a, b in zip(eager.records, compiled.records):
+        torch.testing.assert_close(a.train_loss, b.train_loss, rtol=1e-9, atol=0, equal_nan=True)
+
+
+def test_compiled_step_recompiles_once_when_a_thread_guard_steps_down() -> None:
+    """The thread guard stays on for compiled runs: when it drops to one thread mid-run, the
+    step is compiled again for that count (its guards are checked whenever the count changes)
+    and trains on with the same losses as eager mode."""
+    from torch._dynamo.utils import counters
+
+    x, y = data()
+    cfg = TrainConfig(steps=20, log_every=5, lr=1e-2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        eager = train(mixed([1, 8, 1], "elu", 2), x, y, x, y, cfg)
+        on = cfg.model_copy(update={"compile": True})
+        train(mixed([1, 8, 1], "elu", 2), x, y, x, y, on)  # compiled for 2 threads
+        compiled_before = counters["stats"]["unique_graphs"]
+        compiled = train(
+            mixed([1, 8, 1], "elu", 2), x, y, x, y, on,
+            on_step=lambda step: torch.set_num_threads(1) if step == 10 else None,
+        )  # fmt: skip
+        assert torch.get_num_threads() == 1
+        assert counters["stats"]["unique_graphs"] - compiled_before == 1  # for 1 thread
+    finally:
+        torch.set_num_threads(before)
+    assert "compile_error" not in compiled.extra
+    for a, b in zip(eager.records, compiled.records):
+        torch.testing.assert_close(a.train_loss, b.train_loss, rtol=1e-12, atol=0)
+
+
 def test_cuda_graph_true_off_cuda_is_a_config_error() -> None:
     from aaf_cli.api import load_config
 
@@ -170,11 +248,24 @@ def test_cuda_graph_true_off_cuda_is_a_config_error() -> None:
         train(mixed([1, 4, 1], "elu", 1), x, y, x, y, TrainConfig(steps=2, cuda_graph=True))
 
 
-def test_auto_policies_are_off_on_the_cpu() -> None:
+def test_auto_policies_on_the_cpu() -> None:
+    """``compile: auto`` compiles a CPU run predicted to train eagerly for two minutes or more
+    (and says so); the default experiment stays eager; never a CUDA graph on the CPU."""
+    from aaf_cli.api import load_config
+    from aaf_cli.budget import train_seconds
+
     cpu = torch.device("cpu")
     cfg = TrainConfig(steps=50_000)
-    assert not train_module.use_compile(cfg, cpu)
+    limit = train_module.COMPILE_AUTO_CPU_SECONDS
+    assert train_module.use_compile(cfg, cpu) == (False, None)  # nothing predicted
+    on, why = train_module.use_compile(cfg, cpu, limit)
+    assert on and why == "auto: eager training predicted at 120 s on the CPU (>= 120 s)"
+    assert not train_module.use_compile(cfg, cpu, limit - 1)[0]
+    assert train_module.use_compile(TrainConfig(compile=True), cpu) == (True, None)
     assert not train_module.use_cuda_graph(cfg, cpu, mixed([1, 4, 1], "elu", 1), 300)
+    default = load_config(None, [])
+    assert train_seconds(default, 2) < limit / 4
+    assert train_seconds(load_config(None, ["train.steps=200000"]), 2) > limit
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -231,16 +322,19 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("graphs", [False, True])
-def test_cuda_engine_matches_the_reference_in_float64(graphs: bool) -> None:
-    """On CUDA, eager and graph-captured: the engine equals nn.Linear + torch.optim.Adam per
-    model over 100 steps, in float64."""
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("graphs", [False, True], ids=["no-graph", "graph"])
+def test_cuda_engine_matches_the_reference_in_float64(compiled: bool, graphs: bool) -> None:
+    """On CUDA, eager or compiled, graph-captured or not: the engine equals nn.Linear +
+    torch.optim.Adam per model over 100 steps, in float64."""
     layers, act = [1, 16, 16, 1], "tanh"
     model = mixed(layers, act, 2, device="cuda")
     x, y = data("cuda")
-    cfg = TrainConfig(steps=100, log_every=1, lr=1e-3, cuda_graph=graphs)
+    cfg = TrainConfig(steps=100, log_every=1, lr=1e-3, cuda_graph=graphs, compile=compiled)
     result = train(model, x, y, x, y, cfg)
-    assert "cuda_graph_error" not in result.extra
+    assert "cuda_graph_error" not in result.extra and "compile_error" not in result.extra
+    assert ("cuda_graph_time_s" in result.extra) == graphs
+    assert ("compile_time_s" in result.extra) == compiled
     losses = torch.stack([r.train_loss for r in result.records])
     for i, spec in enumerate(model.members):
         ref, _ = reference_run(spec, layers, act, x.cpu(), y.cpu(), 100, 1e-3)

@@ -39,8 +39,12 @@ from .conftest import SMOKE
 
 AAF = Path(sys.executable).parent / "aaf"
 LONG_STEPS = 200_000
-# Trains for minutes: still training whenever a test signals it.
-LONG = ["--set", f"train.steps={LONG_STEPS}", "--set", "train.log_every=50"]
+# Trains for minutes: still training whenever a test signals it (eagerly: `compile: auto` would
+# compile a run this long first).
+LONG = [
+    "--set", f"train.steps={LONG_STEPS}", "--set", "train.log_every=50",
+    "--set", "train.compile=false",
+]  # fmt: skip
 STOPPING = "Stopping after this step"
 START_TIMEOUT = 180.0  # importing torch on a slow, loaded machine
 EXIT_TIMEOUT = 180.0  # the final writes (figures, checkpoints) of an interrupted run

@@ -27,6 +27,8 @@ def test_sigint_writes_an_interrupted_run_and_exits_130(tmp_path: Path) -> None:
             "train.steps=1000000",
             "--set",
             "train.log_every=100",
+            "--set",
+            "train.compile=false",  # train at once (auto would compile a run this long)
             "--force",
         ],
         stdout=subprocess.PIPE,

@@ -424,7 +424,7 @@ def test_sigint_stops_the_sweep_keeps_its_points_and_exits_130(tmp_path: Path) -
     proc = subprocess.Popen(
         [str(aaf_bin), "sweep", str(SMOKE), "--grid", "variants.1.n=1,5", "--runs-dir",
          str(tmp_path), "-q", "--set", "train.steps=1000000", "--set", "train.log_every=100",
-         "--force"],
+         "--set", "train.compile=false", "--force"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from aaf_cli.pde.problem import PdeProblem, build_problem
 from aaf_cli.pde.residual import PdeParameters, PinnLoss, make_pinn_optimizer
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from aaf_cli.experiment import ExperimentResult
     from aaf_cli.models import Groups
     from aaf_cli.results import ModelOutcome, Series
-    from aaf_cli.train import StackedAdam, StackedSGD
+    from aaf_cli.train import Losses, StackedAdam, StackedSGD
 
 __all__ = [
     "PARAM_PREFIX",
@@ -124,19 +125,18 @@ class PinnObjective:
     ) -> None:
         self.pinn = PinnLoss(problem, dtype, device)
         self.params = PdeParameters.of(problem, model.members, dtype, device)
-        self._terms: dict[str, torch.Tensor] = {}
 
-    def loss(self, model: Groups) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, model: Groups) -> Losses:
         terms = self.pinn(model, self.params)
-        self._terms = {TERM_PREFIX + k: v.detach() for k, v in terms.terms.items()}
-        return terms.total.detach(), terms.total
+        logged = {TERM_PREFIX + k: v.detach() for k, v in terms.terms.items()}
+        return terms.total.detach(), terms.total, logged
 
     def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {} if self.params is None else self.params.trajectories()
         return self.pinn.relative_l2(model), {PARAM_PREFIX + k: v for k, v in values.items()}
 
-    def logged(self) -> dict[str, torch.Tensor]:
-        return dict(self._terms)
+    def modules(self) -> list[nn.Module]:
+        return [] if self.params is None else [self.params]
 
     def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
         return make_pinn_optimizer(model, self.params, cfg)
