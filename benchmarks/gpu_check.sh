@@ -59,7 +59,7 @@ print(f"gpu_check: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
 EOF
 
 start=$SECONDS
-stage "1. GPU-marked tests" 100 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_engine_fast.py tests/test_pde.py
+stage "1. GPU-marked tests" 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_engine_fast.py tests/test_pde.py
 
 runs=$(mktemp -d)
 e2e() {
@@ -97,7 +97,7 @@ EOF
 }
 export -f e2e
 export PY runs
-stage "2. end to end on CUDA" 120 bash -c e2e
+stage "2. end to end on CUDA" 150 bash -c e2e
 rm -rf "$runs"
 
 stage "3. memory estimate vs torch.cuda.max_memory_allocated" 45 \
@@ -109,7 +109,7 @@ steps=(--steps 300 --deep-steps 100)
 methods=(loop eager graphs compiled jax-scan)
 # QUICK: no compiled column (a cold compile per cell, ~10 s each).
 [ -n "${QUICK:-}" ] && steps=(--steps 100 --deep-steps 40) && methods=(loop eager graphs jax-scan)
-stage "4. bench_peers on CUDA: loop / eager / graphs / compiled+graph / JAX" 270 \
+stage "4. bench_peers on CUDA: loop / eager / graphs / compiled+graph / JAX" 200 \
     "$PY" -m benchmarks.bench_peers "${bench[@]}" "${steps[@]}" --rounds 2 \
     --methods "${methods[@]}"
 
