@@ -254,8 +254,10 @@ def others_cores(busy: int, own: int, seconds: float, hz: float) -> float:
 class ThreadGuard:
     """Watches, while a run trains on several ``auto`` threads, for other processes taking
     the cores it needs, and then drops torch to one thread for the rest of the run
-    (``dropped`` says when and why). Thread counts do not change this engine's numbers on the
-    CPU (tested, also for a drop in mid-run), so a drop changes the speed only. ``poll`` is
+    (``dropped`` says when and why). Thread counts do not change the eager engine's numbers on
+    the CPU (tested, also for a drop in mid-run), so a drop changes the speed only; a compiled
+    step is compiled again for the new count, whose kernels may round differently in the last
+    bit. ``poll`` is
     cheap: it reads the clock, and /proc twice a second.
 
     Idle where it cannot tell: without /proc, and where a CPU quota (a container's cgroup)
@@ -416,6 +418,14 @@ def train_seconds(cfg: ExperimentConfig, threads: int = 1) -> float:
     log = LOG_OPS_FRACTION * w.ops * SECONDS_PER_OP + w.log_flops / rate
     steps = cfg.train.steps
     return steps * step + (steps // cfg.train.log_every + 1) * log
+
+
+def predicted_seconds(cfg: ExperimentConfig, models: int | None = None) -> float:
+    """The eager training time ``estimate`` predicts for ``cfg`` (deterministic: the thread
+    count ``auto`` picks on an idle machine), scaled to ``models`` models when a job trains
+    another number than the config's (a packed sweep); what ``compile: auto`` decides on."""
+    est = estimate(cfg)
+    return est.seconds * (models or est.models) / max(est.models, 1)
 
 
 @dataclass(frozen=True)

@@ -496,13 +496,14 @@ class TrainConfig(_Strict):
     threshold: float = Field(1e-2, gt=0.0, description="data-loss level for 'steps to reach'")
     compile: bool | Literal["auto"] = Field(
         "auto",
-        description="torch.compile the forward and backward pass; auto: on CUDA for runs of "
-        "2000 steps or more, off on the CPU (a cold compile costs ~20 s there)",
+        description="torch.compile the whole training step (losses, gradients, update) as one "
+        "graph; auto: on CUDA for runs of 2000 steps or more, on the CPU when the eager training "
+        "is predicted to take 120 s or more (a cold compile costs 4-20 s there)",
     )
     cuda_graph: bool | Literal["auto"] = Field(
         "auto",
-        description="capture the training step as one CUDA graph (launch overhead of small "
-        "networks); auto: on CUDA for small networks when not compiling; needs device cuda",
+        description="capture the training step, compiled or not, as one CUDA graph (launch "
+        "overhead of small networks); auto: on CUDA for small networks; needs device cuda",
     )
 
     @field_validator("betas")

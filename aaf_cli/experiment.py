@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from aaf_cli import __version__
-from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads, train_seconds
+from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads, predicted_seconds
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
@@ -261,7 +261,7 @@ def run_experiment(
             stop=stop,
             objective=objective,
             on_step=None if guard is None or not guard.enabled else guard.poll,
-            eager_seconds=train_seconds(cfg, threads.threads),
+            eager_seconds=predicted_seconds(cfg, sum(len(g) for g in groups.values())),
         )
         env = environment(device, cfg.dtype, threads)
         if guard is not None and guard.dropped is not None:

@@ -82,14 +82,15 @@ class _Stacked:
     schedule scales every rate by one factor per step (a factor of 0, the first step of a
     warmup, updates the optimiser state as torch does, not the values). ``decays`` holds each
     parameter's weight decay per row, or None where it has none. A parameter without a
-    gradient at a step is frozen for that step.
+    gradient at a step is frozen for that step (``train`` compiles no step for a loss that
+    leaves a parameter without one: a compiled step hands every parameter a gradient).
 
     Every parameter becomes a view of one flat tensor (``flat``; their ``.data`` is rebound to
     it, values unchanged), and the rates, decays and model rows are spread to one value per
     element, so an update is a dozen operations whatever the number of layers. When the caller
     knows that every model is active (``all_active``) and no rate is zero, the masks are
     skipped: the masked update of an active row is the same arithmetic. ``factor`` and the bias
-    corrections may be device tensors (a captured CUDA graph) or Python floats.
+    corrections may be device tensors (a compiled or captured step) or Python floats.
     """
 
     def __init__(
@@ -375,8 +376,9 @@ COMPILE_AUTO_CPU_SECONDS = 120.0
 def use_compile(
     cfg: TrainConfig, device: torch.device, eager_seconds: float | None = None
 ) -> tuple[bool, str | None]:
-    """Resolve ``train.compile``: deterministic, from the config, the device and (on the CPU)
-    the predicted eager training time; with the reason when ``auto`` decided.
+    """Resolve ``train.compile`` from the config, the device and (on the CPU) the predicted
+    eager training time (``budget.predicted_seconds``, deterministic); with the reason when
+    ``auto`` decided.
 
     ``auto`` compiles on CUDA for runs of 2000 steps or more, and on the CPU when the eager run
     is predicted to take ``COMPILE_AUTO_CPU_SECONDS`` or more (never without a prediction).
@@ -426,7 +428,11 @@ class _Book:
 
     @torch.no_grad()
     def update(
-        self, step: int | torch.Tensor, data: torch.Tensor, loss: torch.Tensor, threshold: float
+        self,
+        step: int | torch.Tensor,
+        data: torch.Tensor,
+        loss: torch.Tensor,
+        threshold: float | torch.Tensor,
     ) -> None:
         finite = torch.isfinite(loss)
         if self.all_active is None or not (self.all_active and bool(finite.all())):
@@ -459,13 +465,16 @@ class Schedule:
     """The per-step values of a step run from the device: a step counter and, per step, the
     schedule's factor and Adam's bias corrections (None for SGD), computed on the host in double
     precision and stored in the parameters' dtype, as the eager step's Python floats meet them.
-    ``pad`` more steps repeat the last values (warm-up steps of a short run)."""
+    At least ``pad`` more steps repeat the last values (warm-up steps of a short run); the tables
+    are padded to a power of two, so that runs of other lengths reuse a compiled step."""
 
     def __init__(
         self, cfg: TrainConfig, optimizer: StackedAdam | StackedSGD, device: torch.device, pad: int
     ) -> None:
+        size = 1 << (max(cfg.steps, 1) + pad - 1).bit_length()
+
         def table(values: list[float]) -> torch.Tensor:
-            padded = values + values[-1:] * pad
+            padded = values + values[-1:] * (size - len(values))
             return torch.tensor(padded, dtype=optimizer.flat.dtype, device=device)
 
         self.index = torch.zeros(1, dtype=torch.long, device=device)
@@ -520,28 +529,31 @@ class _DeviceStep:
         self.body = body
         self.device = device
         self.schedule = Schedule(cfg, optimizer, device, self.WARMUP)
-        self.warm = False
         self.threads = torch.get_num_threads()
         state = [*optimizer.state(), book.active, book.reached, book.diverged]
         saved = [t.detach().clone() for t in state]
         self.graph: torch.cuda.CUDAGraph | None = None
+        # The last warm-up step runs as every later step does (guards skipped), so that what
+        # can fail fails here, where the caller falls back to eager mode.
+        skips = [k == self.WARMUP - 1 for k in range(self.WARMUP)]
         try:
             if device.type == "cuda":
                 stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
                 stream.wait_stream(torch.cuda.current_stream(device))
-                with torch.cuda.stream(stream):
-                    for _ in range(self.WARMUP):
-                        self._run()
-                torch.cuda.current_stream(device).wait_stream(stream)
+                try:
+                    with torch.cuda.stream(stream):
+                        for skip in skips:
+                            self._run(skip)
+                finally:
+                    torch.cuda.current_stream(device).wait_stream(stream)
             else:
-                for _ in range(self.WARMUP):
-                    self._run()
+                for skip in skips:
+                    self._run(skip)
         finally:
             with torch.no_grad():
                 for t, s in zip(state, saved):
                     t.copy_(s)
                 self.schedule.index.zero_()
-        self.warm = True
 
     def capture(self) -> None:
         """Capture the step as one CUDA graph; replays then run the graph. Off CUDA nothing is
@@ -550,19 +562,19 @@ class _DeviceStep:
             return
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.out = self._run()
+            self.out = self._run(skip_guards=True)
         self.graph = graph
 
-    def _run(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _run(self, skip_guards: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
         threads = torch.get_num_threads()
-        if not self.warm or stance is None or threads != self.threads:
+        if not skip_guards or stance is None or threads != self.threads:
             # All guards: a thread guard that has just changed the thread count recompiles the
             # step once (compiled CPU kernels are generated for one count).
             self.threads = threads
             return self.body(self.schedule)
-        # After the warm-up nothing else that a compiled step's guards check can change (the
-        # same objects, shapes and grad mode every step): only the guards that tell apart
+        # Once compiled, nothing else that a compiled step's guards check changes from step to
+        # step (the same objects, shapes and grad mode): only the guards that tell apart
         # compiled versions run (~10% of a small network's step).
         with stance("default", skip_guard_eval_unsafe=True):
             return self.body(self.schedule)
@@ -571,7 +583,7 @@ class _DeviceStep:
         """One training step; returns the data loss ``[M]`` of the parameters before it and the
         values to log."""
         if self.graph is None:
-            return self._run()
+            return self._run(skip_guards=True)
         self.graph.replay()
         return self.out
 
@@ -597,13 +609,13 @@ def fused_step(
     threshold: float,
 ) -> DeviceBody:
     """The whole training step as one function for ``torch.compile(fullgraph=True)``: the
-    losses, their gradient with respect to the optimiser's flat tensor (``torch.func.grad``, the
-    parameters given as views of its argument), the bookkeeping and the update. One graph, so
-    the step is a few fused kernels with no autograd engine or Python between them.
+    losses at the parameters given as views of the optimiser's flat tensor
+    (``torch.func.functional_call``), their gradients (``torch.func.grad``, concatenated into
+    one flat gradient), the bookkeeping and the update. One graph, so the step is a few fused
+    kernels with no autograd engine or Python between them.
 
-    The same arithmetic as the eager step, with one difference: every parameter gets a
-    gradient (zero where the loss does not depend on it), where eager mode skips a parameter
-    without one.
+    The same arithmetic as the eager step, except that every parameter gets a gradient (zero
+    where the loss does not depend on it; ``train`` does not compile such a loss).
     """
     holder = _Stateless(losses, parts)
     named = {id(p): name for name, p in holder.named_parameters()}
@@ -625,6 +637,9 @@ def fused_step(
         keep = active & torch.isfinite(loss)
         return torch.where(keep, loss, 0.0).sum(), (data, loss, logged)
 
+    # A tensor, not a Python float that a compiled step would be specialised (recompiled) for.
+    limit = torch.tensor(threshold, dtype=optimizer.flat.dtype, device=optimizer.flat.device)
+
     def step(schedule: Schedule) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         index, factor, corrections = schedule.take()
         flat = optimizer.flat
@@ -633,11 +648,23 @@ def fused_step(
         # One gradient per parameter, concatenated: the compiled kernels write each into its
         # place (a gradient of the flat tensor itself would sum a padded copy per parameter).
         grad = torch.cat([g.reshape(-1) for g in grads])
-        book.update(index, data, loss, threshold)
+        book.update(index, data, loss, limit)
         optimizer.step(book.active, factor, None, corrections, flat_grad=grad)
         return data, logged
 
     return step
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as one short line for ``summary.json``."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def ungraded(losses: Callable[[], Losses], params: Sequence[torch.Tensor]) -> bool:
+    """Whether some trained parameter gets no gradient from the loss (one probe evaluation)."""
+    _, loss, _ = losses()
+    grads = torch.autograd.grad(loss.sum(), list(params), allow_unused=True)
+    return any(g is None for g in grads)
 
 
 def train(
@@ -738,6 +765,13 @@ def train(
         if blocker is not None:
             extra["compile_skipped"] = blocker
             compiling = False
+    if compiling and ungraded(losses, optimizer.params):
+        # Eager mode freezes a parameter without a gradient; a compiled step would give it a
+        # zero one and let Adam's momentum (or weight decay) move it.
+        extra["compile_skipped"] = "a trained parameter gets no gradient from the loss"
+        compiling = False
+        if objective is not None:
+            objective.prepare_compile(model, on=False)
     if compiling:
         tic = time.perf_counter()
         parts = [model] + ([] if objective is None else objective.modules())
@@ -750,7 +784,7 @@ def train(
                 compiled = torch.compile(fused, dynamic=False, fullgraph=True)
                 device_step = _DeviceStep(compiled, optimizer, book, cfg, device)
         except Exception as exc:
-            extra["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            extra["compile_error"] = reason(exc)
             if objective is not None:
                 objective.prepare_compile(model, on=False)
             book.all_active = None if device.type == "cuda" else True
@@ -770,7 +804,7 @@ def train(
                 device_step = _DeviceStep(replayed, optimizer, book, cfg, device)
             device_step.capture()
         except Exception as exc:
-            extra["cuda_graph_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            extra["cuda_graph_error"] = reason(exc)
         extra["cuda_graph_time_s"] = time.perf_counter() - tic
     start = time.perf_counter()
 
@@ -820,8 +854,21 @@ def train(
         logged = step % cfg.log_every == 0 or step == cfg.steps
         # Measured before the update that this step makes (the parameters after `step` updates).
         now = evaluate() if logged else None
+        out = None
         if device_step is not None and step < cfg.steps:
-            data, logged_now = device_step.replay()
+            try:
+                out = device_step.replay()
+            except Exception as exc:
+                if device_step.graph is not None or not compiling:
+                    raise
+                # A compile during training failed (after the thread guard stepped down, say):
+                # go on eagerly from this step, which has not run (Adam's count goes on).
+                extra["compile_error"] = reason(exc)
+                device_step = None
+                if isinstance(optimizer, StackedAdam):
+                    optimizer.t = step
+        if out is not None:
+            data, logged_now = out
         else:
             factor = lr_factor(cfg, step) if step < cfg.steps else 0.0
             data, logged_now = body(step, factor, step < cfg.steps)

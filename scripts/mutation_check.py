@@ -349,17 +349,26 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.compiled-step-without-bookkeeping",
         T,
-        "        book.update(index, data, loss, threshold)\n",
+        "        book.update(index, data, loss, limit)\n",
         "",
         "the compiled step records no steps to threshold and no divergence",
         "tests/test_engine_fast.py::test_compiled_step_equals_the_reference_and_eager_in_float64",
         "tests/test_engine_fast.py::test_compiled_step_freezes_diverged_models_like_eager",
     ),
     mutant(
+        "train.fallback-restarts-adam",
+        T,
+        "                    optimizer.t = step\n",
+        "                    pass\n",
+        "a run whose compiled step fails in mid-run goes on eagerly with Adam's bias corrections "
+        "of its first steps",
+        "tests/test_engine_fast.py::test_a_step_that_fails_to_compile_trains_eagerly_and_says_why",
+    ),
+    mutant(
         "train.compiled-step-ignores-thread-changes",
         T,
-        "if not self.warm or stance is None or threads != self.threads:",
-        "if not self.warm or stance is None:",
+        "if not skip_guards or stance is None or threads != self.threads:",
+        "if not skip_guards or stance is None:",
         "after the thread guard steps down, the compiled step keeps kernels made for the old "
         "thread count (its guards are skipped)",
         "tests/test_engine_fast.py::test_compiled_step_recompiles_once_when_a_thread_guard_steps_down",
