@@ -367,27 +367,37 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 #: ``compile: auto`` compiles a CPU run whose eager training is predicted to take at least
 #: this long (``budget.train_seconds``). Measured on 2 cores (benchmarks/bench_peers.py): the
-#: compiled step is 1.4-2.3x faster for small networks and 1.1-1.5x for deep ones and PDE runs,
+#: compiled step is 1.3-3.6x faster for small networks and 1.1-1.5x for deep ones and PDE runs,
 #: after a cold compile of 4-12 s (15-20 s for a PDE loss; 0.2-3 s from Inductor's on-disk
 #: cache): from two minutes on it pays even at 1.2x.
 COMPILE_AUTO_CPU_SECONDS = 120.0
+#: ... and a CUDA run of at least this many model-steps (models x steps). Measured on an H200
+#: (benchmarks/gpu_check.sh): compiling saves ~0.3 us per model-step of a small network and
+#: ~1.4 us of a deep one against the captured eager step, after a cold compile of 10-23 s.
+COMPILE_AUTO_CUDA_MODEL_STEPS = 50_000_000
 
 
 def use_compile(
-    cfg: TrainConfig, device: torch.device, eager_seconds: float | None = None
+    cfg: TrainConfig,
+    device: torch.device,
+    eager_seconds: float | None = None,
+    models: int = 1,
 ) -> tuple[bool, str | None]:
-    """Resolve ``train.compile`` from the config, the device and (on the CPU) the predicted
-    eager training time (``budget.predicted_seconds``, deterministic); with the reason when
-    ``auto`` decided.
+    """Resolve ``train.compile`` from the config, the device, and the predicted eager training
+    time on the CPU (``budget.predicted_seconds``, deterministic) or the number of ``models`` on
+    CUDA; with the reason when ``auto`` decided.
 
-    ``auto`` compiles on CUDA for runs of 2000 steps or more, and on the CPU when the eager run
-    is predicted to take ``COMPILE_AUTO_CPU_SECONDS`` or more (never without a prediction).
+    ``auto`` compiles on the CPU when the eager run is predicted to take
+    ``COMPILE_AUTO_CPU_SECONDS`` or more (never without a prediction), and on CUDA for runs of
+    ``COMPILE_AUTO_CUDA_MODEL_STEPS`` model-steps or more.
     """
     if cfg.compile != "auto":
         return bool(cfg.compile), None
     if device.type == "cuda":
-        on = cfg.steps >= 2000
-        return on, f"auto: {cfg.steps} steps on CUDA ({'>=' if on else '<'} 2000)"
+        work = cfg.steps * models
+        on = work >= COMPILE_AUTO_CUDA_MODEL_STEPS
+        limit = f"{'>=' if on else '<'} {COMPILE_AUTO_CUDA_MODEL_STEPS:.0e}"
+        return on, f"auto: {work:.2g} model-steps on CUDA ({limit})"
     if eager_seconds is None:
         return False, None
     on = eager_seconds >= COMPILE_AUTO_CPU_SECONDS
@@ -757,7 +767,7 @@ def train(
         return data, logged
 
     device_step: _DeviceStep | None = None
-    compiling, why = use_compile(cfg, device, eager_seconds)
+    compiling, why = use_compile(cfg, device, eager_seconds, model.size)
     if why is not None:
         extra["compile_auto"] = why
     if compiling and objective is not None:

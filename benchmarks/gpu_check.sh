@@ -4,10 +4,10 @@
 #   1. the GPU-marked tests (`pytest -m gpu`: engine vs nn.Module + torch.optim.Adam on CUDA in
 #      float64, eager and compiled, each with and without a CUDA graph; diverged models frozen
 #      under a graph; the PINN loss and gradients on CUDA vs the CPU);
-#   2. end to end: the default experiment with `device=cuda` (compile: auto, which compiles and
-#      captures the step, then compile off: the eager step captured) and the PDE smoke config
-#      (eager, then compiled and captured), timed, with the run folders checked (device
-#      recorded, no compile or capture error, checkpoints hold CPU tensors);
+#   2. end to end: the default experiment with `device=cuda` (compile: auto, which leaves a run
+#      this short eager and captures the step; then compiled and captured) and the PDE smoke
+#      config (the same two ways), timed, with the run folders checked (device recorded, no
+#      compile or capture error, checkpoints hold CPU tensors);
 #   3. `aaf validate`'s memory estimate against torch.cuda.max_memory_allocated (M = 16, 1024);
 #   4. benchmarks/bench_peers.py on the GPU: [1,20,1] ELU at M = 1024, 4096, 16384 and
 #      [1,50,50,50,50,1] tanh at M = 256, 1024 (half fixed, half global n=10, float32, Adam,
@@ -64,7 +64,7 @@ stage "1. GPU-marked tests" 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider te
 runs=$(mktemp -d)
 e2e() {
     local tic
-    for args in "--set device=cuda" "--set device=cuda --set train.compile=false" \
+    for args in "--set device=cuda" "--set device=cuda --set train.compile=true" \
         "configs/pde_smoke.yaml --set device=cuda" \
         "configs/pde_smoke.yaml --set device=cuda --set train.compile=true"; do
         tic=$SECONDS

@@ -251,8 +251,10 @@ def test_a_step_that_fails_to_compile_trains_eagerly_and_says_why(
     one in mid-run (a recompile for a new thread count, say): the run goes on eagerly from that
     step, Adam's step count included, and equals eager mode to float64 rounding."""
     x, y = data()
-    cfg = TrainConfig(steps=20, log_every=1, lr=1e-2, threshold=0.3)
-    eager = train(mixed([1, 8, 1], "elu", 2), x, y, x, y, cfg)
+    # The structure of the reference test above (its schedule tables too: 40 + 3 steps pad to
+    # 64 as 60 + 3 do): its compiled step is reused, not compiled again.
+    cfg = TrainConfig(steps=40, log_every=1, lr=1e-2, threshold=0.3)
+    eager = train(mixed([1, 8, 8, 1], "tanh", 2), x, y, x, y, cfg)
     on = cfg.model_copy(update={"compile": True})
 
     def broken(*args: Any) -> Any:
@@ -263,7 +265,7 @@ def test_a_step_that_fails_to_compile_trains_eagerly_and_says_why(
 
     with monkeypatch.context() as patch:
         patch.setattr(train_module, "fused_step", broken)
-        failed = train(mixed([1, 8, 1], "elu", 2), x, y, x, y, on)
+        failed = train(mixed([1, 8, 8, 1], "tanh", 2), x, y, x, y, on)
     assert failed.extra["compile_error"]  # torch.compile reports the exception it traced
     assert "compile_time_s" in failed.extra
     for a, b in zip(eager.records, failed.records):
@@ -277,7 +279,7 @@ def test_a_step_that_fails_to_compile_trains_eagerly_and_says_why(
         return replay(self)
 
     monkeypatch.setattr(train_module._DeviceStep, "replay", flaky)
-    late = train(mixed([1, 8, 1], "elu", 2), x, y, x, y, on)
+    late = train(mixed([1, 8, 8, 1], "tanh", 2), x, y, x, y, on)
     assert late.extra["compile_error"] == "RuntimeError: recompile failed"
     for a, b in zip(eager.records, late.records):
         torch.testing.assert_close(a.train_loss, b.train_loss, rtol=1e-12, atol=0)
@@ -328,7 +330,8 @@ def test_cuda_graph_true_off_cuda_is_a_config_error() -> None:
 
 def test_auto_policies_on_the_cpu() -> None:
     """``compile: auto`` compiles a CPU run predicted to train eagerly for two minutes or more
-    (and says so); the default experiment stays eager; never a CUDA graph on the CPU."""
+    (and says so), a CUDA run of 5e7 model-steps or more; the default experiment stays eager;
+    never a CUDA graph on the CPU."""
     from aaf_cli.api import load_config
     from aaf_cli.budget import predicted_seconds
 
@@ -341,6 +344,12 @@ def test_auto_policies_on_the_cpu() -> None:
     assert not train_module.use_compile(cfg, cpu, limit - 1)[0]
     assert train_module.use_compile(TrainConfig(compile=True), cpu) == (True, None)
     assert not train_module.use_cuda_graph(cfg, cpu, mixed([1, 4, 1], "elu", 1), 300)
+    # CUDA: by model-steps (the default experiment's 20 x 5000 stays eager, then captured).
+    cuda, five = torch.device("cuda"), TrainConfig(steps=5000)
+    assert train_module.use_compile(five, cuda, None, 20) == (
+        False, "auto: 1e+05 model-steps on CUDA (< 5e+07)"
+    )  # fmt: skip
+    assert train_module.use_compile(five, cuda, None, 16384)[0]
     default = load_config(None, [])
     assert predicted_seconds(default) < limit / 4
     assert predicted_seconds(load_config(None, ["train.steps=200000"])) > limit
