@@ -205,12 +205,13 @@ class StackedAdam(_Stacked):
         """The tensors that one step changes."""
         return [self.flat, self.m, self.v]
 
-    def bias_corrections(self) -> tuple[float, float]:
-        """``1 - beta1^t`` and ``sqrt(1 - beta2^t)`` after ``self.t`` steps, in double precision
-        (Python floats), as torch.optim.Adam computes them."""
+    def bias_corrections(self, t: int | None = None) -> tuple[float, float]:
+        """``1 - beta1^t`` and ``sqrt(1 - beta2^t)`` after ``t`` steps (default ``self.t``), in
+        double precision (Python floats), as torch.optim.Adam computes them."""
+        t = self.t if t is None else t
         beta1, beta2 = self.betas
-        bias1 = 1 - beta1**self.t
-        return bias1, math.sqrt(1 - beta2**self.t)
+        bias1 = 1 - beta1**t
+        return bias1, math.sqrt(1 - beta2**t)
 
     @torch.no_grad()
     def step(
@@ -366,7 +367,7 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 #: ``compile: auto`` compiles a CPU run whose eager training is predicted to take at least
-#: this long (``budget.train_seconds``). Measured on 2 cores (benchmarks/bench_peers.py): the
+#: this long (``budget.predicted_seconds``). Measured on 2 cores (benchmarks/bench_peers.py): the
 #: compiled step is 1.3-3.6x faster for small networks and 1.1-1.5x for deep ones and PDE runs,
 #: after a cold compile of 4-12 s (15-20 s for a PDE loss; 0.2-3 s from Inductor's on-disk
 #: cache): from two minutes on it pays even at 1.2x.
@@ -491,12 +492,9 @@ class Schedule:
         self.factors = table([lr_factor(cfg, s) for s in range(cfg.steps)] or [0.0])
         self.corrections: Corrections | None = None
         if isinstance(optimizer, StackedAdam):
-            beta1, beta2 = optimizer.betas
             counts = range(1, max(cfg.steps, 1) + 1)
-            self.corrections = (
-                table([1 - beta1**k for k in counts]),
-                table([math.sqrt(1 - beta2**k) for k in counts]),
-            )
+            bias1, bias2 = zip(*(optimizer.bias_corrections(k) for k in counts))
+            self.corrections = (table(list(bias1)), table(list(bias2)))
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor, Corrections | None]:
         """This step's index ``[1]``, factor and corrections; the counter moves on, in place
