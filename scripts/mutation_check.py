@@ -316,7 +316,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.adam-no-bias-correction",
         T,
-        "bias1 = 1 - beta1**self.t",
+        "bias1 = 1 - beta1**t",
         "bias1 = 1.0",
         "Adam without the first-moment bias correction",
         ENGINE,
