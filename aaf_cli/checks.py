@@ -9,6 +9,8 @@ available, and the soft size limits.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,18 +55,23 @@ def preflight(cfg: ExperimentConfig, source: str, force: bool = False) -> Checke
     """
     from aaf_cli.experiment import make_dataset, resolve_device
 
-    try:
+    with _named(source):
         device = resolve_device(cfg.device)
-    except ConfigError as exc:
-        raise ConfigError(source, exc.key, exc.message) from None
     est = estimate(cfg, device.type)
     over = over_limits(cfg, est)
     if over and not force:
         raise UsageError(
             f"{source}: too large ({'; '.join(over)}): {est.describe()}; run it anyway with --force"
         )
-    try:
+    with _named(source):
         data = make_dataset(cfg, device)
+    return Checked(cfg, source, est, over, device, data)
+
+
+@contextlib.contextmanager
+def _named(source: str) -> Iterator[None]:
+    """A ``ConfigError`` raised inside names ``source`` as the file it is about."""
+    try:
+        yield
     except ConfigError as exc:
         raise ConfigError(source, exc.key, exc.message) from None
-    return Checked(cfg, source, est, over, device, data)

@@ -497,8 +497,8 @@ class TrainConfig(_Strict):
     compile: bool | Literal["auto"] = Field(
         "auto",
         description="torch.compile the whole training step (losses, gradients, update) as one "
-        "graph; auto: on CUDA for runs of 2000 steps or more, on the CPU when the eager training "
-        "is predicted to take 120 s or more (a cold compile costs 4-20 s there)",
+        "graph; auto: on the CPU when the eager training is predicted to take 120 s or more (a "
+        "cold compile costs 4-20 s there), on CUDA for 5e7 model-steps (models x steps) or more",
     )
     cuda_graph: bool | Literal["auto"] = Field(
         "auto",

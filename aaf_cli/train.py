@@ -6,6 +6,7 @@ every ``log_every`` steps (and at the end), through the ``on_log`` callback.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -105,14 +106,11 @@ class _Stacked:
         ref = self.params[0]
         if any(p.dtype != ref.dtype or p.device != ref.device for p in self.params):
             raise ValueError("stacked parameters must share one dtype and one device")
-        counts = [p.numel() for p in self.params]
-        per_row = [n // p.shape[0] for p, n in zip(self.params, counts)]
+        per_row = [p.numel() // p.shape[0] for p in self.params]
         with torch.no_grad():
             self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
-            at = 0
-            for p, n in zip(self.params, counts):
-                p.data = self.flat[at : at + n].view_as(p)
-                at += n
+            for p, view in zip(self.params, self.views(self.flat)):
+                p.data = view
 
         def spread(values: Sequence[torch.Tensor]) -> torch.Tensor:
             """Per-row values ``[M_g]`` of every parameter as one value per element."""
@@ -135,6 +133,16 @@ class _Stacked:
             )
         # Known once, from the config: a zero rate is a frozen row whatever happens later.
         self.zero_rates = bool((self.rate <= 0).any())
+
+    def views(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every parameter's slice of ``flat`` (a tensor laid out like ``self.flat``), in its
+        shape."""
+        out: list[torch.Tensor] = []
+        at = 0
+        for p in self.params:
+            out.append(flat[at : at + p.numel()].view(p.shape))
+            at += p.numel()
+        return tuple(out)
 
     def _masked(
         self,
@@ -538,26 +546,22 @@ class _DeviceStep:
         self.device = device
         self.schedule = Schedule(cfg, optimizer, device, self.WARMUP)
         self.threads = torch.get_num_threads()
+        self.stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
         state = [*optimizer.state(), book.active, book.reached, book.diverged]
         saved = [t.detach().clone() for t in state]
         self.graph: torch.cuda.CUDAGraph | None = None
-        # The last warm-up step runs as every later step does (guards skipped), so that what
-        # can fail fails here, where the caller falls back to eager mode.
-        skips = [k == self.WARMUP - 1 for k in range(self.WARMUP)]
+        side = torch.cuda.Stream(device) if device.type == "cuda" else None  # type: ignore[no-untyped-call]
         try:
-            if device.type == "cuda":
-                stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
-                stream.wait_stream(torch.cuda.current_stream(device))
-                try:
-                    with torch.cuda.stream(stream):
-                        for skip in skips:
-                            self._run(skip)
-                finally:
-                    torch.cuda.current_stream(device).wait_stream(stream)
-            else:
-                for skip in skips:
-                    self._run(skip)
+            if side is not None:
+                side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                # The last warm-up step runs as every later step does (guards skipped), so
+                # that what can fail fails here, where the caller falls back to eager mode.
+                for k in range(self.WARMUP):
+                    self._run(skip_guards=k == self.WARMUP - 1)
         finally:
+            if side is not None:
+                torch.cuda.current_stream(device).wait_stream(side)
             with torch.no_grad():
                 for t, s in zip(state, saved):
                     t.copy_(s)
@@ -574,8 +578,7 @@ class _DeviceStep:
         self.graph = graph
 
     def _run(self, skip_guards: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
-        threads = torch.get_num_threads()
+        stance, threads = self.stance, torch.get_num_threads()
         if not skip_guards or stance is None or threads != self.threads:
             # All guards: a thread guard that has just changed the thread count recompiles the
             # step once (compiled CPU kernels are generated for one count).
@@ -627,15 +630,9 @@ def fused_step(
     """
     holder = _Stateless(losses, parts)
     named = {id(p): name for name, p in holder.named_parameters()}
-    names: list[str] = []
-    layout: list[tuple[int, int, torch.Size]] = []
-    at = 0
-    for p in optimizer.params:
-        if id(p) not in named:
-            raise ValueError("a trained tensor is neither the ensemble's nor the objective's")
-        names.append(named[id(p)])
-        layout.append((at, p.numel(), p.shape))
-        at += p.numel()
+    if any(id(p) not in named for p in optimizer.params):
+        raise ValueError("a trained tensor is neither the ensemble's nor the objective's")
+    names = [named[id(p)] for p in optimizer.params]
 
     def total(
         values: tuple[torch.Tensor, ...], active: torch.Tensor
@@ -650,8 +647,7 @@ def fused_step(
 
     def step(schedule: Schedule) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         index, factor, corrections = schedule.take()
-        flat = optimizer.flat
-        views = tuple(flat[a : a + n].view(shape) for a, n, shape in layout)
+        views = optimizer.views(optimizer.flat)
         grads, (data, loss, logged) = torch.func.grad(total, has_aux=True)(views, book.active)
         # One gradient per parameter, concatenated: the compiled kernels write each into its
         # place (a gradient of the flat tensor itself would sum a padded copy per parameter).
@@ -665,7 +661,8 @@ def fused_step(
 
 def reason(exc: BaseException) -> str:
     """An exception as one short line for ``summary.json``."""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def ungraded(losses: Callable[[], Losses], params: Sequence[torch.Tensor]) -> bool:
