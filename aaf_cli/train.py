@@ -547,7 +547,8 @@ class _DeviceStep:
         self.schedule = Schedule(cfg, optimizer, device, self.WARMUP)
         self.threads = torch.get_num_threads()
         self.stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
-        state = [*optimizer.state(), book.active, book.reached, book.diverged]
+        self.optimizer_state = optimizer.state()
+        state = [*self.optimizer_state, book.active, book.reached, book.diverged]
         saved = [t.detach().clone() for t in state]
         self.graph: torch.cuda.CUDAGraph | None = None
         side = torch.cuda.Stream(device) if device.type == "cuda" else None  # type: ignore[no-untyped-call]
@@ -597,6 +598,23 @@ class _DeviceStep:
             return self._run(skip_guards=True)
         self.graph.replay()
         return self.out
+
+    def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The losses of the current parameters as a step computes them, without its update:
+        one step runs, then the optimiser's state and the step counter are put back (the
+        bookkeeping keeps the step, as eager mode's last step does). So every logged loss of a
+        run from the device comes from the same kernels: an eager evaluation of the last step
+        would round differently from compiled kernels on some CPUs."""
+        saved = [t.detach().clone() for t in self.optimizer_state]
+        index = self.schedule.index.clone()
+        data, logged = self.replay()
+        # The outputs of a captured graph live in its static buffers: copies, before restoring.
+        out = data.clone(), {k: v.clone() for k, v in logged.items()}
+        with torch.no_grad():
+            for t, s in zip(self.optimizer_state, saved):
+                t.copy_(s)
+            self.schedule.index.copy_(index)
+        return out
 
 
 class _Stateless(nn.Module):
@@ -860,9 +878,10 @@ def train(
         # Measured before the update that this step makes (the parameters after `step` updates).
         now = evaluate() if logged else None
         out = None
-        if device_step is not None and step < cfg.steps:
+        if device_step is not None:
             try:
-                out = device_step.replay()
+                # The last step only measures (no update): through the same kernels as the rest.
+                out = device_step.replay() if step < cfg.steps else device_step.peek()
             except Exception as exc:
                 if device_step.graph is not None or not compiling:
                     raise
@@ -882,10 +901,13 @@ def train(
             book.refresh()
 
     if interrupted and (not records or records[-1].step != step):
-        with torch.no_grad():
-            now = evaluate()
-            data, _, logged_now = losses()
-            log(step, data, logged_now, now)
+        now = evaluate()
+        if device_step is not None:
+            data, logged_now = device_step.peek()
+        else:
+            with torch.no_grad():
+                data, _, logged_now = losses()
+        log(step, data, logged_now, now)
     with torch.no_grad():
         predictions = model(x_test)[..., 0].to("cpu", torch.float64)
     return TrainResult(

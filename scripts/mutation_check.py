@@ -13,6 +13,7 @@ Usage (from the repository root, in its virtual environment)::
     python scripts/mutation_check.py                 # every mutant; exit 1 below --min
     python scripts/mutation_check.py --only stats    # the mutants of aaf_cli/stats.py
     python scripts/mutation_check.py --list          # the catalogue, nothing run
+    python scripts/mutation_check.py --name 'sweeps.*'   # the mutants whose name matches
     python scripts/mutation_check.py --ignore-new    # without the tests written for it
 
 A catalogue entry whose original text is no longer in its file is reported as ``stale`` (the
@@ -23,6 +24,7 @@ checks this on every test run.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import queue
 import re
@@ -797,6 +799,28 @@ CATALOGUE: tuple[Mutant, ...] = (
         f"{PDE_RUNS}::test_slope_recovery_is_minimised_with_the_pinn_loss",
         PDE_RUNS,
     ),
+    # ---- sweeps: per-variant settings in packs, resume
+    # ---- physics-informed references and their parameters; schedules; weight decay on slopes
+    # ---- the compiled step and the thread guard
+    mutant(
+        "train.last-step-measured-eagerly",
+        T,
+        "out = device_step.replay() if step < cfg.steps else device_step.peek()",
+        "out = device_step.replay() if step < cfg.steps else None",
+        "a compiled run's last logged loss comes from an eager evaluation (it rounds apart from "
+        "the compiled kernels: a frozen row's loss jumps by an ulp on CPUs without AVX-512)",
+        "tests/test_engine_fast.py::"
+        "test_compiled_step_equals_eager_with_schedule_decay_recovery_and_a_frozen_row",
+    ),
+    mutant(
+        "train.peek-keeps-the-update",
+        T,
+        "            for t, s in zip(self.optimizer_state, saved):\n                t.copy_(s)",
+        "            for t, s in zip(self.optimizer_state, saved[:0]):\n                t.copy_(s)",
+        "the compiled last step's measurement also updates the parameters (one step too many)",
+        "tests/test_engine_fast.py::test_compiled_step_equals_the_reference_and_eager_in_float64",
+    ),
+    # ---- statistics rules the README states
 )
 
 
@@ -932,6 +956,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MODULE",
         help="only the mutants of this module (stats, train, ...); repeatable",
     )
+    parser.add_argument(
+        "--name",
+        action="append",
+        metavar="PATTERN",
+        help="only the mutants whose name matches this glob (tuned.*, train.frozen-*); repeatable",
+    )
     parser.add_argument("--list", action="store_true", help="print the catalogue and exit")
     parser.add_argument("--jobs", type=int, default=1, help="mutants checked at once (1)")
     parser.add_argument(
@@ -958,10 +988,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    mutants = [m for m in CATALOGUE if not args.only or m.module in args.only]
+    mutants = [
+        m
+        for m in CATALOGUE
+        if (not args.only or m.module in args.only)
+        and (not args.name or any(fnmatch.fnmatchcase(m.name, p) for p in args.name))
+    ]
     if not mutants:
         modules = sorted({m.module for m in CATALOGUE})
-        parser.error(f"no mutant in {args.only}; modules: {', '.join(modules)}")
+        parser.error(f"no mutant matches; modules: {', '.join(modules)}")
     if args.list:
         for m in mutants:
             mark = " [STALE]" if stale_edits(m) else ""

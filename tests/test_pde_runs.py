@@ -174,7 +174,12 @@ def test_engine_training_equals_per_model_adam(inverse: bool, compiled: bool) ->
         torch.testing.assert_close(logged, torch.stack(nus), rtol=1e-9, atol=0)
     assert result.predictions.shape == (model.size, problem.test_points.shape[0])
     step0 = got[0].reshape(len(keys), len(seeds))
-    assert torch.equal(step0[0], step0[1]) and torch.equal(step0[0], step0[2])
+    if compiled:
+        # Each kind's compiled kernels are fused apart: equal to rounding on any CPU.
+        torch.testing.assert_close(step0[1], step0[0], rtol=1e-13, atol=0)
+        torch.testing.assert_close(step0[2], step0[0], rtol=1e-13, atol=0)
+    else:  # eager: n*a = 1 multiplies exactly, so the kinds start bit for bit alike
+        assert torch.equal(step0[0], step0[1]) and torch.equal(step0[0], step0[2])
 
 
 def test_compile_of_a_kind_without_forward_mode_trains_eagerly_and_says_why() -> None:
