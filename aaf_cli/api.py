@@ -120,7 +120,8 @@ def run(
         force: run a config over the soft size limits.
         stop: polled before every step; returning True stops training after the current step
             and writes what was done (status ``interrupted``).
-        on_log: called with every logged record (``train.LogRecord``) while training.
+        on_log: called with every logged record (``train.LogRecord``) of the run's own models
+            while they train (a tuned run's tuning phase, on its own seeds, is not reported).
 
     Returns:
         The finished run, read back from its folder.
@@ -164,6 +165,8 @@ def run(
             on_log=forward,
             stop=stop,
             checked=checked,
+            on_tuning_log=callbacks.on_log if callbacks is not None else None,
+            on_phase=callbacks.on_phase if callbacks is not None else None,
         )
     return Run(RunFolder(report.folder))
 

@@ -384,6 +384,7 @@ def workload(cfg: ExperimentConfig) -> Workload:
     seeds = len(cfg.seed_list)
     factor = pde_factor(cfg)
     n_test = cfg.target.n_test if cfg.pde is None else cfg.pde.test_points
+    n_test += cfg.target.n_val if cfg.pde is None else cfg.pde.val_points
     ops = SHARED_OPS
     step_flops = 0.0
     log_flops = 0.0
@@ -435,11 +436,13 @@ class Estimate:
     memory_bytes: float
     seconds: float
     threads: int = 1
+    tuning_models: int = 0  # a tuned run's tuning phase (trained before the ``models``)
 
     def describe(self) -> str:
         plural = "s" if self.threads > 1 else ""
+        tuning = f" (after {self.tuning_models} tuning models)" if self.tuning_models else ""
         return (
-            f"{self.models} models on {self.points} points: about "
+            f"{self.models} models{tuning} on {self.points} points: about "
             f"{_bytes(self.memory_bytes)} of memory and {_duration(self.seconds)} of training "
             f"on {self.threads} thread{plural} of a quiet machine"
         )
@@ -451,8 +454,22 @@ def estimate(cfg: ExperimentConfig, device: str | None = None) -> Estimate:
     Deterministic: the time assumes the thread count ``auto`` picks on an idle machine (or the
     configured one), not the load of the moment. The memory is the peak RSS growth on the CPU
     and the peak of allocated tensors on CUDA: ``device`` (``cpu`` or ``cuda``) is where the run
-    trains; by default ``cfg.device``, with ``auto`` counted as the CPU.
+    trains; by default ``cfg.device``, with ``auto`` counted as the CPU. A tuned run
+    (``tune:``) trains its tuning phase first: the time of both phases, the larger memory.
     """
+    if cfg.tune is not None:
+        from aaf_cli.tuning import tuning_config
+
+        phase = estimate(tuning_config(cfg), device)
+        own = estimate(cfg.model_copy(update={"tune": None}), device)
+        return Estimate(
+            own.models,
+            own.points,
+            max(phase.memory_bytes, own.memory_bytes),
+            phase.seconds + own.seconds,
+            own.threads,
+            phase.models,
+        )
     where = "cuda" if (device or cfg.device).startswith("cuda") else "cpu"
     w = workload(cfg)
     threads = choose_threads(cfg.threads, w.step_flops, usable_cores(), None).threads
@@ -479,7 +496,7 @@ def over_limits(cfg: ExperimentConfig, est: Estimate) -> list[str]:
         "target.n_train": est.points,
         "model width": max(max(cfg.layers_of(v)) for v in cfg.variants),
         "seeds": len(cfg.seed_list),
-        "models (variants x seeds)": est.models,
+        "models (variants x seeds)": max(est.models, est.tuning_models),
     }
     out = [
         f"{key} {value} > {SOFT_LIMITS[key]}"

@@ -503,7 +503,8 @@ def sweep(
         str | None,
         typer.Option(
             "--metric",
-            help="What sweep.png draws: final (default) or best test MSE.",
+            help="What sweep.png draws: the final test MSE (final, the default) or the test MSE at "
+            "each seed's step of lowest validation loss (best).",
             show_default=False,
         ),
     ] = None,

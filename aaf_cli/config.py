@@ -24,6 +24,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_serializer,
     model_validator,
@@ -119,6 +120,13 @@ class TargetConfig(_Strict):
         "inputs a grid has round(n_train^(1/d)) points per axis",
     )
     n_test: int = Field(1000, ge=2, le=MAX_POINTS, description="test points (a uniform grid)")
+    n_val: int = Field(
+        200,
+        ge=2,
+        le=MAX_POINTS,
+        description="validation points: drawn uniformly at random, apart from the training points "
+        "and the test grid, with their own seed; every choice a run makes (tuning) reads them",
+    )
     sampling: Literal["grid", "random"] = "grid"
     noise: float = Field(0.0, ge=0.0, description="std of Gaussian noise on training targets")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of random sampling and noise")
@@ -431,6 +439,53 @@ def variant_parameters(kind: str) -> list[tuple[str, str, str]]:
     return out
 
 
+#: The default learning-rate grid of a tuned run: each variant's rate times these factors.
+TUNE_FACTORS = (1 / 3, 1.0, 3.0)
+#: Tuning seeds start here (never an evaluation seed: the first ones not in ``seeds`` are taken).
+TUNE_SEED_START = 1_000_000
+
+
+class TuneConfig(_Strict):
+    """Tuning inside the run: every variant's learning rate is chosen from a small grid on
+    tuning seeds, by the validation loss, before the comparison on the run's own seeds."""
+
+    lr: list[Annotated[float, Field(gt=0.0, le=100.0)]] | None = Field(
+        None,
+        min_length=2,
+        max_length=16,
+        description="the learning rates tried (the same for every variant); default: each "
+        "variant's own rate (its lr, else train.lr) times 1/3, 1 and 3",
+    )
+    seeds: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="tuning seeds per rate: fresh seeds from 1000000 on, never the run's own",
+    )
+
+    @field_validator("lr")
+    @classmethod
+    def _distinct(cls, rates: list[float] | None) -> list[float] | None:
+        if rates is not None and len(set(rates)) != len(rates):
+            raise ValueError(f"rates repeat (got {rates})")
+        return sorted(rates) if rates is not None else None
+
+    def grid(self, rate: float) -> list[float]:
+        """The rates tried for a variant whose own rate is ``rate``."""
+        return list(self.lr) if self.lr is not None else [rate * f for f in TUNE_FACTORS]
+
+    def seed_list(self, taken: Sequence[int]) -> list[int]:
+        """The tuning seeds: the first ``seeds`` integers from ``TUNE_SEED_START`` on that are
+        not in ``taken`` (the evaluation seeds)."""
+        used, seed = set(taken), TUNE_SEED_START
+        out: list[int] = []
+        while len(out) < self.seeds:
+            if seed not in used:
+                out.append(seed)
+            seed += 1
+        return out
+
+
 def _default_variants() -> list[Variant]:
     return [
         FixedVariant(kind="fixed", name="fixed"),
@@ -591,6 +646,11 @@ class ExperimentConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     variants: list[Variant] = Field(default_factory=_default_variants, min_length=1, max_length=64)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig | None = Field(
+        default_factory=TuneConfig,
+        description="each variant's learning rate chosen on validation data before the "
+        "comparison (default: on); off: every variant at its configured rate",
+    )
     pde: PdeConfig | None = Field(
         None,
         description="a physics-informed problem (aaf_cli.pde), instead of target: the network "
@@ -604,6 +664,20 @@ class ExperimentConfig(_Strict):
         data: dict[str, Any] = handler(self)
         data.pop("target" if self.pde is not None else "pde", None)
         return data
+
+    @field_validator("tune", mode="before")
+    @classmethod
+    def _tune_switch(cls, tune: Any) -> Any:
+        # YAML reads `off` and `on` as booleans.
+        if tune is False or tune is None or tune == "off":
+            return None
+        if tune is True or tune == "on":
+            return {}
+        return tune
+
+    @field_serializer("tune")
+    def _tune_off(self, tune: TuneConfig | None) -> Any:
+        return False if tune is None else tune.model_dump(mode="json")
 
     @field_validator("threads", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -21,8 +21,17 @@ from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads, predicted_se
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.results import ModelOutcome, Series, outcome
-from aaf_cli.targets import Dataset, grid_points, sample_points, target_function
+from aaf_cli.targets import (
+    VALIDATION_STREAM,
+    Dataset,
+    grid_points,
+    sample_points,
+    target_function,
+)
 from aaf_cli.train import LogRecord, TrainResult, train
+
+if TYPE_CHECKING:
+    from aaf_cli.tuning import Tuning
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -98,8 +107,28 @@ def make_dataset(
         x_train, y_train = _training_data(cfg, data_seed(cfg, None))
     x_test = grid_points(t.domain, t.n_test, cfg.model.layers[0])
     y_test = _finite(cfg, x_test, target_function(t)(x_test))
+    x_val, y_val = validation_data(cfg)
     dtype = DTYPES[cfg.dtype]
-    return Dataset(*(v.to(device=device, dtype=dtype) for v in (x_train, y_train, x_test, y_test)))
+    tensors = (x_train, y_train, x_test, y_test, x_val, y_val)
+    return Dataset(*(v.to(device=device, dtype=dtype) for v in tensors))
+
+
+def validation_seed(cfg: ExperimentConfig) -> int:
+    """The generator seed of the validation points (stated in the summary)."""
+    return VALIDATION_STREAM + cfg.target.seed
+
+
+def validation_data(cfg: ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``target.n_val`` points drawn uniformly at random on the domain (apart from the training
+    points and the test grid), with the target's values there and, like the training data, its
+    noise: what every choice a run makes reads, so that the test data enters none."""
+    t = cfg.target
+    gen = torch.Generator().manual_seed(validation_seed(cfg))
+    x = sample_points(t.domain, t.n_val, "random", gen, cfg.model.layers[0])
+    y = _finite(cfg, x, target_function(t)(x))
+    if t.noise > 0:
+        y = y + t.noise * torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    return x, y
 
 
 def group_key(cfg: ExperimentConfig, variant: Any) -> tuple[Any, ...]:
@@ -165,7 +194,8 @@ class ExperimentResult:
     """Numbers of one experiment, ready to be written and drawn.
 
     ``packing``: for a sweep point trained in one ensemble with other points, what it was
-    packed with (recorded in the summary); None for a run of its own.
+    packed with (recorded in the summary); None for a run of its own. ``tuning``: what the
+    run's tuning phase chose (``aaf_cli.tuning``), None for an untuned run.
     """
 
     config: ExperimentConfig
@@ -175,6 +205,7 @@ class ExperimentResult:
     ensemble: Located
     environment: dict[str, str]
     packing: dict[str, Any] | None = None
+    tuning: Tuning | None = None
 
 
 def environment(
@@ -222,6 +253,7 @@ def run_experiment(
     data: Dataset | None = None,
     groups: dict[tuple[Any, ...], list[ModelSpec]] | None = None,
     threads: ThreadChoice | None = None,
+    test: bool = True,
 ) -> ExperimentResult:
     """Sample the data, build the ensemble and train it.
 
@@ -233,6 +265,7 @@ def run_experiment(
         groups: the models to train (default ``groups_of(cfg)``; ``sweeps.packing`` passes the
             models of several points, whose settings other than their own must equal ``cfg``'s).
         threads: the thread choice (default: ``cfg``'s).
+        test: False measures no test data (a tuning phase: its choices read validation only).
     """
     device = resolve_device(cfg.device)
     previous = torch.get_num_threads()  # a caller's setting (a notebook's) is given back
@@ -248,20 +281,22 @@ def run_experiment(
             from aaf_cli.pde.training import PdeDataset, PinnObjective
 
             assert isinstance(data, PdeDataset) and data.problem is not None
-            objective = PinnObjective(data.problem, ensemble, DTYPES[cfg.dtype], device)
+            objective = PinnObjective(data.problem, ensemble, DTYPES[cfg.dtype], device, test=test)
         guard = ThreadGuard(threads, torch.set_num_threads) if device.type == "cpu" else None
         result = train(
             ensemble,
             data.x_train,
             data.y_train,
-            data.x_test,
-            data.y_test,
+            data.x_test if test else None,
+            data.y_test if test else None,
             cfg.train,
             on_log=on_log,
             stop=stop,
             objective=objective,
             on_step=None if guard is None or not guard.enabled else guard.poll,
             eager_seconds=predicted_seconds(cfg, sum(len(g) for g in groups.values())),
+            x_val=data.x_val,
+            y_val=data.y_val,
         )
         env = environment(device, cfg.dtype, threads)
         if guard is not None and guard.dropped is not None:
@@ -281,15 +316,19 @@ def series_of(
     series = [Series(m.variant, m.seed) for m in members]
     for record in records:
         values = zip(
-            record.train_loss.tolist(), record.test_loss.tolist(), record.recovery.tolist()
+            record.train_loss.tolist(),
+            record.test_loss.tolist(),
+            record.recovery.tolist(),
+            record.val().tolist(),
         )
         params = {k: v.tolist() for k, v in record.params.items()}
-        for i, (s, (train_loss, test_loss, recovery)) in enumerate(zip(series, values)):
+        for i, (s, (train_loss, test_loss, recovery, val)) in enumerate(zip(series, values)):
             s.steps.append(record.step)
             s.time.append(record.elapsed)
             s.train.append(train_loss)
             s.test.append(test_loss)
             s.recovery.append(recovery)
+            s.val.append(val)
             for name, column in params.items():
                 if name.startswith(("term:", "param:")):  # a PDE run's (pde.training)
                     s.terms.setdefault(name, []).append(column[i])

@@ -32,19 +32,19 @@ from aaf_cli.stats import reported_p
 METRICS = ("test", "train")
 BANDS = ("auto", "iqr", "minmax", "std", "none")
 X_AXES = ("step", "time")
-COMPARE_FORMAT = 2  # 2: the runs column
+COMPARE_FORMAT = 3  # 2: the runs column; 3: geometric means over seeds (were medians)
 CSV_COLUMNS = [
     "run",
     "variant",
     "metric",
     "step",
     "x",
-    "median",
+    "geomean",
     "low",
     "high",
     "band",
     "seeds",
-    "median_raw",
+    "geomean_raw",
     "low_raw",
     "high_raw",
     "runs",
@@ -149,7 +149,7 @@ def build_curves(
             if smoothing > 1:
                 shown = Band(
                     raw.steps,
-                    smooth(raw.median, smoothing),
+                    smooth(raw.center, smoothing),
                     smooth(raw.low, smoothing),
                     smooth(raw.high, smoothing),
                     raw.kind,
@@ -206,10 +206,10 @@ def _same_curve(a: Curve, b: Curve) -> bool:
             _close(p, q)
             for p, q in (
                 (a.x, b.x),
-                (a.raw.median, b.raw.median),
+                (a.raw.center, b.raw.center),
                 (a.raw.low, b.raw.low),
                 (a.raw.high, b.raw.high),
-                (a.shown.median, b.shown.median),
+                (a.shown.center, b.shown.center),
             )
         )
     )
@@ -245,7 +245,8 @@ def merge_shared(
 
 
 def curves_csv(curves: Sequence[Curve], x: str, band: str, smoothing: int) -> str:
-    """Exactly the plotted series; ``median``/``low``/``high`` are what is drawn, the ``_raw``
+    """Exactly the plotted series; ``geomean`` (the geometric mean over seeds) and ``low``/``high``
+    are what is drawn, the ``_raw``
     columns the unsmoothed values (equal when smoothing is off); ``runs`` the runs a curve stands
     for, ';'-separated (several where identical configs share it and it is drawn once)."""
     smoothed = (
@@ -266,10 +267,10 @@ def curves_csv(curves: Sequence[Curve], x: str, band: str, smoothing: int) -> st
                     c.variant,
                     c.metric,
                     step,
-                    *map(num_text, (c.x[i], c.shown.median[i], c.shown.low[i], c.shown.high[i])),
+                    *map(num_text, (c.x[i], c.shown.center[i], c.shown.low[i], c.shown.high[i])),
                     c.raw.kind,
                     c.raw.seeds,
-                    *map(num_text, (c.raw.median[i], c.raw.low[i], c.raw.high[i])),
+                    *map(num_text, (c.raw.center[i], c.raw.low[i], c.raw.high[i])),
                     ";".join(c.runs or (c.run,)),
                 ]
             )
@@ -282,15 +283,15 @@ def curves_csv(curves: Sequence[Curve], x: str, band: str, smoothing: int) -> st
 
 @dataclass(frozen=True)
 class Row:
-    """One line of a compare/show table: a variant of a run, medians over its seeds."""
+    """One line of a compare/show table: a variant of a run, geometric means over its seeds."""
 
     run: str
     variant: str
     seeds: int
     diverged: int
     steps: int
-    final_test: float | None
-    best_test: float | None
+    final_test: float | None  # the geometric mean over seeds, as every table shows it
+    at_best_val: float | None  # the test metric at each seed's best validation step (geo. mean)
     steps_to_threshold: float | None
     never: int
     versus: str  # compact paired result against the baseline, e.g. "4/5 wins, x0.65, p=0.44"
@@ -355,8 +356,8 @@ def table_rows(run: RunFolder, label: str, variants: Sequence[str] | None = None
                 seeds=int(v["seeds"]),
                 diverged=int(v["diverged"]),
                 steps=run.steps_done,
-                final_test=v["final_test"]["median"],
-                best_test=v["best_test"]["median"],
+                final_test=center(v["final_test"]),
+                at_best_val=center(v.get("test_at_best_val") or {}),
                 steps_to_threshold=reach["median"],
                 never=int(reach["never"]),
                 versus="baseline" if name == run.baseline else _versus(c) if c else "-",
@@ -364,6 +365,13 @@ def table_rows(run: RunFolder, label: str, variants: Sequence[str] | None = None
             )
         )
     return rows
+
+
+def center(stats: Mapping[str, Any]) -> float | None:
+    """The across-seeds value of a summary's statistics entry: its geometric mean
+    (``stats.CENTER``); None where it has none."""
+    value = stats.get("geomean")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _versus(c: dict[str, Any]) -> str:
@@ -383,7 +391,8 @@ def _versus(c: dict[str, Any]) -> str:
 
 
 def describe_run(run: RunFolder) -> dict[str, Any]:
-    """One entry of ``aaf list``: what, how big, how it ended, how good (best test MSE)."""
+    """One entry of ``aaf list``: what, how big, how it ended, how good (final test metric,
+    geometric mean over seeds)."""
     started = run.started
     entry: dict[str, Any] = {
         "folder": str(run.path),
@@ -395,7 +404,7 @@ def describe_run(run: RunFolder) -> dict[str, Any]:
         "steps": None,
         "steps_done": 0,
         "status": "incomplete",
-        "best_test": {},
+        "final_test": {},
         "duration_s": None,
     }
     if not any(run.path.iterdir()):
@@ -403,10 +412,15 @@ def describe_run(run: RunFolder) -> dict[str, Any]:
     target, seeds = run.section("target"), run.config.get("seeds")
     summary = run.summary
     if summary is not None:
-        entry["best_test"] = {k: v["best_test"]["median"] for k, v in summary["variants"].items()}
+        if summary["format_version"] == SUMMARY_FORMAT:
+            entry["final_test"] = {
+                k: center(v["final_test"]) for k, v in summary["variants"].items()
+            }
+        else:
+            entry["final_test"] = {r.variant: r.final_test for r in table_rows(run, run.label)}
         entry["duration_s"] = summary.get("duration_s")
     elif (run.path / "metrics.csv").exists():
-        entry["best_test"] = {row.variant: row.best_test for row in table_rows(run, run.label)}
+        entry["final_test"] = {row.variant: row.final_test for row in table_rows(run, run.label)}
     entry.update(
         name=run.name,
         target=target.get("name") or ("expr" if target.get("expr") else None),

@@ -22,6 +22,7 @@ from aaf_cli.experiment import (
     run_experiment,
     series_of,
     tidy,
+    validation_seed,
 )
 from aaf_cli.models import ModelSpec
 from aaf_cli.results import (
@@ -101,10 +102,20 @@ def build_summary(
     names = [v.name for v in cfg.variants]
     baseline = baseline_of(cfg)
     groups = by_variant(outcomes, names)
-    stats, comparisons = summarise(outcomes, names, baseline, cfg.train.threshold)
-    if cfg.pde is not None:  # the test metric of a PDE run (pde.training.METRICS)
-        for c in comparisons:
-            c["verdict"] = c["verdict"].replace("test MSE", "relative L2 error")
+    # The test metric of a PDE run is its relative L2 error (pde.training.METRICS).
+    metric = "test MSE" if cfg.pde is None else "relative L2 error"
+    stats, comparisons = summarise(outcomes, names, baseline, cfg.train.threshold, metric)
+    from aaf_cli import tuning
+
+    tuned = exp.tuning.record() if exp.tuning is not None else tuning.untuned_record()
+    # Untuned, with one rate for all: the comparison may be won by whom that rate suits. (Rates
+    # of their own, as a tuned sweep's evaluation gives its variants, were chosen per variant.)
+    shared = len({v.lr if v.lr is not None else cfg.train.lr for v in cfg.variants}) == 1
+    for c in comparisons:
+        if exp.tuning is not None:
+            c["verdict"] = f"{tuning.tuning_line(tuned)}, {c['verdict']}"
+        elif shared:
+            c["verdict"] += f"; {tuning.UNTUNED_WARNING}"
     variants: dict[str, Any] = {}
     for v in cfg.variants:
         entry: dict[str, Any] = {"kind": v.kind, **v.model_dump(exclude={"name", "kind"})}
@@ -112,6 +123,8 @@ def build_summary(
         group, _ = exp.ensemble.locate(index)
         entry["base_activation"] = group.base if group.family.base else None
         entry["parameters"] = group.parameter_count()
+        # The rate it trained at: its own (a tuned run's choice), else train.lr.
+        entry["effective_lr"] = v.lr if v.lr is not None else cfg.train.lr
         entry["layers"] = group.layers
         entry.update(stats[v.name])
         entry["per_seed"] = [o.__dict__ for o in groups[v.name]]
@@ -136,6 +149,8 @@ def build_summary(
         "seeds": cfg.seed_list,
         "baseline": baseline,
         "statistics": statistics_rules(),
+        "tuning": tuned,
+        "splits": splits_entry(cfg),
         **pde_entries(cfg, exp, outcomes),
         "data": {
             "target": cfg.target.label,
@@ -144,6 +159,9 @@ def build_summary(
             "domain": list(cfg.target.domain),
             "n_train": int(exp.data.x_train.shape[-2]),
             "n_test": int(exp.data.x_test.shape[0]),
+            "n_val": cfg.target.n_val,
+            "validation": "uniform random on the domain, seed "
+            f"{validation_seed(cfg)} (apart from the training points and the test grid)",
             "sampling": cfg.target.sampling,
             "noise": cfg.target.noise,
             "same_data_for_all_seeds": not cfg.target.resample,
@@ -165,6 +183,7 @@ def build_summary(
 def pde_data(cfg: ExperimentConfig, exp: ExperimentResult) -> dict[str, Any]:
     """The summary's ``data`` entry of a PDE run (the keys a regression run's has, where they
     mean something)."""
+    from aaf_cli.pde.problem import validation_seed as pde_validation_seed
     from aaf_cli.pde.training import equation_text
 
     assert cfg.pde is not None
@@ -175,6 +194,9 @@ def pde_data(cfg: ExperimentConfig, exp: ExperimentResult) -> dict[str, Any]:
         "domain": {k: list(v) for k, v in cfg.pde.inputs.items()},
         "n_train": int(exp.data.x_train.shape[-2]),
         "n_test": int(exp.data.x_test.shape[0]),
+        "n_val": cfg.pde.val_points,
+        "validation": "uniform random in the box, seed "
+        f"{pde_validation_seed(cfg.pde)} (apart from the collocation points and the test grid)",
         "sampling": cfg.pde.collocation.sampling,
         "noise": cfg.pde.data.noise if cfg.pde.data is not None else 0.0,
         "same_data_for_all_seeds": True,
@@ -194,11 +216,29 @@ def pde_entries(
     return pde_summary(cfg, series, [v.name for v in cfg.variants])
 
 
+def splits_entry(cfg: ExperimentConfig) -> dict[str, str]:
+    """Which data each number of the run comes from, stated in the summary."""
+    train = "the collocation and condition points" if cfg.pde is not None else "training points"
+    return {
+        "train": f"train_loss, final_train, best_train: the {train}",
+        "validation": "val_loss, final_val, best_val: the validation points; every choice the "
+        "run makes (the tuning phase's rates, the step of test_at_best_val) reads these alone",
+        "test": "test_loss, final_test, last_test, test_at_best_val, the comparisons and "
+        "verdicts: the test grid, read by no choice (best_test, the minimum over logged "
+        "steps, describes the curve; nothing is chosen by it)",
+    }
+
+
 def statistics_rules() -> dict[str, Any]:
     """The rules behind the summary's numbers, stated in the summary itself."""
     from aaf_cli import stats
 
     return {
+        "across_seeds": f"{stats.CENTER} of the seeds' values, in tables, figures and "
+        "sweep.png alike (the median where stated: activation parameters)",
+        "split": f"seeds whose final values sit {stats.SPLIT_DECADES:g}+ decades above the "
+        "others (and no closer than the wider group is wide) are counted apart; those whose "
+        f"training loss fell by less than {stats.PLATEAU_DROP:g}x stayed on the initial plateau",
         "final": stats.tail_rule(),
         "last": "the last logged point",
         "best": "the minimum over logged points",
@@ -247,7 +287,10 @@ def write_figures(
             series, names, folder / "slopes.png", f"{title}\nactivation parameters", labels
         )
         return
-    plots.loss_curves(bands, folder / "loss_curves.png", title, cfg.train.threshold, notes, labels)
+    plots.loss_curves(
+        bands, folder / "loss_curves.png", title, cfg.train.threshold, notes, labels,
+        seeds_of=by_variant(series, names),
+    )  # fmt: skip
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
 
     data = exp.data
@@ -333,7 +376,8 @@ FLUSH_SECONDS = 5.0
 
 
 class Flusher:
-    """The ``on_log`` of a run: forwards each record, and keeps the metrics on disk current."""
+    """The ``on_log`` of a run: forwards each record, and keeps the metrics on disk current
+    (``metrics_only``: only that file, in the metrics format: a tuning phase's)."""
 
     def __init__(
         self,
@@ -341,11 +385,13 @@ class Flusher:
         members: Sequence[ModelSpec],
         every: float,
         forward: Callable[[LogRecord], None] | None,
+        metrics_only: str | None = None,
     ) -> None:
         self.folder = folder
         self.members = members
         self.every = every
         self.forward = forward
+        self.metrics_only = metrics_only
         self.records: list[LogRecord] = []
         self.last: float | None = None
 
@@ -355,13 +401,16 @@ class Flusher:
         if self.last is None or now - self.last >= self.every:
             self.last = now
             series = series_of(self.members, self.records)
-            runs.write_atomic(self.folder / "metrics.csv", runs.metrics_csv(series))
-            runs.write_atomic(self.folder / "parameters.csv", runs.parameters_csv(series))
-            runs.write_atomic(self.folder / "timing.csv", runs.timing_csv(series))
-            if any(s.terms for s in series):
-                from aaf_cli.pde.training import terms_csv
+            if self.metrics_only is not None:
+                runs.write_atomic(self.folder / self.metrics_only, runs.metrics_csv(series))
+            else:
+                runs.write_atomic(self.folder / "metrics.csv", runs.metrics_csv(series))
+                runs.write_atomic(self.folder / "parameters.csv", runs.parameters_csv(series))
+                runs.write_atomic(self.folder / "timing.csv", runs.timing_csv(series))
+                if any(s.terms for s in series):
+                    from aaf_cli.pde.training import terms_csv
 
-                runs.write_atomic(self.folder / "terms.csv", terms_csv(series))
+                    runs.write_atomic(self.folder / "terms.csv", terms_csv(series))
         if self.forward is not None:
             self.forward(record)
 
@@ -378,8 +427,14 @@ def execute(
     force: bool = False,
     checked: Checked | None = None,
     folder: Path | None = None,
+    on_tuning_log: Callable[[LogRecord], None] | None = None,
+    on_phase: Callable[[str, Sequence[ExperimentConfig]], None] | None = None,
 ) -> RunReport:
     """Run one experiment and write its complete run folder.
+
+    A tuned config (``tune:``) trains its tuning phase first (``aaf_cli.tuning``): its records
+    go to ``on_tuning_log``, the evaluation's (the run's own models) to ``on_log`` and the
+    folder's metrics; ``on_phase`` is told as each phase starts.
 
     Everything that can be checked before training is checked before the folder is made
     (``checks.preflight``, the same checks as ``aaf validate``), so bad input never leaves a
@@ -398,7 +453,32 @@ def execute(
     if on_start is not None:
         on_start(folder)
     flusher = Flusher(folder, members(cfg), flush_every, on_log)
-    exp = run_experiment(cfg, on_log=flusher, stop=stop, data=checked.data)
+    data = checked.data
+
+    def trainer(
+        configs: Sequence[ExperimentConfig],
+        test: bool,
+        log: Callable[[LogRecord], None] | None,
+    ) -> list[ExperimentResult]:
+        (phase,) = configs
+        # Per-seed data (target.resample) is drawn for the seeds trained: the tuning seeds
+        # get their own.
+        same = cfg.pde is not None or not cfg.target.resample or phase.seeds == cfg.seeds
+        return [
+            run_experiment(phase, on_log=log, stop=stop, data=data if same else None, test=test)
+        ]
+
+    from aaf_cli import tuning
+
+    tuning_log: Callable[[LogRecord], None] | None = on_tuning_log
+    if cfg.tune is not None:  # the tuning phase's curves reach the disk too
+        phase = tuning.tuning_config(cfg)
+        tuning_log = Flusher(
+            folder, members(phase), flush_every, on_tuning_log, tuning.TUNING_METRICS
+        )
+    (exp,) = tuning.train_tuned(
+        [cfg], trainer, on_log=flusher, on_tuning_log=tuning_log, on_phase=on_phase
+    )
     return write_run(folder, exp, started)
 
 
@@ -421,6 +501,14 @@ def write_run(folder: Path, exp: ExperimentResult, started: datetime) -> RunRepo
 
         runs.write_atomic(folder / "terms.csv", terms_csv(series))
     write_figures(folder, cfg, exp, series, outcomes)
+    if exp.tuning is not None:
+        from aaf_cli import tuning
+
+        runs.write_atomic(folder / tuning.TUNING_FILE, tuning.tuning_csv(exp.tuning))
+        runs.write_atomic(folder / tuning.TUNING_METRICS, runs.metrics_csv(exp.tuning.series))
+        plots.tuning_figure(
+            exp.tuning, folder / tuning.TUNING_FIGURE, f"{describe(cfg)}\nlearning rates tried"
+        )
     write_checkpoints(folder, cfg, exp)
     summary = build_summary(cfg, exp, outcomes, started, folder)
     runs.write_json(folder / "summary.json", summary)

@@ -136,12 +136,22 @@ def _legend_columns(count: int, width_in: float) -> int:
     return max(1, min(count, int(width_in // 2.8)))
 
 
-def _seed_note(seeds: set[int], kinds: set[str]) -> str:
+def _seed_note(
+    seeds: set[int], kinds: set[str], center: str = "geometric mean", traces: bool = False
+) -> str:
     if not seeds or max(seeds) <= 1:
         return "one seed"
     count = str(max(seeds)) if len(seeds) == 1 else f"{min(seeds)}-{max(seeds)}"
     band = ", ".join(BAND_LABEL[k] for k in sorted(kinds) if BAND_LABEL[k])
-    return f"median over {count} seeds" + (f", band: {band} over seeds" if band else "")
+    note = f"{center} over {count} seeds" + (f", band: {band} over seeds" if band else "")
+    return note + ("; thin lines: each seed" if traces else "")
+
+
+def _traces(ax: Axes, series: Sequence[Series], metric: str, col: str, ls: LineStyle) -> None:
+    """Every seed's own curve, thin, so that seeds which part ways show as two bundles."""
+    for s in series:
+        if s.diverged_at is None:
+            ax.plot(s.steps, _positive(s.metric(metric)), color=col, ls=ls, lw=0.5, alpha=0.35)
 
 
 def loss_curves(
@@ -151,9 +161,11 @@ def loss_curves(
     threshold: float | None = None,
     notes: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
+    seeds_of: Mapping[str, Sequence[Series]] | None = None,
 ) -> Figure:
-    """Median training and test MSE per variant with the seed band: two panels (training left,
-    test right) sharing a log y axis.
+    """Training and test MSE per variant, the geometric mean over seeds with the seed band and
+    (``seeds_of``: each variant's series) every seed's own curve thin: two panels (training
+    left, test right) sharing a log y axis.
 
     Training and test losses of these noise-free targets lie almost on top of each other, so
     drawn in one panel one of them hides the other whatever its line style; side by side each
@@ -174,9 +186,11 @@ def loss_curves(
             band = metrics[metric]
             if not band.steps:
                 continue
-            ax.plot(band.steps, _positive(band.median), color=col, ls=ls, lw=1.7)
+            if seeds_of is not None and band.seeds > 1:
+                _traces(ax, seeds_of.get(variant, []), metric, col, ls)
+            ax.plot(band.steps, _positive(band.center), color=col, ls=ls, lw=1.9)
             if band.kind != "none":
-                _band(ax, band.steps, band.low, band.high, col, crowded)
+                _band(ax, band.steps, band.low, band.high, col, crowded, alpha=0.12)
                 kinds.add(band.kind)
             seeds.add(band.seeds)
         handles.append(Line2D([], [], color=col, ls=ls, lw=1.7, label=labels.get(variant, variant)))
@@ -191,8 +205,50 @@ def loss_curves(
     train_ax.set_ylabel("MSE (data loss)")
     test_ax.tick_params(labelleft=True)
     legend_below(fig, handles, _legend_columns(len(handles), width))
-    lines = [title, _seed_note(seeds, kinds), *notes]
+    lines = [title, _seed_note(seeds, kinds, traces=seeds_of is not None), *notes]
     fig.suptitle(wrap("\n".join(line for line in lines if line), width), fontsize=10)
+    save(fig, path)
+    return fig
+
+
+def tuning_figure(tuning: Any, path: Path, title: str) -> Figure:
+    """The tuning phase: each variant's criterion (the median final validation value over the
+    tuning seeds) against the learning rate, every seed's value as a dot, the chosen rate
+    ringed; log-log."""
+    width = 7.5
+    fig, (ax,) = new_figure(width, 4.6)
+    handles: list[Any] = []
+    for i, (name, v) in enumerate(tuning.variants.items()):
+        col, ls = colour(i), style(i)
+        finite = [(r, c) for r, c in zip(v.rates, v.criterion) if math.isfinite(c) and c > 0]
+        if finite:
+            ax.plot(*zip(*finite), color=col, ls=ls, lw=1.5, marker="o", ms=4)
+        for rate, values in zip(v.rates, v.per_seed):
+            dots = [x for x in values if math.isfinite(x) and x > 0]
+            ax.plot([rate] * len(dots), dots, ".", color=col, ms=4, alpha=0.45)
+        chosen = [c for r, c in zip(v.rates, v.criterion) if r == v.chosen and math.isfinite(c)]
+        if chosen:
+            ax.plot([v.chosen], chosen, "o", ms=12, mfc="none", mec=col, mew=1.8)
+        edge = " (edge of the grid)" if v.at_edge else ""
+        handles.append(
+            Line2D([], [], color=col, ls=ls, marker="o", ms=4,
+                   label=f"{name}: chosen {v.chosen:.3g}{edge}")
+        )  # fmt: skip
+    handles.append(
+        Line2D([], [], ls="none", marker="o", ms=10, mfc="none", mec=NEUTRAL, label="chosen")
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(f"final validation {tuning.metric}")
+    ax.grid(True, which="major", alpha=0.3)
+    legend_below(fig, handles, _legend_columns(len(handles), width))
+    seeds = len(tuning.seeds)
+    note = (
+        f"line: median over {seeds} tuning seeds (the criterion), dots: each seed; "
+        "the run's own seeds then trained at the ringed rates"
+    )
+    fig.suptitle(wrap(f"{title}\n{note}", width), fontsize=10)
     save(fig, path)
     return fig
 
@@ -323,14 +379,15 @@ def _base_name(name: str) -> str:
 
 def across_seeds(series: Sequence[Series], key: str, field: str = "params") -> Band:
     """Median and band over seeds of one logged series of a ``Series`` mapping (``params``,
-    or a PDE run's ``terms``), aligned by step like the losses; diverged seeds left out."""
+    or a PDE run's ``terms``), aligned by step like the losses; diverged seeds left out. (The
+    median: parameters may be negative, which a geometric mean cannot take.)"""
     # aggregate() reads a metric; the logged values are handed to it in the 'train' slot.
     carriers = [
         Series(s.variant, s.seed, steps=s.steps, train=values[key], diverged_at=s.diverged_at)
         for s in series
         if key in (values := getattr(s, field))
     ]
-    return aggregate(carriers, "train")
+    return aggregate(carriers, "train", center="median")
 
 
 def slopes(
@@ -405,7 +462,7 @@ def slopes(
             if not band.steps:
                 continue
             seed_counts.add(band.seeds)
-            ax.plot(band.steps, band.median, color=col, ls=ls, lw=1.5)
+            ax.plot(band.steps, band.center, color=col, ls=ls, lw=1.5)
             if band.kind != "none":
                 band_kinds.add(band.kind)
                 _band(ax, band.steps, band.low, band.high, col, crowded=False, log=False)
@@ -413,7 +470,7 @@ def slopes(
                 neurons = True
                 for edge in ("min", "max"):
                     spread = across_seeds(mine, f"{name} {edge}")
-                    ax.plot(spread.steps, spread.median, color=col, ls=":", lw=0.9)
+                    ax.plot(spread.steps, spread.center, color=col, ls=":", lw=0.9)
         if ax in slope_axes:
             ax.axhline(1.0, color=NEUTRAL, lw=0.9, ls=REFERENCE_STYLE, zorder=1)
         ax.set_ylabel("; ".join(FAMILY_TEXT.get(f, f) for f in families), fontsize=8)
@@ -495,7 +552,7 @@ def compare(
         marker = MARKERS[(k // len(LINE_STYLES)) % len(MARKERS)]
         (line,) = ax.plot(
             c.x,
-            _positive(c.shown.median),
+            _positive(c.shown.center),
             linestyle=LINE_STYLES[k % len(LINE_STYLES)],
             color=col,
             lw=1.6,

@@ -7,7 +7,7 @@ callbacks it yields.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +18,19 @@ from aaf_cli.config import ExperimentConfig
 
 @dataclass(frozen=True)
 class Callbacks:
-    """What a run calls while it goes: once with its folder, then with every logged record."""
+    """What a run calls while it goes: once with its folder, at the start of each phase (a
+    tuned run's tuning, then every run's evaluation) with that phase's configs, then with every
+    logged record of that phase."""
 
     on_start: Callable[[Path], None]
     on_log: Callable[[Any], None]
+    on_phase: Callable[[str, Sequence[ExperimentConfig]], None]
 
 
 @contextmanager
 def live_progress(cfg: ExperimentConfig) -> Iterator[Callbacks]:
-    """A transient bar with the median training loss of each variant, on stderr."""
+    """A transient bar per phase with the median training loss of each variant, on stderr (a
+    tuning phase shows the median over every rate and seed of each variant)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -35,9 +39,6 @@ def live_progress(cfg: ExperimentConfig) -> Iterator[Callbacks]:
 
     console = Console(stderr=True)
     names = [v.name for v in cfg.variants]
-    # Models are ordered by training group, not by variant: find each variant's rows.
-    order = members(cfg)
-    rows = {name: [i for i, m in enumerate(order) if m.variant == name] for name in names}
     progress = Progress(
         TextColumn("[bold]{task.fields[name]}"),
         BarColumn(),
@@ -47,19 +48,46 @@ def live_progress(cfg: ExperimentConfig) -> Iterator[Callbacks]:
         console=console,
         transient=True,
     )
-    task = progress.add_task("", total=cfg.train.steps, name=cfg.name)
+    # Rows of each shown name in the current phase's ensemble (ordered by training group).
+    state: dict[str, Any] = {"task": None, "rows": {}}
+
+    def on_phase(phase: str, configs: Sequence[ExperimentConfig]) -> None:
+        if state["task"] is not None:
+            progress.update(state["task"], completed=cfg.train.steps)
+        order = members(configs[0])
+        label = cfg.name
+        if phase == "tuning":
+            from aaf_cli.tuning import rates
+
+            tried = {v.name: len(rates(cfg, v)) for v in cfg.variants}
+            label = f"{cfg.name}: tuning lr"
+            console.print(
+                "tuning the learning rate of each variant on validation data: "
+                + ", ".join(f"{n} {k} rates" for n, k in tried.items())
+                + f" x {len(configs[0].seed_list)} tuning seeds",
+                highlight=False,
+            )
+        rows: dict[str, list[int]] = {name: [] for name in names}
+        for i, m in enumerate(order):
+            base = m.variant.split("@", 1)[0]  # a tuning model's variant (tuning.tuned_name)
+            if base in rows:
+                rows[base].append(i)
+        state["rows"] = rows
+        state["task"] = progress.add_task("", total=cfg.train.steps, name=label)
 
     def on_log(record: Any) -> None:
+        if state["task"] is None:
+            on_phase("evaluation", [cfg])
         losses = record.train_loss.tolist()
         parts = []
         for name in names:
-            values = [losses[i] for i in rows[name] if math.isfinite(losses[i])]
+            values = [losses[i] for i in state["rows"][name] if math.isfinite(losses[i])]
             shown = f"{quantile(values, 0.5):.2e}" if values else "diverged"
             parts.append(f"{name} {shown}")
-        progress.update(task, completed=record.step, description="  ".join(parts))
+        progress.update(state["task"], completed=record.step, description="  ".join(parts))
 
     def on_start(folder: Path) -> None:
         console.print(f"run folder: {folder}", highlight=False)
 
     with progress:
-        yield Callbacks(on_start, on_log)
+        yield Callbacks(on_start, on_log, on_phase)

@@ -371,28 +371,61 @@ def _print_table(out: Console, table: Any, notes: Sequence[str]) -> None:
 # The tables
 
 
+#: The metric columns of ``aaf run``'s table: summary key -> column.
+REPORT_METRICS = {
+    "final_train": Column("final train", 6, "right"),
+    "final_val": Column("final val", 5, "right"),
+    "final_test": Column("final test", 0, "right"),
+    "last_test": Column("last test", 7, "right"),
+    "test_at_best_val": Column("test at best val", 4, "right"),
+}
+
+
+def variant_cell(name: str, v: Mapping[str, Any]) -> str:
+    """A variant's name in a table, with the seeds that diverged or split off from the rest
+    ('adaptive (2/5 on plateau)')."""
+    apart = []
+    if v.get("diverged"):
+        apart.append(f"{v['diverged']} diverged")
+    split = v.get("split")
+    if split:
+        how = "on plateau" if split["plateau"] == split["upper"] else "stalled"
+        apart.append(f"{split['upper']}/{split['seeds']} {how}")
+    return name + (f" ({', '.join(apart)})" if apart else "")
+
+
 def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None:
-    """The result table of ``aaf run`` (from its ``summary.json``), then the verdicts."""
+    """The result table of ``aaf run`` (from its ``summary.json``), then the verdicts and the
+    tuning's notes.
+
+    Every number across seeds is the geometric mean (``stats.CENTER``): the statistic the
+    verdict's ratio is made of, so that the table and the verdict cannot tell apart stories.
+    """
     out = out or console()
     variants: Mapping[str, Mapping[str, Any]] = summary["variants"]
     seeds = len(summary["seeds"])
+    tuning = summary.get("tuning") or {}
     title = f"{summary['name']}: {summary['data']['target']}, {summary['steps_done']} steps"
     if seeds > 1:
-        title += f", median over {seeds} seeds"
-    title += f"; all models trained together in {summary['train_time_s']:.1f} s"
+        title += f", geometric mean over {seeds} seeds"
+    if tuning.get("on"):
+        title += (
+            f"; learning rates tuned on validation data ({tuning.get('train_time_s', 0):.1f} s), "
+            f"then the run's models trained in {summary['train_time_s']:.1f} s"
+        )
+    else:
+        title += f"; all models trained together in {summary['train_time_s']:.1f} s"
     threshold = summary.get("threshold")
     columns = [
         Column("variant", 0, wrap="name"),
-        Column("final train", 5, "right"),
-        Column("final test", 0, "right"),
+        Column("lr (tuned)" if tuning.get("on") else "lr", 1, "right"),
     ]
-    metrics = ["final_train", "final_test"]
-    if any("last_test" in v for v in variants.values()):
-        # Newer summaries: "final" is a robust tail value, "last" the last logged point.
-        columns.append(Column("last test", 4, "right"))
-        metrics.append("last_test")
-    columns += [Column("best train", 6, "right"), Column("best test", 1, "right")]
-    metrics += ["best_train", "best_test"]
+    metrics = []
+    for key, column in REPORT_METRICS.items():
+        # Summaries of older versions lack some (no validation, no last value): not shown.
+        if any(key in v for v in variants.values()):
+            columns.append(column)
+            metrics.append(key)
     steps_header = "steps to threshold" if threshold is None else f"steps to {threshold:g}"
     columns += [
         Column(steps_header, 2, "right", wrap="list"),
@@ -400,12 +433,12 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
     ]
     rows: list[Sequence[Cell] | None] = []
     for name, v in variants.items():
-        diverged = v.get("diverged") or 0
-        values = [fmt((v.get(m) or {}).get("median")) for m in metrics]
+        lr = v.get("effective_lr", v.get("lr"))
         rows.append(
             [
-                name + (f" ({diverged} diverged)" if diverged else ""),
-                *values,
+                variant_cell(name, v),
+                fmt(lr, ".3g"),
+                *[fmt((v.get(m) or {}).get("geomean")) for m in metrics],
                 _reach(v.get("steps_to_threshold") or {}, v.get("seeds")),
                 params(v.get("final_params") or {}),
             ]
@@ -415,6 +448,8 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
     for comparison in summary.get("comparisons") or []:
         if comparison.get("verdict"):
             _say(out, str(comparison["verdict"]))
+    for note in tuning.get("notes") or []:
+        _say(out, f"note: {note}", style="yellow")
     if summary.get("status", "completed") != "completed":
         _say(out, f"status: {summary['status']}", style="yellow")
 
@@ -447,7 +482,7 @@ def print_rows(
         Column("seeds", 5, "right", wrap="list"),
         Column("steps", 6, "right"),
         Column("final test", 0, "right"),
-        Column("best test", 2, "right"),
+        Column("test at best val", 2, "right"),
         Column("steps to thr.", 4, "right", wrap="list"),
         Column("vs baseline", 1, wrap="list"),
     ]
@@ -467,7 +502,7 @@ def print_rows(
                 seeds,
                 str(r.steps),
                 fmt(r.final_test),
-                fmt(r.best_test),
+                fmt(r.at_best_val),
                 reach,
                 r.versus,
             ]
@@ -497,7 +532,7 @@ def print_list(
         Column("seeds", 5, "right"),
         Column("steps", 1, "right"),
         Column("status", 0, wrap="list"),
-        Column("best test (median)", 2, wrap="list"),
+        Column("final test (geo. mean)", 2, wrap="list"),
         Column("time", 6, "right"),
     ]
     rows: list[Sequence[Cell] | None] = []
@@ -513,7 +548,7 @@ def print_list(
             steps = f"{e.get('steps_done')}/{e['steps']}"
         else:
             steps = str(e["steps"])
-        best = ", ".join(f"{k} {fmt(v)}" for k, v in (e.get("best_test") or {}).items())
+        best = ", ".join(f"{k} {fmt(v)}" for k, v in (e.get("final_test") or {}).items())
         duration = e.get("duration_s")
         shown = status
         if e.get("kind") == "sweep":  # a sweep is one row (sweeps.records.describe_sweep)
@@ -608,7 +643,7 @@ def print_show(
         )
     for line in highlights(config):
         _say(out, line)
-    print_rows(rows, "results (medians over seeds)", out, show_run=False)
+    print_rows(rows, "results (geometric means over seeds)", out, show_run=False)
     if summary is not None and summary.get("status") != "completed":
         _say(out, f"status: {summary.get('status')}", style="yellow", indent="")
     out.print("files:", highlight=False)
@@ -622,9 +657,9 @@ def print_show(
 # aaf sweep, aaf show SWEEP
 
 SWEEP_NOTE = (
-    "final test: median over seeds; interval: the geometric mean's 95% t interval over seeds; "
-    "vs baseline: seeds where the final test MSE is lower, geometric-mean ratio, Wilcoxon p "
-    "(Holm-adjusted over the point's variants)"
+    "final test: geometric mean over seeds, interval: its 95% t interval; test at best val: at "
+    "each seed's step of lowest validation loss; vs baseline: seeds where the final test MSE is "
+    "lower, geometric-mean ratio, Wilcoxon p (Holm-adjusted over the point's variants)"
 )
 
 
@@ -679,7 +714,7 @@ def print_sweep(
         Column("seeds", 6, "right"),
         Column("final test", 0, "right"),
         Column("interval", 4, wrap="list"),
-        Column("best test", 5, "right"),
+        Column("test at best val", 5, "right"),
         Column("steps to thr.", 7, "right"),
         Column("vs baseline", 1, wrap="list"),
     ]
@@ -699,15 +734,15 @@ def print_sweep(
                 str(r["variant"]),
                 (status, _STATUS_STYLES.get(status, "magenta")),
                 "-" if r.get("seeds") is None else str(r["seeds"]),
-                fmt(r.get("final_test_median")),
+                fmt(r.get("final_test_geomean")),
                 "-" if low is None or high is None else f"{fmt(low)}, {fmt(high)}",
-                fmt(r.get("best_test_median")),
+                fmt(r.get("test_at_best_val_geomean")),
                 fmt(r.get("steps_to_threshold"), ".0f"),
                 _sweep_versus(r),
             ]
         )
         previous = point
-    table, notes = fitted_table(columns, cells, out.width, "points (medians over seeds)")
+    table, notes = fitted_table(columns, cells, out.width, "points (geometric means over seeds)")
     _print_table(out, table, notes)
     _say(out, SWEEP_NOTE, style="dim", indent="")
     if verdicts:
@@ -739,7 +774,7 @@ def print_tuned(tuned: Any, out: Console) -> None:
     for name, value in tuned.chosen.items():
         crit = tuned.criteria.get(name) or {}
         shown = ", ".join(f"{k}: {fmt(v)}" for k, v in crit.items())
-        _say(out, f"{name}: {tuned.key}={short_text(value)} (median best test {shown})")
+        _say(out, f"{name}: {tuned.key}={short_text(value)} (median final validation {shown})")
     if tuned.status == "failed":
         _say(out, f"evaluation run failed: {tuned.error}", style="red")
     elif not tuned.verdict:

@@ -13,9 +13,12 @@ from typing import Any
 
 from aaf_cli.stats import (
     Comparison,
+    Split,
     Summary,
     adjust_family,
     compare_paired,
+    geometric_mean,
+    outcome_split,
     quantile,
     tail_value,
     verdict,
@@ -33,15 +36,21 @@ class Series:
     steps: list[int] = field(default_factory=list)
     time: list[float] = field(default_factory=list)
     train: list[float] = field(default_factory=list)
-    test: list[float] = field(default_factory=list)
+    test: list[float] = field(default_factory=list)  # NaN where a run measured no test data
     recovery: list[float] = field(default_factory=list)  # S(a); NaN without slope recovery
+    val: list[float] = field(default_factory=list)  # the validation metric; NaN without one
     params: dict[str, list[float]] = field(default_factory=dict)  # activation parameters
     diverged_at: int | None = None
     # PDE runs: each loss term (term:residual, ...) and identified parameter (param:nu)
     terms: dict[str, list[float]] = field(default_factory=dict)
 
     def metric(self, name: str) -> list[float]:
-        return {"train": self.train, "test": self.test, "recovery": self.recovery}[name]
+        return {
+            "train": self.train,
+            "test": self.test,
+            "val": self.val,
+            "recovery": self.recovery,
+        }[name]
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,10 @@ class ModelOutcome:
 
     ``final_*`` is the robust tail value (``stats.tail_value``: the median of the last 5% of
     logged points), ``last_*`` the very last logged point, ``best_*`` the minimum over logged
-    points; ``steps_to_threshold`` is None if never reached.
+    points (``best_test`` reads the test data at every step: a description, never a choice);
+    ``test_at_best_val`` the test metric at the logged step of the lowest validation metric
+    (``best_val_step``: early stopping chosen on validation data); ``steps_to_threshold`` is
+    None if never reached.
     """
 
     variant: str
@@ -65,6 +77,11 @@ class ModelOutcome:
     diverged_at: int | None
     last_train: float = math.nan
     last_test: float = math.nan
+    initial_train: float = math.nan
+    final_val: float = math.nan
+    best_val: float = math.nan
+    best_val_step: int = -1
+    test_at_best_val: float = math.nan
 
     @property
     def diverged(self) -> bool:
@@ -73,10 +90,14 @@ class ModelOutcome:
 
 def outcome(series: Series, steps_to_threshold: int | None) -> ModelOutcome:
     """Final values are tail medians (``stats.tail_value``), last values the last logged ones,
-    best values minima over logged steps; parameters are the last logged ones."""
+    best values minima over logged steps (the first of equal ones); parameters are the last
+    logged ones."""
     finite_test = [(v, s) for v, s in zip(series.test, series.steps) if math.isfinite(v)]
     finite_train = [v for v in series.train if math.isfinite(v)]
     best_test, best_step = min(finite_test) if finite_test else (math.nan, -1)
+    val = series.val or [math.nan] * len(series.steps)
+    finite_val = [(v, i) for i, v in enumerate(val) if math.isfinite(v)]
+    best_val, at = min(finite_val) if finite_val else (math.nan, -1)
     return ModelOutcome(
         variant=series.variant,
         seed=series.seed,
@@ -90,18 +111,24 @@ def outcome(series: Series, steps_to_threshold: int | None) -> ModelOutcome:
         diverged_at=series.diverged_at,
         last_train=series.train[-1],
         last_test=series.test[-1],
+        initial_train=series.train[0],
+        final_val=tail_value(val),
+        best_val=best_val,
+        best_val_step=series.steps[at] if at >= 0 else -1,
+        test_at_best_val=series.test[at] if at >= 0 else math.nan,
     )
 
 
 @dataclass(frozen=True)
 class Band:
-    """Per-step median and band of one metric across seeds."""
+    """Per-step centre (the geometric mean across seeds: ``stats.CENTER``, the statistic of
+    every table and verdict) and band of one metric."""
 
     steps: list[int]
-    median: list[float]
+    center: list[float]
     low: list[float]
     high: list[float]
-    kind: str  # "iqr", "minmax" or "none"
+    kind: str  # "iqr", "minmax", "std" or "none"
     seeds: int
 
 
@@ -112,8 +139,12 @@ def band_kind(seeds: int) -> str:
     return "iqr" if seeds >= BAND_IQR_MIN_SEEDS else "minmax"
 
 
-def aggregate(series: Sequence[Series], metric: str, kind: str | None = None) -> Band:
-    """Median and band over the non-diverged seeds of one variant, at every logged step.
+def aggregate(
+    series: Sequence[Series], metric: str, kind: str | None = None, center: str = "geomean"
+) -> Band:
+    """Geometric mean (``center`` ``median``: the median, for values that may be negative, such
+    as activation parameters) and band over the non-diverged seeds of one variant, at every
+    logged step.
 
     Diverged seeds are left out entirely. Seeds are aligned by step; steps that not every seed
     logged (an interrupted run) are dropped.
@@ -128,7 +159,7 @@ def aggregate(series: Sequence[Series], metric: str, kind: str | None = None) ->
     for step in common:
         values = [s.metric(metric)[idx[step]] for s, idx in zip(kept, index)]
         steps.append(step)
-        med.append(quantile(values, 0.5))
+        med.append(geometric_mean(values) if center == "geomean" else quantile(values, 0.5))
         if kind == "iqr":
             low.append(quantile(values, 0.25))
             high.append(quantile(values, 0.75))
@@ -164,18 +195,25 @@ def median_seed(outcomes: Sequence[ModelOutcome]) -> int | None:
 
 
 def variant_summary(outcomes: Sequence[ModelOutcome]) -> dict[str, Any]:
-    """Aggregates across the non-diverged seeds of one variant."""
+    """Aggregates across the non-diverged seeds of one variant, and ``split``: the seeds whose
+    final test metric sits apart from the others (``stats.outcome_split``), or None."""
     kept = [o for o in outcomes if not o.diverged]
     reached = [o.steps_to_threshold for o in kept if o.steps_to_threshold is not None]
+    split = outcome_split(
+        [o.final_test for o in kept], [o.initial_train for o in kept], [o.final_train for o in kept]
+    )
     return {
         "seeds": len(outcomes),
         "diverged": len(outcomes) - len(kept),
         "final_test": Summary.of([o.final_test for o in kept]).as_dict(),
         "best_test": Summary.of([o.best_test for o in kept]).as_dict(),
+        "test_at_best_val": Summary.of([o.test_at_best_val for o in kept]).as_dict(),
+        "final_val": Summary.of([o.final_val for o in kept]).as_dict(),
         "final_train": Summary.of([o.final_train for o in kept]).as_dict(),
         "best_train": Summary.of([o.best_train for o in kept]).as_dict(),
         "last_test": Summary.of([o.last_test for o in kept]).as_dict(),
         "last_train": Summary.of([o.last_train for o in kept]).as_dict(),
+        "split": split.as_dict() if split is not None else None,
         "final_params": {
             name: Summary.of([o.final_params[name] for o in kept]).as_dict()
             for name in (kept[0].final_params if kept else {})
@@ -213,14 +251,28 @@ def compare_to_baseline(
 
 
 def summarise(
-    outcomes: Sequence[ModelOutcome], variants: Sequence[str], baseline: str, threshold: float
+    outcomes: Sequence[ModelOutcome],
+    variants: Sequence[str],
+    baseline: str,
+    threshold: float,
+    metric: str = "test MSE",
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Per-variant aggregates and the paired comparisons against ``baseline``, as they appear
-    in ``summary.json`` (``variants`` entries and ``comparisons``)."""
+    in ``summary.json`` (``variants`` entries and ``comparisons``). A comparison's verdict also
+    counts the seeds of either side that split off from the rest (``stats.outcome_split``)."""
     groups = by_variant(outcomes, variants)
     stats = {name: variant_summary(groups.get(name, [])) for name in variants}
-    comparisons = [
-        {**c.as_dict(), "win_rate": c.win_rate, "verdict": verdict(c, threshold)}
-        for c in compare_to_baseline(outcomes, variants, baseline)
-    ]
+    comparisons = []
+    for c in compare_to_baseline(outcomes, variants, baseline):
+        text = verdict(c, threshold, metric)
+        for name in (c.variant, c.baseline):
+            split = stats[name]["split"]
+            if split is not None and c.pairs:
+                text += "; " + split_words(split, name)
+        comparisons.append({**c.as_dict(), "win_rate": c.win_rate, "verdict": text})
     return stats, comparisons
+
+
+def split_words(split: dict[str, Any], variant: str) -> str:
+    """A summary's ``split`` entry in words (``stats.Split.words``)."""
+    return Split(**split).words(variant)

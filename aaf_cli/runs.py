@@ -32,17 +32,22 @@ from aaf_cli.results import Band, Series
 # 2: "final" values are tail medians (stats.tail_value), "last" values added, comparisons carry
 # Holm-adjusted p-values and their interval method. Format 1 (final = last logged point) is
 # still read: its tables are recomputed from metrics.csv under the current rules.
-SUMMARY_FORMAT = 2
-SUMMARY_FORMATS_READ = (1, 2)
-METRICS_FORMAT = 2
+# 3: validation losses, the tuning phase, geometric means across seeds, split seeds, verdicts by
+# the count of wins and losses. Formats 1 and 2 are read, their tables recomputed from
+# metrics.csv under the current rules.
+SUMMARY_FORMAT = 3
+SUMMARY_FORMATS_READ = (1, 2, 3)
+METRICS_FORMAT = 3
 METRICS_HEADER = f"# aaf metrics format {METRICS_FORMAT}"
-# Format 1 (aaf 0.1 before the adaptive families) had a `slope` column and no `recovery`.
-METRICS_READABLE = (1, 2)
+# Format 1 (aaf 0.1 before the adaptive families) had a `slope` column and no `recovery`;
+# format 2 had no `val_loss` (read back as NaN).
+METRICS_READABLE = (1, 2, 3)
 METRICS_COLUMNS = [
     "step",
     "variant",
     "seed",
     "train_loss",
+    "val_loss",
     "test_loss",
     "recovery",
     "diverged",
@@ -50,7 +55,7 @@ METRICS_COLUMNS = [
 PARAMETERS_HEADER = "# aaf parameters format 1"
 PARAMETERS_COLUMNS = ["step", "variant", "seed", "parameter", "value"]
 TIMING_COLUMNS = ["step", "variant", "seconds"]
-AGGREGATE_COLUMNS = ["variant", "metric", "step", "median", "low", "high", "band", "seeds"]
+AGGREGATE_COLUMNS = ["variant", "metric", "step", "geomean", "low", "high", "band", "seeds"]
 
 
 def new_run_dir(runs_dir: Path, name: str, now: datetime | None = None) -> Path:
@@ -128,9 +133,10 @@ def _variant_order(series: Sequence[Series]) -> dict[str, int]:
 def metrics_csv(series: Sequence[Series]) -> str:
     """Long format, one row per (step, variant, seed), in step order.
 
-    ``train_loss`` is the data term (MSE) alone; ``recovery`` is S(a) for variants with slope
-    recovery (empty otherwise). Deterministic: the same config and seeds give the same file
-    byte for byte on one machine. Wall-clock times, which never repeat, go to ``timing.csv``.
+    ``train_loss`` is the data term (MSE) alone; ``val_loss`` the loss on the validation
+    points (what choices read); ``recovery`` is S(a) for variants with slope recovery (empty
+    otherwise). Deterministic: the same config and seeds give the same file byte for byte on
+    one machine. Wall-clock times, which never repeat, go to ``timing.csv``.
     """
     out, writer = csv_buffer(METRICS_HEADER, METRICS_COLUMNS)
     rows = []
@@ -138,13 +144,15 @@ def metrics_csv(series: Sequence[Series]) -> str:
         for i, step in enumerate(s.steps):
             diverged = int(s.diverged_at is not None and step >= s.diverged_at)
             recovery = s.recovery[i] if i < len(s.recovery) else math.nan
-            rows.append((step, s.variant, s.seed, s.train[i], s.test[i], recovery, diverged))
+            val = s.val[i] if i < len(s.val) else math.nan
+            rows.append((step, s.variant, s.seed, s.train[i], val, s.test[i], recovery, diverged))
     order = _variant_order(series)
     rows.sort(key=lambda r: (r[0], order[r[1]], r[2]))
-    for step, variant, seed, train, test, recovery, diverged in rows:
+    for step, variant, seed, train, val, test, recovery, diverged in rows:
         writer.writerow(
-            [step, variant, seed, num_text(train), num_text(test), _cell(recovery), diverged]
-        )
+            [step, variant, seed, num_text(train), _cell(val), num_text(test), _cell(recovery),
+             diverged]
+        )  # fmt: skip
     return out.getvalue()
 
 
@@ -239,6 +247,7 @@ def read_metrics(path: Path) -> list[Series]:
                 step = int(row["step"])
                 train, test = float(row["train_loss"]), float(row["test_loss"])
                 recovery = float(row.get("recovery") or "nan")
+                val = float(row.get("val_loss") or "nan")
             except (TypeError, ValueError):
                 raise ValueError(f"malformed row at line {reader.line_num}") from None
             s = series.get(key)
@@ -248,6 +257,7 @@ def read_metrics(path: Path) -> list[Series]:
             s.train.append(train)
             s.test.append(test)
             s.recovery.append(recovery)
+            s.val.append(val)
             if row["diverged"] == "1" and s.diverged_at is None:
                 s.diverged_at = step
     return list(series.values())
@@ -275,7 +285,7 @@ def aggregates_csv(bands: Mapping[str, Mapping[str, Band]]) -> str:
     writer.writerow(AGGREGATE_COLUMNS)
     for variant, metrics in bands.items():
         for metric, band in metrics.items():
-            for step, med, low, high in zip(band.steps, band.median, band.low, band.high):
+            for step, med, low, high in zip(band.steps, band.center, band.low, band.high):
                 writer.writerow(
                     [
                         variant,

@@ -27,6 +27,15 @@ POWER = 0.8
 # least one). A constant-rate Adam makes the loss swing by 10-100x from one logged step to the
 # next, so the very last point is a lottery ticket; the tail median is what the run settled at.
 TAIL_FRACTION = 0.05
+# Across seeds, every table, figure and verdict uses one statistic: the geometric mean. Losses
+# spread over decades, and the paired ratio the verdict reports (the exp of the mean log ratio)
+# is then exactly the ratio of the two variants' table values over the same seeds.
+CENTER = "geometric mean"
+# Outcomes split into two groups when two neighbouring seeds' final values are at least this
+# many decades apart, and no less apart than the wider group is wide; a seed of the upper group
+# whose training loss fell by less than PLATEAU_DROP from its initial value stayed on the plateau.
+SPLIT_DECADES = 1.0
+PLATEAU_DROP = 2.0
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -65,9 +74,24 @@ def tail_rule(fraction: float = TAIL_FRACTION) -> str:
     return f"median of the last {fraction:.0%} of logged points (at least one)"
 
 
+def geometric_mean(values: Sequence[float]) -> float:
+    """exp(mean(log v)) of positive values; 0 if one is 0; NaN if one is negative, not finite,
+    or there are none."""
+    vals = [float(v) for v in values]
+    if not vals or any(not math.isfinite(v) or v < 0 for v in vals):
+        return math.nan
+    if any(v == 0 for v in vals):
+        return 0.0
+    if all(v == vals[0] for v in vals):
+        return vals[0]  # exactly (exp(log(v)) may round): one seed's curve is that seed's
+    return math.exp(statistics.fmean(math.log(v) for v in vals))
+
+
 @dataclass(frozen=True)
 class Summary:
-    """Mean, std (sample, n-1), median, min and max of a sample; NaN where undefined."""
+    """Mean, std (sample, n-1), median, min, max and geometric mean of the finite values of a
+    sample (``n`` counts them; a run's test or validation metric is NaN where it measured none);
+    NaN where undefined."""
 
     n: int
     mean: float
@@ -75,19 +99,84 @@ class Summary:
     median: float
     min: float
     max: float
+    geomean: float = math.nan
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Summary:
-        vals = [float(v) for v in values]
+        vals = [float(v) for v in values if math.isfinite(v)]
         if not vals:
-            return cls(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+            return cls(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
         return cls(
-            len(vals), statistics.fmean(vals), std, statistics.median(vals), min(vals), max(vals)
+            len(vals),
+            statistics.fmean(vals),
+            std,
+            statistics.median(vals),
+            min(vals),
+            max(vals),
+            geometric_mean(vals),
         )
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Seeds whose final values fall into two groups far apart (``outcome_split``)."""
+
+    seeds: int  # seeds looked at
+    upper: int  # seeds in the upper (worse) group
+    lower_max: float  # the largest final value of the lower group
+    upper_min: float  # the smallest final value of the upper group
+    plateau: int  # seeds of the upper group whose training loss fell by less than PLATEAU_DROP
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def words(self, variant: str) -> str:
+        """'2/5 adaptive seeds stayed on the initial plateau (final 0.45 and above; the others
+        0.012 and below)'."""
+        what = (
+            "stayed on the initial plateau"
+            if self.plateau == self.upper
+            else "stalled far above the others"
+        )
+        return (
+            f"{self.upper}/{self.seeds} {variant} seeds {what} (final {self.upper_min:.2g} and "
+            f"above; the others {self.lower_max:.2g} and below)"
+        )
+
+
+def outcome_split(
+    finals: Sequence[float], initials: Sequence[float], final_trains: Sequence[float]
+) -> Split | None:
+    """The two groups of seeds, when their final values split into two (None otherwise).
+
+    Sorted by log10 of the final values, the largest gap between neighbours splits them when it
+    is at least ``SPLIT_DECADES`` and at least as wide as the wider group's own range: a bimodal
+    outcome (some seeds stuck, the others trained), not one wide spread. ``initials`` and
+    ``final_trains`` (the same seeds' step-0 and final training losses) tell which upper seeds
+    never left the initial plateau. Three seeds at least; non-positive or non-finite values are
+    left out.
+    """
+    rows = [
+        (math.log10(f), f, i, t)
+        for f, i, t in zip(finals, initials, final_trains)
+        if math.isfinite(f) and f > 0
+    ]
+    if len(rows) < 3:
+        return None
+    rows.sort()
+    logs = [r[0] for r in rows]
+    gaps = [b - a for a, b in zip(logs, logs[1:])]
+    k = max(range(len(gaps)), key=lambda j: gaps[j])
+    lower, upper = logs[: k + 1], logs[k + 1 :]
+    width = max(lower[-1] - lower[0], upper[-1] - upper[0])
+    if gaps[k] < SPLIT_DECADES or gaps[k] < width:
+        return None
+    plateau = sum(1 for _, _, i, t in rows[k + 1 :] if math.isfinite(i) and t > i / PLATEAU_DROP)
+    return Split(len(rows), len(upper), rows[k][1], rows[k + 1][1], plateau)
 
 
 def ranks(values: Sequence[float]) -> list[float]:
@@ -344,6 +433,8 @@ class Comparison:
     p_holm: float = math.nan
     family: int = 1
     seeds_needed: int | None = None
+    losses: int = 0  # pairs where the variant ended worse than the baseline (ties: neither)
+    reached_both: int = 0  # pairs where both reached the threshold (= speedup_pairs)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -390,6 +481,7 @@ def compare_paired(
         log_ratios.append(math.log(a / b) if a > 0 and b > 0 else (0.0 if a == b else math.nan))
     usable = [r for r in log_ratios if math.isfinite(r)]
     wins = sum(1 for s in seeds if final[s] < final_base[s])
+    losses = sum(1 for s in seeds if final[s] > final_base[s])
     method = "t"
     if usable:
         geomean = math.exp(statistics.fmean(usable))
@@ -422,6 +514,8 @@ def compare_paired(
         p_holm=p,
         family=1,
         seeds_needed=seeds_needed(usable, family),
+        losses=losses,
+        reached_both=len(speedups),
     )
 
 
@@ -452,11 +546,45 @@ def _seeds(n: int) -> str:
     return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
-def verdict(c: Comparison, threshold: float) -> str:
-    """One line a reader can act on, e.g. 'adaptive beats fixed on 9/10 seeds; ...'."""
+def outcome_words(
+    variant: str, baseline: str, wins: int, losses: int, pairs: int, seeds: str = "seeds"
+) -> str:
+    """Who ended lower on how many seeds, by the count: 'wins against ... on 9/10 seeds',
+    'loses to ... on 3/3 seeds', or 'is even with ...' — never 'beats' on 0/3."""
+    if wins > losses:
+        return f"{variant} wins against {baseline} on {wins}/{pairs} {seeds}"
+    if losses > wins:
+        return f"{variant} loses to {baseline} on {losses}/{pairs} {seeds}"
+    ties = pairs - wins - losses
+    even = f"{variant} is even with {baseline}: lower on {wins}, higher on {losses}"
+    return even + (f", equal on {ties}" if ties else "") + f" of {pairs} {seeds}"
+
+
+def threshold_words(c: Comparison, threshold: float) -> str:
+    """Every count of reaching the threshold, and the speed-up with the pairs behind it."""
+    neither = c.pairs - c.reached_both - c.reached_only_variant - c.reached_only_baseline
+    parts = [f"both on {c.reached_both}"]
+    if c.reached_both:
+        parts[0] += (
+            f" ({c.variant} {c.speedup_median:.2g}x fewer steps, median of "
+            f"{'1 pair' if c.reached_both == 1 else f'{c.reached_both} pairs'})"
+        )
+    parts += [
+        f"only {c.variant} on {c.reached_only_variant}",
+        f"only {c.baseline} on {c.reached_only_baseline}",
+        f"neither on {neither}",
+    ]
+    return f"reaching {threshold:g}: " + ", ".join(parts)
+
+
+def verdict(c: Comparison, threshold: float, metric: str = "test MSE") -> str:
+    """One line a reader can act on, e.g. 'adaptive wins against fixed on 9/10 seeds;
+    geometric-mean ratio of final test MSE 0.097 [0.033, 0.28, t interval]; reaching 0.01:
+    both on 2 (adaptive 1.2x fewer steps, median of 2 pairs), only adaptive on 6, only fixed on
+    0, neither on 2; Wilcoxon p = 0.0039'."""
     if c.pairs == 0:
         return f"{c.variant}: no seed pair to compare with {c.baseline} (all diverged)"
-    parts = [f"{c.variant} beats {c.baseline} on {c.wins}/{c.pairs} seeds"]
+    parts = [outcome_words(c.variant, c.baseline, c.wins, c.losses, c.pairs)]
     if math.isfinite(c.ratio_geomean):
         ci = ""
         if c.pairs > 1 and c.ratio_ci_low == c.ratio_ci_high:
@@ -464,15 +592,8 @@ def verdict(c: Comparison, threshold: float) -> str:
         elif c.pairs > 1 and math.isfinite(c.ratio_ci_low):
             how = ", t interval" if c.ci_method == "t" else ""
             ci = f" [{c.ratio_ci_low:.2g}, {c.ratio_ci_high:.2g}{how}]"
-        parts.append(f"final test MSE ratio {c.ratio_geomean:.2g}{ci}")
-    if c.speedup_pairs:
-        parts.append(f"{c.speedup_median:.2g}x fewer steps to {threshold:g}")
-    elif c.reached_only_variant:
-        parts.append(f"only {c.variant} reached {threshold:g} ({_seeds(c.reached_only_variant)})")
-    elif c.reached_only_baseline:
-        parts.append(f"only {c.baseline} reached {threshold:g} ({_seeds(c.reached_only_baseline)})")
-    else:
-        parts.append(f"neither reached {threshold:g}")
+        parts.append(f"geometric-mean ratio of final {metric} {c.ratio_geomean:.2g}{ci}")
+    parts.append(threshold_words(c, threshold))
     if c.pairs == 1:
         parts.append("1 seed: no test or interval is possible; run more seeds")
     if c.pairs >= 2 and math.isfinite(c.p_value):

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 TargetFn = Callable[..., "torch.Tensor"]
 
+#: Validation points come from their own generator stream, above every seed a config can give
+#: (data and model seeds stay below 2^53), so they never repeat training points or noise.
+VALIDATION_STREAM = 1 << 62
+
 
 @dataclass(frozen=True)
 class TargetSpec:
@@ -116,16 +120,20 @@ def target_params(spec: TargetSpec, given: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Training and test data of one experiment (float tensors on the experiment's device).
+    """Training, test and validation data of one experiment (float tensors on the experiment's
+    device).
 
     ``x_train`` is ``[N, d]`` when every model sees the same points, or ``[M, N, d]`` when data is
-    drawn anew for every model; ``x_test`` is always a shared ``[N_test, d]`` grid.
+    drawn anew for every model; ``x_test`` is always a shared ``[N_test, d]`` grid; ``x_val``
+    shared ``[N_val, d]`` points drawn apart from both (what choices read), or None.
     """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
 
 def evaluate_target(name: str, x: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 Both targets get the same numbers, read through :class:`aaf_cli.runs.RunFolder`:
 
-* per logged step, the median over the non-diverged seeds of each variant's training and test
-  MSE (exactly the line ``loss_curves.png`` draws and ``aggregates.csv`` holds);
+* per logged step, the geometric mean over the non-diverged seeds of each variant's training
+  and test MSE (exactly the line ``loss_curves.png`` draws and ``aggregates.csv`` holds);
 * per logged step and seed, the training and test MSE, the slope-recovery term S(a) where the
   variant has one, and the activation parameters (``n*a`` ...) from ``parameters.csv``.
 
@@ -102,7 +102,8 @@ class Exported:
 
 @dataclass(frozen=True)
 class Point:
-    """One scalar: a per-variant median (``seed`` None) or one seed's value at one step."""
+    """One scalar: a per-variant geometric mean over seeds (``seed`` None) or one seed's value at
+    one step."""
 
     variant: str
     seed: int | None
@@ -113,12 +114,12 @@ class Point:
 
     def mlflow_key(self) -> str:
         if self.seed is None:
-            return f"{self.variant}/{self.name}_median"
+            return f"{self.variant}/{self.name}_geomean"
         return f"{self.variant}/seed{self.seed}/{self.name}"
 
     def tensorboard_tag(self) -> str:
         if self.seed is None:
-            return f"{self.variant}/{self.name}/median"
+            return f"{self.variant}/{self.name}/geomean"
         return f"{self.variant}/seed{self.seed}/{self.name}"
 
 
@@ -176,7 +177,8 @@ def _with_parameters(run: RunFolder) -> list[Series]:
 
 
 def points(run: RunFolder) -> list[Point]:
-    """Every scalar of a run: per-variant medians of train/test MSE, per-seed histories."""
+    """Every scalar of a run: per-variant geometric means of train/test MSE, per-seed
+    histories."""
     start = _started(run)
     timing = _timing(run)
     keys = _variant_keys(list(dict.fromkeys([*run.variants, *(s.variant for s in run.series)])))
@@ -192,7 +194,7 @@ def points(run: RunFolder) -> list[Point]:
         key = keys[variant]
         for metric, name in (("train", "train_mse"), ("test", "test_mse")):
             band = aggregate(series, metric)
-            for step, value in zip(band.steps, band.median):
+            for step, value in zip(band.steps, band.center):
                 out.append(Point(key, None, name, step, value, at(variant, step)))
         for s in series:
             for i, step in enumerate(s.steps):
@@ -623,7 +625,7 @@ def export_tensorboard(
 ) -> list[Exported]:
     """Write each run's scalars as TensorBoard event files in ``logdir/<run folder name>/``.
 
-    Tags: ``<variant>/train_mse/median``, ``<variant>/test_mse/median`` and per seed
+    Tags: ``<variant>/train_mse/geomean``, ``<variant>/test_mse/geomean`` and per seed
     ``<variant>/seed<k>/test_mse`` (also ``train_mse``, ``recovery``, activation parameters);
     the config and the verdicts as text. TensorBoard keeps 32-bit floats. A subfolder written
     before is skipped unless ``force`` (then replaced, if it holds only event files). Each

@@ -28,9 +28,16 @@ class LogRecord:
     step: int
     elapsed: float
     train_loss: torch.Tensor  # the data term (MSE) only
-    test_loss: torch.Tensor
+    test_loss: torch.Tensor  # NaN where the run measures no test data (a tuning phase)
     recovery: torch.Tensor  # S(a), NaN for models without slope recovery
     params: dict[str, torch.Tensor]  # logged activation parameters, NaN where a model has none
+    val_loss: torch.Tensor | None = None  # the validation metric; None: no validation data
+
+    def val(self) -> torch.Tensor:
+        """The validation metric ``[M]`` (NaN without validation data)."""
+        if self.val_loss is None:
+            return torch.full_like(self.train_loss, math.nan)
+        return self.val_loss
 
 
 @dataclass
@@ -350,13 +357,17 @@ class Objective(Protocol):
 
     ``loss`` gives the step's ``Losses`` (the minimised loss before ``model.penalty()`` is
     added); ``evaluate`` (at logged steps, before that step's update) the test metric ``[M]``
-    that ``train.threshold`` counts on, and extra values to log; ``optimizer`` the optimiser over
-    the model and the trainable parameters of the objective's own, which live in ``modules``.
+    that ``train.threshold`` counts on (NaN where the objective measures no test data), and
+    extra values to log; ``validate`` the same metric on the validation points; ``optimizer``
+    the optimiser over the model and the trainable parameters of the objective's own, which live
+    in ``modules``.
     """
 
     def loss(self, model: Groups) -> Losses: ...
 
     def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+    def validate(self, model: Groups) -> torch.Tensor: ...
 
     def modules(self) -> list[nn.Module]: ...
 
@@ -694,14 +705,16 @@ def train(
     model: Groups,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
-    x_test: torch.Tensor,
-    y_test: torch.Tensor,
+    x_test: torch.Tensor | None,
+    y_test: torch.Tensor | None,
     cfg: TrainConfig,
     on_log: Callable[[LogRecord], None] | None = None,
     stop: Callable[[], bool] | None = None,
     objective: Objective | None = None,
     on_step: Callable[[int], None] | None = None,
     eager_seconds: float | None = None,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train every model of ``model`` for ``cfg.steps`` steps.
 
@@ -714,7 +727,8 @@ def train(
     Args:
         model: the ensemble (trained in place).
         x_train, y_train: ``[N, 1]`` shared by all models, or ``[M, N, 1]``.
-        x_test, y_test: ``[N_test, 1]``.
+        x_test, y_test: ``[N_test, 1]``, or None: no test metric (NaN; a tuning phase, whose
+            choices may read validation data only), and no predictions.
         cfg: optimiser and schedule.
         on_log: called with every ``LogRecord`` as it is made.
         stop: polled before every step; returning True ends training early (``interrupted``).
@@ -726,6 +740,8 @@ def train(
             compiled step recompiles once for a new thread count).
         eager_seconds: the predicted eager training time, for ``compile: auto`` on the CPU
             (``use_compile``; without it ``auto`` stays eager there).
+        x_val, y_val: the validation data, measured at logged steps as the test data is (an
+            objective validates on its own points: ``Objective.validate``).
 
     ``train.compile`` compiles the whole step (``fused_step``: losses, gradients, bookkeeping
     and update in one graph); ``train.cuda_graph`` captures the step, compiled or not, as one
@@ -831,21 +847,27 @@ def train(
         extra["cuda_graph_time_s"] = time.perf_counter() - tic
     start = time.perf_counter()
 
+    unmeasured = torch.full((model.size,), math.nan, dtype=x_train.dtype, device=device)
+
     @torch.no_grad()
-    def evaluate() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Test loss, S(a) and the logged parameters of the current parameters (on device)."""
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Test loss, validation loss, S(a) and the logged parameters of the current parameters
+        (on device)."""
         if objective is not None:
             test, values = objective.evaluate(model)
-            return test, model.recovery(), {**model.trajectories(), **values}
-        return mse(model(x_test), y_test), model.recovery(), model.trajectories()
+            val = objective.validate(model)
+            return test, val, model.recovery(), {**model.trajectories(), **values}
+        test = unmeasured if x_test is None or y_test is None else mse(model(x_test), y_test)
+        val = unmeasured if x_val is None or y_val is None else mse(model(x_val), y_val)
+        return test, val, model.recovery(), model.trajectories()
 
     def log(
         step: int,
         train_loss: torch.Tensor,
         logged: dict[str, torch.Tensor],
-        now: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
+        now: tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
     ) -> None:
-        test_loss, recovery, params = now
+        test_loss, val_loss, recovery, params = now
         params = {**params, **logged}
         if objective is not None:
             book.reach(step, test_loss, cfg.threshold)
@@ -861,6 +883,7 @@ def train(
             host(test_loss),
             host(recovery),
             {k: host(v) for k, v in params.items()},
+            host(val_loss),
         )
         records.append(record)
         if on_log is not None:
@@ -909,7 +932,10 @@ def train(
                 data, _, logged_now = losses()
         log(step, data, logged_now, now)
     with torch.no_grad():
-        predictions = model(x_test)[..., 0].to("cpu", torch.float64)
+        if x_test is None:
+            predictions = torch.empty(model.size, 0, dtype=torch.float64)
+        else:
+            predictions = model(x_test)[..., 0].to("cpu", torch.float64)
     return TrainResult(
         records=records,
         steps_to_threshold=book.reached.cpu(),

@@ -80,7 +80,7 @@ SWEEP = "tests/test_sweep.py"
 SWEEP_PLAN = "tests/test_sweep.py::test_random_draws_are_deterministic_and_within_bounds"
 TUNED = (
     "tests/test_sweep_tuned.py::"
-    "test_selection_is_the_argmin_of_the_median_best_on_a_constructed_case"
+    "test_selection_is_the_argmin_of_the_median_final_validation_on_a_constructed_case"
 )
 FAULTS_WRITE = (
     "tests/test_faults.py::"
@@ -129,6 +129,7 @@ PDE_RESIDUAL = "aaf_cli/pde/residual.py"
 PDE_AUTODIFF = "aaf_cli/pde/autodiff.py"
 PDE_REFERENCE = "aaf_cli/pde/reference.py"
 TU = "aaf_cli/sweeps/tuned.py"
+TUNING = "aaf_cli/tuning.py"
 PK = "aaf_cli/sweeps/packing.py"
 PACKING = "tests/test_sweep_packing.py"
 
@@ -291,8 +292,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.test-loss-on-train-points",
         T,
-        "return mse(model(x_test), y_test), model.recovery(), model.trajectories()",
-        "return mse(model(x_train), y_train), model.recovery(), model.trajectories()",
+        "test = unmeasured if x_test is None or y_test is None else mse(model(x_test), y_test)",
+        "test = unmeasured if x_test is None or y_test is None else mse(model(x_train), y_train)",
         "logged test loss computed on the training points (issue 14 #4)",
         f"{KA}::test_logged_test_loss_is_the_checkpoints_mse_on_the_test_grid",
         ENGINE,
@@ -642,7 +643,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "tuned.min-not-median",
-        TU,
+        TUNING,
         "return float(statistics.median(cleaned)) if cleaned else math.inf",
         "return float(min(cleaned)) if cleaned else math.inf",
         "the criterion is the luckiest tuning seed instead of the median over them",
@@ -800,7 +801,331 @@ CATALOGUE: tuple[Mutant, ...] = (
         PDE_RUNS,
     ),
     # ---- sweeps: per-variant settings in packs, resume
+    mutant(
+        "sweeps.weight-decay-shared-in-pack",
+        PK,
+        'settings = json.dumps(v.model_dump(mode="json", exclude={"name"}), sort_keys=True)',
+        'settings = json.dumps(v.model_dump(mode="json", exclude={"name", "weight_decay"}), '
+        "sort_keys=True)",
+        "points that differ only in a variant's weight decay share its models: every point "
+        "gets the first point's decay",
+        "tests/test_sweep_rules.py::test_a_variants_weight_decay_reaches_its_own_point_in_a_pack",
+    ),
+    mutant(
+        "sweeps.weight-decay-shared-in-sweep-folders",
+        PK,
+        'settings = json.dumps(v.model_dump(mode="json", exclude={"name"}), sort_keys=True)',
+        'settings = json.dumps(v.model_dump(mode="json", exclude={"name", "weight_decay"}), '
+        "sort_keys=True)",
+        "the same sharing seen through aaf sweep: a point's checkpoints are another point's",
+        "tests/test_sweep_rules.py::test_a_weight_decay_sweep_writes_each_points_own_checkpoints",
+    ),
+    mutant(
+        "sweeps.run-weight-decay-packed",
+        PK,
+        'PER_MODEL = ("name", "seeds", "variants", "train.lr")',
+        'PER_MODEL = ("name", "seeds", "variants", "train.lr", "train.weight_decay")',
+        "points that differ in train.weight_decay are packed and all train with the first "
+        "point's decay",
+        "tests/test_sweep_rules.py::"
+        "test_points_that_differ_in_the_runs_weight_decay_train_apart_each_with_its_own",
+    ),
+    mutant(
+        "sweeps.resume-nothing-pending-runs-all",
+        PK,
+        "todo = list(range(len(configs))) if pending is None else list(pending)",
+        "todo = list(pending or range(len(configs)))",
+        "no pending point (a finished sweep resumed) is read as 'every point': all retrained",
+        "tests/test_sweep_rules.py::"
+        "test_resume_of_a_finished_sweep_trains_nothing_and_touches_no_point",
+    ),
+    mutant(
+        "sweeps.resume-tuned-retrains-tuning-points",
+        "aaf_cli/sweeps/local.py",
+        "e.index for e in record.points if records.point_status(folder / e.folder) not in DONE",
+        "e.index for e in record.points\n        if plan.protocol is not None or "
+        "records.point_status(folder / e.folder) not in DONE",
+        "resuming a tuned sweep trains its finished tuning points again",
+        "tests/test_sweep_rules.py::"
+        "test_resume_of_a_tuned_sweep_remakes_only_its_missing_evaluation_run",
+    ),
+    mutant(
+        "sweeps.resume-retrains-diverged",
+        "aaf_cli/sweeps/local.py",
+        "if records.point_status(folder / e.folder) not in DONE",
+        'if records.point_status(folder / e.folder) != "completed"',
+        "a diverged point (a finished result) is trained again by every resume",
+        "tests/test_sweep_rules.py::test_a_diverged_point_is_done_and_resume_leaves_it",
+    ),
+    mutant(
+        "sweeps.points-geomean-counts-diverged",
+        "aaf_cli/sweeps/records.py",
+        'kept = [o for o in v.get("per_seed", []) if o.get("diverged_at") is None]',
+        'kept = list(v.get("per_seed", []))',
+        "points.csv's geometric means and t intervals include the values of diverged seeds "
+        "(a best-so-far value is finite: reached before the seed diverged)",
+        "tests/test_sweep_rules.py::"
+        "test_points_csv_geomeans_and_intervals_are_over_the_non_diverged_seeds",
+    ),
+    mutant(
+        "sweeps.points-p-unadjusted",
+        "aaf_cli/sweeps/records.py",
+        'row["p"] = _stat(reported_p(c))',
+        'row["p"] = _stat(c.get("p_value"))',
+        "points.csv's p is the raw Wilcoxon p, not Holm-adjusted over the point's variants",
+        "tests/test_sweep_rules.py::test_points_csv_p_is_holm_adjusted_over_the_points_variants",
+    ),
     # ---- physics-informed references and their parameters; schedules; weight decay on slopes
+    mutant(
+        "pde.params-reference-ignores-its-params",
+        PDE_REFERENCE,
+        'nu = float(params["nu"])',
+        "nu = 0.01 / math.pi",
+        "the Burgers reference is computed at the default nu whatever reference.params says",
+        "tests/test_pde_reference_params.py::"
+        "test_burgers_reference_with_given_nu_solves_the_equation_at_that_nu_not_the_default",
+        "tests/test_pde_reference_params.py::"
+        "test_test_grid_and_value_free_conditions_use_the_reference_at_the_given_nu",
+    ),
+    mutant(
+        "pde.params-reference-defaults-win",
+        "aaf_cli/pde/spec.py",
+        "return {**REFERENCES[self.name].params, **self.params}",
+        "return {**self.params, **REFERENCES[self.name].params}",
+        "the reference's defaults override the parameters given in reference.params",
+        "tests/test_pde_reference_params.py::"
+        "test_burgers_reference_with_given_nu_solves_the_equation_at_that_nu_not_the_default",
+        "tests/test_pde_reference_params.py::"
+        "test_inverse_burgers_data_and_true_value_come_from_the_given_reference_parameter",
+    ),
+    mutant(
+        "pde.params-true-from-default-reference",
+        "aaf_cli/pde/spec.py",
+        "        ref = self.reference.resolved() if self.reference is not None else {}\n"
+        "        out: dict[str, float | None] = {}",
+        "        ref = REFERENCES[self.reference.name].params if self.reference else {}\n"
+        "        out: dict[str, float | None] = {}",
+        "a trainable parameter's true value is the reference's default, not reference.params'",
+        "tests/test_pde_reference_params.py::"
+        "test_inverse_burgers_data_and_true_value_come_from_the_given_reference_parameter",
+    ),
+    mutant(
+        "pde.params-true-ignored",
+        "aaf_cli/pde/spec.py",
+        "out[k] = v.true if v.true is not None else ref.get(k)",
+        "out[k] = ref.get(k)",
+        "a trainable parameter's `true` is ignored (unknown unless the reference knows it)",
+        "tests/test_pde_reference_params.py::"
+        "test_inverse_problem_makes_forcing_conditions_data_and_test_values_at_the_true_value",
+    ),
+    mutant(
+        "pde.params-solution-at-init",
+        "aaf_cli/pde/spec.py",
+        "out.update({k: v for k, v in self.true_params().items() if v is not None})",
+        "out.update(self.trainable_params())",
+        "the exact solution, forcing and condition values see a trainable parameter's starting "
+        "value instead of its true value",
+        "tests/test_pde_reference_params.py::"
+        "test_inverse_problem_makes_forcing_conditions_data_and_test_values_at_the_true_value",
+    ),
+    mutant(
+        "pde.params-condition-values-at-init",
+        "aaf_cli/pde/problem.py",
+        "    params = pde.solution_params()\n    conditions = []",
+        "    params = {**pde.fixed_params(), **pde.trainable_params()}\n    conditions = []",
+        "a condition's written value is evaluated at the trainable parameters' starting values",
+        "tests/test_pde_reference_params.py::"
+        "test_inverse_problem_makes_forcing_conditions_data_and_test_values_at_the_true_value",
+    ),
+    mutant(
+        "pde.params-exact-at-init",
+        "aaf_cli/pde/problem.py",
+        "        params = pde.solution_params()\n        names = pde.input_names",
+        "        params = {**pde.fixed_params(), **pde.trainable_params()}\n"
+        "        names = pde.input_names",
+        "the exact solution (data, test grid, value-free conditions, derived forcing) is made "
+        "at the trainable parameters' starting values",
+        "tests/test_pde_reference_params.py::"
+        "test_inverse_problem_makes_forcing_conditions_data_and_test_values_at_the_true_value",
+    ),
+    mutant(
+        "pde.params-data-from-default-reference",
+        "aaf_cli/pde/problem.py",
+        "            clean = solution(data_points)",
+        "            from aaf_cli.pde.reference import burgers as _at_default\n\n"
+        "            clean = (\n"
+        "                solution(data_points)\n"
+        "                if pde.reference is None\n"
+        "                else _at_default(data_points[:, 0], data_points[:, 1])\n"
+        "            )",
+        "observations are drawn from the reference at its default parameters",
+        "tests/test_pde_reference_params.py::"
+        "test_inverse_burgers_data_and_true_value_come_from_the_given_reference_parameter",
+    ),
+    mutant(
+        "pde.params-residual-check-at-init",
+        "aaf_cli/pde/problem.py",
+        "**{k: v for k, v in self.true_params.items() if v is not None},",
+        "**self.trainable_params,",
+        "a solution is checked against the operator at the trainable parameters' starting "
+        "values instead of their true values",
+        "tests/test_pde_reference_params.py::"
+        "test_inverse_burgers_data_and_true_value_come_from_the_given_reference_parameter",
+    ),
+    mutant(
+        "pde.params-reference-disagreement-accepted",
+        "aaf_cli/pde/spec.py",
+        "if value is None or math.isclose(value, ref[key], rel_tol=1e-9, abs_tol=0.0):",
+        "if True:",
+        "a fixed nu (or a true nu) that differs from the reference's is accepted silently",
+        "tests/test_pde_reference_params.py::"
+        "test_a_parameter_that_contradicts_the_reference_is_refused",
+    ),
+    mutant(
+        "pde.params-coefficients-decayed",
+        PDE_RESIDUAL,
+        "decays += [None] * len(extra)",
+        "decays += [torch.full((p.shape[0],), cfg.weight_decay, dtype=p.dtype) "
+        "for p, _, _ in extra]",
+        "an inverse problem's coefficients (nu) are weight-decayed like the network's weights",
+        "tests/test_schedule_decay_rules.py::"
+        "test_inverse_problem_coefficients_are_not_decayed_even_with_activation_decay",
+    ),
+    mutant(
+        "train.schedule-rule-exponential-ignores-warmup",
+        T,
+        'return params["gamma"] ** t',
+        'return params["gamma"] ** step',
+        "the exponential schedule counts its steps from 0, not from the end of the warmup",
+        "tests/test_schedule_decay_rules.py::"
+        "test_exponential_schedule_counts_its_steps_from_the_end_of_the_warmup",
+        "tests/test_schedule_decay_rules.py::"
+        "test_rates_equal_torch_schedulers_chained_after_a_linear_warmup",
+    ),
+    mutant(
+        "train.schedule-rule-step-without-default-gamma",
+        T,
+        'return params["gamma"] ** (t // int(params["step_size"]))  # step',
+        'return (cfg.gamma or 1.0) ** (t // int(params["step_size"]))  # step',
+        "the step schedule does not decay when gamma is left at its default (0.1)",
+        "tests/test_schedule_decay_rules.py::"
+        "test_step_schedule_decays_by_gamma_every_step_size_updates_after_the_warmup",
+        "tests/test_schedule_decay_rules.py::"
+        "test_rates_equal_torch_schedulers_chained_after_a_linear_warmup",
+    ),
+    mutant(
+        "train.schedule-rule-cosine-floor-at-last-update",
+        T,
+        "math.cos(math.pi * t / (cfg.steps - warmup))",
+        "math.cos(math.pi * t / (cfg.steps - warmup - 1))",
+        "the cosine schedule reaches its floor at the last update instead of after it",
+        "tests/test_schedule_decay_rules.py::"
+        "test_cosine_schedule_known_values_with_floor_and_warmup",
+    ),
+    mutant(
+        "train.schedule-rule-cosine-floor-ignored",
+        T,
+        'floor = params.get("min_lr_factor", 0.0)',
+        "floor = 0.0",
+        "the cosine schedule ignores min_lr_factor (decays to 0)",
+        "tests/test_schedule_decay_rules.py::"
+        "test_cosine_schedule_known_values_with_floor_and_warmup",
+    ),
+    mutant(
+        "train.schedule-rule-warmup-from-one-step",
+        T,
+        "return step / warmup",
+        "return (step + 1) / warmup",
+        "the warmup starts at lr/W instead of 0",
+        "tests/test_schedule_decay_rules.py::"
+        "test_warmup_rises_linearly_from_zero_then_hands_over_to_the_schedule",
+    ),
+    mutant(
+        "train.decay-rule-adamw-without-rate",
+        T,
+        "self.flat.mul_(1 - rate * self.decay)",
+        "self.flat.mul_(1 - factor * self.decay)",
+        "AdamW's decay w *= 1 - factor*d, not scaled by each row's rate (a rate-0 row decays)",
+        "tests/test_schedule_decay_rules.py::"
+        "test_schedule_scales_each_models_own_rate_and_leaves_a_rate_0_row_frozen",
+        "tests/test_schedule_decay_rules.py::test_one_adamw_step_by_the_formula",
+    ),
+    mutant(
+        "train.decay-rule-adamw-after-the-update",
+        T,
+        "        if self.decay is not None:\n"
+        "            self.flat.mul_(1 - rate * self.decay)\n"
+        "        self.m.lerp_(grad, 1 - beta1)\n"
+        "        self.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)\n"
+        "        denom = (self.v.sqrt() / bias2_sqrt).add_(self.eps)\n"
+        "        self.flat.sub_(self.m / denom * (rate / bias1))\n",
+        "        self.m.lerp_(grad, 1 - beta1)\n"
+        "        self.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)\n"
+        "        denom = (self.v.sqrt() / bias2_sqrt).add_(self.eps)\n"
+        "        self.flat.sub_(self.m / denom * (rate / bias1))\n"
+        "        if self.decay is not None:\n"
+        "            self.flat.mul_(1 - rate * self.decay)\n",
+        "AdamW's decay applied after the Adam update instead of before it",
+        "tests/test_schedule_decay_rules.py::test_one_adamw_step_by_the_formula",
+    ),
+    mutant(
+        "train.decay-rule-sgd-decoupled",
+        T,
+        "        masked = self._masked(active, factor, all_active, l2=True, flat_grad=flat_grad)\n"
+        "        if masked is None:\n"
+        "            return\n"
+        "        grad, rate = masked\n",
+        "        masked = self._masked(active, factor, all_active, l2=False, flat_grad=flat_grad)\n"
+        "        if masked is None:\n"
+        "            return\n"
+        "        grad, rate = masked\n"
+        "        if self.decay is not None:\n"
+        "            self.flat.mul_(1 - rate * self.decay)\n",
+        "SGD's weight decay decoupled (w *= 1 - lr d) instead of the L2 term before the momentum",
+        "tests/test_schedule_decay_rules.py::"
+        "test_weight_decay_hits_exactly_the_parameters_the_rules_name",
+    ),
+    mutant(
+        "train.decay-rule-flag-decays-slopes-only",
+        T,
+        "decayed = id(p) in dense or cfg.decay_activation_params",
+        "decayed = id(p) in dense or (cfg.decay_activation_params and p.dim() == 3)",
+        "decay_activation_params decays the slopes but not Rowdy's or the rational unit's "
+        "coefficients",
+        "tests/test_schedule_decay_rules.py::"
+        "test_weight_decay_hits_exactly_the_parameters_the_rules_name",
+    ),
+    mutant(
+        "train.decay-rule-coefficients-by-default",
+        T,
+        "decayed = id(p) in dense or cfg.decay_activation_params",
+        "decayed = id(p) in dense or cfg.decay_activation_params or p.dim() == 4",
+        "Rowdy's and the rational unit's coefficients are decayed without decay_activation_params",
+        "tests/test_schedule_decay_rules.py::"
+        "test_weight_decay_hits_exactly_the_parameters_the_rules_name",
+    ),
+    mutant(
+        "train.decay-rule-variant-zero-falls-back",
+        T,
+        "        cfg.weight_decay\n"
+        "        if m.spec is None or m.spec.weight_decay is None\n"
+        "        else float(m.spec.weight_decay)\n",
+        "        float(m.spec.weight_decay or cfg.weight_decay)\n"
+        "        if m.spec is not None\n"
+        "        else cfg.weight_decay\n",
+        "a variant's weight_decay 0 falls back to train.weight_decay",
+        "tests/test_schedule_decay_rules.py::"
+        "test_weight_decay_hits_exactly_the_parameters_the_rules_name",
+    ),
+    mutant(
+        "train.decay-rule-group-takes-first-variant",
+        T,
+        "rows = per_model[start : start + p.shape[0]]",
+        "rows = per_model[start : start + 1] * p.shape[0]",
+        "every model of a group takes the decay of the group's first variant",
+        "tests/test_schedule_decay_rules.py::"
+        "test_weight_decay_hits_exactly_the_parameters_the_rules_name",
+    ),
     # ---- the compiled step and the thread guard
     mutant(
         "train.last-step-measured-eagerly",
@@ -820,7 +1145,256 @@ CATALOGUE: tuple[Mutant, ...] = (
         "the compiled last step's measurement also updates the parameters (one step too many)",
         "tests/test_engine_fast.py::test_compiled_step_equals_the_reference_and_eager_in_float64",
     ),
+    mutant(
+        "train.compiles-an-ungraded-loss",
+        T,
+        "if compiling and ungraded(losses, optimizer.params):",
+        "if compiling and False:",
+        "a loss that leaves a trained tensor without a gradient is compiled anyway: the compiled "
+        "step hands it a zero gradient and weight decay moves it, where eager mode freezes it",
+        "tests/test_engine_rules.py::"
+        "test_a_loss_that_leaves_a_parameter_without_a_gradient_is_not_compiled",
+    ),
+    mutant(
+        "train.tables-not-power-of-two",
+        T,
+        "size = 1 << (max(cfg.steps, 1) + pad - 1).bit_length()",
+        "size = max(cfg.steps, 1) + pad",
+        "the device-side schedule tables are as long as the run: every run length compiles the "
+        "step again",
+        "tests/test_engine_rules.py::test_runs_of_other_lengths_reuse_the_compiled_step",
+    ),
+    mutant(
+        "train.compiled-threshold-on-penalised-loss",
+        T,
+        "book.update(index, data, loss, limit)",
+        "book.update(index, loss, loss, limit)",
+        "the compiled step counts steps to threshold on the minimised loss (slope-recovery "
+        "penalty included), not on the training data loss",
+        "tests/test_engine_rules.py::test_the_compiled_step_counts_the_threshold_on_the_data_loss",
+    ),
+    mutant(
+        "train.warmup-index-not-reset",
+        T,
+        "                self.schedule.index.zero_()\n",
+        "",
+        "the warm-up steps of a device-side step are undone but not its step counter: training "
+        "starts with the schedule factor and bias corrections of step 3",
+        "tests/test_engine_fast.py::test_the_device_side_step_matches_the_eager_step",
+        "tests/test_engine_rules.py::test_runs_of_other_lengths_reuse_the_compiled_step",
+    ),
+    mutant(
+        "train.device-factor-off-by-one",
+        T,
+        "self.factors = table([lr_factor(cfg, s) for s in range(cfg.steps)] or [0.0])",
+        "self.factors = table([lr_factor(cfg, s + 1) for s in range(cfg.steps)] or [0.0])",
+        "the device-side step takes the schedule factor of the next step (warmup and cosine "
+        "shifted by one)",
+        "tests/test_engine_fast.py::test_the_device_side_step_matches_the_eager_step",
+        "tests/test_engine_rules.py::test_the_compiled_step_counts_the_threshold_on_the_data_loss",
+    ),
+    mutant(
+        "budget.guard-samples-every-poll",
+        "aaf_cli/budget.py",
+        "if now - self.last[0] < self.interval:",
+        "if now - self.last[0] < 0:",
+        "the thread guard reads /proc at every step, not twice a second: a burst of other work "
+        "a fraction of a second long makes the run drop its second thread",
+        "tests/test_engine_rules.py::"
+        "test_the_guard_samples_twice_a_second_and_needs_two_samples_in_a_row",
+    ),
+    mutant(
+        "budget.guard-one-strike",
+        "aaf_cli/budget.py",
+        "if self.strikes >= GUARD_STRIKES:",
+        "if self.strikes >= 1:",
+        "one crowded sample (a blip) makes the run drop to one thread, not two in a row",
+        "tests/test_budget.py::test_thread_guard_drops_to_one_thread_on_sustained_contention",
+        "tests/test_engine_rules.py::"
+        "test_the_guard_samples_twice_a_second_and_needs_two_samples_in_a_row",
+    ),
+    mutant(
+        "budget.free-cores-whole-host",
+        "aaf_cli/budget.py",
+        "for cpu in allowed & before.keys() & after.keys():",
+        "for cpu in before.keys() & after.keys():",
+        "free cores counted over every CPU of the host, not those the process may run on",
+        "tests/test_engine_rules.py::"
+        "test_free_cores_is_the_idle_time_of_the_allowed_cpus_over_the_window",
+    ),
+    mutant(
+        "budget.free-cores-since-boot",
+        "aaf_cli/budget.py",
+        "idle += (after[cpu][0] - before[cpu][0]) / total",
+        "idle += after[cpu][0] / after[cpu][1]",
+        "free cores from the idle share since boot instead of over the 0.1 s window: a process "
+        "that just started is not seen",
+        "tests/test_engine_rules.py::"
+        "test_free_cores_is_the_idle_time_of_the_allowed_cpus_over_the_window",
+    ),
+    mutant(
+        "budget.idle-without-iowait",
+        "aaf_cli/budget.py",
+        "out[name[3:]] = (ticks[3] + ticks[4], sum(ticks))",
+        "out[name[3:]] = (ticks[3], sum(ticks))",
+        "a CPU waiting on I/O counts as busy: free cores undercounted",
+        "tests/test_engine_rules.py::"
+        "test_free_cores_is_the_idle_time_of_the_allowed_cpus_over_the_window",
+    ),
+    mutant(
+        "budget.quota-ignored",
+        "aaf_cli/budget.py",
+        'if quota != "max":',
+        "if False:",
+        "a cgroup CPU quota does not cap the usable cores: the guard runs in a container whose "
+        "/proc/stat counts the whole host",
+        "tests/test_engine_rules.py::test_a_cpu_quota_caps_the_cores_and_keeps_the_guard_idle",
+    ),
+    mutant(
+        "budget.own-time-user-only",
+        "aaf_cli/budget.py",
+        "return int(fields[11]) + int(fields[12])",
+        "return int(fields[11])",
+        "the run's own CPU time without its system time: that time counts as other processes'",
+        "tests/test_engine_rules.py::test_the_runs_own_cpu_time_is_user_plus_system_time",
+    ),
     # ---- statistics rules the README states
+    mutant(
+        "stats.tail-nan-only-if-all",
+        S,
+        "if not all(math.isfinite(v) for v in tail):",
+        "if not any(math.isfinite(v) for v in tail):",
+        "a model non-finite in part of its tail still gets a final value (the median of what "
+        "sorts into the middle)",
+        "tests/test_stats_rules.py::test_a_tail_with_any_non_finite_point_has_no_final_value",
+    ),
+    mutant(
+        "stats.tail-skips-nonfinite",
+        S,
+        "    if not all(math.isfinite(v) for v in tail):\n        return math.nan\n",
+        "    tail = [v for v in tail if math.isfinite(v)] or [math.nan]\n",
+        "the final value of a model that blew up in its tail is the median of its finite points",
+        "tests/test_stats_honest.py::test_tail_value_is_the_median_of_the_last_five_percent",
+        "tests/test_stats_rules.py::test_a_tail_with_any_non_finite_point_has_no_final_value",
+    ),
+    mutant(
+        "stats.comparison-bootstrap-interval",
+        S,
+        "lo, hi, method = mean_ci(usable)",
+        'lo, hi, method = (*bootstrap_mean_ci(usable), "t")',
+        "the ratio's interval from the percentile bootstrap (too narrow at few seeds), still "
+        "labelled t",
+        "tests/test_stats_rules.py::test_the_ratio_interval_is_student_t_on_the_log_ratios",
+    ),
+    mutant(
+        "stats.t-interval-df-n",
+        S,
+        "t_quantile(1 - (1 - level) / 2, n - 1)",
+        "t_quantile(1 - (1 - level) / 2, n)",
+        "the t interval with n degrees of freedom instead of n - 1 (too narrow at few seeds)",
+        "tests/test_stats_honest.py::test_t_interval_by_hand",
+        "tests/test_stats_rules.py::test_the_ratio_interval_is_student_t_on_the_log_ratios",
+    ),
+    mutant(
+        "stats.wilcoxon-exact-ties-rounded",
+        S,
+        "doubled = [round(2 * rank) for rank in r]",
+        "doubled = [2 * round(rank) for rank in r]",
+        "the exact test rounds tied mid-ranks (1.5 -> 2) instead of counting over them",
+        "tests/test_stats_rules.py::test_exact_wilcoxon_over_mid_ranks_by_hand",
+    ),
+    mutant(
+        "stats.wilcoxon-p-above-one",
+        S,
+        "return w_plus, min(1.0, 2 * lower / 2**n)",
+        "return w_plus, 2 * lower / 2**n",
+        "a two-sided exact p above 1 at the centre of the distribution",
+        "tests/test_stats_rules.py::test_a_two_sided_p_is_never_above_one",
+    ),
+    mutant(
+        "stats.wilcoxon-exact-below-30",
+        S,
+        "if n <= EXACT_WILCOXON_MAX_N:",
+        "if n < EXACT_WILCOXON_MAX_N:",
+        "30 pairs get the normal approximation, not the exact test",
+        "tests/test_stats_rules.py::test_the_test_is_exact_up_to_30_pairs_and_normal_above",
+    ),
+    mutant(
+        "stats.holm-bonferroni",
+        S,
+        "min(1.0, (m - rank) * p)",
+        "min(1.0, m * p)",
+        "every p multiplied by the family size (Bonferroni), not Holm's step-down",
+        "tests/test_stats_honest.py::test_holm_by_hand",
+        "tests/test_stats_rules.py::test_holm_over_the_variants_of_a_run_by_hand",
+    ),
+    mutant(
+        "stats.reported-p-raw",
+        S,
+        'return comparison.get("p_holm") if family > 1 else comparison.get("p_value")',
+        'return comparison.get("p_value")',
+        "tables show the unadjusted p of a comparison with several variants",
+        "tests/test_stats_rules.py::test_holm_over_the_variants_of_a_run_by_hand",
+    ),
+    mutant(
+        "stats.p-reported-raw",
+        S,
+        "return self.p_holm if self.family > 1 else self.p_value",
+        "return self.p_value",
+        "a verdict with several variants rests on the unadjusted p",
+        "tests/test_stats_rules.py::test_holm_over_the_variants_of_a_run_by_hand",
+    ),
+    mutant(
+        "stats.seeds-floor-ignores-family",
+        S,
+        "while min_wilcoxon_p(floor) > level:",
+        "while min_wilcoxon_p(floor) > alpha:",
+        "the suggested seed count's floor is what the exact test needs at 5%, not at the "
+        "family's level 5%/comparisons",
+        "tests/test_stats_rules.py::"
+        "test_the_seed_count_never_falls_below_what_the_exact_test_needs",
+    ),
+    mutant(
+        "stats.seeds-needed-ignores-family",
+        S,
+        "seeds_needed=seeds_needed(usable, family),",
+        "seeds_needed=seeds_needed(usable),",
+        "the suggested seed count is for one comparison when several variants are compared",
+        "tests/test_stats_rules.py::test_the_seed_count_is_for_the_level_of_the_family",
+    ),
+    mutant(
+        "results.seeds-family-one",
+        R,
+        "family = sum(1 for name in variants if name != baseline)",
+        "family = 1",
+        "a run's comparisons suggest seed counts as if each were the only one",
+        "tests/test_stats_rules.py::test_the_seed_count_is_for_the_level_of_the_family",
+    ),
+    mutant(
+        "stats.min-p-counts-ties",
+        S,
+        "min_p=min_wilcoxon_p(nonzero),",
+        "min_p=min_wilcoxon_p(len(seeds)),",
+        "the floor of p counts pairs that tie (which the test drops): it claims more than the "
+        "test can show",
+        "tests/test_stats_rules.py::test_the_floor_of_p_counts_only_the_pairs_that_differ",
+    ),
+    mutant(
+        "results.pairs-keep-diverged",
+        R,
+        "return {o.seed: o.final_test for o in groups[name] if not o.diverged}",
+        "return {o.seed: o.final_test for o in groups[name]}",
+        "seeds where either side diverged still count as pairs",
+        "tests/test_stats_rules.py::test_pairs_leave_out_seeds_where_either_side_diverged",
+    ),
+    mutant(
+        "results.median-seed-by-best",
+        R,
+        "        key=lambda o: o.final_test,\n",
+        "        key=lambda o: o.best_test,\n",
+        "the median seed is chosen by the best logged test loss, not the final one",
+        "tests/test_stats_rules.py::test_the_median_seed_is_the_median_of_the_final_test_loss",
+    ),
 )
 
 

@@ -122,7 +122,7 @@ def test_run_returns_histories_equal_to_the_metrics_file(small_run: aaf.Run) -> 
 
 def test_summary_states_its_rules_and_verdicts(small_run: aaf.Run) -> None:
     summary = small_run.summary
-    assert summary is not None and summary["format_version"] == 2
+    assert summary is not None and summary["format_version"] == 3
     assert "median of the last 5%" in summary["statistics"]["final"]
     [comparison] = small_run.comparisons
     assert comparison["ci_method"] == "t" and comparison["min_p"] == 0.5

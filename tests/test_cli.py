@@ -181,7 +181,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
         assert command.callback is not None and command.callback.__doc__
 
 
-def test_aggregates_csv_equals_the_drawn_medians_and_bands(
+def test_aggregates_csv_equals_the_drawn_geometric_means_and_bands(
     runs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     drawn: dict[str, object] = {}
@@ -190,7 +190,13 @@ def test_aggregates_csv_equals_the_drawn_medians_and_bands(
     def capture(fig, path):  # type: ignore[no-untyped-def]
         if Path(path).name == "loss_curves.png":
             axes = fig.axes[:2]  # the training panel, then the test panel
-            drawn["lines"] = [list(line.get_ydata()) for ax in axes for line in ax.get_lines()]
+            # The geometric-mean lines (each seed's own curve is drawn thin beside them).
+            drawn["lines"] = [
+                list(line.get_ydata())
+                for ax in axes
+                for line in ax.get_lines()
+                if line.get_linewidth() >= 1.5
+            ]
             drawn["bands"] = [
                 sorted(float(v) for v in c.get_paths()[0].vertices[:, 1])
                 for ax in axes
@@ -208,7 +214,7 @@ def test_aggregates_csv_equals_the_drawn_medians_and_bands(
     for metric in ("train", "test"):
         for variant in ("fixed", "adaptive"):
             part = [r for r in rows if r["variant"] == variant and r["metric"] == metric]
-            medians.append([float(r["median"]) for r in part])
+            medians.append([float(r["geomean"]) for r in part])
             bands.append(sorted({float(r["low"]) for r in part} | {float(r["high"]) for r in part}))
     lines = [y for y in drawn["lines"] if len(y) > 2]  # type: ignore[attr-defined]
     assert lines == medians

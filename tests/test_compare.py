@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from aaf_cli.cli import app
 from aaf_cli.results import by_variant
 from aaf_cli.runs import read_metrics
-from aaf_cli.stats import quantile
+from aaf_cli.stats import geometric_mean
 
 from .conftest import SMOKE
 
@@ -69,8 +69,8 @@ def test_compare_writes_figure_and_csv_equal_to_the_runs_metrics(
             assert [int(r["step"]) for r in mine] == seeds[0].steps
             for i, r in enumerate(mine):
                 values = [s.test[i] for s in seeds]
-                assert float(r["median"]) == quantile(values, 0.5)
-                assert float(r["median_raw"]) == float(r["median"])
+                assert float(r["geomean"]) == pytest.approx(geometric_mean(values), rel=1e-12)
+                assert float(r["geomean_raw"]) == float(r["geomean"])
                 assert int(r["seeds"]) == len(seeds)
             assert {r["band"] for r in mine} == {"none" if len(seeds) == 1 else "minmax"}
     # The table names every run and variant, and the verdicts.
@@ -111,7 +111,7 @@ def test_compare_options_smooth_time_variants_band_svg(
     header, rows = _read_csv(out.with_suffix(".csv"))
     assert "smoothing: centred moving average of 3" in header and "x: seconds" in header
     assert {r["variant"] for r in rows} == {"fixed"} and {r["metric"] for r in rows} == {"train"}
-    assert any(r["median"] != r["median_raw"] for r in rows)
+    assert any(r["geomean"] != r["geomean_raw"] for r in rows)
     timing = {}
     with (second / "timing.csv").open() as fh:
         for t in csv.DictReader(fh):
@@ -140,7 +140,7 @@ def test_list_and_show(two_runs: tuple[Path, Path, Path]) -> None:
     assert [e["folder"] for e in entries] == [str(second), str(first)]  # newest first
     assert [e["status"] for e in entries] == ["completed", "completed"]
     assert entries[0]["variants"] == ["fixed", "n5"] and entries[0]["seeds"] == 3
-    assert set(entries[1]["best_test"]) == {"fixed", "adaptive"}
+    assert set(entries[1]["final_test"]) == {"fixed", "adaptive"}
     table = runner.invoke(app, ["list", "--runs-dir", str(runs_dir)])
     assert table.exit_code == 0 and first.name in table.stdout and "completed" in table.stdout
     show = runner.invoke(app, ["show", "wider", "--runs-dir", str(runs_dir)])

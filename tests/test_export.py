@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from aaf_cli.cli import app
+from aaf_cli.stats import geometric_mean
 from aaf_cli.trackers import flatten_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,10 +149,8 @@ def test_mlflow_histories_equal_metrics_csv(exported: dict[str, Any], run_folder
                 got = _history(client, run_id, f"{variant}/seed{seed}/{name}")
                 assert got == expected
             values = [point for history in by_seed.values() for point in history]
-            median = [
-                (step, statistics.median(v for s, v in values if s == step)) for step in steps
-            ]
-            assert _history(client, run_id, f"{variant}/{name}_median") == median
+            center = [(step, geometric_mean([v for s, v in values if s == step])) for step in steps]
+            assert _history(client, run_id, f"{variant}/{name}_geomean") == center
 
 
 def test_mlflow_activation_parameters_per_step(exported: dict[str, Any], run_folder: Path) -> None:
@@ -191,7 +189,7 @@ def test_tensorboard_scalars_equal_metrics_csv(exported: dict[str, Any], run_fol
     events = EventAccumulator(str(exported["tb"] / run_folder.name), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"fixed/test_mse/median", "adaptive/seed1/train_mse", "adaptive/seed0/n_a"} <= tags
+    assert {"fixed/test_mse/geomean", "adaptive/seed1/train_mse", "adaptive/seed0/n_a"} <= tags
     rows = _metrics_csv(run_folder)
     for variant in ("fixed", "adaptive"):
         for seed in (0, 1):
@@ -203,15 +201,15 @@ def test_tensorboard_scalars_equal_metrics_csv(exported: dict[str, Any], run_fol
                 if r["variant"] == variant and r["seed"] == str(seed)
             ]
             assert got == expected
-        medians = [(e.step, e.value) for e in events.Scalars(f"{variant}/train_mse/median")]
-        for step, value in medians:
+        centers = [(e.step, e.value) for e in events.Scalars(f"{variant}/train_mse/geomean")]
+        for step, value in centers:
             both = [
                 float(r["train_loss"])
                 for r in rows
                 if r["variant"] == variant and int(r["step"]) == step
             ]
-            assert value == float(np.float32(statistics.median(both)))
-        assert [s for s, _ in medians] == list(range(0, 21, 5))
+            assert value == float(np.float32(geometric_mean(both)))
+        assert [s for s, _ in centers] == list(range(0, 21, 5))
     assert "aaf/config" in events.Tags()["tensors"]
 
 
@@ -325,4 +323,4 @@ def test_unfinished_run_exports_what_it_logged(
     assert again.exit_code == 0 and "skipped" not in again.output, again.output
     (finished,) = client.search_runs([client.get_experiment_by_name("unfinished").experiment_id])
     assert finished.info.run_id != run.info.run_id and finished.info.status == "FINISHED"
-    assert finished.data.tags["aaf.summary_format"] == "2"
+    assert finished.data.tags["aaf.summary_format"] == "3"

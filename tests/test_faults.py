@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 import signal
@@ -40,10 +41,11 @@ from .conftest import SMOKE
 AAF = Path(sys.executable).parent / "aaf"
 LONG_STEPS = 200_000
 # Trains for minutes: still training whenever a test signals it (eagerly: `compile: auto` would
-# compile a run this long first).
+# compile a run this long first), untuned: these tests signal the run's own training (a tuning
+# phase's own faults have their tests below).
 LONG = [
     "--set", f"train.steps={LONG_STEPS}", "--set", "train.log_every=50",
-    "--set", "train.compile=false",
+    "--set", "train.compile=false", "--set", "tune=off",
 ]  # fmt: skip
 STOPPING = "Stopping after this step"
 START_TIMEOUT = 180.0  # importing torch on a slow, loaded machine
@@ -188,6 +190,10 @@ def assert_complete(folder: Path) -> dict[str, Any] | None:
             assert isinstance(yaml.safe_load(path.read_text(encoding="utf-8")), dict)
         elif name == "metrics.csv":
             pass  # read above
+        elif name == "tuning_metrics.csv":
+            assert read_metrics(path)  # the tuning phase's curves
+        elif name == "tuning.csv":
+            assert csv_rows(path)
         elif name == "parameters.csv":
             read_parameters(path, series)
         elif name == "timing.csv":
@@ -367,6 +373,25 @@ def test_sigkill_before_the_first_metrics_leaves_a_listable_run(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "metrics.csv" in lines[0], result.stderr
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.csv").exists()
+
+
+def test_sigkill_in_the_tuning_phase_keeps_its_curves_and_a_listable_run(
+    runs_dir: Path,
+) -> None:
+    """A run killed while it tunes: the tuning phase's curves are on disk (tuning_metrics.csv,
+    rewritten every few seconds like metrics.csv), the folder lists as incomplete."""
+    assert LONG[-2:] == ["--set", "tune=off"]
+    with AafRun(runs_dir, *LONG[:-2]) as run:
+        folder = run.folder()
+        run.wait_for(lambda: (folder / "tuning_metrics.csv").exists(), "tuning_metrics.csv")
+        run.send(signal.SIGKILL)
+        assert run.wait() == -signal.SIGKILL
+    curves = read_metrics(folder / "tuning_metrics.csv")
+    assert len(curves) == 2 * 3 * 3  # variants x rates x tuning seeds
+    assert all(s.steps and not any(math.isfinite(t) for t in s.test) for s in curves)
+    assert not (folder / "metrics.csv").exists() and not (folder / "summary.json").exists()
+    entry = aaf_list(runs_dir)[str(folder)]
+    assert entry["status"] == "incomplete" and entry["steps_done"] == 0
 
 
 # --------------------------------------------------------------------------------------------

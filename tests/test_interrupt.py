@@ -29,6 +29,8 @@ def test_sigint_writes_an_interrupted_run_and_exits_130(tmp_path: Path) -> None:
             "train.log_every=100",
             "--set",
             "train.compile=false",  # train at once (auto would compile a run this long)
+            "--set",
+            "tune=off",  # the run's own training is what is interrupted
             "--force",
         ],
         stdout=subprocess.PIPE,

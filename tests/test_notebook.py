@@ -35,7 +35,7 @@ def test_quickstart_notebook_runs_without_errors(tmp_path: Path) -> None:
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "completed" in text and "beats fixed" in text
+    assert "completed" in text and "against fixed on" in text
     # The DataFrame cells rendered (pandas present) and the figure list came back.
     rendered = [o for o in outputs if o.output_type == "execute_result"]
     assert any("loss_curves.png" in str(o.get("data", {})) for o in rendered)

@@ -20,7 +20,7 @@ from aaf_cli.sweeps.packing import pack_key, plan_packs, train_pack
 
 from .conftest import SMOKE
 
-F64 = ["train.steps=30", "seeds=2", "dtype=float64"]
+F64 = ["train.steps=30", "seeds=2", "dtype=float64", "tune=off"]
 _WRITE_ONE = writing._write_one  # the real writer, for the fault-injection test
 
 
@@ -63,7 +63,9 @@ def test_a_packed_point_equals_the_point_alone_in_float64(case: str) -> None:
 
 
 def test_float32_packed_points_match_alone_within_the_ensemble_tolerance() -> None:
-    configs = [load_config(SMOKE, ["train.steps=60", f"variants.1.n={n}"]) for n in (1, 5, 10)]
+    configs = [
+        load_config(SMOKE, ["train.steps=60", "tune=off", f"variants.1.n={n}"]) for n in (1, 5, 10)
+    ]
     for cfg, result in zip(configs, train_pack(configs)):
         alone = run_experiment(cfg)
         a = torch.stack([r.train_loss for r in alone.result.records])

@@ -150,18 +150,22 @@ def _check_report(output: str, summary: dict[str, Any], width: int) -> None:
     assert "variant" in headers and "final test" in headers
     metrics = {
         "final train": "final_train",
+        "final val": "final_val",
         "final test": "final_test",
         "last test": "last_test",
-        "best train": "best_train",
-        "best test": "best_test",
+        "test at best val": "test_at_best_val",
     }
-    assert [row[0] for row in rows] == list(summary["variants"])
+    assert [row[0] for row in rows] == [
+        render.variant_cell(name, v) for name, v in summary["variants"].items()
+    ]
     for row, (name, v) in zip(rows, summary["variants"].items()):
         cells = dict(zip(headers, row))
-        assert cells["variant"] == name
+        assert cells["variant"].split(" (")[0] == name
+        lr = next(h for h in headers if h.startswith("lr"))
+        assert cells[lr] == fmt(v["effective_lr"], ".3g")
         for header, key in metrics.items():
             if header in cells:
-                assert cells[header] == fmt(v[key]["median"])
+                assert cells[header] == fmt(v[key].get("geomean"))
         steps = next((h for h in headers if h.startswith("steps to")), None)
         if steps:
             assert cells[steps] == _reach(v["steps_to_threshold"], v["seeds"], long=True)
@@ -190,14 +194,16 @@ def test_report_table_at_each_width(runs: dict[str, Any], width: int) -> None:
 def test_report_table_reads_a_summary_without_the_newer_fields(runs: dict[str, Any]) -> None:
     summary = _summary(runs["folders"][0])
     for v in summary["variants"].values():
-        v.pop("last_test", None)
+        for key in ("last_test", "final_val", "test_at_best_val"):
+            v.pop(key, None)
     for c in summary["comparisons"]:
         for key in ("p_holm", "min_p", "notes"):
             c.pop(key, None)
     out = Console(width=120, file=StringIO())
     render.report_table(summary, out)
     output = out.file.getvalue()  # type: ignore[attr-defined]
-    assert "last test" not in _table(output)[0]
+    headers = _table(output)[0]
+    assert "last test" not in headers and "final val" not in headers
     _check_report(output, summary, 120)
 
 
@@ -220,8 +226,8 @@ def _check_rows(output: str, folders: list[Path], width: int, with_run: bool) ->
                 "variant": name,
                 "seeds": str(v["seeds"]),
                 "steps": str(summary["steps_done"]),
-                "final test": fmt(v["final_test"]["median"]),
-                "best test": fmt(v["best_test"]["median"]),
+                "final test": fmt(v["final_test"]["geomean"]),
+                "test at best val": fmt(v["test_at_best_val"]["geomean"]),
                 "steps to thr.": _reach(v["steps_to_threshold"], v["seeds"], long=False),
             }
             expected.append([cells[h] for h in headers if h in cells])
@@ -295,7 +301,9 @@ def test_list_three_runs(runs: dict[str, Any], width: int) -> None:
             "seeds": str(e["seeds"]),
             "target": e["target"],
             "variants": ", ".join(e["variants"]),
-            "best test (median)": ", ".join(f"{k} {fmt(v)}" for k, v in e["best_test"].items()),
+            "final test (geo. mean)": ", ".join(
+                f"{k} {fmt(v)}" for k, v in e["final_test"].items()
+            ),
             "time": f"{e['duration_s']:.0f} s",
         }
         for header, value in expected.items():
@@ -341,7 +349,8 @@ def test_names_break_only_at_natural_points() -> None:
 
 def test_sentences_wrap_at_words_never_inside_numbers_or_intervals() -> None:
     verdict = (
-        "rowdy-K10 beats fixed-tanh-baseline on 3/3 seeds; final test MSE ratio 0.044 "
+        "rowdy-K10 wins against fixed-tanh-baseline on 3/3 seeds; geometric-mean ratio of final "
+        "test MSE 0.044 "
         "[0.0096, 0.2, t interval]; Wilcoxon p = 0.25 (Holm-adjusted over 5 variants: 1e-05)"
     )
     for width in range(30, 90):

@@ -47,7 +47,7 @@ def _draw(
     for i, band in enumerate(bands.values()):
         if not band.steps:
             continue
-        values = _positive(band.median) if log else band.median
+        values = _positive(band.center) if log else band.center
         ax.plot(band.steps, values, color=colour(i), ls=style(i), lw=1.6)
         if band.kind != "none":
             _band(ax, band.steps, band.low, band.high, colour(i), crowded, log=log)
@@ -288,7 +288,7 @@ def params_figure(
     seeds: set[int] = set()
     for ax, name in zip(axes, names):
         bands = {v: across_seeds(by[v], PARAM_PREFIX + name, "terms") for v in variants}
-        values = [x for b in bands.values() for x in b.median + b.low + b.high]
+        values = [x for b in bands.values() for x in b.center + b.low + b.high]
         value = true[name]
         log = all(math.isfinite(x) and x > 0 for x in values) and (value is None or value > 0)
         k, s = _draw(ax, bands, crowded=len(variants) >= 4, log=log)
@@ -309,6 +309,6 @@ def params_figure(
     ]
     handles.append(Line2D([], [], color=NEUTRAL, lw=1.0, ls=REFERENCE_STYLE, label="true value"))
     legend_below(fig, handles, _legend_columns(len(handles), width))
-    fig.suptitle(wrap(f"{title}\n{_seed_note(seeds, kinds)}", width), fontsize=10)
+    fig.suptitle(wrap(f"{title}\n{_seed_note(seeds, kinds, 'median')}", width), fontsize=10)
     save(fig, path)
     return fig

@@ -27,6 +27,7 @@ from aaf_cli.pde.spec import (
     operator_expression,
     solution_expression,
 )
+from aaf_cli.targets import VALIDATION_STREAM
 
 __all__ = [
     "ConditionSet",
@@ -36,6 +37,7 @@ __all__ = [
     "grid",
     "sample",
     "solution_function",
+    "validation_seed",
 ]
 
 F64 = torch.float64
@@ -220,6 +222,8 @@ class PdeProblem:
         data_points, data_values: observations ``[N_d, d]``, ``[N_d]`` (with noise), or None.
         test_points, test_values: the grid the relative L2 error is measured on and the exact
             or reference solution there (None without either).
+        val_points, val_values: the validation points (uniform, their own seed) and the
+            solution there: what choices read.
         fixed_params: fixed coefficients.
         trainable_params: initial values of the learned coefficients.
         true_params: their true values (None where unknown).
@@ -235,6 +239,8 @@ class PdeProblem:
     data_values: torch.Tensor | None
     test_points: torch.Tensor
     test_values: torch.Tensor | None
+    val_points: torch.Tensor | None = None
+    val_values: torch.Tensor | None = None
     fixed_params: dict[str, float] = field(default_factory=dict)
     trainable_params: dict[str, float] = field(default_factory=dict)
     true_params: dict[str, float | None] = field(default_factory=dict)
@@ -290,11 +296,17 @@ def _finite(
     return values
 
 
+def validation_seed(pde: PdeConfig) -> int:
+    """The generator seed of the validation points (stated in the summary)."""
+    return VALIDATION_STREAM + pde.collocation.seed
+
+
 def build_problem(pde: PdeConfig, source: str = "config") -> PdeProblem:
     """Sample the points and compute every value a ``pde:`` section needs, in float64.
 
     Collocation points come from ``collocation.seed``; condition k's points from
-    ``seed * 1_000_003 + k``; observations (points, then noise) from ``data.seed``.
+    ``seed * 1_000_003 + k``; observations (points, then noise) from ``data.seed``; validation
+    points (uniform) from ``validation_seed``.
 
     Args:
         pde: a validated section.
@@ -363,6 +375,20 @@ def build_problem(pde: PdeConfig, source: str = "config") -> PdeProblem:
                 source, solution_key, "is 0 on the whole test grid: the relative L2 error "
                 "would divide by 0",
             )  # fmt: skip
+    val_points = sample(
+        intervals, pde.val_points, "random", torch.Generator().manual_seed(validation_seed(pde))
+    )
+    val_values = None
+    if solution is not None:
+        with torch.no_grad():
+            val_values = _finite(
+                solution(val_points), val_points, pde, source, solution_key, "the solution"
+            )
+        if not bool(val_values.abs().max() > 0):
+            raise ConfigError(
+                source, solution_key, "is 0 at every validation point: the relative L2 error "
+                "would divide by 0",
+            )  # fmt: skip
     return PdeProblem(
         config=pde,
         operator=operator,
@@ -374,6 +400,8 @@ def build_problem(pde: PdeConfig, source: str = "config") -> PdeProblem:
         data_values=data_values,
         test_points=test_points,
         test_values=test_values,
+        val_points=val_points,
+        val_values=val_values,
         fixed_params=pde.fixed_params(),
         trainable_params=pde.trainable_params(),
         true_params=pde.true_params(),

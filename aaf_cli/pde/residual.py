@@ -212,6 +212,8 @@ class PinnLoss:
         self.data_values = cast(problem.data_values) if problem.data_values is not None else None
         self.test_points = cast(problem.test_points)
         self.test_values = cast(problem.test_values) if problem.test_values is not None else None
+        self.val_points = cast(problem.val_points) if problem.val_points is not None else None
+        self.val_values = cast(problem.val_values) if problem.val_values is not None else None
         weights = problem.config.weights
         self.weights = {"residual": weights.residual, "data": weights.data}
         self.weights.update({c.name: c.weight for c in problem.conditions})
@@ -273,12 +275,18 @@ class PinnLoss:
         )
         return PinnTerms(total, terms)
 
-    def relative_l2(self, model: Groups) -> torch.Tensor:
-        """Each model's relative L2 error on the test grid, ``[M]``; NaN without an exact or
-        reference solution."""
-        if self.test_values is None:
+    def relative_l2(self, model: Groups, split: str = "test") -> torch.Tensor:
+        """Each model's relative L2 error on the test grid (``split`` ``test``) or at the
+        validation points (``val``), ``[M]``; NaN without an exact or reference solution (or
+        for any other ``split``: nothing measured)."""
+        sets = {
+            "test": (self.test_points, self.test_values),
+            "val": (self.val_points, self.val_values),
+        }
+        points, values = sets.get(split, (None, None))
+        if points is None or values is None:
             return torch.full((model.size,), float("nan"), dtype=self.dtype, device=self.device)
-        return relative_l2(model, self.test_points, self.test_values)
+        return relative_l2(model, points, values)
 
 
 def relative_l2(model: nn.Module, points: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -325,6 +325,13 @@ class PdeConfig(_Strict):
         le=_MAX_POINTS,
         description="the grid the relative L2 error is measured on (round(n^(1/d)) per axis)",
     )
+    val_points: int = Field(
+        1000,
+        ge=4,
+        le=_MAX_POINTS,
+        description="validation points, drawn uniformly in the box with their own seed: every "
+        "choice a run makes (tuning) reads the relative L2 error there, never the test grid's",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -494,6 +501,31 @@ class PdeConfig(_Strict):
                     f"params.{name}: trainable and used by the exact solution, the forcing or "
                     "a condition's value: give the value the data are made with (true: ...)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _agrees_with_the_reference(self) -> PdeConfig:
+        """A parameter the reference also takes (Burgers' nu) must have the reference's value:
+        the reference is computed at ``reference.params`` (default: its own), so a different
+        fixed value, or a different ``true`` of a trainable one, would measure the error (and
+        draw the data) against the solution of another equation, or state a true value the
+        data were not made with."""
+        if self.reference is None:
+            return self
+        ref = self.reference.resolved()
+        name = self.reference.name
+        for key, spec in self.params.items():
+            if key not in ref:
+                continue
+            value = spec.true if spec.trainable else spec.init
+            if value is None or math.isclose(value, ref[key], rel_tol=1e-9, abs_tol=0.0):
+                continue
+            what = f"params.{key}.true" if spec.trainable else f"params.{key}"
+            raise ValueError(
+                f"{what} is {value:.10g}, but reference '{name}' is computed at {key} = "
+                f"{ref[key]:.10g} (the data and the error come from it): give the reference "
+                f"the same value, reference: {{name: {name}, params: {{{key}: {value:.10g}}}}}"
+            )
         return self
 
     # --- What the problem builder and the wiring read --------------------------------------

@@ -87,7 +87,8 @@ class PdeDataset(Dataset):
     """The data of a PDE run in the shape the engine and the run folder know: ``x_train`` the
     collocation points ``[N, d]``, ``y_train`` the forcing there ``[N, 1]``, ``x_test`` the test
     grid (the last input varying fastest), ``y_test`` the exact or reference solution there
-    (NaN without either); ``problem`` everything else, in float64 on the CPU."""
+    (NaN without either), ``x_val`` and ``y_val`` the validation points and the solution there;
+    ``problem`` everything else, in float64 on the CPU."""
 
     problem: PdeProblem | None = None
 
@@ -101,12 +102,27 @@ def pde_dataset(
         ConfigError: the forcing, a condition value or the solution is not finite where needed.
     """
     problem = build_problem(pde, source)
-    test = problem.test_values
-    if test is None:
-        test = torch.full(problem.test_points.shape[:1], float("nan"), dtype=torch.float64)
-    tensors = (problem.collocation, problem.forcing[:, None], problem.test_points, test[:, None])
-    x_train, y_train, x_test, y_test = (t.to(device=device, dtype=dtype) for t in tensors)
-    return PdeDataset(x_train, y_train, x_test, y_test, problem)
+
+    def values(points: torch.Tensor | None, known: torch.Tensor | None) -> torch.Tensor | None:
+        if points is None:
+            return None
+        nan = torch.full(points.shape[:1], float("nan"), dtype=torch.float64)
+        return (known if known is not None else nan)[:, None]
+
+    tensors = (
+        problem.collocation,
+        problem.forcing[:, None],
+        problem.test_points,
+        values(problem.test_points, problem.test_values),
+        problem.val_points,
+        values(problem.val_points, problem.val_values),
+    )
+    x_train, y_train, x_test, y_test, x_val, y_val = (
+        None if t is None else t.to(device=device, dtype=dtype) for t in tensors
+    )
+    assert x_train is not None and y_train is not None and x_test is not None
+    assert y_test is not None
+    return PdeDataset(x_train, y_train, x_test, y_test, x_val, y_val, problem)
 
 
 class PinnObjective:
@@ -118,13 +134,20 @@ class PinnObjective:
         problem: the compiled problem.
         model: the ensemble (its members set the trainable parameters' learning rates).
         dtype, device: the ensemble's.
+        test: whether the test grid is measured (a tuning phase measures validation only).
     """
 
     def __init__(
-        self, problem: PdeProblem, model: Groups, dtype: torch.dtype, device: torch.device
+        self,
+        problem: PdeProblem,
+        model: Groups,
+        dtype: torch.dtype,
+        device: torch.device,
+        test: bool = True,
     ) -> None:
         self.pinn = PinnLoss(problem, dtype, device)
         self.params = PdeParameters.of(problem, model.members, dtype, device)
+        self.test = test
 
     def loss(self, model: Groups) -> Losses:
         terms = self.pinn(model, self.params)
@@ -133,7 +156,11 @@ class PinnObjective:
 
     def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {} if self.params is None else self.params.trajectories()
-        return self.pinn.relative_l2(model), {PARAM_PREFIX + k: v for k, v in values.items()}
+        error = self.pinn.relative_l2(model, "test" if self.test else "none")
+        return error, {PARAM_PREFIX + k: v for k, v in values.items()}
+
+    def validate(self, model: Groups) -> torch.Tensor:
+        return self.pinn.relative_l2(model, "val")
 
     def modules(self) -> list[nn.Module]:
         return [] if self.params is None else [self.params]

@@ -1,7 +1,8 @@
 """``sweep.png``: the chosen metric against the first swept key, a line per variant.
 
-The line is the geometric mean over seeds of the final (or best) test MSE with its 95% t
-interval as a band — exactly the ``*_geomean``/``*_ci_*`` columns of ``points.csv``. A second
+The line is the geometric mean over seeds of the final test MSE (or, metric ``best``, the test
+MSE at each seed's step of lowest validation loss) with its 95% t interval as a band — exactly
+the ``*_geomean``/``*_ci_*`` columns of ``points.csv``. A second
 swept key (and any after it) gives one panel per combination of its values. The x axis is
 logarithmic when every value is positive and they span more than 10x; values that are not
 numbers are placed evenly, in the order swept. Colours and line styles are those of
@@ -21,12 +22,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
 from aaf_cli import plots
-from aaf_cli.sweeps.records import DONE
+from aaf_cli.sweeps.records import DONE, METRIC_PREFIX
 from aaf_cli.sweeps.spec import short_text
 
 MAX_PANELS = 12
 MAX_TICKS = 12
-METRICS = ("final", "best")
+METRICS = tuple(METRIC_PREFIX)
+#: How each metric reads on an axis: the words before the quantity.
+METRIC_WORDS = {"final": "final", "best": "at best validation step:"}
 
 
 def _numeric(values: Sequence[Any]) -> bool:
@@ -100,7 +103,8 @@ def draw(
     axes = fig.subplots(grid_rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
     baselines = {str(r["baseline"]) for r in done}
     handles: dict[str, Any] = {}
-    y_column = f"{metric}_test_geomean"
+    prefix = METRIC_PREFIX[metric]
+    y_column = f"{prefix}_geomean"
     for ax, panel in zip(axes, shown):
         for i, line in enumerate(order):
             mine = [
@@ -117,8 +121,8 @@ def draw(
             x = [x_of(r) for r in mine]
             y = [float(r[y_column]) for r in mine]
             ax.plot(x, y, color=col, ls=ls, lw=1.7, marker="o", ms=4)
-            low = [r[f"{metric}_test_ci_low"] for r in mine]
-            high = [r[f"{metric}_test_ci_high"] for r in mine]
+            low = [r[f"{prefix}_ci_low"] for r in mine]
+            high = [r[f"{prefix}_ci_high"] for r in mine]
             if any(v is not None for v in low):
                 lo = [math.nan if v is None else float(v) for v in low]
                 hi = [math.nan if v is None else float(v) for v in high]
@@ -144,11 +148,12 @@ def draw(
     for ax in axes[len(shown) :]:
         ax.set_visible(False)
     for ax in axes[::cols]:
-        ax.set_ylabel(f"{metric} {quantity}")
+        ax.set_ylabel(f"{METRIC_WORDS[metric]} {quantity}")
     plots.legend_below(fig, list(handles.values()), max(1, min(len(handles), int(width // 2.8))))
     lines = [
         title,
-        f"{metric} {quantity}: geometric mean over {_seeds(done)} seeds, band: its 95% t interval",
+        f"{METRIC_WORDS[metric]} {quantity}: geometric mean over {_seeds(done)} seeds, band: its "
+        "95% t interval",
     ]
     if len(panels) > len(shown):
         lines.append(f"the first {len(shown)} of {len(panels)} panels")
@@ -205,7 +210,7 @@ def draw_heatmap(
     baseline = str(done[0]["baseline"])
     xs = sorted({float(r[keys[0]]) for r in rows})
     ys = sorted({float(r[keys[1]]) for r in rows})
-    column = f"{metric}_test_geomean"
+    column = f"{METRIC_PREFIX[metric]}_geomean"
     values = {line: _cells(rows, keys, line, column) for line in order}
     ratios = {line: _cells(rows, keys, line, "ratio") for line in order if line != baseline}
     ratio_lines = [line for line in ratios if ratios[line]]
@@ -247,7 +252,7 @@ def draw_heatmap(
             ax.text(xs.index(x), ys.index(y), f"{v:.1e}", ha="center", va="center",
                     fontsize=7, color="white" if shade < 0.6 else "black")  # fmt: skip
         suffix = " (baseline)" if line == baseline else ""
-        frame(ax, f"{line}{suffix}: {metric} {quantity}")
+        frame(ax, f"{line}{suffix}: {METRIC_WORDS[metric]} {quantity}")
         fig.colorbar(image, ax=ax, shrink=0.85)
     intervals = {
         line: (
@@ -272,7 +277,10 @@ def draw_heatmap(
             lo, hi = low.get((x, y)), high.get((x, y))
             if lo is not None and hi is not None and (hi < 1 or lo > 1):
                 ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, lw=1.6, ec="black"))
-        frame(ax, f"{line} / {baseline}: ratio of {metric} {quantity} (<1: {line} better)")
+        frame(
+            ax, f"{line} / {baseline}: ratio of {METRIC_WORDS[metric]} {quantity} (<1: {line} "
+            "better)",
+        )  # fmt: skip
         bar = fig.colorbar(image, ax=ax, shrink=0.85)
         ticks = [t for t in (-2, -1, -0.5, 0, 0.5, 1, 2) if abs(t) <= limit]
         bar.set_ticks(ticks, labels=[f"{10**t:.3g}" for t in ticks])

@@ -339,9 +339,20 @@ class LocalExecutor:
                 if callbacks is not None:
                     callbacks.on_log(records[0])
 
+            def on_tuning_log(records: list[LogRecord]) -> None:
+                if callbacks is not None:
+                    callbacks.on_log(records[0])
+
             from aaf_cli.sweeps.packing import train_pack
 
-            return train_pack(job.configs, labels=job.labels, on_log=on_log, stop=stop)
+            return train_pack(
+                job.configs,
+                labels=job.labels,
+                on_log=on_log,
+                stop=stop,
+                on_tuning_log=on_tuning_log,
+                on_phase=callbacks.on_phase if callbacks is not None else None,
+            )
 
 
 def make_executor(

@@ -210,6 +210,7 @@ def slice_record(record: LogRecord, rows: torch.Tensor, names: set[str]) -> LogR
         record.test_loss[rows],
         record.recovery[rows],
         {name: v[rows] for name, v in record.params.items() if name in names},
+        None if record.val_loss is None else record.val_loss[rows],
     )
 
 
@@ -269,23 +270,59 @@ def train_pack(
     stop: Callable[[], bool] | None = None,
     threads: int | ThreadChoice | None = None,
     data: Dataset | None = None,
+    on_tuning_log: Callable[[list[LogRecord]], None] | None = None,
+    on_phase: Callable[[str, Sequence[ExperimentConfig]], None] | None = None,
 ) -> list[ExperimentResult]:
     """Train the points of one pack (``plan_packs``) as one experiment; one result per point,
     equal to what ``experiment.run_experiment`` gives for that point alone.
 
+    Tuned points (``tune:``) train in two packs (``aaf_cli.tuning.train_tuned``): the tuning
+    phases of all of them (a model that several points have alike, trained once), then their
+    evaluations at the rates each chose.
+
     Args:
         configs: the points' configs; equal but for ``PER_MODEL`` (checked).
         labels: what each point is called in its summary's ``packed`` entry.
-        on_log: at every logged step, the record of each point (in ``configs`` order).
+        on_log: at every logged step of the evaluation, the record of each point (in
+            ``configs`` order); ``on_tuning_log`` the same in a tuning phase.
         stop: polled every step; True interrupts every point of the pack.
         threads: the thread count (default: ``pack_threads``).
         data: the first point's data when already made (``checks.preflight``).
+        on_phase: told ``tuning`` and ``evaluation`` (with that phase's configs) as each starts.
     """
+    from aaf_cli.tuning import train_tuned
+
     if not configs:
         return []
     keys = {pack_key(c) for c in configs}
     if len(keys) > 1:
         raise ValueError("these points differ in more than per-model settings: not packable")
+
+    def trainer(
+        phase: Sequence[ExperimentConfig],
+        test: bool,
+        log: Callable[[list[LogRecord]], None] | None,
+    ) -> list[ExperimentResult]:
+        # The given data was made for the points' own seeds (it matters with target.resample).
+        given = data if test or phase[0].pde is not None or not phase[0].target.resample else None
+        return _train_pack(phase, labels, log, stop, threads, given, test)
+
+    return train_tuned(
+        configs, trainer, on_log=on_log, on_tuning_log=on_tuning_log, on_phase=on_phase
+    )
+
+
+def _train_pack(
+    configs: Sequence[ExperimentConfig],
+    labels: Sequence[str],
+    on_log: Callable[[list[LogRecord]], None] | None,
+    stop: Callable[[], bool] | None,
+    threads: int | ThreadChoice | None,
+    data: Dataset | None,
+    test: bool,
+) -> list[ExperimentResult]:
+    """One pack of untuned configs as one experiment (``train_pack``); ``test`` False: no
+    test data (a tuning phase)."""
     groups, rows = pack_members(configs)
     indices = [torch.tensor(r, dtype=torch.long) for r in rows]
     forward: Callable[[LogRecord], None] | None = None
@@ -308,6 +345,7 @@ def train_pack(
         data=data,
         groups=groups,
         threads=pack_threads(configs, threads),
+        test=test,
     )
     names = list(labels) or [c.name for c in configs]
     return split(exp, configs, rows, names)

@@ -60,17 +60,18 @@ PAIRED_COLUMNS = [
     "p",
     "verdict",
 ]
+#: The test metric each sweep metric reads: ``final`` the tail value, ``best`` the value at
+#: the step of the lowest validation loss (early stopping chosen on validation data).
+METRIC_PREFIX = {"final": "final_test", "best": "test_at_best_val"}
 METRIC_COLUMNS = [
     "seeds",
     "diverged",
-    "final_test_median",
     "final_test_geomean",
     "final_test_ci_low",
     "final_test_ci_high",
-    "best_test_median",
-    "best_test_geomean",
-    "best_test_ci_low",
-    "best_test_ci_high",
+    "test_at_best_val_geomean",
+    "test_at_best_val_ci_low",
+    "test_at_best_val_ci_high",
     "steps_to_threshold",
     "never_reached",
     *PAIRED_COLUMNS,
@@ -276,8 +277,7 @@ def _fill(
     kept = [o for o in v.get("per_seed", []) if o.get("diverged_at") is None]
     row["seeds"] = int(v["seeds"])
     row["diverged"] = int(v.get("diverged") or 0)
-    for metric in ("final_test", "best_test"):
-        row[f"{metric}_median"] = _stat(v[metric]["median"])
+    for metric in METRIC_PREFIX.values():
         values = [float(o[metric]) for o in kept if _stat(o.get(metric)) is not None]
         geomean, lo, hi = _log_interval(values)
         row[f"{metric}_geomean"] = _stat(geomean)
@@ -382,7 +382,8 @@ def overall_status(recorded: str, done: bool) -> str:
 
 def describe_sweep(path: Path) -> dict[str, Any]:
     """One entry of ``aaf list`` for a sweep: its name, point count and status (``completed``
-    when every point is done, else ``partial``), best test MSE per variant over the points."""
+    when every point is done, else ``partial``), per variant the lowest final test metric
+    (geometric mean over seeds) of its points."""
     record = read_record(path)
     statuses = [point_status(path / p.folder) for p in record.points]
     done = sum(1 for s in statuses if s in DONE)
@@ -400,7 +401,7 @@ def describe_sweep(path: Path) -> dict[str, Any]:
         summary = RunFolder(path / p.folder).summary or {}
         duration += float(summary.get("duration_s") or 0.0)
         for name, v in summary.get("variants", {}).items():
-            value = _stat(v["best_test"]["median"])
+            value = _stat((v.get("final_test") or {}).get("geomean"))
             if value is not None:
                 best[name] = min(best.get(name, value), value)
     match = FOLDER_PATTERN.match(path.name)
@@ -420,7 +421,7 @@ def describe_sweep(path: Path) -> dict[str, Any]:
         "points_done": done,
         "keys": record.keys,
         "status": overall_status(record.status, all_done),
-        "best_test": best,
+        "final_test": best,
         "duration_s": duration if done else None,
     }
 

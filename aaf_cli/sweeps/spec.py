@@ -592,6 +592,10 @@ def plan_sweep(
             # In the order the axes were given (grid keys may follow random ones in a mapping).
             points.append(Point(len(points), {a.key: chosen[a.key] for a in axes}))
 
+    untuned = untuned_override(protocol is not None, [a.key for a in axes], overrides)
+    if untuned is not None:
+        overrides = [*overrides, untuned]
+        base = load_config(copy.deepcopy(base_data), overrides)
     plan = SweepPlan(
         source=source,
         name=name or spec.name or (sweep_file.stem if sweep_file else f"{base.name}-sweep"),
@@ -649,6 +653,21 @@ def _protocol(
     from aaf_cli.sweeps.tuned import Protocol
 
     return Protocol(key.strip(), n_tune, n_eval)
+
+
+_LR_KEY = re.compile(r"(train|variants\.\d+)\.lr")
+
+
+def untuned_override(protocol: bool, swept: Sequence[str], overrides: Sequence[str]) -> str | None:
+    """``tune=off`` where a sweep's points must train at the rates they are given: the tuned
+    protocol (it is the tuning) and a sweep over a learning rate; None where the points keep
+    their config's ``tune`` (or the user set it)."""
+    given = [o.partition("=")[0].strip() for o in overrides]
+    if any(k == "tune" or k.startswith("tune.") for k in [*given, *swept]):
+        return None
+    if protocol or any(_LR_KEY.fullmatch(k) for k in swept):
+        return "tune=off"
+    return None
 
 
 def build_configs(plan: SweepPlan) -> list[ExperimentConfig]:

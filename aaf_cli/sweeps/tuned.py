@@ -2,11 +2,13 @@
 
 Phase 1 (tuning): the sweep's points, one per value of KEY, on the tuning seeds
 ``0..tune_seeds-1``. Each variant picks its own value of KEY: the one with the smallest median
-*best* test MSE over the tuning seeds (a diverged seed counts as +inf; ties go to the smaller
-value, or the one given first when values do not compare). Phase 2 (evaluation): one ordinary
-run of the base config with every variant at its chosen value, on fresh seeds
-``1000..1000+eval_seeds-1`` (disjoint from the tuning seeds by construction, so the luck of the
-selection does not inflate the verdict); its paired comparisons are the headline.
+*final validation* loss over the tuning seeds (the rule of a run's own tuning,
+``aaf_cli.tuning``; a diverged seed counts as +inf; ties go to the smaller value, or the one
+given first when values do not compare): no test number enters the choice. Phase 2
+(evaluation): one ordinary run of the base config with every variant at its chosen value, on
+fresh seeds ``1000..1000+eval_seeds-1`` (disjoint from the tuning seeds by construction, so the
+luck of the selection does not inflate the verdict); its paired comparisons are the headline.
+The points and the evaluation run train at the rates they are given (``tune: off``).
 
 KEY is ``train.lr`` (each variant's ``lr`` in phase 2), ``train.weight_decay`` (each variant's
 ``weight_decay``) or ``variants.K.<field>`` (only variant K is tuned; the others keep the base
@@ -18,7 +20,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,10 @@ from typing import Any
 from aaf_cli.config import MAX_SEEDS, ExperimentConfig, load_config
 from aaf_cli.errors import ConfigError
 from aaf_cli.runs import RunFolder, csv_buffer, num_text, write_atomic
-from aaf_cli.stats import reported_p
+from aaf_cli.stats import outcome_words, reported_p
 from aaf_cli.sweeps.records import PAIRED_COLUMNS
 from aaf_cli.sweeps.spec import value_text
+from aaf_cli.tuning import median_final
 
 #: The evaluation seeds start here; the tuning seeds are 0..tune_seeds-1 (< this).
 EVAL_SEED_START = 1000
@@ -37,8 +39,8 @@ TUNED_DIR = "tuned"
 TUNED_FILE = "tuned.csv"
 ALLOWED = "train.lr, train.weight_decay or variants.K.<field>"
 CRITERION = (
-    "median best test MSE over the tuning seeds (a diverged seed counts as +inf); "
-    "ties: the smaller value"
+    "median final validation loss over the tuning seeds (the median of its last 5% of logged "
+    "points; a diverged seed counts as +inf); ties: the smaller value"
 )
 _VARIANT_KEY = re.compile(r"variants\.(\d+)\.([A-Za-z_][A-Za-z0-9_]*)")
 _PER_VARIANT = {"train.lr": "lr", "train.weight_decay": "weight_decay"}
@@ -130,20 +132,14 @@ def eval_overrides(key: str, variants: Sequence[str], chosen: Mapping[str, Any])
     ]
 
 
-def median_best(best: Sequence[float]) -> float:
-    """The criterion of one candidate: the median of the per-seed best test MSEs (NaN, a
-    diverged seed, counts as +inf)."""
-    cleaned = [v if math.isfinite(v) or v == math.inf else math.inf for v in best]
-    return float(statistics.median(cleaned)) if cleaned else math.inf
-
-
-def select(values: Sequence[Any], best: Sequence[Sequence[float]]) -> tuple[int, list[float]]:
+def select(values: Sequence[Any], finals: Sequence[Sequence[float]]) -> tuple[int, list[float]]:
     """The index of the chosen value and every candidate's criterion.
 
-    ``best[i]`` holds the per-seed best test MSEs at ``values[i]``. The smallest median wins;
-    among equal medians the smaller value (the earlier one when values do not compare).
+    ``finals[i]`` holds the per-seed final validation losses at ``values[i]``. The smallest
+    median (``tuning.median_final``) wins; among equal medians the smaller value (the earlier
+    one when values do not compare).
     """
-    criteria = [median_best(b) for b in best]
+    criteria = [median_final(f) for f in finals]
 
     def order(i: int) -> tuple[float, float, int]:
         v = values[i]
@@ -153,11 +149,12 @@ def select(values: Sequence[Any], best: Sequence[Sequence[float]]) -> tuple[int,
     return min(range(len(values)), key=order), criteria
 
 
-def per_seed_best(summary: Mapping[str, Any], variant: str) -> list[float]:
-    """A run's per-seed best test MSE of one variant (a diverged seed: +inf)."""
+def per_seed_val(summary: Mapping[str, Any], variant: str) -> list[float]:
+    """A run's per-seed final validation loss of one variant (a diverged seed: +inf). Only
+    validation: the test numbers of a tuning point are never read."""
     out = []
     for o in summary["variants"][variant].get("per_seed", []):
-        value = o.get("best_test")
+        value = o.get("final_val")
         diverged = o.get("diverged_at") is not None
         ok = isinstance(value, (int, float)) and math.isfinite(value) and not diverged
         out.append(float(value) if ok else math.inf)
@@ -178,7 +175,7 @@ def choose(key: str, values: Sequence[Any], summaries: Sequence[Mapping[str, Any
     chosen: dict[str, Any] = {}
     criteria: dict[str, list[float]] = {}
     for name in tuned_variants(key, names):
-        index, crit = select(values, [per_seed_best(s, name) for s in summaries])
+        index, crit = select(values, [per_seed_val(s, name) for s in summaries])
         chosen[name], criteria[name] = values[index], crit
     return Choice(chosen, criteria)
 
@@ -223,20 +220,20 @@ def headline(
     key: str, chosen: Mapping[str, Any], summary: Mapping[str, Any], seeds: int
 ) -> list[str]:
     """One sentence per compared variant, e.g. 'at their best train.lr (fixed 3e-3, adaptive
-    1e-3), adaptive beats fixed on 8/10 fresh seeds; final test MSE ratio 0.33 [0.20, 0.51,
-    t interval]; Wilcoxon p = 0.01'."""
+    1e-3), adaptive wins against fixed on 8/10 fresh seeds; geometric-mean ratio of final test
+    MSE 0.33 [0.20, 0.51, t interval]; Wilcoxon p = 0.01'."""
     at = ", ".join(f"{n} {value_text(v)}" for n, v in chosen.items())
     lines = []
     for c in summary.get("comparisons", []):
-        text = (
-            f"at their best {key} ({at}), {c['variant']} beats {c['baseline']} on "
-            f"{c.get('wins')}/{c.get('pairs')} fresh seeds"
-        )
+        pairs, wins = int(c.get("pairs") or 0), int(c.get("wins") or 0)
+        losses = int(c["losses"]) if c.get("losses") is not None else pairs - wins
+        words = outcome_words(c["variant"], c["baseline"], wins, losses, pairs, "fresh seeds")
+        text = f"at their best {key} ({at}), {words}"
         if c.get("pairs") != seeds:
             text += f" (of {seeds}; the others diverged)"
         ratio, lo, hi = c.get("ratio_geomean"), c.get("ratio_ci_low"), c.get("ratio_ci_high")
         if isinstance(ratio, float) and math.isfinite(ratio):
-            text += f"; final test MSE ratio {ratio:.2g}"
+            text += f"; geometric-mean ratio of final test MSE {ratio:.2g}"
             if isinstance(lo, float) and isinstance(hi, float) and math.isfinite(lo + hi):
                 text += f" [{lo:.2g}, {hi:.2g}, t interval]"
         p = reported_p(c)
@@ -246,7 +243,13 @@ def headline(
     return lines
 
 
-TUNED_COLUMNS_END = ["seeds", "diverged", "final_test_median", "best_test_median", *PAIRED_COLUMNS]
+TUNED_COLUMNS_END = [
+    "seeds",
+    "diverged",
+    "final_test_geomean",
+    "test_at_best_val_geomean",
+    *PAIRED_COLUMNS,
+]
 
 
 def tuned_rows(
