@@ -272,7 +272,7 @@ def compare(
             "physics-informed runs with each other and regression runs with each other"
         )
     quantity = quantities.pop()
-    title = f"{quantity}, median over seeds"
+    title = f"{quantity}, geometric mean over seeds"
     if smooth > 1:
         title += f", smoothed over {smooth} logged points"
     plots.compare(
@@ -615,7 +615,8 @@ class Run:
 
     @property
     def rows(self) -> list[Row]:
-        """The results table of ``aaf show``: medians over seeds and the paired result."""
+        """The results table of ``aaf show``: geometric means over seeds and the paired
+        result."""
         from aaf_cli.overview import table_rows
 
         return table_rows(self._folder, self._folder.label)

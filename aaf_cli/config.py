@@ -234,7 +234,7 @@ class ModelConfig(_Strict):
     """The network shared by every variant: layer widths, base activation and initialisation."""
 
     layers: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
-        default_factory=lambda: [1, 20, 1],
+        default_factory=lambda: [1, 20, 20, 1],
         min_length=3,
         max_length=64,
         description="widths: inputs, hidden layers (at least one), output",
@@ -506,7 +506,13 @@ class TrainConfig(_Strict):
     ``lr`` and ``weight_decay``; the schedule scales each model's own rate)."""
 
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0.0, le=100.0, description="peak learning rate")
+    lr: float = Field(
+        3e-3,
+        gt=0.0,
+        le=100.0,
+        description="peak learning rate; with tune on, the middle of each variant's grid (the "
+        "default 3e-3 tries 1e-3, 3e-3 and 9e-3)",
+    )
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd only")

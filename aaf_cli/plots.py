@@ -147,11 +147,12 @@ def _seed_note(
     return note + ("; thin lines: each seed" if traces else "")
 
 
-def _traces(ax: Axes, series: Sequence[Series], metric: str, col: str, ls: LineStyle) -> None:
-    """Every seed's own curve, thin, so that seeds which part ways show as two bundles."""
+def _traces(ax: Axes, series: Sequence[Series], metric: str, col: str) -> None:
+    """Every seed's own curve, thin and solid (dashes would break up into noise at this width),
+    so that seeds which part ways show as two bundles."""
     for s in series:
         if s.diverged_at is None:
-            ax.plot(s.steps, _positive(s.metric(metric)), color=col, ls=ls, lw=0.5, alpha=0.35)
+            ax.plot(s.steps, _positive(s.metric(metric)), color=col, lw=0.5, alpha=0.3)
 
 
 def loss_curves(
@@ -187,7 +188,7 @@ def loss_curves(
             if not band.steps:
                 continue
             if seeds_of is not None and band.seeds > 1:
-                _traces(ax, seeds_of.get(variant, []), metric, col, ls)
+                _traces(ax, seeds_of.get(variant, []), metric, col)
             ax.plot(band.steps, _positive(band.center), color=col, ls=ls, lw=1.9)
             if band.kind != "none":
                 _band(ax, band.steps, band.low, band.high, col, crowded, alpha=0.12)

@@ -62,9 +62,9 @@ def live_progress(cfg: ExperimentConfig) -> Iterator[Callbacks]:
             tried = {v.name: len(rates(cfg, v)) for v in cfg.variants}
             label = f"{cfg.name}: tuning lr"
             console.print(
-                "tuning the learning rate of each variant on validation data: "
-                + ", ".join(f"{n} {k} rates" for n, k in tried.items())
-                + f" x {len(configs[0].seed_list)} tuning seeds",
+                "tuning each variant's learning rate on validation data ("
+                + ", ".join(f"{n}: {k} rates" for n, k in tried.items())
+                + f"; {len(configs[0].seed_list)} tuning seeds each), then the comparison",
                 highlight=False,
             )
         rows: dict[str, list[int]] = {name: [] for name in names}

@@ -643,6 +643,13 @@ def print_show(
         )
     for line in highlights(config):
         _say(out, line)
+    tuning = (summary or {}).get("tuning") or {}
+    if tuning.get("on"):
+        from aaf_cli.tuning import tuning_line
+
+        _say(out, f"tuned: {tuning_line(tuning)} in {tuning.get('train_time_s', 0):.1f} s")
+        for note in tuning.get("notes") or []:
+            _say(out, f"note: {note}", style="yellow")
     print_rows(rows, "results (geometric means over seeds)", out, show_run=False)
     if summary is not None and summary.get("status") != "completed":
         _say(out, f"status: {summary.get('status')}", style="yellow", indent="")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Several test processes (pytest-xdist) share the cores: one thread each, or torch's idle
+    OpenMP threads spin against the other process (runs became many times slower). The
+    processes the tests start inherit it; a test that pins a thread count still does."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "PYTEST_XDIST_WORKER" in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from .conftest import CONFIGS, SMOKE
 def test_builtin_default_is_the_elu_config() -> None:
     assert load_config(None) == load_config(CONFIGS / "elu.yaml")
     cfg = load_config(None)
-    assert cfg.model.layers == [1, 20, 1] and cfg.model.activation == "elu"
+    assert cfg.model.layers == [1, 20, 20, 1] and cfg.model.activation == "elu"
+    assert cfg.train.lr == 3e-3 and cfg.tune is not None and cfg.tune.seeds == 3
     adaptive = cfg.variants[1]
     assert isinstance(adaptive, GlobalVariant)
     assert adaptive.n == 10 and adaptive.a_init == pytest.approx(0.1)

@@ -80,7 +80,7 @@ def test_ensemble_reproduces_per_model_training(
 def test_float32_short_horizon_matches_too() -> None:
     x, y = data(torch.float32)
     model = fixed_and_global([1, 20, 1], "elu", [0], torch.float32)
-    result = train(model, x, y, x, y, TrainConfig(steps=30, log_every=1))
+    result = train(model, x, y, x, y, TrainConfig(steps=30, log_every=1, lr=1e-3))
     for i, spec in enumerate(model.members):
         losses, _ = reference_run(spec, [1, 20, 1], "elu", x, y, 30, 1e-3)
         got = torch.tensor([r.train_loss[i].item() for r in result.records], dtype=F64)
@@ -155,7 +155,7 @@ def test_an_interrupt_reports_the_step_the_parameters_are_at() -> None:
         return len(polls) > 8  # steps 0..7 run, the 9th poll stops
 
     model = fixed_and_global([1, 20, 1], "elu", [0])
-    result = train(model, x, y, x, y, TrainConfig(steps=100, log_every=5), stop=stop)
+    result = train(model, x, y, x, y, TrainConfig(steps=100, log_every=5, lr=1e-3), stop=stop)
     assert result.interrupted and result.steps_done == 8
     assert [r.step for r in result.records] == [0, 5, 8]
     for i, spec in enumerate(model.members):

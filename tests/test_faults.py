@@ -444,7 +444,11 @@ def test_concurrent_runs_of_one_config_get_a_folder_each(runs_dir: Path) -> None
     for round_ in range(2):
         # The second round forces the clash: both runs race for the same "-2" name.
         placeholders = _placeholders(runs_dir, "smoke", 600) if round_ == 1 else []
-        with AafRun(runs_dir) as first, AafRun(runs_dir) as second:
+        # Untuned: the folders are what is raced for, not the numbers.
+        with (
+            AafRun(runs_dir, "--set", "tune=off") as first,
+            AafRun(runs_dir, "--set", "tune=off") as second,
+        ):
             codes = [first.wait(), second.wait()]
         for placeholder in placeholders:
             placeholder.rmdir()  # still empty: no run wrote into it

@@ -42,6 +42,9 @@ from aaf_cli.sweeps.local import PointEvent  # noqa: E402
 
 from .conftest import SMOKE  # noqa: E402
 
+# One test process runs every Ray test (pytest-xdist): they start clusters of their own, and a
+# test that kills a Ray worker must not see another test's.
+pytestmark = pytest.mark.xdist_group("ray")
 runner = CliRunner()
 AAF = Path(sys.executable).with_name("aaf")
 RAY = Path(sys.executable).with_name("ray")
@@ -51,7 +54,8 @@ GRID = {"train.lr": [0.01, 0.03], "variants.1.n": [1, 5]}
 GRID_ARGS = ["--grid", "train.lr=0.01,0.03", "--grid", "variants.1.n=1,5"]
 POINTS = ("000", "001", "002", "003")
 # A point long enough (a couple of seconds) to kill its worker in the middle of it.
-LONG = ["train.steps=3000", "seeds=2", "dtype=float64"]
+# Untuned: these tests kill and stop the job's own training.
+LONG = ["train.steps=3000", "seeds=2", "dtype=float64", "tune=off"]
 
 
 def sets(overrides: list[str]) -> list[str]:
@@ -239,6 +243,22 @@ def test_local_ray_equals_the_local_executor(
         assert env["threads"] == "1" and "small workload" in env["threads_reason"]
         cpus = "2 CPUs" if pack else "1 CPU"
         assert f"a Ray task reserving {cpus}" in env["threads_reason"]
+
+
+def test_a_tuned_sweep_on_ray_equals_the_local_executor(local_ray: None, tmp_path: Path) -> None:
+    """Tuned points (the default): a Ray task trains both phases and sends back the tuning's
+    choices and curves with the results; the driver writes the same folders as locally."""
+    grid = {"variants.1.n": [1, 5]}
+    overrides = ["train.steps=30", "seeds=2", "tune.seeds=2", "dtype=float64"]
+    local = aaf.sweep(SMOKE, grid=grid, overrides=overrides, runs_dir=tmp_path / "local")
+    ray = aaf.sweep(
+        SMOKE, grid=grid, overrides=overrides, runs_dir=tmp_path / "ray", executor="ray"
+    )
+    assert local.folder is not None and ray.folder is not None
+    for p in ("000", "001"):
+        for name in ("metrics.csv", "tuning.csv", "tuning_metrics.csv"):
+            mine = (ray.folder / "points" / p / name).read_bytes()
+            assert mine == (local.folder / "points" / p / name).read_bytes(), (p, name)
 
 
 def test_killed_worker_is_retried_with_the_same_numbers(local_ray: None, tmp_path: Path) -> None:

@@ -176,7 +176,7 @@ def test_the_protocol_writes_choices_and_an_ordinary_evaluation_run(
     )
     assert "/3 fresh seeds" in head
     assert "t interval" in head and "Wilcoxon p = " in head
-    assert "median final validation loss over the tuning seeds" in stdout
+    assert "median final validation loss over the tuning seeds" in " ".join(stdout.split())
     assert " ".join(head.split()[:12]) in " ".join(stdout.split())
     shown = runner.invoke(app, ["show", str(folder)])
     assert shown.exit_code == 0 and " ".join(head.split()[:12]) in " ".join(shown.stdout.split())

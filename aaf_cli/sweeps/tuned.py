@@ -279,7 +279,7 @@ def tuned_csv(rows: Sequence[Mapping[str, Any]], key: str) -> str:
     line = (
         f"# aaf tuned baseline format 1; tuned key: {key}; chosen: the value with the smallest "
         f"criterion_at_<value> ({CRITERION}); the other columns: the evaluation run on fresh "
-        "seeds (medians over seeds; ratio and p: paired by seed against the baseline, t "
+        "seeds (geometric means over seeds; ratio and p: paired by seed against the baseline, t "
         "interval on log ratios, Wilcoxon p, Holm-adjusted over the variants)"
     )
     columns = list(rows[0]) if rows else ["variant", "chosen"]
