@@ -130,6 +130,8 @@ PDE_AUTODIFF = "aaf_cli/pde/autodiff.py"
 PDE_REFERENCE = "aaf_cli/pde/reference.py"
 TU = "aaf_cli/sweeps/tuned.py"
 TUNING = "aaf_cli/tuning.py"
+TUNING_TESTS = "tests/test_tuning.py"
+VERDICTS = "tests/test_verdicts.py"
 PK = "aaf_cli/sweeps/packing.py"
 PACKING = "tests/test_sweep_packing.py"
 
@@ -1257,6 +1259,103 @@ CATALOGUE: tuple[Mutant, ...] = (
         "return int(fields[11])",
         "the run's own CPU time without its system time: that time counts as other processes'",
         "tests/test_engine_rules.py::test_the_runs_own_cpu_time_is_user_plus_system_time",
+    ),
+    # ---- tuning inside a run, verdict words, one statistic across seeds
+    mutant(
+        "tuning.phase-sees-test",
+        TUNING,
+        "found = [choose(c, r) for c, r in zip(configs, trainer(phase, False, on_tuning_log))]",
+        "found = [choose(c, r) for c, r in zip(configs, trainer(phase, True, on_tuning_log))]",
+        "the tuning phase is given the test data (a choice could read it)",
+        f"{TUNING_TESTS}::test_no_test_number_enters_the_choice",
+    ),
+    mutant(
+        "tuning.choice-reads-test",
+        TUNING,
+        "(math.inf if o.diverged else o.final_val) for o in outcomes",
+        "(math.inf if o.diverged else o.final_test) for o in outcomes",
+        "each variant's rate is chosen by a test number, not the validation loss",
+        f"{TUNING_TESTS}::test_each_variant_takes_the_rate_of_least_median_final_validation_loss",
+    ),
+    mutant(
+        "tuning.argmax",
+        TUNING,
+        "best = min(range(len(grid)), key=lambda i: (criteria[i], grid[i]))",
+        "best = max(range(len(grid)), key=lambda i: (criteria[i], grid[i]))",
+        "each variant takes its worst rate",
+        f"{TUNING_TESTS}::test_each_variant_takes_the_rate_of_least_median_final_validation_loss",
+    ),
+    mutant(
+        "tuning.seeds-overlap",
+        "aaf_cli/config.py",
+        "            if seed not in used:",
+        "            if True:",
+        "tuning seeds may be the run's own seeds (the choice's luck enters the verdict)",
+        f"{TUNING_TESTS}::test_tuning_seeds_are_never_the_runs_own",
+    ),
+    mutant(
+        "tuning.evaluation-ignores-choice",
+        TUNING,
+        'variants = [v.model_copy(update={"lr": chosen[v.name]}) for v in cfg.variants]',
+        "variants = list(cfg.variants)",
+        "the comparison trains at the configured rates, not the chosen ones",
+        f"{TUNING_TESTS}::test_the_comparison_is_an_ordinary_run_at_the_chosen_rates",
+    ),
+    mutant(
+        "tuning.validation-on-test-grid",
+        "aaf_cli/experiment.py",
+        'x = sample_points(t.domain, t.n_val, "random", gen, cfg.model.layers[0])',
+        "x = grid_points(t.domain, t.n_val, cfg.model.layers[0])",
+        "validation points on a grid like the test points, not drawn apart from their own seed",
+        f"{TUNING_TESTS}::test_validation_points_are_their_own",
+    ),
+    mutant(
+        "train.validation-is-test",
+        T,
+        "        return test, val, model.recovery(), model.trajectories()",
+        "        return test, test, model.recovery(), model.trajectories()",
+        "the logged validation loss is the test loss",
+        f"{TUNING_TESTS}::test_no_test_number_enters_the_choice",
+    ),
+    mutant(
+        "stats.wins-on-a-tie",
+        S,
+        "    if wins > losses:",
+        "    if wins >= losses:",
+        "a variant even with the baseline is said to win",
+        f"{VERDICTS}::test_zero_of_three_is_a_loss_never_a_win",
+    ),
+    mutant(
+        "stats.neither-count-off",
+        S,
+        "    neither = c.pairs - c.reached_both - c.reached_only_variant - c.reached_only_baseline",
+        "    neither = c.pairs - c.reached_only_variant - c.reached_only_baseline",
+        "the seeds where neither reached the threshold counted with those where both did",
+        f"{VERDICTS}::test_every_threshold_count_and_the_pairs_behind_a_speed_up",
+    ),
+    mutant(
+        "stats.split-by-the-gap-alone",
+        S,
+        "    if gaps[k] < SPLIT_DECADES or gaps[k] < width:",
+        "    if gaps[k] < SPLIT_DECADES:",
+        "one wide spread of seeds is reported as two groups",
+        f"{VERDICTS}::test_seeds_that_stay_on_the_plateau_are_counted_where_outcomes_split",
+    ),
+    mutant(
+        "stats.plateau-any-upper-seed",
+        S,
+        "if math.isfinite(i) and t > i / PLATEAU_DROP)",
+        "if math.isfinite(i))",
+        "seeds that trained but stalled are said to have stayed on the initial plateau",
+        f"{VERDICTS}::test_seeds_that_stay_on_the_plateau_are_counted_where_outcomes_split",
+    ),
+    mutant(
+        "results.center-median",
+        R,
+        'med.append(geometric_mean(values) if center == "geomean" else quantile(values, 0.5))',
+        "med.append(quantile(values, 0.5))",
+        "the figure's line is the median while the table and verdict use the geometric mean",
+        f"{VERDICTS}::test_the_table_the_figure_data_and_the_verdict_use_one_statistic",
     ),
     # ---- statistics rules the README states
     mutant(

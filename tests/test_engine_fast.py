@@ -50,6 +50,20 @@ def mixed(
     )
 
 
+def frozen_row_groups(layers: list[int], act: str = "tanh") -> Groups:
+    """Two fixed models (the second with learning rate 0: a frozen row) and two L-LAAF models
+    with slope recovery, in float64: the compiled-step tests' structure."""
+    recovery = TypeAdapter(Variant).validate_python(
+        {"kind": "layer", "n": 5.0, "slope_recovery": {"weight": 1.0}}
+    )
+    fixed = [ModelSpec("fixed", 0, "fixed", FIXED), ModelSpec("frozen", 1, "fixed", FIXED, 0.0)]
+    layer = [ModelSpec("layer-sr", s, "layer", recovery) for s in (0, 1)]
+    return Groups(
+        [Ensemble(layers, "fixed", act, fixed, dtype=F64),
+         Ensemble(layers, "layer", act, layer, dtype=F64)]
+    )  # fmt: skip
+
+
 def data(device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.linspace(-3, 3, 64, dtype=F64, device=device).unsqueeze(-1)
     return x, torch.sin(3 * x)
@@ -213,18 +227,8 @@ def test_compiled_step_equals_eager_with_schedule_decay_recovery_and_a_frozen_ro
     no other test, so that the step is compiled afresh for that width)."""
     import torch._inductor.config as inductor_config
 
-    layers, act = [1, width, width, 1], "tanh"
-    recovery = TypeAdapter(Variant).validate_python(
-        {"kind": "layer", "n": 5.0, "slope_recovery": {"weight": 1.0}}
-    )
-
     def model() -> Groups:
-        fixed = [ModelSpec("fixed", 0, "fixed", FIXED), ModelSpec("frozen", 1, "fixed", FIXED, 0.0)]
-        layer = [ModelSpec("layer-sr", s, "layer", recovery) for s in (0, 1)]
-        return Groups(
-            [Ensemble(layers, "fixed", act, fixed, dtype=F64),
-             Ensemble(layers, "layer", act, layer, dtype=F64)]
-        )  # fmt: skip
+        return frozen_row_groups([1, width, width, 1])
 
     x, y = data()
     cfg = TrainConfig(

@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 import torch
-from pydantic import TypeAdapter
 from torch import nn
 
 import aaf_cli.budget as budget
 from aaf_cli.budget import ThreadChoice, ThreadGuard, choose_threads
-from aaf_cli.config import FixedVariant, GlobalVariant, TrainConfig, Variant
+from aaf_cli.config import FixedVariant, GlobalVariant, TrainConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.train import StackedAdam, mse, train, weight_decays
+
+from .test_engine_fast import frozen_row_groups
 
 F64 = torch.float64
 FIXED = FixedVariant(kind="fixed")
@@ -141,18 +142,9 @@ def test_the_compiled_step_counts_the_threshold_on_the_data_loss() -> None:
     recovery (a penalty of ~0.8 added to an MSE of ~0.5) the compiled step reaches 0.5 at the
     steps eager mode does. (tests/test_engine_fast.py's frozen-row structure and schedule: the
     same compiled step.)"""
-    layers, act = [1, 8, 8, 1], "tanh"
-    recovery = TypeAdapter(Variant).validate_python(
-        {"kind": "layer", "n": 5.0, "slope_recovery": {"weight": 1.0}}
-    )
 
     def model() -> Groups:
-        fixed = [ModelSpec("fixed", 0, "fixed", FIXED), ModelSpec("frozen", 1, "fixed", FIXED, 0.0)]
-        layer = [ModelSpec("layer-sr", s, "layer", recovery) for s in (0, 1)]
-        return Groups(
-            [Ensemble(layers, "fixed", act, fixed, dtype=F64),
-             Ensemble(layers, "layer", act, layer, dtype=F64)]
-        )  # fmt: skip
+        return frozen_row_groups([1, 8, 8, 1])
 
     x, y = data()
     cfg = TrainConfig(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import aaf_cli as aaf
@@ -221,3 +222,48 @@ def test_a_sweep_over_a_learning_rate_trains_at_the_swept_rates(swept: str) -> N
     assert all(c.tune is not None for c in n.configs)
     pinned = plan_sweep(SMOKE, grid={key: [0.01]}, overrides=["tune.seeds=2"])
     assert all(c.tune is not None for c in pinned.configs)  # the user's own word wins
+
+
+def test_validation_points_are_their_own() -> None:
+    """Uniform random points from their own seed: none of them a training point or on the test
+    grid; with noise, validation targets carry noise of their own (the training data's noise
+    does not repeat)."""
+    cfg = load_config(SMOKE, ["target.noise=0.1", "target.n_val=50"])
+    data = experiment.make_dataset(cfg, torch.device("cpu"))
+    assert data.x_val is not None and data.y_val is not None
+    assert data.x_val.shape == (50, 1)
+    val = set(data.x_val[:, 0].tolist())
+    assert not val & set(data.x_test[:, 0].tolist()) and not val & set(data.x_train[:, 0].tolist())
+    gen = torch.Generator().manual_seed(experiment.validation_seed(cfg))
+    lo, hi = cfg.target.domain
+    drawn = torch.rand(50, 1, dtype=torch.float64, generator=gen) * (hi - lo) + lo
+    torch.testing.assert_close(
+        data.x_val.double(), drawn.sort(dim=0).values.to(torch.float32).double()
+    )
+    clean = torch.sin(2.0 * data.x_val.double())
+    noise = data.y_val.double() - clean
+    assert 0.05 < float(noise.std()) < 0.2  # the stated noise, drawn for these points
+    other = experiment.make_dataset(
+        load_config(SMOKE, ["target.noise=0.1", "target.seed=1"]), torch.device("cpu")
+    )
+    assert other.x_val is not None and not torch.equal(other.x_val[:50], data.x_val)
+
+
+def test_a_tuned_sweeps_choices_read_no_test_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aaf sweep --tune`: with the test grid's targets negated, every point's validation numbers
+    and so every choice are the same; only the reported test numbers change."""
+    args = ["sweep", str(SMOKE), "--grid", "train.lr=0.003,0.03", "--tune", "train.lr",
+            "--tune-seeds", "2", "--eval-seeds", "2", "--set", "train.steps=30",
+            "--set", "dtype=float64", "-q"]  # fmt: skip
+    plain = runner.invoke(app, [*args, "--runs-dir", str(tmp_path / "plain")])
+    with monkeypatch.context() as patch:
+        flipped_test_grid(patch)
+        flipped = runner.invoke(app, [*args, "--runs-dir", str(tmp_path / "flipped")])
+    assert plain.exit_code == flipped.exit_code == 0, (plain.stderr, flipped.stderr)
+    a = aaf.Sweep.open(only_run(tmp_path / "plain"))
+    b = aaf.Sweep.open(only_run(tmp_path / "flipped"))
+    assert a.tuned is not None and b.tuned is not None
+    assert a.tuned.chosen == b.tuned.chosen and a.tuned.criteria == b.tuned.criteria
+    assert a.table != b.table  # the test numbers did change

@@ -363,32 +363,24 @@ def build_problem(pde: PdeConfig, source: str = "config") -> PdeProblem:
         noise = torch.randn(clean.shape, dtype=F64, generator=gen) * pde.data.noise
         data_values = clean + noise if pde.data.noise > 0 else clean
 
-    test_points = grid(intervals, pde.test_points)
-    test_values = None
-    if solution is not None:
+    def measured(points: torch.Tensor, where: str) -> torch.Tensor | None:
+        """The solution at points the relative L2 error is measured on (None without one)."""
+        if solution is None:
+            return None
         with torch.no_grad():
-            test_values = _finite(
-                solution(test_points), test_points, pde, source, solution_key, "the solution"
-            )
-        if not bool(test_values.abs().max() > 0):
+            values = _finite(solution(points), points, pde, source, solution_key, "the solution")
+        if not bool(values.abs().max() > 0):
             raise ConfigError(
-                source, solution_key, "is 0 on the whole test grid: the relative L2 error "
-                "would divide by 0",
-            )  # fmt: skip
+                source, solution_key, f"is 0 {where}: the relative L2 error would divide by 0"
+            )
+        return values
+
+    test_points = grid(intervals, pde.test_points)
+    test_values = measured(test_points, "on the whole test grid")
     val_points = sample(
         intervals, pde.val_points, "random", torch.Generator().manual_seed(validation_seed(pde))
     )
-    val_values = None
-    if solution is not None:
-        with torch.no_grad():
-            val_values = _finite(
-                solution(val_points), val_points, pde, source, solution_key, "the solution"
-            )
-        if not bool(val_values.abs().max() > 0):
-            raise ConfigError(
-                source, solution_key, "is 0 at every validation point: the relative L2 error "
-                "would divide by 0",
-            )  # fmt: skip
+    val_values = measured(val_points, "at every validation point")
     return PdeProblem(
         config=pde,
         operator=operator,
