@@ -58,6 +58,11 @@ POINTS = ("000", "001", "002", "003")
 LONG = ["train.steps=3000", "seeds=2", "dtype=float64", "tune=off"]
 
 
+# Every fork of this process (os.fork, a fork-context pool), from here on.
+FORKS: list[float] = []
+os.register_at_fork(before=lambda: FORKS.append(time.monotonic()))
+
+
 def sets(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
@@ -225,13 +230,24 @@ def test_probe_tells_a_ray_head_from_other_ports(local_ray: None) -> None:
 
 @pytest.mark.parametrize("pack", [True, False], ids=["packed", "no-pack"])
 def test_local_ray_equals_the_local_executor(
-    pack: bool, local_ray: None, reference: dict[str, bytes], tmp_path: Path
+    pack: bool,
+    local_ray: None,
+    reference: dict[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Tasks that train hold their CPUs: none is taken for lost, even when 5 s of free CPUs
+    # would make it so (a lost task's sweep fails its point: metrics.csv would be missing).
+    monkeypatch.setattr(cluster, "LOST_SECONDS", 5.0)
+    forks = len(FORKS)
     swept = aaf.sweep(
         SMOKE, grid=GRID, overrides=BASE, runs_dir=tmp_path, executor="ray", pack=pack
     )
     assert swept.status == "completed" and swept.folder is not None
     assert metrics(swept.folder) == reference
+    # The packed job's 4 folders were written by 2 processes, none of them a fork of this
+    # process, which holds Ray's gRPC threads (a fork server's children).
+    assert len(FORKS) == forks
     for p in POINTS:
         point = summary(swept.folder, p)
         env = point["environment"]
@@ -277,6 +293,32 @@ def test_killed_worker_is_retried_with_the_same_numbers(local_ray: None, tmp_pat
     assert not Path(f"/proc/{killer.killed}").exists()
     assert swept.status == "completed" and swept.folder is not None and local.folder is not None
     assert metrics(swept.folder, ("000",)) == metrics(local.folder, ("000",))
+
+
+def test_a_task_ray_loses_is_submitted_again_and_the_sweep_ends(
+    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task in flight while every CPU of the cluster stays free is one Ray has lost (it
+    dropped the task's request for a worker, and the driver would wait forever). Made here by
+    tasks that reserve no CPU: each is cancelled and submitted again, ``RETRIES`` times, then
+    its point fails with one line, and the sweep ends."""
+    monkeypatch.setattr(cluster, "LOST_SECONDS", 1.0)
+    monkeypatch.setattr(cluster, "RETRIES", 1)
+    monkeypatch.setattr(cluster.RayExecutor, "task_cpus", lambda self, jobs: 0)
+    started = time.monotonic()
+    swept = aaf.sweep(
+        SMOKE, grid={"variants.1.n": [5]}, runs_dir=tmp_path, executor="ray",
+        overrides=["train.steps=200000", "seeds=2", "tune=off"],
+    )  # fmt: skip
+    assert time.monotonic() - started < 60  # 200000 steps would take minutes
+    assert swept.folder is not None
+    (point,) = swept.points
+    assert (point.status, point.error) == (  # lost on its first try and on one more
+        "failed",
+        "Ray lost its task 2 times (in flight, yet every CPU of the cluster free for 1 s each "
+        "time)",
+    )
+    assert left_behind(re.compile(r"^ray::train_job"), wait_s=10) == {}  # cancelled: ended
 
 
 def test_a_job_whose_worker_keeps_dying_fails_alone(

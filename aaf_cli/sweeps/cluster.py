@@ -13,7 +13,10 @@ as many as there are jobs if fewer, fit on the nodes at once) and trains on at m
 threads, so parallel tasks never oversubscribe a node's cores (idle OpenMP threads spinning
 beside a busy process made runs 20x slower here). A task whose worker process dies (killed, out
 of memory) is retried ``RETRIES`` times by Ray; a job that still fails reports a one-line error
-and the other jobs go on.
+and the other jobs go on. A task Ray has lost (in flight for the driver while every CPU of the
+cluster stays free for ``LOST_SECONDS``: Ray dropped its request for a worker, as seen here once
+in a few test runs) is cancelled and submitted again, within the same ``RETRIES``: a sweep ends,
+it never waits forever.
 
 Ray is imported only here, and only when the executor is made: ``aaf`` works without it.
 """
@@ -28,6 +31,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +48,9 @@ if TYPE_CHECKING:
 RETRIES = 3
 #: How often the driver checks ``stop`` (Ctrl-C) while tasks run, in seconds.
 POLL_SECONDS = 0.2
+#: Tasks in flight while every CPU of the cluster stays free this long are lost: submitted
+#: again. A running task reserves its CPUs; one waiting for a worker process waits seconds.
+LOST_SECONDS = 60.0
 #: Connecting to ``HOST:PORT``: the TCP connect and the first reply, each at most this long.
 PROBE_SECONDS = 5.0
 #: Joining a reachable cluster: how long Ray may retry before it gives up.
@@ -139,6 +146,49 @@ def failure(exc: BaseException) -> str:
         return "its Ray task was cancelled"
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     return f"Ray failed it ({type(exc).__name__}: {first})"
+
+
+def lost(tries: int) -> str:
+    """One line for a job whose task Ray lost every time it was submitted."""
+    return (
+        f"Ray lost its task {tries} times (in flight, yet every CPU of the cluster free for "
+        f"{LOST_SECONDS:g} s each time)"
+    )
+
+
+class LostTasks:
+    """Tells when tasks in flight are lost: the cluster has kept every CPU free for
+    ``seconds`` while they were in flight (a running task reserves its CPUs). It asks Ray at
+    most once a second. Other drivers' tasks on a shared cluster can only hide a loss, never
+    make one up."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.since: float | None = None  # when every CPU was first seen free
+        self.asked = -1.0
+
+    def lost(self, in_flight: int) -> bool:
+        """Whether the ``in_flight`` tasks are lost now (then the clock starts again)."""
+        import ray
+
+        now = time.monotonic()
+        if in_flight == 0:
+            self.since = None
+            return False
+        if now - self.asked < 1.0:
+            return False
+        self.asked = now
+        free = float(ray.available_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
+        total = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
+        if free < total:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        if now - self.since < self.seconds:
+            return False
+        self.since = None
+        return True
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -372,8 +422,16 @@ class RayExecutor:
         )
         queue = list(jobs)
         running: dict[Any, Job] = {}
+        lost_tries: dict[int, int] = {}  # id(job): times its task was lost
         version = _version()
         argv = " ".join(sys.argv)
+        watch = LostTasks(LOST_SECONDS)
+
+        def submit(job: Job) -> None:
+            threads = job_threads(job.configs, cpus)
+            ref = task.remote(list(job.configs), list(job.labels), threads, version, argv)
+            running[ref] = job
+
         try:
             while queue or running:
                 if stop is not None and stop():
@@ -382,13 +440,21 @@ class RayExecutor:
                 while queue and len(running) < self.parallel:
                     job = queue.pop(0)
                     begin(job)
-                    threads = job_threads(job.configs, cpus)
-                    ref = task.remote(list(job.configs), list(job.labels), threads, version, argv)
-                    running[ref] = job
+                    submit(job)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
                 if ready:  # all that have finished: none waits while another's are written
                     ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
                 finished = [(ref, running.pop(ref)) for ref in ready]
+                if not finished and watch.lost(len(running)):
+                    for ref, job in list(running.items()):
+                        with contextlib.suppress(Exception):
+                            ray.cancel(ref, force=True)
+                        del running[ref]
+                        tries = lost_tries[id(job)] = lost_tries.get(id(job), 0) + 1
+                        if tries > RETRIES:
+                            done(job, None, lost(tries))
+                        else:
+                            submit(job)
                 self.running = len(running)
                 for ref, job in finished:
                     try:
