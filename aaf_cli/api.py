@@ -136,10 +136,13 @@ def run(
     """
     from contextlib import nullcontext
 
+    # The config first: a typo is refused in a fraction of a second, before torch and
+    # matplotlib are imported (seconds).
+    cfg = load_config(config, overrides)
+
     from aaf_cli.checks import preflight
     from aaf_cli.pipeline import execute
 
-    cfg = load_config(config, overrides)
     source = _source(config)
     checked = preflight(cfg, source, force)
     bar: Any = nullcontext(None)
@@ -590,9 +593,11 @@ class Run:
 
     @property
     def histories(self) -> dict[str, dict[int, History]]:
-        """Every model's logged history, by variant then seed (from ``metrics.csv``)."""
+        """Every model's logged history, by variant then seed: losses from ``metrics.csv``,
+        activation parameters from ``parameters.csv`` (``params["n*a"]``), seconds of
+        training from ``timing.csv``, a PDE run's loss terms from ``terms.csv``."""
         out: dict[str, dict[int, History]] = {name: {} for name in self.variants}
-        for series in self._folder.series:
+        for series in self._folder.histories:
             out.setdefault(series.variant, {})[series.seed] = series
         return out
 
@@ -659,7 +664,8 @@ class Run:
 
         Args:
             what: ``metrics`` (one row per logged step, variant and seed: step, time, train,
-                test, recovery and the activation parameters) or ``outcomes`` (one row per
+                test, recovery, the activation parameters, a PDE run's loss terms) or
+                ``outcomes`` (one row per
                 model: final, last and best losses, steps to threshold).
         """
         try:
@@ -668,7 +674,7 @@ class Run:
             raise UsageError("to_pandas needs pandas: pip install pandas") from None
         if what == "metrics":
             records = []
-            for series in self._folder.series:
+            for series in self._folder.histories:
                 for i, step in enumerate(series.steps):
                     record: dict[str, Any] = {
                         "variant": series.variant,
@@ -679,7 +685,7 @@ class Run:
                         "test": series.test[i],
                         "recovery": series.recovery[i] if i < len(series.recovery) else math.nan,
                     }
-                    for key, values in series.params.items():
+                    for key, values in (*series.params.items(), *series.terms.items()):
                         record[key] = values[i] if i < len(values) else math.nan
                     records.append(record)
             return pd.DataFrame.from_records(records)

@@ -286,7 +286,8 @@ def compare(
         )
         for repeat in drawn.repeated:
             typer.echo(f"note: {repeat} is given more than once; drawn once", err=True)
-        render.print_rows(drawn.rows, f"{len(drawn.runs)} runs")
+        pde = all(isinstance(r.config.get("pde"), dict) for r in drawn.runs)
+        render.print_rows(drawn.rows, f"{len(drawn.runs)} runs", pde=pde)
         typer.echo(f"figure: {drawn.figure}")
         typer.echo(f"data:   {drawn.data}")
 

@@ -73,7 +73,9 @@ def live_progress(cfg: ExperimentConfig) -> Iterator[Callbacks]:
             if base in rows:
                 rows[base].append(i)
         state["rows"] = rows
-        state["task"] = progress.add_task("", total=cfg.train.steps, name=label)
+        state["task"] = progress.add_task(
+            compiling(configs[0], len(order)), total=cfg.train.steps, name=label
+        )
 
     def on_log(record: Any) -> None:
         if state["task"] is None:
@@ -91,3 +93,17 @@ def live_progress(cfg: ExperimentConfig) -> Iterator[Callbacks]:
 
     with progress:
         yield Callbacks(on_start, on_log, on_phase)
+
+
+def compiling(cfg: ExperimentConfig, models: int) -> str:
+    """What the bar says before a phase's first logged step: that the step is being compiled,
+    when it will be (``train.compile``, or ``auto`` deciding as the engine will), else nothing.
+    A cold compile (an empty Inductor cache) takes tens of seconds, a warm one a few."""
+    from aaf_cli.budget import predicted_seconds
+    from aaf_cli.experiment import resolve_device
+    from aaf_cli.train import use_compile
+
+    on, _ = use_compile(
+        cfg.train, resolve_device(cfg.device), predicted_seconds(cfg, models), models
+    )
+    return "compiling the training step (cold: tens of seconds; cached: a few)" if on else ""

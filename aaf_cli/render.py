@@ -381,6 +381,30 @@ REPORT_METRICS = {
 }
 
 
+#: The same columns for a physics-informed run: the PINN loss, the relative L2 error of u.
+PDE_REPORT_METRICS = {
+    "final_train": Column("final PINN loss", 6, "right"),
+    "final_val": Column("final val rel. L2", 5, "right"),
+    "final_test": Column("final test rel. L2", 0, "right"),
+    "last_test": Column("last test rel. L2", 7, "right"),
+    "test_at_best_val": Column("test rel. L2 at best val", 4, "right"),
+}
+
+
+def compile_words(summary: Mapping[str, Any]) -> str:
+    """What compiling cost the run's models, for a header: ``, after 24.5 s compiling the
+    step``; why ``compile: auto`` left it eager (``; compile auto: eager training predicted at
+    12 s on the CPU (< 120 s), not compiled``); nothing for a run told not to compile."""
+    if summary.get("compiled"):
+        return f", after {summary.get('compile_time_s', 0.0):.1f} s compiling the step"
+    if summary.get("compile_error"):
+        return "; the step failed to compile: trained eagerly"
+    why = summary.get("compile_auto")
+    if isinstance(why, str):
+        return f"; compile {why}, not compiled"
+    return ""
+
+
 def variant_cell(name: str, v: Mapping[str, Any]) -> str:
     """A variant's name in a table, with the seeds that diverged or split off from the rest
     ('adaptive (2/5 on plateau)')."""
@@ -415,13 +439,15 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
         )
     else:
         title += f"; all models trained together in {summary['train_time_s']:.1f} s"
+    title += compile_words(summary)
     threshold = summary.get("threshold")
     columns = [
         Column("variant", 0, wrap="name"),
         Column("lr (tuned)" if tuning.get("on") else "lr", 1, "right"),
     ]
     metrics = []
-    for key, column in REPORT_METRICS.items():
+    pde = summary["data"].get("target") == "pde"
+    for key, column in (PDE_REPORT_METRICS if pde else REPORT_METRICS).items():
         # Summaries of older versions lack some (no validation, no last value): not shown.
         if any(key in v for v in variants.values()):
             columns.append(column)
@@ -463,26 +489,34 @@ def _reach(reach: Mapping[str, Any], seeds: Any) -> str:
     return text
 
 
-VERSUS_NOTE = (
-    "vs baseline: seeds where the final test MSE is lower, geometric-mean ratio of final test "
-    "MSEs (below 1: better), Wilcoxon signed-rank p (Holm-adjusted where a run compares several "
-    "variants with its baseline)"
-)
+def versus_note(metric: str) -> str:
+    """What the ``vs baseline`` column holds, for the test metric ``metric``."""
+    return (
+        f"vs baseline: seeds where the final {metric} is lower, geometric-mean ratio of final "
+        f"{metric}s (below 1: better), Wilcoxon signed-rank p (Holm-adjusted where a run "
+        "compares several variants with its baseline)"
+    )
 
 
 def print_rows(
-    rows: Sequence[Row], title: str, out: Console | None = None, show_run: bool = True
+    rows: Sequence[Row],
+    title: str,
+    out: Console | None = None,
+    show_run: bool = True,
+    pde: bool = False,
 ) -> None:
     """The table of ``aaf compare`` (and ``aaf show`` without the run column), then the
-    verdicts."""
+    verdicts. ``pde``: the runs are physics-informed (their test metric is the relative L2
+    error of the solution, not an MSE)."""
     out = out or console()
+    test = "test rel. L2" if pde else "test"
     columns = [
         Column("run", 0, wrap="name", squeeze=3),
         Column("variant", 0, wrap="name"),
         Column("seeds", 5, "right", wrap="list"),
         Column("steps", 6, "right"),
-        Column("final test", 0, "right"),
-        Column("test at best val", 2, "right"),
+        Column(f"final {test}", 0, "right"),
+        Column(f"{test} at best val", 2, "right"),
         Column("steps to thr.", 4, "right", wrap="list"),
         Column("vs baseline", 1, wrap="list"),
     ]
@@ -514,7 +548,7 @@ def print_rows(
     table, notes = fitted_table(columns, cells, out.width, title)
     _print_table(out, table, notes)
     if not any("vs baseline" in n for n in notes):
-        _say(out, VERSUS_NOTE, style="dim", indent="")
+        _say(out, versus_note("relative L2 error" if pde else "test MSE"), style="dim", indent="")
     for r in rows:
         if r.verdict:
             _say(out, f"{r.run}: {r.verdict}" if show_run else r.verdict)
@@ -637,8 +671,8 @@ def print_show(
         _say(
             out,
             f"started {summary.get('started')}, {summary['duration_s']:.1f} s "
-            f"(training {summary['train_time_s']:.1f} s), {summary['steps_done']}/"
-            f"{summary['steps']} steps, seeds {summary['seeds']}",
+            f"(training {summary['train_time_s']:.1f} s{compile_words(summary)}), "
+            f"{summary['steps_done']}/{summary['steps']} steps, seeds {summary['seeds']}",
             indent="",
         )
     for line in highlights(config):
@@ -650,7 +684,8 @@ def print_show(
         _say(out, f"tuned: {tuning_line(tuning)} in {tuning.get('train_time_s', 0):.1f} s")
         for note in tuning.get("notes") or []:
             _say(out, f"note: {note}", style="yellow")
-    print_rows(rows, "results (geometric means over seeds)", out, show_run=False)
+    pde = isinstance(config.get("pde"), Mapping)
+    print_rows(rows, "results (geometric means over seeds)", out, show_run=False, pde=pde)
     if summary is not None and summary.get("status") != "completed":
         _say(out, f"status: {summary.get('status')}", style="yellow", indent="")
     out.print("files:", highlight=False)

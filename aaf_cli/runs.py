@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ METRICS_COLUMNS = [
 ]
 PARAMETERS_HEADER = "# aaf parameters format 1"
 PARAMETERS_COLUMNS = ["step", "variant", "seed", "parameter", "value"]
+#: A PDE run's ``terms.csv``: each loss term and identified parameter, long format.
+TERMS_HEADER = "# aaf terms format 1"
+TERMS_COLUMNS = ("step", "variant", "seed", "name", "value")
 TIMING_COLUMNS = ["step", "variant", "seconds"]
 AGGREGATE_COLUMNS = ["variant", "metric", "step", "geomean", "low", "high", "band", "seeds"]
 
@@ -407,6 +410,43 @@ class RunFolder:
         if not series:
             raise self._error("metrics.csv has no rows yet")
         return series
+
+    @functools.cached_property
+    def histories(self) -> list[Series]:
+        """``series`` with what the run's other files add to each model: its activation
+        parameters (``parameters.csv``), the seconds of training at each logged step
+        (``timing.csv``) and a PDE run's loss terms (``terms.csv``). A file the run does not
+        have leaves its field empty (times NaN); a corrupt one is an error naming it."""
+        out = [
+            replace(
+                s,
+                steps=list(s.steps),
+                time=[],
+                train=list(s.train),
+                test=list(s.test),
+                recovery=list(s.recovery),
+                val=list(s.val),
+                params={},
+                terms={},
+            )
+            for s in self.series
+        ]
+        files = (
+            ("parameters.csv", "params", PARAMETERS_HEADER, "parameter"),
+            ("terms.csv", "terms", TERMS_HEADER, "name"),
+        )
+        for name, field, header, column in files:
+            path = self.path / name
+            if path.is_file():
+                try:
+                    read_long(path, out, field, header, column)
+                except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+                    raise self._error(f"{name} is corrupt ({_reason(exc)})") from None
+        timing = self.timing if (self.path / "timing.csv").is_file() else {}
+        for s in out:
+            seconds = timing.get(s.variant, {})
+            s.time = [seconds.get(step, math.nan) for step in s.steps]
+        return out
 
     @functools.cached_property
     def timing(self) -> dict[str, dict[int, float]]:

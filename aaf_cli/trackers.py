@@ -39,8 +39,8 @@ import yaml
 
 from aaf_cli import __version__
 from aaf_cli.errors import EXIT_FAILED, AafError, RunError, UsageError
-from aaf_cli.results import Series, aggregate, by_variant
-from aaf_cli.runs import RunFolder, read_parameters
+from aaf_cli.results import aggregate, by_variant
+from aaf_cli.runs import RunFolder
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -164,18 +164,6 @@ def _timing(run: RunFolder) -> dict[str, dict[int, float]]:
         return {}
 
 
-def _with_parameters(run: RunFolder) -> list[Series]:
-    """Copies of the run's series with ``params`` filled from ``parameters.csv`` (if any)."""
-    series = [Series(s.variant, s.seed, list(s.steps)) for s in run.series]
-    path = run.path / "parameters.csv"
-    if path.is_file():
-        try:
-            read_parameters(path, series)
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise RunError(f"{run.path}: parameters.csv is corrupt ({exc})") from None
-    return series
-
-
 def points(run: RunFolder) -> list[Point]:
     """Every scalar of a run: per-variant geometric means of train/test MSE, per-seed
     histories."""
@@ -187,31 +175,42 @@ def points(run: RunFolder) -> list[Point]:
     def at(variant: str, step: int) -> float:
         return start + timing.get(variant, {}).get(step, 0.0)
 
+    # A physics-informed run's train metric is the PINN loss, its test metric the relative L2
+    # error of the solution: named so, not as a regression's MSE.
+    train_name, test_name = metric_names(run)
     groups = by_variant(run.series, run.variants)
     for variant, series in groups.items():
         if not series:
             continue
         key = keys[variant]
-        for metric, name in (("train", "train_mse"), ("test", "test_mse")):
+        for metric, name in (("train", train_name), ("test", test_name)):
             band = aggregate(series, metric)
             for step, value in zip(band.steps, band.center):
                 out.append(Point(key, None, name, step, value, at(variant, step)))
         for s in series:
             for i, step in enumerate(s.steps):
                 t = at(variant, step)
-                out.append(Point(key, s.seed, "train_mse", step, s.train[i], t))
-                out.append(Point(key, s.seed, "test_mse", step, s.test[i], t))
+                out.append(Point(key, s.seed, train_name, step, s.train[i], t))
+                out.append(Point(key, s.seed, test_name, step, s.test[i], t))
             if any(math.isfinite(v) for v in s.recovery):
                 for step, value in zip(s.steps, s.recovery):
                     out.append(Point(key, s.seed, "recovery", step, value, at(variant, step)))
-    for s in _with_parameters(run):
+    for s in run.histories:  # activation parameters; a PDE run's loss terms
         if s.variant not in keys:
             continue
-        for param, values in s.params.items():
+        for param, values in (*s.params.items(), *s.terms.items()):
             name = clean_key(param)
             for step, value in zip(s.steps, values):
                 out.append(Point(keys[s.variant], s.seed, name, step, value, at(s.variant, step)))
     return out
+
+
+def metric_names(run: RunFolder) -> tuple[str, str]:
+    """The tracker names of a run's train and test metric: ``train_mse``/``test_mse``, or for
+    a physics-informed run ``pinn_loss``/``rel_l2``."""
+    if isinstance(run.config.get("pde"), Mapping):
+        return "pinn_loss", "rel_l2"
+    return "train_mse", "test_mse"
 
 
 def _number(value: Any) -> float | None:
@@ -329,8 +328,7 @@ def _description(run: RunFolder) -> str:
 
 def _read(run: RunFolder) -> None:
     """Read (and so check) every file an export uses, before anything is written."""
-    run.config, run.series, run.summary  # noqa: B018
-    _with_parameters(run)
+    run.config, run.series, run.summary, run.histories  # noqa: B018
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,7 +624,8 @@ def export_tensorboard(
     """Write each run's scalars as TensorBoard event files in ``logdir/<run folder name>/``.
 
     Tags: ``<variant>/train_mse/geomean``, ``<variant>/test_mse/geomean`` and per seed
-    ``<variant>/seed<k>/test_mse`` (also ``train_mse``, ``recovery``, activation parameters);
+    ``<variant>/seed<k>/test_mse`` (also ``train_mse``, ``recovery``, activation parameters;
+    a physics-informed run's ``pinn_loss``, ``rel_l2`` and loss terms, ``term_residual``...);
     the config and the verdicts as text. TensorBoard keeps 32-bit floats. A subfolder written
     before is skipped unless ``force`` (then replaced, if it holds only event files). Each
     subfolder is written under a temporary name and renamed into place.

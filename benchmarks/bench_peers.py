@@ -1,4 +1,4 @@
-"""Benchmark: aaf's engine against its peers on the same workload (issue 13's table).
+"""Benchmark: aaf's engine against its peers on the same workload.
 
 Workload: float32, 300 points of sin(4x) on [-3, 3], Adam (lr 1e-3), half the models fixed and
 half global (n = 10), for [1,20,1] ELU and [1,50,50,50,50,1] tanh at several M. Each cell is

@@ -12,7 +12,7 @@ point's run folder and figures, points.csv and sweep.png included), interleaved 
 * ``ray``: ``--executor ray`` on a Ray instance the sweep starts on this machine (when
   ``aaf[ray]`` is installed), packed jobs as Ray tasks.
 
-The default workload is issue 11's: a 5 (n) x 4 (lr) grid of the default experiment, 5 seeds,
+The default workload: a 5 (n) x 4 (lr) grid of the default experiment, 5 seeds,
 2000 steps. Acceptance: packed >= 4x faster than the same points run one after another; Ray
 within 1.5x of packed. Both "one after another" rows are printed. It also checks that all give
 the same final test MSE per point and variant, and reports the training time apart (each job's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check of the engine on a CUDA machine (issue 13), in stages that each have their
+# One prepared check of the engine on a CUDA machine, in stages that each have their
 # own time limit, so a slow stage cannot hide the results of the others:
 #   1. the GPU-marked tests (`pytest -m gpu`: engine vs nn.Module + torch.optim.Adam on CUDA in
 #      float64, eager and compiled, each with and without a CUDA graph; diverged models frozen

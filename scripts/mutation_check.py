@@ -142,7 +142,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         S,
         "alpha = (1 - level) / 2",
         "alpha = 0.25",
-        "bootstrap CI from the 25th/75th percentiles instead of 2.5th/97.5th (issue 14 #1)",
+        "bootstrap CI from the 25th/75th percentiles instead of 2.5th/97.5th",
         f"{KA}::test_bootstrap_interval_matches_its_precomputed_value",
         f"{KA}::test_bootstrap_interval_has_the_normal_theory_width",
         STATS,
@@ -266,7 +266,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         T,
         "book.update(step, data, loss, threshold)",
         "book.update(step, mse(model(x_test), y_test), loss, threshold)",
-        "steps to threshold counted on the test loss (issue 14 #2)",
+        "steps to threshold counted on the test loss",
         f"{KA}::test_steps_to_threshold_use_the_training_data_not_the_test_data",
         ENGINE,
     ),
@@ -286,7 +286,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         T,
         "rate = rate * (keep if present is None else keep & present)",
         "rate = rate",
-        "a diverged model keeps being updated (its weights turn NaN) (issue 14 #3)",
+        "a diverged model keeps being updated (its weights turn NaN)",
         f"{KA}::test_diverged_model_keeps_its_last_finite_parameters_bit_for_bit",
         f"{KA}::test_model_with_nan_loss_from_the_start_keeps_its_initial_parameters_under_adam",
         DIVERGENCE,
@@ -296,7 +296,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         T,
         "test = unmeasured if x_test is None or y_test is None else mse(model(x_test), y_test)",
         "test = unmeasured if x_test is None or y_test is None else mse(model(x_train), y_train)",
-        "logged test loss computed on the training points (issue 14 #4)",
+        "logged test loss computed on the training points",
         f"{KA}::test_logged_test_loss_is_the_checkpoints_mse_on_the_test_grid",
         ENGINE,
     ),
@@ -389,8 +389,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     # ---- activations
     Mutant(
         "activations.rowdy-no-j",
-        "Rowdy's j-th term sin(n F_j x) instead of sin(j n F_j x), reference and batched "
-        "(issue 14 #5)",
+        "Rowdy's j-th term sin(n F_j x) instead of sin(j n F_j x), reference and batched",
         (
             Edit(
                 A,
@@ -495,7 +494,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     # ---- run folders
     Mutant(
         "runs.write-in-place",
-        "write_atomic writes straight to the final name, no rename (issue 14 #6)",
+        "write_atomic writes straight to the final name, no rename",
         (
             Edit(
                 RU,
@@ -511,7 +510,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     Mutant(
         "pipeline.metrics-in-place",
-        "the run writes metrics.csv with Path.write_text instead of write_atomic (issue 14 #6)",
+        "the run writes metrics.csv with Path.write_text instead of write_atomic",
         (
             Edit(
                 P,
@@ -708,6 +707,22 @@ CATALOGUE: tuple[Mutant, ...] = (
         "return task_threads(self.node_cpus, max(1, self.parallel))",
         "a sweep of one job still reserves one CPU per parallel slot (a pack on 1 of 2 cores)",
         "tests/test_ray.py::test_a_single_job_gets_the_whole_node",
+    ),
+    mutant(
+        "cluster.lost-task-one-retry-too-many",
+        "aaf_cli/sweeps/cluster.py",
+        "if tries > RETRIES:",
+        "if tries > RETRIES + 1:",
+        "a task Ray lost is submitted once more than the retries allow",
+        "tests/test_ray.py::test_a_task_ray_loses_is_submitted_again_and_the_sweep_ends",
+    ),
+    mutant(
+        "writing.fork-under-ray",
+        "aaf_cli/sweeps/writing.py",
+        "if _connected_to_ray():",
+        "if False:",
+        "the driver of a Ray sweep forks itself (and Ray's gRPC threads) to write folders",
+        "tests/test_ray.py::test_local_ray_equals_the_local_executor",
     ),
     # ---- the thread guard: drop a thread only when others crowd the run's cores
     mutant(

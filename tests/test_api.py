@@ -130,6 +130,54 @@ def test_summary_states_its_rules_and_verdicts(small_run: aaf.Run) -> None:
     assert "2 seeds: p cannot go below 0.5" in comparison["verdict"]
 
 
+def _long_csv(path: Path, name_column: str) -> dict[tuple[str, int, str], list[float]]:
+    lines = path.read_text().splitlines()
+    header = lines[1].split(",")
+    out: dict[tuple[str, int, str], list[float]] = {}
+    for line in lines[2:]:
+        row = dict(zip(header, line.split(",")))
+        key = (row["variant"], int(row["seed"]), row[name_column])
+        out.setdefault(key, []).append(float(row["value"]))
+    return out
+
+
+def test_histories_carry_activation_parameters_and_times(small_run: aaf.Run) -> None:
+    """Opened again from its folder, a run's histories hold what parameters.csv and
+    timing.csv say (parsed here on their own), not only metrics.csv's losses."""
+    run = aaf.open_run(small_run.folder)
+    logged = _long_csv(run.folder / "parameters.csv", "parameter")
+    assert ("adaptive", 1, "n*a") in logged
+    for (variant, seed, name), values in logged.items():
+        assert run.history(variant, seed).params[name] == values
+    assert run.history("fixed", 0).params == {}  # a fixed activation has none
+    timing = (run.folder / "timing.csv").read_text().splitlines()[1:]
+    seconds = {(v, int(s)): float(t) for s, v, t in (line.split(",") for line in timing)}
+    for variant in run.variants:
+        for seed in run.seeds:
+            h = run.history(variant, seed)
+            assert h.time == [seconds[(variant, step)] for step in h.steps]
+            assert h.time[0] >= 0 and h.time == sorted(h.time) and h.time[-1] > 0
+
+
+def test_a_pde_runs_histories_and_frame_carry_its_loss_terms(tmp_path: Path) -> None:
+    run = aaf.run(
+        ROOT / "configs" / "pde_smoke.yaml",
+        overrides=["train.steps=10", "seeds=1", "tune=off"],
+        runs_dir=tmp_path,
+    )
+    terms = _long_csv(run.folder / "terms.csv", "name")
+    assert ("gaaf", 0, "term:residual") in terms and ("fixed", 0, "term:initial") in terms
+    opened = aaf.open_run(run.folder)
+    for (variant, seed, name), values in terms.items():
+        assert opened.history(variant, seed).terms[name] == values
+    pd = pytest.importorskip("pandas")
+    frame = opened.to_pandas()
+    assert isinstance(frame, pd.DataFrame)
+    one = frame[(frame.variant == "gaaf") & (frame.seed == 0)]
+    assert one["term:residual"].tolist() == terms[("gaaf", 0, "term:residual")]
+    assert one["n*a"].notna().all() and one["time"].notna().all()
+
+
 def test_to_pandas_frames(small_run: aaf.Run) -> None:
     pd = pytest.importorskip("pandas")
     frame = small_run.to_pandas()
@@ -138,6 +186,11 @@ def test_to_pandas_frames(small_run: aaf.Run) -> None:
     assert {"variant", "seed", "step", "train", "test"} <= set(frame.columns)
     one = frame[(frame.variant == "fixed") & (frame.seed == 0)]
     assert one.test.tolist() == small_run.history("fixed", 0).test
+    assert one.time.tolist() == small_run.history("fixed", 0).time
+    assert not frame.time.isna().any()
+    adaptive = frame[(frame.variant == "adaptive") & (frame.seed == 1)]
+    assert adaptive["n*a"].tolist() == small_run.history("adaptive", 1).params["n*a"]
+    assert frame[frame.variant == "fixed"]["n*a"].isna().all()
     outcomes = small_run.to_pandas("outcomes")
     assert len(outcomes) == 4 and {"final_test", "last_test", "best_test"} <= set(outcomes)
     with pytest.raises(aaf.UsageError, match="metrics' or 'outcomes'"):

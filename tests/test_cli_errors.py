@@ -199,7 +199,7 @@ CASES = {
         ["run", "{smoke}", "--set", "device=cuda"],
         ["device", "no CUDA device is available"],
     ),
-    # Physics-informed configs (issue 12): the pde: section.
+    # Physics-informed configs: the pde: section.
     "pde unknown derivative": (
         PDE.format(op="u_t - u_q", exact=HEAT, on="t == 0", layers=2, target=""),
         [],
@@ -320,3 +320,38 @@ def test_runs_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", str(SMOKE), "--runs-dir", str(afile), "--quiet"])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"Error: --runs-dir {afile}: is a file, expected a folder"
+
+
+def test_a_bad_config_is_refused_before_torch_or_matplotlib_is_imported(tmp_path: Path) -> None:
+    """A typo costs a fraction of a second: the config is read and checked first, and torch
+    and matplotlib (seconds to import) are never loaded for a run that cannot start."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from aaf_cli.cli import app\n"
+        "out = []\n"
+        "for args in sys.argv[1:]:\n"
+        "    r = CliRunner().invoke(app, json.loads(args))\n"
+        "    out.append([r.exit_code, r.output.strip(), sorted(\n"
+        "        m for m in ('torch', 'matplotlib') if m in sys.modules)])\n"
+        "print(json.dumps(out))\n"
+    )
+    cases = [
+        ["run", str(tmp_path / "missing.yaml")],
+        ["run", str(SMOKE), "--set", "train.lr=abc"],
+        ["run", str(SMOKE), "--set", "varaints.1.n=5"],
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *(json.dumps(c) for c in cases)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    for (exit_code, output, imported), case in zip(results, cases):
+        assert exit_code == 2 and output.startswith("Error: "), (case, output)
+        assert imported == [], (case, imported)
+    assert results[0][1] == f"Error: {tmp_path / 'missing.yaml'}: no such file"

@@ -1,4 +1,4 @@
-"""The fast engine step (issue 13): one flat multi-row update, host-side shortcuts, the device-side
+"""The fast engine step: one flat multi-row update, host-side shortcuts, the device-side
 step a CUDA graph replays, and what they must keep (exact freezing, the reference, input
 derivatives for the physics-informed path). GPU-marked tests run on CUDA only."""
 
@@ -77,7 +77,7 @@ def per_parameter_adam(
     active: torch.Tensor,
     t: int,
 ) -> None:
-    """The engine's update as it was before issue 13, one parameter at a time (the reference
+    """The engine's update as it was before the flat update, one parameter at a time (the reference
     for bit-for-bit equality: same arithmetic, masks always applied)."""
     bias1, bias2_sqrt = 1 - 0.9**t, math.sqrt(1 - 0.999**t)
     for p, g, (m, v), rate in zip(params, grads, state, rates):
@@ -472,7 +472,7 @@ def test_cuda_graph_keeps_diverged_models_frozen() -> None:
 
 @pytest.mark.slow
 def test_memory_estimate_is_within_2x_of_the_measured_peak_for_16_models() -> None:
-    """Issue 13 #4: ``aaf validate``'s memory estimate against the peak RSS growth of a fresh
+    """``aaf validate``'s memory estimate against the peak RSS growth of a fresh
     process training the default experiment with 16 models (benchmarks/bench_peers.py)."""
     import subprocess
     import sys

@@ -324,3 +324,41 @@ def test_unfinished_run_exports_what_it_logged(
     (finished,) = client.search_runs([client.get_experiment_by_name("unfinished").experiment_id])
     assert finished.info.run_id != run.info.run_id and finished.info.status == "FINISHED"
     assert finished.data.tags["aaf.summary_format"] == "3"
+
+
+def test_a_pde_run_exports_its_metrics_by_meaning_and_its_loss_terms(tmp_path: Path) -> None:
+    """A physics-informed run's train metric is the PINN loss and its test metric the relative
+    L2 error: TensorBoard gets them under those names, with each loss term per step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from aaf_cli.config import load_config
+    from aaf_cli.pipeline import execute
+
+    config = ROOT / "configs" / "pde_smoke.yaml"
+    overrides = ["train.steps=10", "seeds=1", "tune=off"]
+    folder = execute(
+        load_config(config, overrides), tmp_path / "runs", str(config), overrides
+    ).folder
+    result = CliRunner().invoke(app, ["export", str(folder), "--tensorboard", str(tmp_path / "tb")])
+    assert result.exit_code == 0, result.output
+    events = EventAccumulator(str(tmp_path / "tb" / folder.name), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"gaaf/seed0/pinn_loss", "gaaf/seed0/rel_l2", "fixed/rel_l2/geomean"} <= tags
+    assert not any("mse" in tag for tag in tags), sorted(tags)
+    rows = _metrics_csv(folder)
+    got = [(e.step, e.value) for e in events.Scalars("gaaf/seed0/rel_l2")]
+    assert got == [
+        (int(r["step"]), float(np.float32(r["test_loss"]))) for r in rows if r["variant"] == "gaaf"
+    ]
+    with (folder / "terms.csv").open(encoding="utf-8", newline="") as fh:
+        fh.readline()
+        terms = list(csv.DictReader(fh))
+    for name in ("residual", "initial", "sides"):
+        expected = [
+            (int(r["step"]), float(np.float32(r["value"])))
+            for r in terms
+            if r["variant"] == "fixed" and r["name"] == f"term:{name}"
+        ]
+        assert len(expected) == 3  # steps 0, 5, 10
+        assert [(e.step, e.value) for e in events.Scalars(f"fixed/seed0/term_{name}")] == expected

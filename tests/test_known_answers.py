@@ -1,7 +1,7 @@
 """Known answers: values computed by hand or precomputed, not just self-consistency.
 
 Each test here pins a meaning that a plausible one-line change would break while every
-engine-versus-reference or reproducibility test still passed (issue 14): the bootstrap
+engine-versus-reference or reproducibility test still passed: the bootstrap
 percentiles, which loss counts for "steps to threshold", that a diverged model is frozen at
 finite values, that the logged test loss is the test grid's, Rowdy's j-th frequency, and that
 ``metrics.csv`` is replaced atomically.

@@ -33,6 +33,7 @@ from torch import nn
 from aaf_cli.pde.problem import PdeProblem, build_problem
 from aaf_cli.pde.residual import PdeParameters, PinnLoss, make_pinn_optimizer
 from aaf_cli.pde.spec import PdeConfig
+from aaf_cli.runs import TERMS_COLUMNS, TERMS_HEADER
 from aaf_cli.targets import Dataset
 
 if TYPE_CHECKING:
@@ -71,8 +72,6 @@ METRICS = {
 
 TERM_PREFIX = "term:"
 PARAM_PREFIX = "param:"
-TERMS_HEADER = "# aaf terms format 1"
-TERMS_COLUMNS = ("step", "variant", "seed", "name", "value")
 RESERVED_NAMES = ("residual", "data", "total")
 """Loss-term names a condition may not take (``spec`` refuses them)."""
 
