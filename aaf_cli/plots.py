@@ -24,10 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
+# Every figure draws on its own Agg canvas (FigureCanvasAgg), so no display is needed and the
+# global backend is left alone: a notebook that imports aaf keeps drawing inline.
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
