@@ -66,14 +66,18 @@ def _main(
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Turn aaf's own errors into one line on stderr and their exit code."""
+def _errors(every: bool = False) -> Iterator[None]:
+    """Turn aaf's own errors into one line on stderr and their exit code (``every``: a
+    config's other errors too, a line each)."""
     try:
         yield
     except AafError as exc:
         if _state["debug"]:
             raise
         typer.echo(f"Error: {exc}", err=True)
+        if every:
+            for other in getattr(exc, "others", ()):
+                typer.echo(f"Error: {other}", err=True)
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -155,7 +159,7 @@ def validate(
 
     Example: aaf validate configs/elu.yaml --set train.lr=1e-2
     """
-    with _errors():
+    with _errors(every=True):
         from aaf_cli import api
 
         checked = api.check(config, overrides=set_ or [], force=force)
@@ -605,7 +609,10 @@ def sweep(
                 return
             line = f"[{event.index + 1}/{event.count}] point {event.index} ({event.label}): "
             line += event.status
-            line += f" in {event.seconds:.1f} s"
+            if event.packed > 1:  # one job trained them together: its time is theirs
+                line += f" (job of {event.packed} packed points: {event.seconds:.1f} s)"
+            else:
+                line += f" in {event.seconds:.1f} s"
             for c in event.comparisons:
                 ratio = c.get("ratio_geomean")
                 if isinstance(ratio, float):

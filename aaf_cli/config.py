@@ -1128,16 +1128,44 @@ def _config_error(
         specific = [e for e in errors if not str(e["type"]).endswith("_type")]
         if specific and tuple(specific[0]["loc"][:1]) == tuple(first["loc"][:1]):
             errors = [specific[0]] + [e for e in errors if e is not specific[0]]
-    path, message = _describe(errors[0])
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more)"
+    # The other member of such a union fails at the same path too: not a second error.
+    chosen = tuple(errors[0]["loc"])
+    errors = [errors[0]] + [
+        e
+        for e in errors[1:]
+        if not (
+            str(e["type"]).endswith("_type")
+            and (
+                chosen[: len(e["loc"])] == tuple(e["loc"])
+                or tuple(e["loc"])[: len(chosen)] == chosen
+            )
+        )
+    ]
+    described = [_describe(e) for e in errors]
+    others = tuple(str(_located_error(p, m, source, located, overridden)) for p, m in described[1:])
+    path, message = described[0]
+    if others:
+        message += f" (and {len(others)} more: aaf validate lists them all)"
+    return _located_error(path, message, source, located, overridden, others)
+
+
+def _located_error(
+    path: list[str | int],
+    message: str,
+    source: str,
+    located: _Located,
+    overridden: Mapping[tuple[str | int, ...], str],
+    others: tuple[str, ...] = (),
+) -> ConfigError:
+    """A ConfigError at ``path``: named by the ``--set`` that gave its value, else by its
+    file, line and column."""
     dotted, message = _one_line(".".join(str(p) for p in path)), _one_line(message)
     for prefix in (tuple(path[:i]) for i in range(len(path), 0, -1)):
         if prefix in overridden:
             setting = _one_line(overridden[prefix])
-            return ConfigError(f"{source} (--set {setting})", dotted, message)
-    mark = located.find(path)
-    return ConfigError(source, dotted, message, *(mark or (None, None)))
+            return ConfigError(f"{source} (--set {setting})", dotted, message, others=others)
+    line, column = located.find(path) or (None, None)
+    return ConfigError(source, dotted, message, line, column, others)
 
 
 def load_config(

@@ -26,12 +26,16 @@ class ConfigError(AafError):
         message: str,
         line: int | None = None,
         column: int | None = None,
+        others: tuple[str, ...] = (),
     ) -> None:
         self.source = source
         self.key = key
         self.message = message
         self.line = line
         self.column = column
+        #: The config's other errors, each a line like this one's (``aaf validate`` prints
+        #: them all; other commands name the first and count the rest).
+        self.others = others
         where = source
         if line is not None:
             where += f":{line}" + (f":{column}" if column is not None else "")

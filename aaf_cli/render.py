@@ -587,7 +587,8 @@ def print_list(
         shown = status
         if e.get("kind") == "sweep":  # a sweep is one row (sweeps.records.describe_sweep)
             done = "" if status == "completed" else f"{e['points_done']}/"
-            shown = f"sweep: {done}{e['points']} points, {status}"
+            keys = ", ".join(e.get("keys") or [])
+            shown = f"sweep of {keys}: {done}{e['points']} points, {status}"
         rows.append(
             [
                 folder,
@@ -705,7 +706,14 @@ SWEEP_NOTE = (
 )
 
 
-POINTS_NOTE = "points.csv (every number), sweep.png (the figure), points/<NNN>/ (the runs)"
+def points_note(folder: Path | None) -> str:
+    """The sweep folder's files, as the closing line names them (the heat map when drawn)."""
+    heat = folder is not None and (folder / "sweep_heatmap.png").is_file()
+    return (
+        "points.csv (every number), sweep.png (the figure), "
+        + ("sweep_heatmap.png (the heat map), " if heat else "")
+        + "points/<NNN>/ (the runs)"
+    )
 
 
 def _sweep_versus(row: Mapping[str, Any]) -> str:
@@ -796,7 +804,7 @@ def print_sweep(
     if getattr(sweep, "tuned", None) is not None:
         print_tuned(sweep.tuned, out)
     if sweep.figure is not None:
-        _say(out, f"in the sweep folder: {POINTS_NOTE}", style="dim", indent="")
+        _say(out, f"in the sweep folder: {points_note(sweep.folder)}", style="dim", indent="")
 
 
 def print_tuned(tuned: Any, out: Console) -> None:

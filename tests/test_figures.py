@@ -338,3 +338,28 @@ def test_compare_draws_a_shared_baseline_once(
     (other / "metrics.csv").write_text("\n".join(lines) + "\n")
     apart = build_curves([folders[0], RunFolder(other)])
     assert [k.runs for k in apart if k.variant == "fixed"] == [(a.name,), (other.name,)]
+
+
+def test_solution_error_maps_share_one_colour_scale(tmp_path: Path) -> None:
+    """Brightness compares across variants: every |prediction - reference| map has the same
+    log scale (from the smallest to the largest error of any variant); the slot beside the
+    reference gives each shown prediction's relative L2 error."""
+    from matplotlib.colors import LogNorm
+
+    from aaf_cli.pde import figures
+
+    side = 8
+    axes_values = [[i / (side - 1) for i in range(side)]] * 2
+    reference = [float(i % side) + 1.0 for i in range(side * side)]
+    small = [r + 1e-3 for r in reference]  # a good variant and a poor one
+    large = [r * 1.5 for r in reference]
+    fig = figures.solution(
+        axes_values, ["x", "t"], reference, {"good": (0, small), "poor": (1, large)},
+        tmp_path / "solution.png", "title",
+    )  # fmt: skip
+    norms = [im.norm for ax in fig.axes for im in ax.get_images() if isinstance(im.norm, LogNorm)]
+    assert len(norms) == 2
+    for n in norms:  # the smallest error of any variant, the largest of any
+        assert (n.vmin, n.vmax) == (pytest.approx(1e-3), max(large) - max(reference))
+    text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "good: 0.00" in text and "poor: 0.5" in text and "one colour scale" in text

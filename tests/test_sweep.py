@@ -53,7 +53,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (result.stdout, result.stderr)
     folder = Path(result.stdout.strip().splitlines()[-1])
-    assert folder.parent == runs_dir and folder.name.endswith("_smoke-sweep")
+    assert folder.parent == runs_dir and folder.name.endswith("_smoke-lr-n")
     return folder
 
 
@@ -336,7 +336,9 @@ def test_list_shows_a_sweep_as_one_row(swept: Path) -> None:
     assert entry["variants"] == ["fixed", "adaptive"] and entry["seeds"] == 2
     assert find_runs(swept.parent) == []  # the sweep is not a run; its points are
     table = runner.invoke(app, ["list", "--runs-dir", str(swept.parent)], env={"COLUMNS": "200"})
-    assert "sweep: 4 points," in table.stdout and "completed" in table.stdout
+    assert entry["keys"] == ["train.lr", "variants.1.n"]
+    assert "sweep of train.lr," in table.stdout and "variants.1.n: 4 points," in table.stdout
+    assert "completed" in table.stdout and swept.name.endswith("_smoke-lr-n")
     assert "None" not in table.stdout
 
 
@@ -354,7 +356,7 @@ def test_show_prints_the_points_table_and_a_point_is_a_run(swept: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
     out = " ".join(result.stdout.split())  # sentences wrap at 80 columns
-    assert "sweep smoke-sweep: 4/4 points done, status completed" in out
+    assert "sweep smoke-lr-n: 4/4 points done, status completed" in out
     assert "swept train.lr: 0.01, 0.03" in out and "swept variants.1.n: 1, 5" in out
     assert re.search(
         r"point 3 \(train.lr=0.03, variants.1.n=5\): adaptive (wins against|loses to|is even "
@@ -363,7 +365,7 @@ def test_show_prints_the_points_table_and_a_point_is_a_run(swept: Path) -> None:
     )
     assert "baseline" in out and "final test" in out
     # By name under --runs-dir, too.
-    named = runner.invoke(app, ["show", "smoke-sweep", "--runs-dir", str(swept.parent)])
+    named = runner.invoke(app, ["show", "smoke-lr-n", "--runs-dir", str(swept.parent)])
     assert named.exit_code == 0 and "4/4 points done" in named.stdout
     point = runner.invoke(app, ["show", str(swept / "points" / "003")])
     assert point.exit_code == 0, point.stderr
@@ -481,12 +483,50 @@ def test_two_numeric_keys_also_draw_heat_maps_with_every_cell_annotated(swept: P
     rows = point_rows(swept, record)
     fig = draw_heatmap(rows, record.keys, swept / "again.png", "t")
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    # fixed, adaptive: 4 metric cells each; adaptive / fixed: 4 ratio cells
+    # adaptive: 4 metric cells; fixed, which n does not touch: one column of 2 (one per
+    # rate, n across); adaptive / fixed: 4 ratio cells
     ratios = sorted(t for t in texts if t.startswith("x"))
     expected = sorted(f"x{float(r['ratio']):.2g}" for r in rows if r["variant"] == "adaptive")
-    assert len(texts) == 12 and ratios == expected
+    assert len(texts) == 10 and ratios == expected
+    fixed = next(ax for ax in fig.axes if ax.get_title().startswith("fixed (baseline)"))
+    assert len(fixed.texts) == 2 and [t.get_text() for t in fixed.get_xticklabels()] == [
+        "every variants.1.n"
+    ]
+    assert fixed.get_ylabel() == "train.lr"  # the key the baseline ignores went across
+    # One colour bar for the two panels on the shared scale, one for the ratios.
+    assert sum(1 for ax in fig.axes if ax.get_label() == "<colorbar>") == 2
     assert draw_heatmap(rows, record.keys[:1], swept / "none.png", "t") is None
     from aaf_cli.sweeps.local import quantity_of
 
     assert quantity_of(record) == "test MSE"
     assert not (swept / "none.png").exists()
+
+
+def test_a_sweep_is_named_by_what_it_sweeps() -> None:
+    from aaf_cli.sweeps.spec import Axis, default_name
+
+    base = aaf.load_config(SMOKE)
+    axes = [Axis("variants.1.n", "grid", (1, 5)), Axis("train.lr", "grid", (0.01, 0.03))]
+    assert default_name(base, axes) == "smoke-n-lr"
+    two = [Axis("variants.1.n", "grid", (1,)), Axis("variants.2.n", "grid", (5,))]
+    assert default_name(base, two) == "smoke-n1-n2"
+    assert default_name(base, [Axis("model.layers", "grid", ([1, 4, 1],))]) == "smoke-layers"
+    assert default_name(base, []) == "smoke-sweep"
+
+
+def test_packed_points_share_their_jobs_time_and_the_closing_line_names_the_heat_map(
+    tmp_path: Path,
+) -> None:
+    result = runner.invoke(
+        app,
+        ["sweep", str(SMOKE), *GRID, *sets([*BASE, "tune=off"]), "--runs-dir", str(tmp_path)],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert len(lines) == 4
+    times = [re.search(r"\(job of 4 packed points: ([\d.]+) s\)", line) for line in lines]
+    assert all(times) and len({t.group(1) for t in times if t}) == 1  # one job, one time
+    closing = " ".join(result.stdout.split())
+    assert "sweep_heatmap.png (the heat map)" in closing
+    assert (Path(result.stdout.strip().splitlines()[-1]) / "sweep_heatmap.png").is_file()

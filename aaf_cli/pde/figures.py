@@ -208,15 +208,32 @@ def solution(
 
     later = ", ".join(f"{n} at its middle" for n in inputs[2:])
     heat(axes[0][0], reference, what + (f" ({later})" if later else ""), **scale)
-    axes[0][1].set_axis_off()
     which = "median seed" if seeds > 1 else "seed"
+    # One colour scale for every error map, so that brightness compares across variants.
+    errors = {
+        v: [max(abs(p - r), 1e-12) for p, r in zip(pred, reference)]
+        for v, (_, pred) in predictions.items()
+    }
+    shown = [e for err in errors.values() for e in err if math.isfinite(e)]
+    norm = LogNorm(vmin=max(min(shown, default=1e-8), 1e-8), vmax=max(shown, default=1.0))
     for r, (variant, (seed, pred)) in enumerate(predictions.items(), start=1):
         label = labels.get(variant, variant)
         heat(axes[r][0], pred, f"{label}, {which} {seed}: prediction", **scale)
-        err = [max(abs(p - v), 1e-12) for p, v in zip(pred, reference)]
-        shown = [e for e in err if math.isfinite(e)]
-        norm = LogNorm(vmin=max(min(shown, default=1e-8), 1e-8), vmax=max(shown, default=1.0))
-        heat(axes[r][1], err, f"{label}: |prediction - {what}|", norm=norm, cmap="magma")
+        heat(
+            axes[r][1], errors[variant], f"{label}: |prediction - {what}|", norm=norm, cmap="magma"
+        )
+    # The slot beside the reference: each shown prediction's error in one number.
+    summary = axes[0][1]
+    summary.set_axis_off()
+    lines = [f"relative L2 error of the {which} shown:"]
+    norm_ref = math.sqrt(sum(r * r for r in reference if math.isfinite(r))) or 1.0
+    for variant, (_, pred) in predictions.items():
+        l2 = math.sqrt(sum((p - r) ** 2 for p, r in zip(pred, reference))) / norm_ref
+        lines.append(f"  {labels.get(variant, variant)}: {l2:.3g}")
+    lines.append("")
+    lines.append("the error maps share one colour scale")
+    summary.text(0.02, 0.95, "\n".join(lines), va="top", ha="left", fontsize=9,
+                 family="monospace", transform=summary.transAxes)  # fmt: skip
 
     # Slices at three values of the time input (Raissi et al.'s Burgers figure).
     time_axis = inputs.index("t") if "t" in inputs[:2] else 1

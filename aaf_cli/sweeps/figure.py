@@ -181,6 +181,14 @@ def _cells(
     return out
 
 
+def _constant_along(cells: Mapping[tuple[float, float], float], axis: int) -> bool:
+    """Whether the cells' values stay the same along ``axis`` (0: the first key)."""
+    groups: dict[float, set[float]] = {}
+    for key, v in cells.items():
+        groups.setdefault(key[1 - axis], set()).add(v)
+    return bool(groups) and all(len(v) == 1 for v in groups.values())
+
+
 def draw_heatmap(
     rows: Sequence[Mapping[str, Any]],
     keys: Sequence[str],
@@ -208,9 +216,13 @@ def draw_heatmap(
         return None  # a heat map of that many values is unreadable: sweep.png draws them
     order, _ = _lines(rows)
     baseline = str(done[0]["baseline"])
+    column = f"{METRIC_PREFIX[metric]}_geomean"
+    if _constant_along(_cells(rows, keys, baseline, column), 1) and not _constant_along(
+        _cells(rows, keys, baseline, column), 0
+    ):
+        keys = [keys[1], keys[0]]  # the key the baseline ignores goes across: its panel narrows
     xs = sorted({float(r[keys[0]]) for r in rows})
     ys = sorted({float(r[keys[1]]) for r in rows})
-    column = f"{METRIC_PREFIX[metric]}_geomean"
     values = {line: _cells(rows, keys, line, column) for line in order}
     ratios = {line: _cells(rows, keys, line, "ratio") for line in order if line != baseline}
     ratio_lines = [line for line in ratios if ratios[line]]
@@ -220,40 +232,59 @@ def draw_heatmap(
     panels = len(order) + len(ratio_lines)
     cols = min(panels, 3)
     grid_rows = math.ceil(panels / cols)
+    # A baseline that does not depend on the first key (an n sweep's fixed activation) is
+    # one column of values, drawn narrow, not a panel of identical columns.
+    narrow = grid_rows == 1 and len(xs) > 1 and _constant_along(values[baseline], 0)
     cell = 0.62
-    width = max(7.5, cols * (1.8 + cell * len(xs)))
+    widths = [
+        (1.8 + cell) if narrow and line == baseline else (1.8 + cell * len(xs))
+        for line in [*order, *ratio_lines][:cols]
+    ]
+    width = max(7.5, sum(widths))
     height = 1.6 + grid_rows * (1.3 + cell * len(ys))
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(grid_rows, cols, squeeze=False).ravel()
+    axes = fig.subplots(
+        grid_rows, cols, squeeze=False, gridspec_kw={"width_ratios": widths}
+    ).ravel()
     norm = LogNorm(min(everything), max(everything))
     spread = [abs(math.log10(v)) for c in ratios.values() for v in c.values() if v > 0]
     limit = max(max(spread, default=0.0), 0.05)
     ratio_norm = TwoSlopeNorm(0.0, -limit, limit)
     grid_nan = [[math.nan] * len(xs) for _ in ys]
 
-    def frame(ax: Any, label: str) -> None:
+    def frame(ax: Any, label: str, panel_width: float) -> None:
         ax.set_xticks(range(len(xs)), [short_text(_plain(v)) for v in xs])
         ax.set_yticks(range(len(ys)), [short_text(_plain(v)) for v in ys])
         ax.set_xlabel(keys[0])
         ax.set_ylabel(keys[1])
-        ax.set_title(label, fontsize=9)
+        ax.set_title(plots.wrap(label, panel_width, 9), fontsize=9)
 
     k = 0
+    metric_axes = []
     for line in order:
         ax = axes[k]
         k += 1
-        grid = [row[:] for row in grid_nan]
+        metric_axes.append(ax)
+        one = narrow and line == baseline
+        grid = [row[:] for row in ([[math.nan] for _ in ys] if one else grid_nan)]
         for (x, y), v in values[line].items():
-            grid[ys.index(y)][xs.index(x)] = v if v > 0 else math.nan
+            grid[ys.index(y)][0 if one else xs.index(x)] = v if v > 0 else math.nan
         image = ax.imshow(grid, origin="lower", cmap="viridis", norm=norm, aspect="auto")
-        for (x, y), v in values[line].items():
+        # One column: one value per row (every cell of the row has it).
+        cells = {(0 if one else xs.index(x), ys.index(y)): v for (x, y), v in values[line].items()}
+        for (i, j), v in cells.items():
             shade = norm(v) if v > 0 else 0.0
-            ax.text(xs.index(x), ys.index(y), f"{v:.1e}", ha="center", va="center",
-                    fontsize=7, color="white" if shade < 0.6 else "black")  # fmt: skip
+            ax.text(i, j, f"{v:.1e}", ha="center", va="center", fontsize=7,
+                    color="white" if shade < 0.6 else "black")  # fmt: skip
         suffix = " (baseline)" if line == baseline else ""
-        frame(ax, f"{line}{suffix}: {METRIC_WORDS[metric]} {quantity}")
-        fig.colorbar(image, ax=ax, shrink=0.85)
+        frame(ax, f"{line}{suffix}: {METRIC_WORDS[metric]} {quantity}", widths[(k - 1) % cols])
+        if one:
+            ax.set_xticks([0], [f"every {keys[0]}"])
+            ax.set_xlim(-0.5, 0.5)
+            ax.set_xlabel("")
+    # One colour bar for the panels that share the scale.
+    fig.colorbar(image, ax=metric_axes, shrink=0.85, label=f"{METRIC_WORDS[metric]} {quantity}")
     intervals = {
         line: (
             _cells(rows, keys, line, "ratio_ci_low"),
@@ -279,11 +310,14 @@ def draw_heatmap(
                 ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, lw=1.6, ec="black"))
         frame(
             ax, f"{line} / {baseline}: ratio of {METRIC_WORDS[metric]} {quantity} (<1: {line} "
-            "better)",
+            "better)", widths[(k - 1) % cols],
         )  # fmt: skip
         bar = fig.colorbar(image, ax=ax, shrink=0.85)
-        ticks = [t for t in (-2, -1, -0.5, 0, 0.5, 1, 2) if abs(t) <= limit]
-        bar.set_ticks(ticks, labels=[f"{10**t:.3g}" for t in ticks])
+        # Ticks a factor apart that reads: 10x steps on a wide scale, finer on a narrow one.
+        fine = (-0.5, -0.3, -0.1, 0, 0.1, 0.3, 0.5)
+        steps = (-2, -1, -0.5, 0, 0.5, 1, 2) if limit >= 0.6 else fine
+        ticks = [t for t in steps if abs(t) <= limit]
+        bar.set_ticks(ticks, labels=[f"{10**t:.2g}" for t in ticks])
     for ax in axes[k:]:
         ax.set_visible(False)
     lines = [

@@ -96,6 +96,7 @@ class PointEvent:
     seconds: float = 0.0
     comparisons: tuple[dict[str, Any], ...] = ()
     error: str | None = None
+    packed: int = 1  # points trained in its job (``seconds`` is then the job's, shared)
 
 
 def plan_jobs(plan: SweepPlan, pending: Sequence[int] | None, pack: bool, parts: int) -> list[Pack]:
@@ -487,6 +488,7 @@ def run_sweep(
                     PointEvent(
                         "done", i, count, label, path, entry.status, seconds,
                         tuple((summary or {}).get("comparisons", [])), entry.error,
+                        len(job.pack.points),
                     )
                 )  # fmt: skip
         records.write_state(folder, record)

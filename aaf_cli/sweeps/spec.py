@@ -354,6 +354,20 @@ class SweepPlan:
         return f"{self.source}: point {point.index} ({point.label})"
 
 
+def default_name(base: ExperimentConfig, axes: Sequence[Axis]) -> str:
+    """A sweep's name when none is given: the config's, then what it sweeps, by each key's
+    last part (``elu-n-lr`` for ``variants.1.n`` and ``train.lr``; ``elu-n1-n2`` when two
+    keys end alike), so that sweeps of one config tell apart in ``aaf list``."""
+    parts = [a.key.split(".") for a in axes]
+    leaves = [p[-1] for p in parts]
+    words = [
+        leaf + (p[-2] if leaves.count(leaf) > 1 and len(p) > 1 and p[-2].isdigit() else "")
+        for leaf, p in zip(leaves, parts)
+    ]
+    name = "-".join([base.name, *(re.sub(r"[^A-Za-z0-9_-]+", "_", w) for w in words)])
+    return name[:64].rstrip("-_") if axes else f"{base.name}-sweep"
+
+
 def _spec_error(exc: ValidationError, source: str, located: _Located) -> ConfigError:
     error = exc.errors()[0]
     loc = [p for p in error["loc"]]
@@ -598,7 +612,7 @@ def plan_sweep(
         base = load_config(copy.deepcopy(base_data), overrides)
     plan = SweepPlan(
         source=source,
-        name=name or spec.name or (sweep_file.stem if sweep_file else f"{base.name}-sweep"),
+        name=name or spec.name or (sweep_file.stem if sweep_file else default_name(base, axes)),
         base_source=base_source,
         base_data=base_data,
         overrides=list(overrides),
