@@ -541,6 +541,8 @@ def compare(
     if len(targets) == 1 and "" not in targets:
         title += f"\n{targets.pop()}"
     run_colours = PALETTE[:-1]  # black is kept for shared curves
+    # Bands are fills only, never outlined: an outline reads as one more curve. Many of them
+    # are fainter.
     crowded = sum(c.raw.kind != "none" for c in curves) >= OUTLINE_FROM
     handles: list[Any] = []
     for c in curves:
@@ -568,7 +570,12 @@ def compare(
         handles.append(line)
         if c.raw.kind != "none":
             # Runs compared are alike and their bands overlap much: lighter than in a run.
-            _band(ax, c.x, c.shown.low, c.shown.high, col, crowded, alpha=0.12)
+            lo, hi = _positive(c.shown.low), _positive(c.shown.high)
+            ax.fill_between(c.x, lo, hi, color=col, alpha=0.07 if crowded else 0.12, lw=0)
+    kinds = sorted({c.raw.kind for c in curves} - {"none"})
+    if kinds:  # what the shading is, in the legend
+        words = " / ".join(BAND_LABEL[k] for k in kinds)
+        handles.append(Patch(color="0.6", alpha=0.3, lw=0, label=f"shaded: {words} over seeds"))
     if threshold is not None:
         ax.axhline(threshold, color="0.55", lw=0.8, ls=THRESHOLD_STYLE)
         handles.append(

@@ -325,6 +325,10 @@ def test_compare_draws_a_shared_baseline_once(
     shared = [t for t in texts if t.startswith("fixed (runs ")]
     assert len(shared) == 1 and a.name[11:] in shared[0] and b.name[11:] in shared[0]
     assert "sine(x) = sin(freq x), freq=2" in fig.axes[0].get_title()
+    # The legend says what the shading is; bands are fills, never outlines that read as curves
+    # (5 curves, 4 or more bands: the crowded case): one line per curve.
+    assert any(t.startswith("shaded: ") and t.endswith(" over seeds") for t in texts), texts
+    assert len(fig.axes[0].get_lines()) == len(curves) == 5
     # Same config, other numbers (as from another version of aaf): drawn apart, not merged.
     other = runs_dir / f"{b.name}-other"
     shutil.copytree(b, other)

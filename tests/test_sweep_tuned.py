@@ -182,6 +182,31 @@ def test_the_protocol_writes_choices_and_an_ordinary_evaluation_run(
     assert shown.exit_code == 0 and " ".join(head.split()[:12]) in " ".join(shown.stdout.split())
 
 
+def test_the_tuned_sweeps_figure_marks_each_choice_and_carries_the_verdict(
+    tuned: tuple[Path, str],
+) -> None:
+    from aaf_cli.sweeps.figure import draw
+    from aaf_cli.sweeps.records import point_rows, read_record
+
+    folder, _ = tuned
+    sweep = aaf.Sweep.open(folder)
+    assert sweep.tuned is not None and sweep.tuned.verdict
+    record = read_record(folder)
+    rows = point_rows(folder, record)
+    fig = draw(
+        rows, record.keys, folder / "again.png", "t", chosen=sweep.tuned.chosen,
+        verdict=sweep.tuned.verdict,
+    )  # fmt: skip
+    stars = [line for line in fig.axes[0].get_lines() if line.get_marker() == "*"]
+    y_of = {(r["variant"], r["train.lr"]): float(r["final_test_geomean"]) for r in rows}
+    drawn = sorted((float(s.get_xdata()[0]), float(s.get_ydata()[0])) for s in stars)
+    expected = sorted((float(v), y_of[(name, v)]) for name, v in sweep.tuned.chosen.items())
+    assert drawn == expected  # a star on each variant's line, at its chosen rate
+    assert sweep.tuned.verdict[0].split(";")[0] in " ".join(fig._suptitle.get_text().split())
+    # The sweep wrote the same figure itself (sweep.png after the evaluation run).
+    assert (folder / "sweep.png").stat().st_size > 10_000
+
+
 def test_resume_reruns_an_incomplete_evaluation_run(tuned: tuple[Path, str]) -> None:
     folder, _ = tuned
     before = (folder / "tuned" / "metrics.csv").read_bytes()

@@ -71,9 +71,13 @@ def draw(
     title: str,
     metric: str = "final",
     quantity: str = "test MSE",
+    chosen: Mapping[str, Any] | None = None,
+    verdict: Sequence[str] = (),
 ) -> Any:
     """Draw the sweep's figure from its ``points.csv`` rows (done points only) to ``path``.
-    ``quantity``: what the test metric is (a PDE sweep's is the relative L2 error).
+    ``quantity``: what the test metric is (a PDE sweep's is the relative L2 error). A tuned
+    sweep gives each variant's ``chosen`` value of the first key (marked with a star on its
+    line) and the evaluation's ``verdict`` (under the title).
 
     Returns the figure, or None when no point is done yet (nothing is written then).
     """
@@ -131,6 +135,16 @@ def draw(
             handles.setdefault(
                 line, Line2D([], [], color=col, ls=ls, lw=1.7, marker="o", ms=4, label=label)
             )
+            if chosen is not None and line in chosen:
+                at = [(xi, yi) for r, xi, yi in zip(mine, x, y) if r[x_key] == chosen[line]]
+                for xi, yi in at:
+                    ax.plot([xi], [yi], marker="*", ms=15, color=col, mec="black", mew=0.8, ls="")
+                if at:
+                    handles.setdefault(
+                        "* chosen",
+                        Line2D([], [], marker="*", ms=12, color="0.5", mec="black", mew=0.8,
+                               ls="", label="each variant's choice (on validation data)"),
+                    )  # fmt: skip
         ax.set_yscale("log")
         if log_x:
             ax.set_xscale("log")
@@ -155,6 +169,7 @@ def draw(
         f"{METRIC_WORDS[metric]} {quantity}: geometric mean over {_seeds(done)} seeds, band: its "
         "95% t interval",
     ]
+    lines += list(verdict)
     if len(panels) > len(shown):
         lines.append(f"the first {len(shown)} of {len(panels)} panels")
     if _pending(rows, done):

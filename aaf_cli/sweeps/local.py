@@ -541,8 +541,14 @@ def _figures(folder: Path, record: SweepRecord, rows: list[dict[str, Any]]) -> N
     heat_keys = record.keys if grid == record.keys else []
     title = _title(record)
     quantity = quantity_of(record)
+    # A tuned sweep: each variant's choice marked, the evaluation's verdict under the title.
+    protocol, tuned = record.extra.get("protocol") or {}, record.extra.get("tuned") or {}
+    chosen = tuned.get("chosen") if record.keys and protocol.get("tune") == record.keys[0] else None
     try:
-        draw(rows, record.keys, folder / FIGURE_FILE, title, record.metric, quantity)
+        draw(
+            rows, record.keys, folder / FIGURE_FILE, title, record.metric, quantity,
+            chosen, tuned.get("verdict") or (),
+        )  # fmt: skip
     except (ValueError, MemoryError, OverflowError) as exc:
         warnings.warn(f"{folder / FIGURE_FILE}: not drawn ({exc})", stacklevel=2)
     try:
