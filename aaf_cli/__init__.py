@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         list_runs,
         load_config,
         open_run,
+        report,
         run,
         sweep,
     )
@@ -59,6 +60,7 @@ _LAZY = {
     "list_runs": "aaf_cli.api",
     "compare": "aaf_cli.api",
     "export": "aaf_cli.api",
+    "report": "aaf_cli.api",
     "Run": "aaf_cli.api",
     "History": "aaf_cli.api",
     "CompareResult": "aaf_cli.api",
@@ -88,6 +90,7 @@ __all__ = [
     "list_runs",
     "load_config",
     "open_run",
+    "report",
     "run",
     "sweep",
 ]

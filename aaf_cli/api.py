@@ -301,6 +301,35 @@ def _quantity(folder: RunFolder, metric: str) -> str:
     return "test MSE (data loss)" if metric == "test" else "training MSE (data loss)"
 
 
+def report(
+    runs: Sequence[Run | Sweep | str | Path] = (),
+    *,
+    out: str | Path | None = None,
+    last: int | None = None,
+    runs_dir: str | Path = "runs",
+) -> Path:
+    """Write runs and sweeps as one self-contained HTML page (``aaf report``): the figures
+    embedded, the results tables, every verdict, the resolved config and the environment.
+
+    Args:
+        runs: runs or sweeps (objects, folders, names under ``runs_dir``, globs).
+        out: the page (``.html``); default ``<runs_dir>/report_<timestamp>.html``.
+        last: also the N newest runs.
+
+    Returns:
+        The page's path.
+
+    Raises:
+        RunError: a run or sweep that cannot be read (nothing is written then).
+        UsageError: nothing to report, or ``out`` is not an .html file in an existing folder.
+    """
+    from aaf_cli.reporting import write_report
+
+    specs = [str(r.folder) if isinstance(r, Run | Sweep) else str(r) for r in runs]
+    path, _ = write_report(specs, None if out is None else Path(out), Path(runs_dir), last)
+    return path
+
+
 def export(
     runs: Sequence[Run | RunFolder | str | Path] = (),
     *,

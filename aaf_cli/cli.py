@@ -400,6 +400,39 @@ class _ExportCommand(typer.core.TyperCommand):
         return super().parse_args(ctx, given)
 
 
+@app.command()
+def report(
+    runs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Run or sweep folders, names under --runs-dir (the newest of that name) or globs.",
+            metavar="RUN|SWEEP...",
+            show_default=False,
+        ),
+    ] = None,
+    last: LastOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="The page (.html). Default: <runs-dir>/report_<timestamp>.html",
+            show_default=False,
+        ),
+    ] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Write runs and sweeps as one self-contained HTML page to share: figures embedded, the
+    tables, every verdict, the resolved config and the environment.
+
+    Example: aaf report elu --last 1 --out elu.html
+    """
+    with _errors():
+        from aaf_cli import api
+
+        written = api.report(runs or [], out=out, last=last, runs_dir=runs_dir)
+        typer.echo(str(written))
+
+
 @app.command(cls=_ExportCommand)
 def export(
     runs: RunsArg = None,

@@ -53,6 +53,7 @@ def test_public_names_are_the_documented_api() -> None:
         "list_runs",
         "compare",
         "export",
+        "report",
         "sweep",
         "Run",
         "Sweep",

@@ -175,9 +175,11 @@ def test_overrides_are_recorded_in_the_resolved_config(runs_dir: Path) -> None:
 
 def test_every_command_is_documented_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
+    docs = "\n".join(page.read_text() for page in sorted((REPO / "docs").glob("*.md")))
     for command in app.registered_commands:
         name = command.name or (command.callback.__name__ if command.callback else "")
         assert f"aaf {name}" in readme, name
+        assert f"aaf {name}" in docs, name
         assert command.callback is not None and command.callback.__doc__
 
 

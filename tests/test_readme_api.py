@@ -1,5 +1,5 @@
-"""The README's Python API block runs as written (in a scratch folder with the repository's
-configs), and what its comments promise is there."""
+"""The Python API block of the docs (docs/api.md) runs as written (in a scratch folder with the
+repository's configs), and what its comments promise is there."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def readme_api_block() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("\n## Python API\n") :]
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    section = text[text.index("# Python API\n") :]
     start = section.index("```python\n") + len("```python\n")
     return section[start : section.index("```\n", start)]
 
@@ -35,7 +35,7 @@ def test_the_readme_api_block_runs_as_written(
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
     names: dict[str, Any] = {}
-    exec(compile(readme_api_block(), "README.md (Python API)", "exec"), names)
+    exec(compile(readme_api_block(), "docs/api.md (Python API)", "exec"), names)
     run, h, tuned, sw = names["run"], names["h"], names["tuned"], names["sw"]
     assert run.status == "completed" and run.seeds == [0, 1, 2, 3, 4]
     slopes = h.params["n*a"]

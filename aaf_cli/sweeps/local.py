@@ -460,6 +460,8 @@ def run_sweep(
             if i not in started:  # finished by a worker before the driver saw it start
                 begin(replace(job, pack=Pack((i,), 0), configs=(job.configs[k],),
                               labels=(label,), folders=(path,)))  # fmt: skip
+        # The job's time, from its first point's start to its results: one time for a pack.
+        trained = time.monotonic() - min(started[i][1] for i in job.pack.points)
         if results is None:
             written: list[tuple[dict[str, Any] | None, str | None]] = [
                 (None, error or "failed")
@@ -483,7 +485,7 @@ def run_sweep(
             else:
                 entry.status, entry.error = str(summary.get("status", "completed")), None
             if on_point is not None:
-                seconds = time.monotonic() - started[i][1]
+                seconds = trained
                 on_point(
                     PointEvent(
                         "done", i, count, label, path, entry.status, seconds,
