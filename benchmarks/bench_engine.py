@@ -8,7 +8,7 @@ For each case (M models of one network on 300 points) it
 and prints model-steps per second, the ratio, and achieved GFLOP/s beside this machine's
 large-matmul GFLOP/s. Compile time (``--compile``) is printed apart and not counted.
 
-    python benchmarks/bench_engine.py                # the README table
+    python benchmarks/bench_engine.py                # the table in docs/performance.md
     python benchmarks/bench_engine.py --device cuda --models 1024 --nets small
 """
 
@@ -160,7 +160,7 @@ def main() -> None:
         "--kinds",
         nargs="+",
         default=["mixed"],
-        help="mixed (half fixed, half global; the README table) or kinds: global layer neuron "
+        help="mixed (half fixed, half global; the docs' table) or kinds: global layer neuron "
         "rowdy prelu swish rational",
     )
     parser.add_argument(

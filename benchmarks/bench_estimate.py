@@ -7,7 +7,7 @@ without start-up and figures) and their ratio. The prediction uses the thread co
 actually chose (``threads: auto`` unless ``--threads``). CPU time is printed beside the wall
 clock: on a shared machine the wall clock includes waiting for a core.
 
-    python benchmarks/bench_estimate.py               # the table in the README notes
+    python benchmarks/bench_estimate.py               # the table in docs/performance.md
     python benchmarks/bench_estimate.py --quick       # papers at 300 steps
     python benchmarks/bench_estimate.py --fit         # the measurements budget.py is fitted on
     python benchmarks/bench_estimate.py --count-ops   # torch ops per step and per log, counted

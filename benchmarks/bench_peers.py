@@ -21,7 +21,7 @@ run. JAX is optional: ``pip install -e '.[bench]'`` (jax, optax from PyPI); with
 columns are skipped.
 
     python -m benchmarks.bench_peers --quick            # ~1-2 min: fewer steps, no compile
-    python -m benchmarks.bench_peers                    # the README table (several minutes)
+    python -m benchmarks.bench_peers                    # docs/performance.md (several minutes)
     python -m benchmarks.bench_peers --device cuda --nets small --models 1024 4096 16384
 """
 

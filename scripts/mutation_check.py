@@ -1372,7 +1372,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         "the figure's line is the median while the table and verdict use the geometric mean",
         f"{VERDICTS}::test_the_table_the_figure_data_and_the_verdict_use_one_statistic",
     ),
-    # ---- statistics rules the README states
+    # ---- statistics rules the documentation states
     mutant(
         "stats.tail-nan-only-if-all",
         S,

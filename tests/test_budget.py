@@ -47,7 +47,7 @@ def test_cuda_memory_estimate_is_within_2x_of_the_peak_measured_on_a_gpu(
     seeds: int, measured_mib: float
 ) -> None:
     """On CUDA: torch.cuda.max_memory_allocated of the default experiment with 16
-    and 1024 models, measured on an H200 (benchmarks/gpu_check.sh stage 3; README). The CUDA
+    and 1024 models, measured on an H200 (benchmarks/gpu_check.sh stage 3; the docs). The CUDA
     estimate counts tensors alone; the CPU one adds the allocator's share of the peak RSS."""
     cfg = _cfg(f"seeds={seeds}")
     cuda = estimate(cfg, "cuda").memory_bytes / 2**20

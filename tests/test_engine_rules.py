@@ -1,4 +1,4 @@
-"""Rules the README states for the compiled training step and the thread guard ("Against a JAX
+"""Rules the docs state for the compiled training step and the thread guard ("Against a JAX
 ensemble", "Threads on a busy machine, and estimates"), each checked on a constructed case.
 
 The compiled tests reuse the structures of tests/test_engine_fast.py (their compiled steps are

@@ -1,7 +1,7 @@
 """The rules of learning-rate schedules and weight decay, as known answers.
 
 ``tests/test_schedules.py`` trains the engine against ``torch.optim`` per model; here each rule
-the README and ``train.lr_factor`` state is checked on its own, against values written out by
+the documentation and ``train.lr_factor`` state is checked on its own, against values written out by
 hand or against ``torch.optim.lr_scheduler`` on a single parameter:
 
 * update s uses ``lr x factor(s)``: warmup s / W from 0, then with t = s - W, T = steps - W:

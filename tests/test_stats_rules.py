@@ -1,4 +1,4 @@
-"""Known answers for the statistics rules of the README ("How the comparison is made fair, and
+"""Known answers for the statistics rules of the docs ("How the comparison is made fair, and
 what the numbers mean"): the tail value, the t interval on log ratios, the exact Wilcoxon test
 over mid-ranks and where it hands over to the normal approximation, Holm over the variants of a
 run, the seed-count suggestion, the floor of p, pairs without diverged seeds, the median seed.

@@ -1,4 +1,4 @@
-"""Sweep rules the README states, each pinned by a known answer or an invariant: weight decay,
+"""Sweep rules the docs state, each pinned by a known answer or an invariant: weight decay,
 a per-model setting, reaches each point of a pack; points that differ in the run's weight decay
 train apart; ``--resume`` of finished points trains nothing and touches no point folder (a
 diverged point is done; a tuned sweep only remakes its evaluation run); ``points.csv``'s
