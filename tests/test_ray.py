@@ -42,8 +42,9 @@ from aaf_cli.sweeps.local import PointEvent  # noqa: E402
 
 from .conftest import SMOKE  # noqa: E402
 
-# One test process runs every Ray test (pytest-xdist): they start clusters of their own, and a
-# test that kills a Ray worker must not see another test's.
+# One test process runs every Ray test (pytest-xdist: a module per process, and this group
+# under --dist loadgroup too): they start clusters of their own, and a test that kills a Ray
+# worker must not see another test's.
 pytestmark = pytest.mark.xdist_group("ray")
 runner = CliRunner()
 AAF = Path(sys.executable).with_name("aaf")
