@@ -315,6 +315,7 @@ def report(
         runs: runs or sweeps (objects, folders, names under ``runs_dir``, globs).
         out: the page (``.html``); default ``<runs_dir>/report_<timestamp>.html``.
         last: also the N newest runs.
+        runs_dir: where names and ``last`` look for runs and sweeps.
 
     Returns:
         The page's path.
