@@ -290,7 +290,9 @@ def compare(
         )
         for repeat in drawn.repeated:
             typer.echo(f"note: {repeat} is given more than once; drawn once", err=True)
-        pde = all(isinstance(r.config.get("pde"), dict) for r in drawn.runs)
+        from aaf_cli.runs import is_pde
+
+        pde = all(is_pde(r.config) for r in drawn.runs)
         render.print_rows(drawn.rows, f"{len(drawn.runs)} runs", pde=pde)
         typer.echo(f"figure: {drawn.figure}")
         typer.echo(f"data:   {drawn.data}")

@@ -685,7 +685,9 @@ def print_show(
         _say(out, f"tuned: {tuning_line(tuning)} in {tuning.get('train_time_s', 0):.1f} s")
         for note in tuning.get("notes") or []:
             _say(out, f"note: {note}", style="yellow")
-    pde = isinstance(config.get("pde"), Mapping)
+    from aaf_cli.runs import is_pde
+
+    pde = is_pde(config)
     print_rows(rows, "results (geometric means over seeds)", out, show_run=False, pde=pde)
     if summary is not None and summary.get("status") != "completed":
         _say(out, f"status: {summary.get('status')}", style="yellow", indent="")

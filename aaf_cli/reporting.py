@@ -77,9 +77,10 @@ def key_values(mapping: Mapping[str, Any]) -> str:
 def run_section(run: Run, anchor: str) -> str:
     """One run: what it is, its verdicts, its table, its tuning, figures, config, environment."""
     from aaf_cli.render import compile_words
+    from aaf_cli.runs import is_pde
 
     summary = run.summary or {}
-    pde = isinstance(run.config.get("pde"), Mapping)
+    pde = is_pde(run.config)
     test = "test rel. L2" if pde else "test MSE"
     parts = [f'<h2 id="{anchor}">{esc(run.folder.name)}</h2>']
     meta = f"status {run.status}"
@@ -163,7 +164,7 @@ def sweep_section(sweep: Sweep, anchor: str) -> str:
         parts += [f'<p class="verdict">{esc(v)}</p>' for v in sweep.verdicts]
     failed = [p for p in sweep.points if p.error]
     parts += [f'<p class="note">point {p.index} failed: {esc(p.error)}</p>' for p in failed]
-    figures = [p for p in sorted(sweep.folder.glob("*.png"))]
+    figures = sorted(sweep.folder.glob("*.png"))
     if figures:
         parts.append("<h3>Figures</h3>")
         parts += [figure(path, path.name) for path in figures]

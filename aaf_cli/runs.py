@@ -185,6 +185,17 @@ def read_parameters(path: Path, series: Sequence[Series]) -> None:
     read_long(path, series, "params", PARAMETERS_HEADER, "parameter")
 
 
+def read_terms(path: Path, series: Sequence[Series]) -> None:
+    """Fill each series' ``terms`` from a PDE run's ``terms.csv`` (rows of unknown models
+    ignored)."""
+    read_long(path, series, "terms", TERMS_HEADER, "name")
+
+
+def is_pde(config: Mapping[str, Any]) -> bool:
+    """Whether a run's resolved config (``config.yaml`` as a mapping) is physics-informed."""
+    return isinstance(config.get("pde"), Mapping)
+
+
 def read_long(
     path: Path, series: Sequence[Series], field: str, header: str, name_column: str
 ) -> None:
@@ -431,15 +442,11 @@ class RunFolder:
             )
             for s in self.series
         ]
-        files = (
-            ("parameters.csv", "params", PARAMETERS_HEADER, "parameter"),
-            ("terms.csv", "terms", TERMS_HEADER, "name"),
-        )
-        for name, field, header, column in files:
+        for name, read in (("parameters.csv", read_parameters), ("terms.csv", read_terms)):
             path = self.path / name
             if path.is_file():
                 try:
-                    read_long(path, out, field, header, column)
+                    read(path, out)
                 except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
                     raise self._error(f"{name} is corrupt ({_reason(exc)})") from None
         timing = self.timing if (self.path / "timing.csv").is_file() else {}

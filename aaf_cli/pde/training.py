@@ -33,7 +33,7 @@ from torch import nn
 from aaf_cli.pde.problem import PdeProblem, build_problem
 from aaf_cli.pde.residual import PdeParameters, PinnLoss, make_pinn_optimizer
 from aaf_cli.pde.spec import PdeConfig
-from aaf_cli.runs import TERMS_COLUMNS, TERMS_HEADER
+from aaf_cli.runs import TERMS_COLUMNS, TERMS_HEADER, read_terms
 from aaf_cli.targets import Dataset
 
 if TYPE_CHECKING:
@@ -180,13 +180,6 @@ def terms_csv(series: Sequence[Series]) -> str:
     from aaf_cli.runs import long_csv
 
     return long_csv(series, "terms", TERMS_HEADER, TERMS_COLUMNS)
-
-
-def read_terms(path: Path, series: Sequence[Series]) -> None:
-    """Fill each series' ``terms`` from ``terms.csv`` (rows of unknown models ignored)."""
-    from aaf_cli.runs import read_long
-
-    read_long(path, series, "terms", TERMS_HEADER, "name")
 
 
 def equation_text(pde: PdeConfig) -> str:

@@ -232,9 +232,8 @@ def draw_heatmap(
     order, _ = _lines(rows)
     baseline = str(done[0]["baseline"])
     column = f"{METRIC_PREFIX[metric]}_geomean"
-    if _constant_along(_cells(rows, keys, baseline, column), 1) and not _constant_along(
-        _cells(rows, keys, baseline, column), 0
-    ):
+    base_cells = _cells(rows, keys, baseline, column)
+    if _constant_along(base_cells, 1) and not _constant_along(base_cells, 0):
         keys = [keys[1], keys[0]]  # the key the baseline ignores goes across: its panel narrows
     xs = sorted({float(r[keys[0]]) for r in rows})
     ys = sorted({float(r[keys[1]]) for r in rows})

@@ -485,10 +485,9 @@ def run_sweep(
             else:
                 entry.status, entry.error = str(summary.get("status", "completed")), None
             if on_point is not None:
-                seconds = trained
                 on_point(
                     PointEvent(
-                        "done", i, count, label, path, entry.status, seconds,
+                        "done", i, count, label, path, entry.status, trained,
                         tuple((summary or {}).get("comparisons", [])), entry.error,
                         len(job.pack.points),
                     )
