@@ -411,6 +411,11 @@ def workload(cfg: ExperimentConfig) -> Workload:
     return Workload(len(cfg.variants) * seeds, points, ops, step_flops, log_flops)
 
 
+#: Function evaluations per L-BFGS iteration (strong Wolfe), measured on Burgers' PINN
+#: (benchmarks/bench_lbfgs.py): the line search takes one most of the time, more early on.
+LBFGS_EVALS_PER_ITERATION = 1.3
+
+
 def train_seconds(cfg: ExperimentConfig, threads: int = 1) -> float:
     """Predicted training time on this machine (quiet) with ``threads`` threads."""
     w = workload(cfg)
@@ -418,7 +423,11 @@ def train_seconds(cfg: ExperimentConfig, threads: int = 1) -> float:
     step = w.ops * SECONDS_PER_OP + w.step_flops / rate
     log = LOG_OPS_FRACTION * w.ops * SECONDS_PER_OP + w.log_flops / rate
     steps = cfg.train.steps
-    return steps * step + (steps // cfg.train.log_every + 1) * log
+    evaluations = sum(
+        p.steps * (LBFGS_EVALS_PER_ITERATION if p.optimizer == "lbfgs" else 1.0)
+        for p in cfg.train.phase_configs()
+    )
+    return evaluations * step + (steps // cfg.train.log_every + 1) * log
 
 
 def predicted_seconds(cfg: ExperimentConfig, models: int | None = None) -> float:

@@ -501,11 +501,45 @@ _SCHEDULE_PARAMETERS: dict[str, dict[str, float | None]] = {
 }
 
 
+#: The optimisers a training phase can use.
+OPTIMIZERS = ("adam", "sgd", "lbfgs")
+#: Keys that only L-BFGS reads.
+LBFGS_KEYS = ("history_size", "line_search", "tolerance_grad", "tolerance_change", "max_evals")
+
+
+class PhaseConfig(_Strict):
+    """One training phase: an optimiser for some steps, continuing from the previous phase's
+    parameters (a fresh optimiser state). A key left out is taken from ``train`` (``lr``:
+    1.0 for lbfgs, torch.optim.LBFGS's default)."""
+
+    optimizer: Literal["adam", "sgd", "lbfgs"]
+    steps: int = Field(ge=1, le=MAX_STEPS, description="steps (lbfgs: iterations) of this phase")
+    lr: float | None = Field(None, gt=0.0, le=100.0)
+    betas: tuple[float, float] | None = None
+    eps: float | None = Field(None, gt=0.0)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    weight_decay: float | None = Field(None, ge=0.0, le=100.0)
+    schedule: Literal["constant", "cosine", "exponential", "step"] | None = None
+    warmup_steps: int | None = Field(None, ge=0)
+    min_lr_factor: float | None = Field(None, ge=0.0, le=1.0)
+    gamma: float | None = Field(None, gt=0.0, le=1.0)
+    step_size: int | None = Field(None, ge=1)
+    history_size: int | None = Field(None, ge=1, le=1000)
+    line_search: Literal["strong_wolfe", "backtracking"] | None = None
+    tolerance_grad: float | None = Field(None, ge=0.0)
+    tolerance_change: float | None = Field(None, ge=0.0)
+    max_evals: int | None = Field(None, ge=1)
+
+
 class TrainConfig(_Strict):
     """Optimiser and schedule, the same for every variant (a variant may set its own peak
     ``lr`` and ``weight_decay``; the schedule scales each model's own rate)."""
 
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "sgd", "lbfgs"] = Field(
+        "adam",
+        description="lbfgs: torch.optim.LBFGS per model, batched (lr 1.0 unless set; no "
+        "schedule or weight decay)",
+    )
     lr: float = Field(
         3e-3,
         gt=0.0,
@@ -566,6 +600,49 @@ class TrainConfig(_Strict):
         description="capture the training step, compiled or not, as one CUDA graph (launch "
         "overhead of small networks); auto: on CUDA for small networks; needs device cuda",
     )
+    history_size: int = Field(
+        100, ge=1, le=1000, description="lbfgs: curvature pairs kept per model (torch's default)"
+    )
+    line_search: Literal["strong_wolfe", "backtracking"] = Field(
+        "strong_wolfe",
+        description="lbfgs: strong_wolfe (torch.optim.LBFGS's; 1-3 evaluations an iteration) or "
+        "backtracking (Armijo, halving; mostly one evaluation)",
+    )
+    tolerance_grad: float = Field(
+        1e-7, ge=0.0, description="lbfgs: a model stops when its largest gradient element is below"
+    )
+    tolerance_change: float = Field(
+        1e-9, ge=0.0, description="lbfgs: a model stops when its loss or step changes less"
+    )
+    max_evals: int | None = Field(
+        None,
+        ge=1,
+        description="lbfgs: function evaluations per model and phase; default 5/4 of its steps "
+        "(torch.optim.LBFGS's max_eval)",
+    )
+    phases: list[PhaseConfig] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="train in phases, e.g. adam then lbfgs (the usual PINN protocol); each "
+        "phase takes the keys it leaves out from train; train.steps is their total",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if data.get("optimizer") == "lbfgs" and data.get("lr") is None:
+            data["lr"] = 1.0
+        phases = data.get("phases")
+        if isinstance(phases, list) and data.get("steps") is None:
+            counts = [p.get("steps") if isinstance(p, Mapping) else None for p in phases]
+            whole = [c for c in counts if isinstance(c, int) and c >= 1]
+            if counts and len(whole) == len(counts):
+                data["steps"] = sum(whole)
+        return data
 
     @field_validator("betas")
     @classmethod
@@ -603,6 +680,99 @@ class TrainConfig(_Strict):
         # changes its schedule.
         return value
 
+    def phase_configs(self) -> list[TrainConfig]:
+        """Each phase as a whole train section (its own optimiser, steps and keys, the rest
+        from ``train``); ``[self]`` without phases."""
+        if not self.phases:
+            return [self]
+        base = self.model_dump(exclude={"phases"})
+        out = []
+        for phase in self.phases:
+            data = dict(base)
+            given = phase.model_dump(exclude_none=True)
+            if phase.optimizer == "lbfgs" and "lr" not in given:
+                given["lr"] = 1.0
+            if "schedule" in given:  # a phase's own schedule brings its own parameters
+                for key in (*_SCHEDULE_PARAMETERS, "warmup_steps"):
+                    data[key] = given.get(key, 0 if key == "warmup_steps" else None)
+            data.update(given)
+            if phase.optimizer != "lbfgs":
+                data["max_evals"] = None
+            out.append(TrainConfig.model_validate(data))
+        return out
+
+    def uses_lbfgs(self) -> bool:
+        """Whether some phase (or the one optimiser) is L-BFGS."""
+        return any(p.optimizer == "lbfgs" for p in self.phase_configs())
+
+    def phase_problems(self) -> list[tuple[str, str]]:
+        """(key path under ``train``, what is wrong) for every phase that cannot run as set
+        (``ExperimentConfig`` reports the first)."""
+        problems: list[tuple[str, str]] = []
+        phases = self.phases or []
+        if phases and self.steps != sum(p.steps for p in phases):
+            problems.append(
+                (
+                    "steps",
+                    f"set to {self.steps}, but train.phases add up to "
+                    f"{sum(p.steps for p in phases)} steps; leave it out, or set each phase's "
+                    "steps (train.phases.K.steps)",
+                )
+            )
+        try:
+            configs = self.phase_configs()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            return [*problems, (f"phases.{where}" if where else "phases", message)]
+        for k, cfg in enumerate(configs):
+            prefix = f"phases.{k}." if phases else ""
+            if cfg.optimizer != "lbfgs":
+                continue
+            if cfg.schedule != "constant" or cfg.warmup_steps:
+                problems.append(
+                    (
+                        prefix + ("schedule" if cfg.schedule != "constant" else "warmup_steps"),
+                        f"lbfgs takes no learning-rate schedule (got {cfg.schedule}"
+                        f"{f', warmup_steps {cfg.warmup_steps}' if cfg.warmup_steps else ''}): "
+                        "its line search sets every step's length; use schedule: constant",
+                    )
+                )
+            if cfg.weight_decay:
+                problems.append(
+                    (
+                        prefix + "weight_decay",
+                        f"lbfgs minimises the loss as given (got weight_decay "
+                        f"{cfg.weight_decay}); decay weights in an adam or sgd phase",
+                    )
+                )
+        if not self.uses_lbfgs():
+            # Set to another value than the default (a resolved config.yaml lists them all).
+            fields = TrainConfig.model_fields
+            given = {k for k in LBFGS_KEYS if getattr(self, k) != fields[k].default}
+            given |= {k for p in phases for k in LBFGS_KEYS if getattr(p, k) is not None}
+            if given:
+                key = sorted(given)[0]
+                problems.append(
+                    (key, f"is an lbfgs option, but no phase uses lbfgs (optimizer: "
+                     f"{', '.join(p.optimizer for p in configs)})")
+                )  # fmt: skip
+        return problems
+
+    def lbfgs_options(self) -> Any:
+        """The ``lbfgs.LbfgsOptions`` of an lbfgs train section (or phase)."""
+        from aaf_cli.lbfgs import LbfgsOptions
+
+        return LbfgsOptions(
+            lr=self.lr,
+            history_size=self.history_size,
+            line_search=self.line_search,
+            tolerance_grad=self.tolerance_grad,
+            tolerance_change=self.tolerance_change,
+            max_evals=self.max_evals if self.max_evals is not None else self.steps * 5 // 4,
+        )
+
     def effective_schedule(self) -> dict[str, float]:
         """The schedule parameters in effect, defaults included (e.g. step's gamma 0.1)."""
         out: dict[str, float] = {}
@@ -614,6 +784,29 @@ class TrainConfig(_Strict):
                 if chosen is not None:
                     out[key] = chosen
         return out
+
+
+def phases_summary(train: Mapping[str, Any]) -> str:
+    """``"Adam 2000 steps (lr 0.0008), then L-BFGS 2000 iterations (strong_wolfe, history 50)"``
+    for a resolved ``train`` section (a plain mapping) with phases or L-BFGS; ``""`` for one
+    first-order optimiser (the train line says it)."""
+    names = {"adam": "Adam", "sgd": "SGD", "lbfgs": "L-BFGS"}
+    phases = train.get("phases") or []
+    if not phases and train.get("optimizer") != "lbfgs":
+        return ""
+    parts = []
+    for phase in phases or [train]:
+        optimizer = phase.get("optimizer") or train.get("optimizer")
+        if optimizer == "lbfgs":
+            search = phase.get("line_search") or train.get("line_search") or "strong_wolfe"
+            history = phase.get("history_size") or train.get("history_size") or 100
+            parts.append(f"L-BFGS {phase.get('steps')} iterations ({search}, history {history})")
+        else:
+            lr = phase.get("lr") if phase.get("lr") is not None else train.get("lr")
+            parts.append(
+                f"{names.get(str(optimizer), optimizer)} {phase.get('steps')} steps (lr {lr})"
+            )
+    return ", then ".join(parts)
 
 
 def schedule_summary(train: Mapping[str, Any]) -> str:
@@ -743,6 +936,14 @@ class ExperimentConfig(_Strict):
             if "name" not in v.model_fields_set:
                 del entry["name"]
         return data
+
+    @model_validator(mode="after")
+    def _phases_can_run(self) -> ExperimentConfig:
+        problems = self.train.phase_problems()
+        if problems:
+            key, message = problems[0]
+            raise ValueError(f"train.{key}: {message}")
+        return self
 
     @model_validator(mode="after")
     def _graphs_need_cuda(self) -> ExperimentConfig:
@@ -1076,7 +1277,7 @@ def _describe(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     # Checks across sections (ExperimentConfig's own validators) name their key first.
-    keyed = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", message)
+    keyed = re.match(r"^([a-z_]+(?:\.[a-z_0-9]+)+): (.*)$", message)
     if not path and keyed:
         return list(keyed.group(1).split(".")), keyed.group(2)
     if kind == "missing":

@@ -322,6 +322,7 @@ def series_of(
             record.val().tolist(),
         )
         params = {k: v.tolist() for k, v in record.params.items()}
+        evals = [record.step] * len(series) if record.evals is None else record.evals.tolist()
         for i, (s, (train_loss, test_loss, recovery, val)) in enumerate(zip(series, values)):
             s.steps.append(record.step)
             s.time.append(record.elapsed)
@@ -329,6 +330,7 @@ def series_of(
             s.test.append(test_loss)
             s.recovery.append(recovery)
             s.val.append(val)
+            s.evals.append(int(evals[i]))
             for name, column in params.items():
                 if name.startswith(("term:", "param:")):  # a PDE run's (pde.training)
                     s.terms.setdefault(name, []).append(column[i])

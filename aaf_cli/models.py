@@ -150,14 +150,15 @@ class Ensemble(nn.Module):
         return dense + self.family.count()
 
     def rows(
-        self, default_lr: float, offset: int = 0
+        self, default_lr: float, offset: int = 0, scale: float = 1.0
     ) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
-        """Every parameter with its per-model learning rates ``[M]`` (the variant's own, or
-        ``default_lr``) and the index of its first model; activation parameters get the same
-        rate as the weights."""
+        """Every parameter with its per-model learning rates ``[M]`` (the variant's own times
+        ``scale``, or ``default_lr``) and the index of its first model; activation parameters
+        get the same rate as the weights. ``scale``: a training phase's rate over
+        ``train.lr``, which a variant's own rate follows."""
         p0 = self.weights[0]
         lr = torch.tensor(
-            [default_lr if m.lr is None else m.lr for m in self.members],
+            [default_lr if m.lr is None else m.lr * scale for m in self.members],
             dtype=p0.dtype,
             device=p0.device,
         )
@@ -236,11 +237,13 @@ class Groups(nn.Module):
                 out[name][rows] = values.detach()
         return out
 
-    def rows(self, default_lr: float) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    def rows(
+        self, default_lr: float, scale: float = 1.0
+    ) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         return [
             row
             for g, start in zip(self._ensembles, self.offsets)
-            for row in g.rows(default_lr, start)
+            for row in g.rows(default_lr, start, scale)
         ]
 
     def state_dict_of(self, index: int) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import torch
 
 from aaf_cli import plots, runs
 from aaf_cli.checks import Checked, preflight
-from aaf_cli.config import ExperimentConfig
+from aaf_cli.config import ExperimentConfig, phases_summary
 from aaf_cli.experiment import (
     ExperimentResult,
     members,
@@ -98,13 +98,17 @@ def build_summary(
     outcomes: list[ModelOutcome],
     started: datetime,
     folder: Path,
+    series: list[Series] | None = None,
 ) -> dict[str, Any]:
     names = [v.name for v in cfg.variants]
     baseline = baseline_of(cfg)
     groups = by_variant(outcomes, names)
     # The test metric of a PDE run is its relative L2 error (pde.training.METRICS).
     metric = "test MSE" if cfg.pde is None else "relative L2 error"
-    stats, comparisons = summarise(outcomes, names, baseline, cfg.train.threshold, metric)
+    loss = "training MSE" if cfg.pde is None else "PINN loss"
+    stats, comparisons = summarise(
+        outcomes, names, baseline, cfg.train.threshold, metric, series, loss
+    )
     from aaf_cli import tuning
 
     tuned = exp.tuning.record() if exp.tuning is not None else tuning.untuned_record()
@@ -141,10 +145,11 @@ def build_summary(
         "duration_s": (finished - started).total_seconds(),
         "train_time_s": res.wall_time,
         "compiled": "compile_time_s" in res.extra and "compile_error" not in res.extra,
-        **{k: v for k, v in res.extra.items() if k.startswith("compile_")},
+        **{k: v for k, v in res.extra.items() if k.startswith(("compile_", "lbfgs_"))},
         **cuda_graph_entries(res.extra),
         "steps": cfg.train.steps,
         "steps_done": res.steps_done,
+        "phases": phases_summary(cfg.train.model_dump(mode="json")),
         "threshold": cfg.train.threshold,
         "seeds": cfg.seed_list,
         "baseline": baseline,
@@ -278,6 +283,10 @@ def write_figures(
         for o in outcomes
         if o.diverged
     ]
+    loss, error = (
+        ("training MSE", "test MSE") if cfg.pde is None else ("PINN loss", "relative L2 error")
+    )
+    plots.loss_and_error(outcomes, names, folder / "loss_error.png", title, loss, error, labels)
     if cfg.pde is not None:
         from aaf_cli.pde.training import write_pde_figures
 
@@ -289,7 +298,8 @@ def write_figures(
         return
     plots.loss_curves(
         bands, folder / "loss_curves.png", title, cfg.train.threshold, notes, labels,
-        seeds_of=by_variant(series, names),
+        seeds_of=by_variant(series, names), phases=plots.phase_marks(cfg.train),
+        first=plots.first_optimizer(cfg.train),
     )  # fmt: skip
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
 
@@ -510,6 +520,6 @@ def write_run(folder: Path, exp: ExperimentResult, started: datetime) -> RunRepo
             exp.tuning, folder / tuning.TUNING_FIGURE, f"{describe(cfg)}\nlearning rates tried"
         )
     write_checkpoints(folder, cfg, exp)
-    summary = build_summary(cfg, exp, outcomes, started, folder)
+    summary = build_summary(cfg, exp, outcomes, started, folder, series)
     runs.write_json(folder / "summary.json", summary)
     return RunReport(folder, summary, outcomes)

@@ -91,6 +91,47 @@ def threshold_line(ax: Axes, threshold: float, counted_on: str) -> Line2D:
     return Line2D([], [], color=NEUTRAL, lw=0.9, ls=THRESHOLD_STYLE, label=label)
 
 
+#: Optimiser names as figures and verdicts write them.
+OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD", "lbfgs": "L-BFGS"}
+
+
+def phase_marks(train: Any) -> list[tuple[int, str]]:
+    """(step, "L-BFGS") at the start of every phase after the first, from a ``train`` section
+    (a ``TrainConfig`` or its resolved mapping); none without phases."""
+    phases = train.get("phases") if isinstance(train, Mapping) else train.phases
+    marks: list[tuple[int, str]] = []
+    at = 0
+    for k, phase in enumerate(phases or []):
+        steps, optimizer = (
+            (phase["steps"], phase["optimizer"])
+            if isinstance(phase, Mapping)
+            else (phase.steps, phase.optimizer)
+        )
+        if k:
+            marks.append((at, OPTIMIZER_NAMES.get(str(optimizer), str(optimizer))))
+        at += steps
+    return marks
+
+
+def first_optimizer(train: Any) -> str:
+    """The optimiser that trains first (of a ``TrainConfig``), as written."""
+    name = str(train.phases[0].optimizer if train.phases else train.optimizer)
+    return OPTIMIZER_NAMES.get(name, name)
+
+
+def mark_phases(axes: Sequence[Axes], marks: Sequence[tuple[int, str]], first: str) -> Any:
+    """A dotted vertical line on every axis where a phase starts; the legend handle says
+    which optimiser took over where (None without phases). ``first``: the first phase's
+    optimiser, as written."""
+    if not marks:
+        return None
+    for ax in axes:
+        for step, _ in marks:
+            ax.axvline(step, color=NEUTRAL, lw=0.9, ls="-.")
+    parts = [first] + [f"{name} from step {step}" for step, name in marks]
+    return Line2D([], [], color=NEUTRAL, lw=0.9, ls="-.", label=" then ".join(parts))
+
+
 def _positive(values: Sequence[float]) -> list[float]:
     """Log axes cannot show values <= 0 or non-finite ones: they become gaps."""
     return [v if math.isfinite(v) and v > 0 else math.nan for v in values]
@@ -161,10 +202,13 @@ def loss_curves(
     notes: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
     seeds_of: Mapping[str, Sequence[Series]] | None = None,
+    phases: Sequence[tuple[int, str]] = (),
+    first: str = "",
 ) -> Figure:
     """Training and test MSE per variant, the geometric mean over seeds with the seed band and
     (``seeds_of``: each variant's series) every seed's own curve thin: two panels (training
-    left, test right) sharing a log y axis.
+    left, test right) sharing a log y axis; ``phases`` (``phase_marks``) dotted where an
+    optimiser takes over from ``first``.
 
     Training and test losses of these noise-free targets lie almost on top of each other, so
     drawn in one panel one of them hides the other whatever its line style; side by side each
@@ -196,6 +240,9 @@ def loss_curves(
     if threshold is not None:
         # steps to threshold are counted on the training loss
         handles.append(threshold_line(train_ax, threshold, "training loss"))
+    marked = mark_phases([train_ax, test_ax], phases, first)
+    if marked is not None:
+        handles.append(marked)
     for ax, what in ((train_ax, "training"), (test_ax, "test")):
         ax.set_yscale("log")
         ax.set_xlabel("step")
@@ -256,6 +303,53 @@ def _median_note(count: int) -> str:
     if count <= 1:
         return "one seed per variant"
     return f"each variant's median seed by final test MSE (of {count})"
+
+
+def loss_and_error(
+    outcomes: Sequence[Any],
+    variants: Sequence[str],
+    path: Path,
+    title: str,
+    loss: str,
+    error: str,
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
+    """Each seed's final training ``loss`` (left) and final test ``error`` (right) per variant,
+    a thin grey line joining the variants of one seed, the geometric mean across seeds as a
+    bar: whether a variant that lowers the loss lowers the error too, seed by seed."""
+    labels = labels or {}
+    width = 11.0
+    fig = Figure(figsize=(width, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    by = {v: {o.seed: o for o in outcomes if o.variant == v and not o.diverged} for v in variants}
+    seeds = sorted({s for v in variants for s in by[v]})
+    for ax, field, what in ((axes[0], "final_train", loss), (axes[1], "final_test", error)):
+        for seed in seeds:
+            xs = [k for k, v in enumerate(variants) if seed in by[v]]
+            ys = [getattr(by[variants[k]][seed], field) for k in xs]
+            ax.plot(xs, ys, color=NEUTRAL, lw=0.7, alpha=0.45, zorder=1)
+        for k, v in enumerate(variants):
+            values = [getattr(o, field) for o in by[v].values()]
+            values = [x for x in values if math.isfinite(x) and x > 0]
+            ax.scatter([k] * len(values), values, color=colour(k), s=16, zorder=2, alpha=0.8)
+            if values:
+                center = math.exp(sum(math.log(x) for x in values) / len(values))
+                ax.hlines(center, k - 0.28, k + 0.28, color=colour(k), lw=2.4, zorder=3)
+        ax.set_xticks(range(len(variants)), [labels.get(v, v) for v in variants], fontsize=8)
+        ax.set_xlim(-0.6, len(variants) - 0.4)
+        ax.set_yscale("log")
+        ax.grid(True, which="major", axis="y", alpha=0.3)
+        ax.set_title(f"final {what}", fontsize=9)
+    handles = [
+        Line2D([], [], color=NEUTRAL, lw=0.7, label="one seed across the variants"),
+        Line2D([], [], color="0.2", lw=2.4, label="geometric mean over seeds"),
+    ]
+    legend_below(fig, handles, 2)
+    lines = [title, f"final {loss} against final {error}, seed by seed ({len(seeds)} seeds)"]
+    fig.suptitle(wrap("\n".join(lines), width), fontsize=10)
+    save(fig, path)
+    return fig
 
 
 def fit(

@@ -430,6 +430,9 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
     seeds = len(summary["seeds"])
     tuning = summary.get("tuning") or {}
     title = f"{summary['name']}: {summary['data']['target']}, {summary['steps_done']} steps"
+    phased = summary.get("phases")
+    if phased:
+        title += f" ({phased})"
     if seeds > 1:
         title += f", geometric mean over {seeds} seeds"
     if tuning.get("on"):
@@ -474,6 +477,8 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
     for comparison in summary.get("comparisons") or []:
         if comparison.get("verdict"):
             _say(out, str(comparison["verdict"]))
+        if comparison.get("loss_against_error"):
+            _say(out, str(comparison["loss_against_error"]))
     for note in tuning.get("notes") or []:
         _say(out, f"note: {note}", style="yellow")
     if summary.get("status", "completed") != "completed":
@@ -612,7 +617,7 @@ def print_list(
 
 def highlights(config: Mapping[str, Any]) -> list[str]:
     """What a run was, in a few lines, from its resolved config (a plain mapping)."""
-    from aaf_cli.config import schedule_summary
+    from aaf_cli.config import phases_summary, schedule_summary
 
     def section(key: str) -> Mapping[str, Any]:
         value = config.get(key)
@@ -632,8 +637,9 @@ def highlights(config: Mapping[str, Any]) -> list[str]:
         f"{(pde.get('collocation') or {}).get('points')} collocation points; train = total "
         "PINN loss, test = relative L2 error",
         f"model: {model.get('layers')} {model.get('activation')}, init {model.get('init')}",
-        f"train: {train.get('optimizer')} lr {train.get('lr')}, {train.get('steps')} steps, "
-        f"threshold {train.get('threshold')}, dtype {config.get('dtype')}{schedule_summary(train)}",
+        f"train: {phases_summary(train) or train.get('optimizer')} lr {train.get('lr')}, "
+        f"{train.get('steps')} steps, threshold {train.get('threshold')}, dtype "
+        f"{config.get('dtype')}{schedule_summary(train)}",
     ]
     for v in config.get("variants") or []:
         if isinstance(v, dict):

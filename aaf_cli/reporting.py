@@ -95,6 +95,7 @@ def run_section(run: Run, anchor: str) -> str:
     parts.append("<h3>Verdicts</h3>")
     verdicts = run.verdicts or ["no comparison yet: the run has not finished"]
     parts += [f'<p class="verdict">{esc(v)}</p>' for v in verdicts]
+    parts += [f'<p class="verdict">{esc(v)}</p>' for v in run.loss_against_error]
     parts.append("<h3>Results (geometric means over seeds)</h3>")
     headers = ["variant", "seeds", "steps", f"final {test}", f"{test} at best val",
                "steps to threshold", "vs baseline"]  # fmt: skip

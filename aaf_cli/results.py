@@ -7,7 +7,7 @@ The same structures are built from a finished training run and read back from a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,9 @@ class Series:
     recovery: list[float] = field(default_factory=list)  # S(a); NaN without slope recovery
     val: list[float] = field(default_factory=list)  # the validation metric; NaN without one
     params: dict[str, list[float]] = field(default_factory=dict)  # activation parameters
+    # Function evaluations that reached each step (one per first-order step; an L-BFGS
+    # iteration as many as its line search took); empty: one per step (older runs).
+    evals: list[int] = field(default_factory=list)
     diverged_at: int | None = None
     # PDE runs: each loss term (term:residual, ...) and identified parameter (param:nu)
     terms: dict[str, list[float]] = field(default_factory=dict)
@@ -227,13 +230,19 @@ def variant_summary(outcomes: Sequence[ModelOutcome]) -> dict[str, Any]:
 
 
 def compare_to_baseline(
-    outcomes: Sequence[ModelOutcome], variants: Sequence[str], baseline: str
+    outcomes: Sequence[ModelOutcome],
+    variants: Sequence[str],
+    baseline: str,
+    value: Callable[[ModelOutcome], float] | None = None,
 ) -> list[Comparison]:
-    """Every other variant against ``baseline``, paired by seed, Holm-adjusted as a family."""
+    """Every other variant against ``baseline``, paired by seed, Holm-adjusted as a family;
+    on the final test metric, or on ``value`` of each outcome (the final training loss)."""
     groups = by_variant(outcomes, variants)
     family = sum(1 for name in variants if name != baseline)
 
     def finals(name: str) -> dict[int, float]:
+        if value is not None:
+            return {o.seed: value(o) for o in groups[name] if not o.diverged}
         return {o.seed: o.final_test for o in groups[name] if not o.diverged}
 
     def steps(name: str) -> dict[int, int | None]:
@@ -250,26 +259,115 @@ def compare_to_baseline(
     )
 
 
+def reaching_sooner(
+    series: Sequence[Series], variant: str, baseline: str
+) -> tuple[float, int, int]:
+    """How much sooner ``variant`` reaches the training loss that ``baseline`` ends with (its
+    final, tail value), seed by seed: the median of baseline's first step at or under that
+    loss over variant's, the pairs where variant reaches it, and the pairs (both not
+    diverged)."""
+    runs = {(s.variant, s.seed): s for s in series if s.diverged_at is None}
+    speedups = []
+    pairs = 0
+    for (name, seed), base in runs.items():
+        other = runs.get((variant, seed))
+        if name != baseline or other is None:
+            continue
+        pairs += 1
+        level = tail_value(base.train)
+        first = [
+            next((step for step, v in zip(s.steps, s.train) if v <= level), None)
+            for s in (base, other)
+        ]
+        if first[0] is not None and first[1] is not None:
+            speedups.append(first[0] / max(first[1], 1))
+    return (quantile(speedups, 0.5) if speedups else math.nan), len(speedups), pairs
+
+
+def loss_against_error(
+    train: Comparison,
+    test: Comparison,
+    sooner: tuple[float, int, int] | None,
+    loss: str,
+    error: str,
+) -> str:
+    """What the loss says and what the error says, side by side, e.g. 'loss against error:
+    gaaf's final PINN loss is lower on 10/10 seeds (ratio 0.31 [0.2, 0.48]), and it reaches
+    fixed's final PINN loss 5.1x sooner (median of 10 pairs); its final relative L2 error is
+    lower on 4/10 (ratio 1.1 [0.7, 1.8]): the lower loss is not a lower error'. A ratio is
+    "resolved" lower when its interval lies under 1."""
+
+    def ratio(c: Comparison) -> str:
+        if not math.isfinite(c.ratio_geomean):
+            return "no ratio"
+        ci = (
+            f" [{c.ratio_ci_low:.2g}, {c.ratio_ci_high:.2g}]"
+            if c.pairs > 1 and math.isfinite(c.ratio_ci_low)
+            else ""
+        )
+        return f"ratio {c.ratio_geomean:.2g}{ci}"
+
+    def lower(c: Comparison) -> bool:
+        return c.pairs > 1 and math.isfinite(c.ratio_ci_high) and c.ratio_ci_high < 1
+
+    text = (
+        f"loss against error: {train.variant}'s final {loss} is lower on {train.wins}/"
+        f"{train.pairs} seeds ({ratio(train)})"
+    )
+    if sooner is not None and sooner[2]:
+        speed, reached, pairs = sooner
+        text += f", and it reaches {train.baseline}'s final {loss}"
+        if reached:
+            text += f" {speed:.2g}x sooner (median of {reached} of {pairs} pairs)"
+        else:
+            text += " on none of the pairs"
+    text += f"; its final {error} is lower on {test.wins}/{test.pairs} ({ratio(test)})"
+    if lower(train) and lower(test):
+        text += ": lower in both"
+    elif lower(train):
+        text += ": the lower loss is not a resolved lower error"
+    return text
+
+
 def summarise(
     outcomes: Sequence[ModelOutcome],
     variants: Sequence[str],
     baseline: str,
     threshold: float,
     metric: str = "test MSE",
+    series: Sequence[Series] | None = None,
+    loss: str = "training MSE",
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Per-variant aggregates and the paired comparisons against ``baseline``, as they appear
     in ``summary.json`` (``variants`` entries and ``comparisons``). A comparison's verdict also
-    counts the seeds of either side that split off from the rest (``stats.outcome_split``)."""
+    counts the seeds of either side that split off from the rest (``stats.outcome_split``);
+    its ``loss_against_error`` puts the final training ``loss`` beside the final test
+    ``metric`` (``loss_against_error``; with ``series``, how much sooner the variant reaches
+    the baseline's final loss)."""
     groups = by_variant(outcomes, variants)
     stats = {name: variant_summary(groups.get(name, [])) for name in variants}
     comparisons = []
+    on_train = {
+        c.variant: c
+        for c in compare_to_baseline(outcomes, variants, baseline, lambda o: o.final_train)
+    }
     for c in compare_to_baseline(outcomes, variants, baseline):
         text = verdict(c, threshold, metric)
         for name in (c.variant, c.baseline):
             split = stats[name]["split"]
             if split is not None and c.pairs:
                 text += "; " + split_words(split, name)
-        comparisons.append({**c.as_dict(), "win_rate": c.win_rate, "verdict": text})
+        sooner = None if series is None else reaching_sooner(series, c.variant, baseline)
+        comparisons.append(
+            {
+                **c.as_dict(),
+                "win_rate": c.win_rate,
+                "verdict": text,
+                "loss_against_error": loss_against_error(
+                    on_train[c.variant], c, sooner, loss, metric
+                ),
+            }
+        )
     return stats, comparisons
 
 

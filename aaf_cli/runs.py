@@ -37,11 +37,12 @@ from aaf_cli.results import Band, Series
 # metrics.csv under the current rules.
 SUMMARY_FORMAT = 3
 SUMMARY_FORMATS_READ = (1, 2, 3)
-METRICS_FORMAT = 3
+METRICS_FORMAT = 4
 METRICS_HEADER = f"# aaf metrics format {METRICS_FORMAT}"
 # Format 1 (aaf 0.1 before the adaptive families) had a `slope` column and no `recovery`;
-# format 2 had no `val_loss` (read back as NaN).
-METRICS_READABLE = (1, 2, 3)
+# format 2 had no `val_loss` (read back as NaN); format 3 no `evals` (read back as the step: one
+# evaluation per step, as every run before L-BFGS made).
+METRICS_READABLE = (1, 2, 3, 4)
 METRICS_COLUMNS = [
     "step",
     "variant",
@@ -51,6 +52,7 @@ METRICS_COLUMNS = [
     "test_loss",
     "recovery",
     "diverged",
+    "evals",
 ]
 PARAMETERS_HEADER = "# aaf parameters format 1"
 PARAMETERS_COLUMNS = ["step", "variant", "seed", "parameter", "value"]
@@ -138,7 +140,9 @@ def metrics_csv(series: Sequence[Series]) -> str:
 
     ``train_loss`` is the data term (MSE) alone; ``val_loss`` the loss on the validation
     points (what choices read); ``recovery`` is S(a) for variants with slope recovery (empty
-    otherwise). Deterministic: the same config and seeds give the same file byte for byte on
+    otherwise); ``evals`` the function evaluations that reached the step (the step itself for
+    first-order optimisers; L-BFGS's line search takes one or more an iteration).
+    Deterministic: the same config and seeds give the same file byte for byte on
     one machine. Wall-clock times, which never repeat, go to ``timing.csv``.
     """
     out, writer = csv_buffer(METRICS_HEADER, METRICS_COLUMNS)
@@ -148,13 +152,16 @@ def metrics_csv(series: Sequence[Series]) -> str:
             diverged = int(s.diverged_at is not None and step >= s.diverged_at)
             recovery = s.recovery[i] if i < len(s.recovery) else math.nan
             val = s.val[i] if i < len(s.val) else math.nan
-            rows.append((step, s.variant, s.seed, s.train[i], val, s.test[i], recovery, diverged))
+            evals = s.evals[i] if i < len(s.evals) else step
+            rows.append(
+                (step, s.variant, s.seed, s.train[i], val, s.test[i], recovery, diverged, evals)
+            )
     order = _variant_order(series)
     rows.sort(key=lambda r: (r[0], order[r[1]], r[2]))
-    for step, variant, seed, train, val, test, recovery, diverged in rows:
+    for step, variant, seed, train, val, test, recovery, diverged, evals in rows:
         writer.writerow(
             [step, variant, seed, num_text(train), _cell(val), num_text(test), _cell(recovery),
-             diverged]
+             diverged, evals]
         )  # fmt: skip
     return out.getvalue()
 
@@ -262,6 +269,7 @@ def read_metrics(path: Path) -> list[Series]:
                 train, test = float(row["train_loss"]), float(row["test_loss"])
                 recovery = float(row.get("recovery") or "nan")
                 val = float(row.get("val_loss") or "nan")
+                evals = int(row.get("evals") or step)
             except (TypeError, ValueError):
                 raise ValueError(f"malformed row at line {reader.line_num}") from None
             s = series.get(key)
@@ -272,6 +280,7 @@ def read_metrics(path: Path) -> list[Series]:
             s.test.append(test)
             s.recovery.append(recovery)
             s.val.append(val)
+            s.evals.append(evals)
             if row["diverged"] == "1" and s.diverged_at is None:
                 s.diverged_at = step
     return list(series.values())

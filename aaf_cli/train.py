@@ -12,13 +12,16 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
 
 from aaf_cli.config import TrainConfig
 from aaf_cli.models import Groups
+
+if TYPE_CHECKING:
+    from aaf_cli.lbfgs import Evaluate, StackedLBFGS
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class LogRecord:
     recovery: torch.Tensor  # S(a), NaN for models without slope recovery
     params: dict[str, torch.Tensor]  # logged activation parameters, NaN where a model has none
     val_loss: torch.Tensor | None = None  # the validation metric; None: no validation data
+    # Function evaluations per model that reached this step ([M] long; None: one per step).
+    evals: torch.Tensor | None = None
 
     def val(self) -> torch.Tensor:
         """The validation metric ``[M]`` (NaN without validation data)."""
@@ -333,18 +338,43 @@ def weight_decays(model: Groups, cfg: TrainConfig) -> list[torch.Tensor | None]:
     return out
 
 
-def make_optimizer(model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
-    """One optimiser over the stacked tensors of every group, with a rate per model row.
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
-    Every model uses ``cfg.lr`` unless its variant sets its own (the sceptical control: a fixed
-    activation with a raised rate); the schedule (``lr_factor``) scales those rates. Weight decay
-    as ``weight_decays`` says: AdamW's decoupled decay for adam, the L2 gradient term for sgd.
-    """
-    params, rates, offsets = zip(*model.rows(cfg.lr))
-    decays = weight_decays(model, cfg)
+    #: The optimisers of a training phase.
+    Optimizer: TypeAlias = "StackedAdam | StackedSGD | StackedLBFGS"
+
+
+def stacked_optimizer(
+    rows: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
+    decays: Sequence[torch.Tensor | None],
+    cfg: TrainConfig,
+    models: int,
+) -> StackedAdam | StackedSGD | StackedLBFGS:
+    """``cfg.optimizer`` over ``rows`` (``Groups.rows``: each tensor with its per-model rates
+    and first model) of ``models`` models, with each tensor's weight decay."""
+    params, rates, offsets = zip(*rows)
+    if cfg.optimizer == "lbfgs":
+        from aaf_cli.lbfgs import StackedLBFGS
+
+        return StackedLBFGS(params, rates, offsets, models, cfg.lbfgs_options())
     if cfg.optimizer == "adam":
         return StackedAdam(params, rates, offsets, cfg.betas, cfg.eps, decays)
     return StackedSGD(params, rates, offsets, cfg.momentum, decays)
+
+
+def make_optimizer(
+    model: Groups, cfg: TrainConfig, scale: float = 1.0
+) -> StackedAdam | StackedSGD | StackedLBFGS:
+    """One optimiser over the stacked tensors of every group, with a rate per model row.
+
+    Every model uses ``cfg.lr`` unless its variant sets its own (the sceptical control: a fixed
+    activation with a raised rate; times ``scale``, a phase's rate over ``train.lr``); the
+    schedule (``lr_factor``) scales those rates. Weight decay as ``weight_decays`` says: AdamW's
+    decoupled decay for adam, the L2 gradient term for sgd. L-BFGS uses the rates only to
+    freeze rows whose rate is zero (its line search sets the steps).
+    """
+    return stacked_optimizer(model.rows(cfg.lr, scale), weight_decays(model, cfg), cfg, model.size)
 
 
 #: One step's losses: the logged training metric ``[M]`` (detached), the loss minimised ``[M]``,
@@ -371,7 +401,9 @@ class Objective(Protocol):
 
     def modules(self) -> list[nn.Module]: ...
 
-    def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD: ...
+    def optimizer(
+        self, model: Groups, cfg: TrainConfig, scale: float = 1.0
+    ) -> StackedAdam | StackedSGD | StackedLBFGS: ...
 
     def prepare_compile(self, model: Groups, on: bool = True) -> str | None:
         """Make ``loss`` traceable by torch.compile; None if it now is, else why it cannot be
@@ -499,9 +531,15 @@ class Schedule:
     are padded to a power of two, so that runs of other lengths reuse a compiled step."""
 
     def __init__(
-        self, cfg: TrainConfig, optimizer: StackedAdam | StackedSGD, device: torch.device, pad: int
+        self,
+        cfg: TrainConfig,
+        optimizer: StackedAdam | StackedSGD,
+        device: torch.device,
+        pad: int,
+        offset: int = 0,
     ) -> None:
         size = 1 << (max(cfg.steps, 1) + pad - 1).bit_length()
+        self.offset = offset  # the run's step number of this schedule's first step (a phase's)
 
         def table(values: list[float]) -> torch.Tensor:
             padded = values + values[-1:] * (size - len(values))
@@ -516,15 +554,16 @@ class Schedule:
             self.corrections = (table(list(bias1)), table(list(bias2)))
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor, Corrections | None]:
-        """This step's index ``[1]``, factor and corrections; the counter moves on, in place
-        (on the device: inside a compiled or captured step)."""
+        """This step's number in the run ``[1]`` (``offset`` plus the index), factor and
+        corrections; the counter moves on, in place (on the device: inside a compiled or captured
+        step)."""
         index = self.index.clone()
         corrections = None
         if self.corrections is not None:
             corrections = (self.corrections[0][index], self.corrections[1][index])
         factor = self.factors[index]
         self.index.add_(1)
-        return index, factor, corrections
+        return index + self.offset, factor, corrections
 
 
 #: One training step run from the device: takes its values from the ``Schedule`` and returns
@@ -552,10 +591,11 @@ class _DeviceStep:
         book: _Book,
         cfg: TrainConfig,
         device: torch.device,
+        offset: int = 0,
     ) -> None:
         self.body = body
         self.device = device
-        self.schedule = Schedule(cfg, optimizer, device, self.WARMUP)
+        self.schedule = Schedule(cfg, optimizer, device, self.WARMUP, offset)
         self.threads = torch.get_num_threads()
         self.stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
         self.optimizer_state = optimizer.state()
@@ -688,6 +728,83 @@ def fused_step(
     return step
 
 
+def eager_evaluation(losses: Callable[[], Losses], optimizer: _Stacked) -> Evaluate:
+    """Every model's losses and flat gradient at given flat parameter values (written into
+    ``optimizer.flat``, the parameters' storage); a model that is no longer active, or whose
+    loss is not finite, gets a zero gradient."""
+
+    def evaluate(
+        values: torch.Tensor, active: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        with torch.no_grad():
+            optimizer.flat.copy_(values)
+        for param in optimizer.params:
+            param.grad = None
+        with torch.enable_grad():
+            data, loss, logged = losses()
+            keep = active & torch.isfinite(loss)
+            torch.where(keep, loss, 0.0).sum().backward()  # type: ignore[no-untyped-call]
+        grad = torch.cat(
+            [
+                p.new_zeros(p.numel()) if p.grad is None else p.grad.reshape(-1)
+                for p in optimizer.params
+            ]
+        )
+        return data.detach(), loss.detach(), logged, grad
+
+    return evaluate
+
+
+def fused_evaluation(
+    losses: Callable[[], Losses], parts: Sequence[nn.Module], optimizer: _Stacked
+) -> Evaluate:
+    """``eager_evaluation`` as one function for ``torch.compile(fullgraph=True)``, as
+    ``fused_step`` builds it: the losses at the parameters given as views of the values
+    (``torch.func.functional_call``) and their gradients (``torch.func.grad``)."""
+    holder = _Stateless(losses, parts)
+    named = {id(p): name for name, p in holder.named_parameters()}
+    if any(id(p) not in named for p in optimizer.params):
+        raise ValueError("a trained tensor is neither the ensemble's nor the objective's")
+    names = [named[id(p)] for p in optimizer.params]
+
+    def total(
+        values: tuple[torch.Tensor, ...], active: torch.Tensor
+    ) -> tuple[torch.Tensor, Losses]:
+        data, loss, logged = torch.func.functional_call(holder, dict(zip(names, values)), ())
+        keep = active & torch.isfinite(loss)
+        return torch.where(keep, loss, 0.0).sum(), (data, loss, logged)
+
+    def evaluate(
+        values: torch.Tensor, active: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        grads, (data, loss, logged) = torch.func.grad(total, has_aux=True)(
+            optimizer.views(values), active
+        )
+        grad = torch.cat([g.reshape(-1) for g in grads])
+        return data.detach(), loss.detach(), logged, grad
+
+    return evaluate
+
+
+class _Phase:
+    """One training phase's stepper: ``step`` measures the losses of ``step`` (the data metric
+    and logged values), does the bookkeeping and (``update``) one update; ``peek`` measures
+    only; ``evals`` the phase's function evaluations per model that reached ``step``, ``final``
+    all of the phase's."""
+
+    def step(self, step: int, update: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def evals(self, step: int) -> list[int]:
+        raise NotImplementedError
+
+    def final(self, step: int) -> list[int]:
+        return self.evals(step)
+
+
 def reason(exc: BaseException) -> str:
     """An exception as one short line for ``summary.json``."""
     lines = str(exc).splitlines()
@@ -755,7 +872,18 @@ def train(
         raise ConfigError(
             "config", "train.cuda_graph", f"true needs a CUDA device (training runs on {device})"
         )
-    optimizer = make_optimizer(model, cfg) if objective is None else objective.optimizer(model, cfg)
+    phases = cfg.phase_configs()
+    starts = [sum(p.steps for p in phases[:k]) for k in range(len(phases))]
+    total = cfg.steps
+
+    def new_optimizer(k: int) -> Optimizer:
+        # A variant's own rate follows the phase's rate (its ratio to train.lr).
+        scale = phases[k].lr / cfg.lr
+        if objective is None:
+            return make_optimizer(model, phases[k], scale)
+        return objective.optimizer(model, phases[k], scale)
+
+    optimizer = new_optimizer(0)
     book = _Book(model.size, device)
     if device.type == "cuda":
         book.all_active = None  # no host look at device values between log steps
@@ -776,26 +904,6 @@ def train(
     # The objective's threshold counts at logged steps, on its test metric (see the loop).
     threshold = cfg.threshold if objective is None else -math.inf
 
-    def body(
-        step: int | torch.Tensor,
-        factor: float | torch.Tensor,
-        update: bool,
-        corrections: Corrections | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The losses of step ``step``, the bookkeeping, and (``update``) one optimiser step
-        (with the bias corrections given, else Adam's own)."""
-        data, loss, logged = losses()
-        book.update(step, data, loss, threshold)
-        if update:
-            for param in optimizer.params:
-                param.grad = None
-            # With every model known active, the mask would multiply each gradient by one.
-            total = loss if book.all_active else torch.where(book.active, loss, 0.0)
-            total.sum().backward()  # type: ignore[no-untyped-call]
-            optimizer.step(book.active, factor, book.all_active, corrections)
-        return data, logged
-
-    device_step: _DeviceStep | None = None
     compiling, why = use_compile(cfg, device, eager_seconds, model.size)
     if why is not None:
         extra["compile_auto"] = why
@@ -811,41 +919,177 @@ def train(
         compiling = False
         if objective is not None:
             objective.prepare_compile(model, on=False)
-    if compiling:
-        tic = time.perf_counter()
-        parts = [model] + ([] if objective is None else objective.modules())
-        book.all_active = None  # no host-side shortcuts inside a compiled step
-        try:
-            with warnings.catch_warnings():
-                # Inductor suggests TF32 matrix products; float32 here means float32.
-                warnings.filterwarnings("ignore", message=".*TensorFloat32")
-                fused = fused_step(losses, parts, optimizer, book, threshold)
-                compiled = torch.compile(fused, dynamic=False, fullgraph=True)
-                device_step = _DeviceStep(compiled, optimizer, book, cfg, device)
-        except Exception as exc:
-            extra["compile_error"] = reason(exc)
-            if objective is not None:
-                objective.prepare_compile(model, on=False)
-            book.all_active = None if device.type == "cuda" else True
-        extra["compile_time_s"] = time.perf_counter() - tic
-    if use_cuda_graph(cfg, device, model, x_train.shape[-2]) and (
-        objective is None or device_step is not None
-    ):
-        tic = time.perf_counter()
-        book.all_active = None  # a replay cannot take host-side shortcuts
-        try:
-            if device_step is None:
+    parts = [model] + ([] if objective is None else objective.modules())
 
-                def replayed(schedule: Schedule) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-                    index, factor, corrections = schedule.take()
-                    return body(index, factor, True, corrections)
+    def note_time(key: str, seconds: float) -> None:
+        extra[key] = float(extra.get(key, 0.0)) + seconds
 
-                device_step = _DeviceStep(replayed, optimizer, book, cfg, device)
-            device_step.capture()
-        except Exception as exc:
-            extra["cuda_graph_error"] = reason(exc)
-        extra["cuda_graph_time_s"] = time.perf_counter() - tic
+    def first_order(k: int, opt: StackedAdam | StackedSGD) -> _Phase:
+        """The stepper of a first-order phase: eager, compiled and/or graph-captured."""
+        nonlocal compiling
+        phase = phases[k]
+
+        def body(
+            step: int | torch.Tensor,
+            factor: float | torch.Tensor,
+            update: bool,
+            corrections: Corrections | None = None,
+        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            """The losses of step ``step``, the bookkeeping, and (``update``) one optimiser
+            step (with the bias corrections given, else Adam's own)."""
+            data, loss, logged = losses()
+            book.update(step, data, loss, threshold)
+            if update:
+                for param in opt.params:
+                    param.grad = None
+                # With every model known active, the mask would multiply each gradient by one.
+                total = loss if book.all_active else torch.where(book.active, loss, 0.0)
+                total.sum().backward()  # type: ignore[no-untyped-call]
+                opt.step(book.active, factor, book.all_active, corrections)
+            return data, logged
+
+        device_step: _DeviceStep | None = None
+        if compiling:
+            tic = time.perf_counter()
+            shortcut = book.all_active
+            book.all_active = None  # no host-side shortcuts inside a compiled step
+            try:
+                with warnings.catch_warnings():
+                    # Inductor suggests TF32 matrix products; float32 here means float32.
+                    warnings.filterwarnings("ignore", message=".*TensorFloat32")
+                    fused = fused_step(losses, parts, opt, book, threshold)
+                    compiled = torch.compile(fused, dynamic=False, fullgraph=True)
+                    device_step = _DeviceStep(compiled, opt, book, phase, device, starts[k])
+            except Exception as exc:
+                extra["compile_error"] = reason(exc)
+                if objective is not None:
+                    objective.prepare_compile(model, on=False)
+                compiling = False
+                book.all_active = None if device.type == "cuda" else shortcut
+            note_time("compile_time_s", time.perf_counter() - tic)
+        fused_ok = device_step is not None
+        if use_cuda_graph(phase, device, model, x_train.shape[-2]) and (
+            objective is None or device_step is not None
+        ):
+            tic = time.perf_counter()
+            book.all_active = None  # a replay cannot take host-side shortcuts
+            try:
+                if device_step is None:
+
+                    def replayed(
+                        schedule: Schedule,
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        index, factor, corrections = schedule.take()
+                        return body(index, factor, True, corrections)
+
+                    device_step = _DeviceStep(replayed, opt, book, phase, device, starts[k])
+                device_step.capture()
+            except Exception as exc:
+                extra["cuda_graph_error"] = reason(exc)
+            note_time("cuda_graph_time_s", time.perf_counter() - tic)
+
+        class FirstOrder(_Phase):
+            def step(self, step: int, update: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                nonlocal device_step
+                local = step - starts[k]
+                out = None
+                if device_step is not None:
+                    try:
+                        # The last step only measures (no update): through the same kernels.
+                        out = device_step.replay() if update else device_step.peek()
+                    except Exception as exc:
+                        if device_step.graph is not None or not fused_ok:
+                            raise
+                        # A compile during training failed (after the thread guard stepped
+                        # down, say): go on eagerly from this step, which has not run (Adam's
+                        # count goes on).
+                        extra["compile_error"] = reason(exc)
+                        device_step = None
+                        if isinstance(opt, StackedAdam):
+                            opt.t = local
+                if out is not None:
+                    return out
+                factor = lr_factor(phase, local) if update else 0.0
+                return body(step, factor, update)
+
+            def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                if device_step is not None:
+                    return device_step.peek()
+                with torch.no_grad():
+                    data, _, logged = losses()
+                return data, logged
+
+            def evals(self, step: int) -> list[int]:
+                return [step - starts[k]] * model.size
+
+        return FirstOrder()
+
+    def quasi_newton(k: int, opt: StackedLBFGS) -> _Phase:
+        """The stepper of an L-BFGS phase: one iteration per step; the evaluations compiled
+        with the rest of the run."""
+        nonlocal compiling
+        evaluate: Evaluate = eager_evaluation(losses, opt)
+        if compiling:
+            tic = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*TensorFloat32")
+                    fused = fused_evaluation(losses, parts, opt)
+                    compiled: Evaluate = torch.compile(fused, dynamic=False, fullgraph=True)
+                    compiled(opt.flat.clone(), book.active.clone())  # compiles (or fails) here
+                evaluate = compiled
+            except Exception as exc:
+                extra["compile_error"] = reason(exc)
+                if objective is not None:
+                    objective.prepare_compile(model, on=False)
+                compiling = False
+            note_time("compile_time_s", time.perf_counter() - tic)
+        iterations = phases[k].steps
+
+        class QuasiNewton(_Phase):
+            counted: list[int] | None = None
+
+            def step(self, step: int, update: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                if opt.values is None:
+                    opt.start(evaluate, book.active)
+                assert opt.values is not None
+                self.counted = list(opt.evals)  # the evaluations that reached this point
+                data, loss, logged = opt.values
+                book.update(step, data, loss, threshold)
+                if update:
+                    opt.step(evaluate, book.active, iterations)
+                return data, logged
+
+            def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                if opt.values is None:
+                    opt.start(evaluate, book.active)
+                assert opt.values is not None
+                return opt.values[0], opt.values[2]
+
+            def evals(self, step: int) -> list[int]:
+                return list(opt.evals) if self.counted is None else self.counted
+
+            def final(self, step: int) -> list[int]:
+                return list(opt.evals)
+
+        return QuasiNewton()
+
+    def stepper(k: int, opt: Optimizer) -> _Phase:
+        from aaf_cli.lbfgs import StackedLBFGS
+
+        if isinstance(opt, StackedLBFGS):
+            return quasi_newton(k, opt)
+        return first_order(k, opt)
+
+    current = stepper(0, optimizer)
+    phase_index = 0
+    # The clock of training: a later phase's compile is left out of it, as the first's is.
     start = time.perf_counter()
+    # Function evaluations per model in the phases before the current one.
+    done_before = torch.zeros(model.size, dtype=torch.long)
+
+    def evals_now(step: int) -> torch.Tensor:
+        return done_before + torch.tensor(current.evals(step), dtype=torch.long)
 
     unmeasured = torch.full((model.size,), math.nan, dtype=x_train.dtype, device=device)
 
@@ -884,53 +1128,47 @@ def train(
             host(recovery),
             {k: host(v) for k, v in params.items()},
             host(val_loss),
+            evals_now(step),
         )
         records.append(record)
         if on_log is not None:
             on_log(record)
 
     step = 0
-    for step in range(cfg.steps + 1):
+    for step in range(total + 1):
         if stop is not None and stop():
             # The parameters have had `step` updates: that is the step logged and reported.
             interrupted = True
             break
         if on_step is not None:
             on_step(step)
-        logged = step % cfg.log_every == 0 or step == cfg.steps
+        if phase_index + 1 < len(phases) and step == starts[phase_index + 1]:
+            done_before = done_before + torch.tensor(current.final(step), dtype=torch.long)
+            phase_index += 1
+            tic = time.perf_counter()
+            optimizer = new_optimizer(phase_index)
+            current = stepper(phase_index, optimizer)
+            start += time.perf_counter() - tic
+        boundary = step == starts[phase_index] and step > 0
+        logged = step % cfg.log_every == 0 or step == total or boundary
         # Measured before the update that this step makes (the parameters after `step` updates).
         now = evaluate() if logged else None
-        out = None
-        if device_step is not None:
-            try:
-                # The last step only measures (no update): through the same kernels as the rest.
-                out = device_step.replay() if step < cfg.steps else device_step.peek()
-            except Exception as exc:
-                if device_step.graph is not None or not compiling:
-                    raise
-                # A compile during training failed (after the thread guard stepped down, say):
-                # go on eagerly from this step, which has not run (Adam's count goes on).
-                extra["compile_error"] = reason(exc)
-                device_step = None
-                if isinstance(optimizer, StackedAdam):
-                    optimizer.t = step
-        if out is not None:
-            data, logged_now = out
-        else:
-            factor = lr_factor(cfg, step) if step < cfg.steps else 0.0
-            data, logged_now = body(step, factor, step < cfg.steps)
+        data, logged_now = current.step(step, step < total)
         if now is not None:
             log(step, data, logged_now, now)
             book.refresh()
 
     if interrupted and (not records or records[-1].step != step):
         now = evaluate()
-        if device_step is not None:
-            data, logged_now = device_step.peek()
-        else:
-            with torch.no_grad():
-                data, _, logged_now = losses()
+        data, logged_now = current.peek()
         log(step, data, logged_now, now)
+    from aaf_cli.lbfgs import STOP_REASONS, StackedLBFGS
+
+    if isinstance(optimizer, StackedLBFGS):
+        stops = [STOP_REASONS[r] for r in optimizer.stopped if r is not None and r != "diverged"]
+        if stops:
+            counts = {r: stops.count(r) for r in dict.fromkeys(stops)}
+            extra["lbfgs_stopped"] = "; ".join(f"{n} by {r}" for r, n in counts.items())
     with torch.no_grad():
         if x_test is None:
             predictions = torch.empty(model.size, 0, dtype=torch.float64)

@@ -133,6 +133,8 @@ TUNING = "aaf_cli/tuning.py"
 TUNING_TESTS = "tests/test_tuning.py"
 VERDICTS = "tests/test_verdicts.py"
 PK = "aaf_cli/sweeps/packing.py"
+LB = "aaf_cli/lbfgs.py"
+LBFGS_TESTS = "tests/test_lbfgs.py"
 PACKING = "tests/test_sweep_packing.py"
 
 CATALOGUE: tuple[Mutant, ...] = (
@@ -262,10 +264,56 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     # ---- engine and optimisers
     mutant(
+        "lbfgs.one-step-length-for-all",
+        LB,
+        "self.x = torch.where(length[:, None] != 0, self.x + length[:, None] * self.d, self.x)",
+        "self.x = self.x + length.max() * self.d",
+        "every model moves by the longest accepted step, not its own",
+        f"{LBFGS_TESTS}::test_batched_lbfgs_equals_independent_torch_lbfgs_on_a_regression",
+    ),
+    mutant(
+        "lbfgs.first-step-unscaled",
+        LB,
+        "self.t[m] = min(1.0, 1.0 / g_sum[m]) * opts.lr",
+        "self.t[m] = opts.lr",
+        "the first iteration tries the full gradient step, not torch's min(1, 1/|g|_1)",
+        f"{LBFGS_TESTS}::test_batched_lbfgs_equals_independent_torch_lbfgs_on_a_regression",
+    ),
+    mutant(
+        "lbfgs.curvature-pairs-unchecked",
+        LB,
+        "add = later & (ys > 1e-10)",
+        "add = later & (ys > -math.inf)",
+        "curvature pairs with y.s <= 1e-10 enter the history (torch skips them)",
+        f"{LBFGS_TESTS}::test_a_pair_without_curvature_is_not_stored_and_each_model_keeps_its_own_"
+        "history",
+    ),
+    mutant(
+        "lbfgs.no-loss-change-stop",
+        LB,
+        "            elif abs(self.loss[m] - prev_loss[m]) < opts.tolerance_change:\n"
+        '                self.stopped[m] = "change"',
+        "            elif False:\n                pass",
+        "a model whose loss stopped changing goes on (torch stops it)",
+        f"{LBFGS_TESTS}::test_a_model_that_converges_stops_there_while_the_others_go_on",
+    ),
+    mutant(
+        "lbfgs.wolfe-curvature-loose",
+        LB,
+        "        if abs(gtd_new) <= -c2 * gtd:\n            bracket, bracket_f, "
+        "bracket_ref = [t]",
+        "        if abs(gtd_new) <= -0.99 * gtd:\n            bracket, bracket_f, "
+        "bracket_ref = [t]",
+        "the line search accepts a step with a weaker curvature condition than strong Wolfe's",
+        f"{LBFGS_TESTS}::test_the_strong_wolfe_coroutine_equals_torchs_line_search",
+    ),
+    mutant(
         "train.threshold-on-test-loss",
         T,
-        "book.update(step, data, loss, threshold)",
-        "book.update(step, mse(model(x_test), y_test), loss, threshold)",
+        "            book.update(step, data, loss, threshold)\n            if update:\n"
+        "                for",
+        "            book.update(step, mse(model(x_test), y_test), loss, threshold)\n"
+        "            if update:\n                for",
         "steps to threshold counted on the test loss",
         f"{KA}::test_steps_to_threshold_use_the_training_data_not_the_test_data",
         ENGINE,
@@ -312,8 +360,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.final-step-not-logged",
         T,
-        "logged = step % cfg.log_every == 0 or step == cfg.steps",
-        "logged = step % cfg.log_every == 0",
+        "logged = step % cfg.log_every == 0 or step == total or boundary",
+        "logged = step % cfg.log_every == 0 or boundary",
         "the last step is logged only when it is a multiple of log_every",
         GUARDS,
         ENGINE,
@@ -363,8 +411,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.fallback-restarts-adam",
         T,
-        "                    optimizer.t = step\n",
-        "                    pass\n",
+        "                            opt.t = local\n",
+        "                            pass\n",
         "a run whose compiled step fails in mid-run goes on eagerly with Adam's bias corrections "
         "of its first steps",
         "tests/test_engine_fast.py::test_a_step_that_fails_to_compile_trains_eagerly_and_says_why",
@@ -484,7 +532,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "models.variant-lr-ignored",
         MO,
-        "[default_lr if m.lr is None else m.lr for m in self.members],",
+        "[default_lr if m.lr is None else m.lr * scale for m in self.members],",
         "[default_lr for m in self.members],",
         "a variant's own learning rate is ignored",
         f"{KA}::test_diverged_model_keeps_its_last_finite_parameters_bit_for_bit",
@@ -1147,8 +1195,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.last-step-measured-eagerly",
         T,
-        "out = device_step.replay() if step < cfg.steps else device_step.peek()",
-        "out = device_step.replay() if step < cfg.steps else None",
+        "out = device_step.replay() if update else device_step.peek()",
+        "out = device_step.replay() if update else None",
         "a compiled run's last logged loss comes from an eager evaluation (it rounds apart from "
         "the compiled kernels: a frozen row's loss jumps by an ulp on CPUs without AVX-512)",
         "tests/test_engine_fast.py::"

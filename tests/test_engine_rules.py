@@ -74,8 +74,8 @@ class _SpareObjective:
     def modules(self) -> list[nn.Module]:
         return [self.holder]
 
-    def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam:
-        params, rates, offsets = zip(*model.rows(cfg.lr))
+    def optimizer(self, model: Groups, cfg: TrainConfig, scale: float = 1.0) -> StackedAdam:
+        params, rates, offsets = zip(*model.rows(cfg.lr, scale))
         rows = torch.full((model.size,), cfg.lr, dtype=F64)
         decays = [*weight_decays(model, cfg), torch.full((model.size,), 0.1, dtype=F64)]
         return StackedAdam(

@@ -566,6 +566,23 @@ def test_pinn_terms_equal_the_hand_written_loss_of_each_model() -> None:
             torch.testing.assert_close(result.terms[name][i], value, rtol=1e-12, atol=0)
 
 
+def test_pooled_conditions_are_one_mean_square_over_every_condition_point() -> None:
+    """condition_loss: pooled (the JCP 2020 code's one MSE over the 16 initial and 8 boundary
+    points; the boundary's weight 2 counts per point): the total is the residual term plus
+    (16 * initial + 2 * 8 * boundary) / 24; the logged terms stay per condition."""
+    model = ensemble(["fixed", "global"], [0, 1])
+    perturb(model, 2)
+    separate = PinnLoss(build_problem(parse_pde(SMALL_BURGERS)), F64)(model)
+    pooled_pde = section(SMALL_BURGERS, condition_loss="pooled")
+    pooled = PinnLoss(build_problem(parse_pde(pooled_pde)), F64)(model)
+    terms = pooled.terms
+    for name, value in separate.terms.items():
+        assert torch.equal(terms[name], value)
+    want = 0.5 * terms["residual"] + (16 * terms["cond1"] + 2 * 8 * terms["cond2"]) / 24
+    torch.testing.assert_close(pooled.total, want, rtol=1e-14, atol=0)
+    assert not torch.allclose(pooled.total, separate.total)
+
+
 @pytest.mark.parametrize("mode", ["reverse", "taylor"])
 @pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
 def test_100_training_steps_equal_per_model_adam(inverse: bool, mode: str) -> None:

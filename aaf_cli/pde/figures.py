@@ -29,6 +29,7 @@ from aaf_cli.plots import (
     across_seeds,
     colour,
     legend_below,
+    mark_phases,
     save,
     style,
     threshold_line,
@@ -65,10 +66,13 @@ def loss_curves(
     threshold: float | None,
     notes: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
+    phases: Sequence[tuple[int, str]] = (),
+    first: str = "",
 ) -> Figure:
     """Top: the total PINN loss and the relative L2 error (with the threshold that steps to
     threshold count on); below: each loss term, unweighted. Median over seeds per variant with
-    the seed band, log axes."""
+    the seed band, log axes; ``phases`` (``plots.phase_marks``) dotted where an optimiser takes
+    over from ``first``."""
     labels = labels or {}
     width = 11.0
     columns = 3 if len(terms) > 2 else 2
@@ -102,6 +106,9 @@ def loss_curves(
     ]
     if threshold is not None:
         handles.append(threshold_line(error_ax, threshold, "relative L2 error"))
+    marked = mark_phases([total_ax, error_ax, *flat[: len(terms)]], phases, first)
+    if marked is not None:
+        handles.append(marked)
     for ax in [total_ax, error_ax, *flat[: len(terms)]]:
         ax.set_yscale("log")
         ax.grid(True, which="major", alpha=0.3)

@@ -29,6 +29,7 @@ from aaf_cli.pde.problem import PdeProblem
 
 if TYPE_CHECKING:
     from aaf_cli.config import TrainConfig
+    from aaf_cli.lbfgs import StackedLBFGS
     from aaf_cli.models import Groups, ModelSpec
     from aaf_cli.train import StackedAdam, StackedSGD
 
@@ -142,16 +143,17 @@ class PdeParameters(nn.Module):
         return {name: value.detach() for name, value in self.as_dict().items()}
 
     def rows(
-        self, default_lr: float, offset: int = 0
+        self, default_lr: float, offset: int = 0, scale: float = 1.0
     ) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
         """Every parameter with its learning rate per model (its own ``lr``, else the model's:
-        its variant's or ``default_lr``), in the form of ``Ensemble.rows``."""
+        its variant's or ``default_lr``; an own rate times ``scale``, as ``Ensemble.rows``), in
+        the form of ``Ensemble.rows``."""
         out = []
         for name, value in self.values.items():
             own = self.rates.get(name)
             lr = torch.tensor(
                 [
-                    own if own is not None else default_lr if m.lr is None else m.lr
+                    own * scale if own is not None else default_lr if m.lr is None else m.lr * scale
                     for m in self.members
                 ],
                 dtype=value.dtype,
@@ -217,6 +219,7 @@ class PinnLoss:
         weights = problem.config.weights
         self.weights = {"residual": weights.residual, "data": weights.data}
         self.weights.update({c.name: c.weight for c in problem.conditions})
+        self.condition_counts = {c.name: int(c.points.shape[0]) for c in problem.conditions}
         # Forward-mode derivatives (``taylor``), which torch.compile can trace: set by
         # ``use_forward_mode``. Their rows: the collocation points, or every point when a
         # condition prescribes a derivative.
@@ -269,10 +272,26 @@ class PinnLoss:
             terms[cond.name] = (found[cond.derivative][:, rows] - values).square().mean(dim=1)
         if self.data_rows is not None and self.data_values is not None:
             terms["data"] = (found[()][:, self.data_rows] - self.data_values).square().mean(dim=1)
+        pooled = problem.config.condition_loss == "pooled" and problem.conditions
         total = sum(
-            (self.weights[name] * value for name, value in terms.items()),
+            (
+                self.weights[name] * value
+                for name, value in terms.items()
+                if not (pooled and name in self.condition_counts)
+            ),
             start=torch.zeros_like(terms["residual"]),
         )
+        if pooled:
+            # One mean square over every condition point: each condition's mean square
+            # counts its share of the points.
+            pooled_count = float(sum(count for count in self.condition_counts.values()))
+            total = total + sum(
+                (
+                    self.weights[name] * (count / pooled_count) * terms[name]
+                    for name, count in self.condition_counts.items()
+                ),
+                start=torch.zeros_like(total),
+            )
         return PinnTerms(total, terms)
 
     def relative_l2(self, model: Groups, split: str = "test") -> torch.Tensor:
@@ -305,19 +324,16 @@ def relative_l2(model: nn.Module, points: torch.Tensor, values: torch.Tensor) ->
 
 
 def make_pinn_optimizer(
-    model: Groups, params: PdeParameters | None, cfg: TrainConfig
-) -> StackedAdam | StackedSGD:
+    model: Groups, params: PdeParameters | None, cfg: TrainConfig, scale: float = 1.0
+) -> StackedAdam | StackedSGD | StackedLBFGS:
     """``train.make_optimizer`` over the ensemble, plus the trainable PDE coefficients (each
     model's own, at the model's learning rate, without weight decay)."""
-    from aaf_cli.train import StackedAdam, StackedSGD, weight_decays
+    from aaf_cli.train import stacked_optimizer, weight_decays
 
-    rows = model.rows(cfg.lr)
+    rows = model.rows(cfg.lr, scale)
     decays: list[torch.Tensor | None] = list(weight_decays(model, cfg))
     if params is not None:
-        extra = params.rows(cfg.lr)
+        extra = params.rows(cfg.lr, scale=scale)
         rows += extra
         decays += [None] * len(extra)
-    tensors, rates, offsets = zip(*rows)
-    if cfg.optimizer == "adam":
-        return StackedAdam(tensors, rates, offsets, cfg.betas, cfg.eps, decays)
-    return StackedSGD(tensors, rates, offsets, cfg.momentum, decays)
+    return stacked_optimizer(rows, decays, cfg, model.size)

@@ -319,6 +319,12 @@ class PdeConfig(_Strict):
         description="observations of the solution; needed by trainable params",
     )
     weights: Weights = Field(default_factory=Weights)
+    condition_loss: Literal["separate", "pooled"] = Field(
+        "separate",
+        description="separate: each condition its own mean square, times its weight; pooled: "
+        "one mean square over every condition point (a point counts its condition's weight), "
+        "as Raissi et al.'s and Jagtap et al.'s codes write the initial and boundary loss",
+    )
     test_points: int = Field(
         10_000,
         ge=4,

@@ -39,6 +39,7 @@ from aaf_cli.targets import Dataset
 if TYPE_CHECKING:
     from aaf_cli.config import ExperimentConfig, TrainConfig
     from aaf_cli.experiment import ExperimentResult
+    from aaf_cli.lbfgs import StackedLBFGS
     from aaf_cli.models import Groups
     from aaf_cli.results import ModelOutcome, Series
     from aaf_cli.train import Losses, StackedAdam, StackedSGD
@@ -164,8 +165,10 @@ class PinnObjective:
     def modules(self) -> list[nn.Module]:
         return [] if self.params is None else [self.params]
 
-    def optimizer(self, model: Groups, cfg: TrainConfig) -> StackedAdam | StackedSGD:
-        return make_pinn_optimizer(model, self.params, cfg)
+    def optimizer(
+        self, model: Groups, cfg: TrainConfig, scale: float = 1.0
+    ) -> StackedAdam | StackedSGD | StackedLBFGS:
+        return make_pinn_optimizer(model, self.params, cfg, scale)
 
     def prepare_compile(self, model: Groups, on: bool = True) -> str | None:
         """Forward-mode derivatives, which torch.compile can trace (nested reverse passes it
@@ -263,6 +266,7 @@ def write_pde_figures(
 ) -> None:
     """``loss_curves.png`` (with the terms), ``solution.png`` and ``fit.csv`` (the test grid,
     the solution, each variant's median-seed prediction), ``params.png`` for inverse problems."""
+    from aaf_cli import plots
     from aaf_cli.pde import figures
     from aaf_cli.results import by_variant, median_seed
     from aaf_cli.runs import table_csv, write_atomic
@@ -279,6 +283,8 @@ def write_pde_figures(
         cfg.train.threshold,
         notes,
         labels,
+        plots.phase_marks(cfg.train),
+        plots.first_optimizer(cfg.train),
     )
     points = exp.data.x_test.double().cpu()
     solution = exp.data.y_test[:, 0].double().cpu().tolist()

@@ -211,6 +211,7 @@ def slice_record(record: LogRecord, rows: torch.Tensor, names: set[str]) -> LogR
         record.recovery[rows],
         {name: v[rows] for name, v in record.params.items() if name in names},
         None if record.val_loss is None else record.val_loss[rows],
+        None if record.evals is None else record.evals[rows],
     )
 
 

@@ -1,0 +1,176 @@
+"""Benchmark: batched L-BFGS on a PINN ensemble against a per-model ``torch.optim.LBFGS`` loop.
+
+The Burgers PINN of ``bench_pinn.py`` (tanh [2, 20, 20, 20, 20, 1], 2000 collocation and 100
+condition points, float32): M models (half fixed, half GAAF n = 10, paired by seed) run the
+same number of L-BFGS iterations (strong Wolfe line search, history 100, tolerances 0 so that
+no model stops early)
+
+* ``loop``: each model a ``PlainMLP`` with its own ``torch.optim.LBFGS(max_iter=iterations,
+  line_search_fn="strong_wolfe")``, one ``step(closure)`` per model, one model after another;
+* ``eager``: aaf's engine, ``train`` with ``train.optimizer: lbfgs`` (one batched evaluation
+  per round of every model's trial point; reverse-mode derivatives);
+* ``compiled``: the same with ``train.compile: true`` (the evaluation compiled with
+  forward-mode derivatives; the cold compile is reported apart).
+
+Each figure is model-iterations per second, the median over interleaved repeats (every method
+once per round, so that a change of load hits all alike), with the ratio to the loop, and the
+function evaluations per model-iteration (each model's own line search: the same count in the
+batched run and the loop; a batched round evaluates every model, so rounds per iteration are
+the largest count of any model at that iteration).
+
+    python benchmarks/bench_lbfgs.py                          # docs/performance.md
+    python benchmarks/bench_lbfgs.py --models 16 --iterations 30 --repeats 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+# aaf_cli first: it sets its OpenMP defaults before torch loads its runtime, as in `aaf run`.
+import aaf_cli  # noqa: F401
+
+# isort: split
+import torch
+
+from aaf_cli.config import TrainConfig
+from aaf_cli.models import PlainMLP
+from aaf_cli.pde import parse_pde
+from aaf_cli.pde.problem import PdeProblem, build_problem
+from aaf_cli.pde.training import PinnObjective
+from aaf_cli.train import train
+from benchmarks.bench_pinn import BURGERS, LAYERS, ensemble
+
+DTYPE = torch.float32
+
+
+def time_batched(
+    problem: PdeProblem, models: int, iterations: int, compiled: bool
+) -> tuple[float, float, float | None]:
+    """(seconds, evaluations per model-iteration, compile seconds) of one batched run."""
+    model = ensemble(models, DTYPE)
+    objective = PinnObjective(problem, model, DTYPE, torch.device("cpu"))
+    cfg = TrainConfig(
+        optimizer="lbfgs",
+        steps=iterations,
+        log_every=iterations,
+        tolerance_grad=0.0,
+        tolerance_change=0.0,
+        max_evals=100 * iterations,
+        compile=compiled,
+    )
+    x = torch.zeros(1, 1, dtype=DTYPE)
+    result = train(model, x, x, x, x, cfg, objective=objective)
+    if "compile_error" in result.extra:
+        raise RuntimeError(f"compile_error: {result.extra['compile_error']}")
+    last = result.records[-1]
+    assert last.evals is not None
+    compile_s = result.extra.get("compile_time_s")
+    return (
+        result.wall_time,
+        float(last.evals.double().mean()) / iterations,
+        None if compile_s is None else float(compile_s),
+    )
+
+
+def time_loop(problem: PdeProblem, models: int, iterations: int) -> tuple[float, float]:
+    """(seconds, evaluations per model-iteration) of the per-model torch.optim.LBFGS loop."""
+    source = ensemble(models, DTYPE)
+    nets = []
+    for i in range(models):
+        group, _ = source.locate(i)
+        net = PlainMLP(LAYERS, group.kind, "tanh", source.members[i].spec, dtype=DTYPE)
+        net.load_state_dict(source.state_dict_of(i))
+        nets.append(net)
+    col = problem.collocation.to(DTYPE)
+    conditions = [(c.points.to(DTYPE), c.values.to(DTYPE)) for c in problem.conditions]
+    nu = problem.fixed_params["nu"]
+    calls = 0
+    tic = time.perf_counter()
+    for net in nets:
+        opt = torch.optim.LBFGS(
+            net.parameters(),
+            max_iter=iterations,
+            max_eval=100 * iterations,
+            tolerance_grad=0.0,
+            tolerance_change=0.0,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure(net: PlainMLP = net, opt: torch.optim.LBFGS = opt) -> torch.Tensor:
+            nonlocal calls
+            calls += 1
+            x = col.clone().requires_grad_(True)
+            u = net(x)[:, 0]
+            (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+            (gx,) = torch.autograd.grad(g[:, 0].sum(), x, create_graph=True)
+            loss = (g[:, 1] + u * g[:, 0] - nu * gx[:, 0]).square().mean()
+            for points, values in conditions:
+                loss = loss + (net(points)[:, 0] - values).square().mean()
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            return loss
+
+        opt.step(closure)
+    return time.perf_counter() - tic, calls / (models * iterations)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as set)")
+    parser.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="skip the compiled ensemble"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    problem = build_problem(parse_pde(BURGERS))
+    count, iterations = args.models, args.iterations
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} thread(s); PINN {LAYERS} tanh, "
+        f"{problem.collocation.shape[0]} collocation + "
+        f"{sum(c.points.shape[0] for c in problem.conditions)} condition points, float32; "
+        f"{count} models x {iterations} L-BFGS iterations (strong Wolfe)"
+    )
+    time_batched(problem, count, 2, compiled=False)  # warm-up
+    compile_s = None
+    if args.compile:
+        compile_s = time_batched(problem, count, 2, compiled=True)[2]  # compiles
+    time_loop(problem, 2, 2)
+    rates: dict[str, list[float]] = {"loop": [], "eager": [], "compiled": []}
+    evals: dict[str, list[float]] = {"loop": [], "eager": [], "compiled": []}
+    for _ in range(args.repeats):  # interleaved
+        for key in ("eager", "compiled") if args.compile else ("eager",):
+            seconds, per, _ = time_batched(problem, count, iterations, key == "compiled")
+            rates[key].append(count * iterations / seconds)
+            evals[key].append(per)
+        seconds, per = time_loop(problem, count, iterations)
+        rates["loop"].append(count * iterations / seconds)
+        evals["loop"].append(per)
+    loop = statistics.median(rates["loop"])
+    labels = {
+        "eager": f"ensemble of {count}, batched L-BFGS, eager",
+        "compiled": f"ensemble of {count}, batched L-BFGS, compile: true",
+        "loop": "per-model loop (nn.Module + torch.optim.LBFGS)",
+    }
+    for key, values in rates.items():
+        if values:
+            rate = statistics.median(values)
+            runs = ", ".join(f"{v:.1f}" for v in values)
+            print(
+                f"{labels[key]:<50} {rate:7.1f} model-iterations/s  {rate / loop:5.2f}x the "
+                f"loop  ({statistics.median(evals[key]):.2f} evaluations per iteration; "
+                f"runs: {runs})"
+            )
+    if compile_s is not None:
+        print(f"cold compile (not in the rates): {compile_s:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
