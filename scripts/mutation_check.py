@@ -300,10 +300,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "lbfgs.wolfe-curvature-loose",
         LB,
-        "        if abs(gtd_new) <= -c2 * gtd:\n            bracket, bracket_f, "
-        "bracket_ref = [t]",
-        "        if abs(gtd_new) <= -0.99 * gtd:\n            bracket, bracket_f, "
-        "bracket_ref = [t]",
+        "<= -c2 * gtd:\n            bracket, bracket_f, bracket_ref = [t]",
+        "<= -0.99 * gtd:\n            bracket, bracket_f, bracket_ref = [t]",
         "the line search accepts a step with a weaker curvature condition than strong Wolfe's",
         f"{LBFGS_TESTS}::test_the_strong_wolfe_coroutine_equals_torchs_line_search",
     ),
