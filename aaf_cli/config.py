@@ -943,6 +943,13 @@ class ExperimentConfig(_Strict):
         if problems:
             key, message = problems[0]
             raise ValueError(f"train.{key}: {message}")
+        if self.tune is not None and all(
+            p.optimizer == "lbfgs" for p in self.train.phase_configs()
+        ):
+            raise ValueError(
+                "tune: on tunes each variant's learning rate, and lbfgs (the only optimiser "
+                "here) takes none: its line search sets every step; set tune: off"
+            )
         return self
 
     @model_validator(mode="after")
@@ -1277,7 +1284,9 @@ def _describe(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     # Checks across sections (ExperimentConfig's own validators) name their key first.
-    keyed = re.match(r"^([a-z_]+(?:\.[a-z_0-9]+)+): (.*)$", message)
+    keyed = re.match(r"^([a-z_]+(?:\.[a-z_0-9]+)*): (.*)$", message)
+    if keyed and "." not in keyed.group(1) and keyed.group(1) not in ExperimentConfig.model_fields:
+        keyed = None  # "word: ..." is a key only when it is a section of the config
     if not path and keyed:
         return list(keyed.group(1).split(".")), keyed.group(2)
     if kind == "missing":

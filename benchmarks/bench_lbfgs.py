@@ -20,6 +20,7 @@ the largest count of any model at that iteration).
 
     python benchmarks/bench_lbfgs.py                          # docs/performance.md
     python benchmarks/bench_lbfgs.py --models 16 --iterations 30 --repeats 3 --threads 2
+    python -m benchmarks.bench_lbfgs --device cuda --models 64     # benchmarks/gpu_check.sh
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ DTYPE = torch.float32
 
 
 def time_batched(
-    problem: PdeProblem, models: int, iterations: int, compiled: bool
+    problem: PdeProblem, models: int, iterations: int, compiled: bool, device: str = "cpu"
 ) -> tuple[float, float, float | None]:
     """(seconds, evaluations per model-iteration, compile seconds) of one batched run."""
-    model = ensemble(models, DTYPE)
-    objective = PinnObjective(problem, model, DTYPE, torch.device("cpu"))
+    model = ensemble(models, DTYPE, device)
+    objective = PinnObjective(problem, model, DTYPE, torch.device(device))
     cfg = TrainConfig(
         optimizer="lbfgs",
         steps=iterations,
@@ -61,7 +62,7 @@ def time_batched(
         max_evals=100 * iterations,
         compile=compiled,
     )
-    x = torch.zeros(1, 1, dtype=DTYPE)
+    x = torch.zeros(1, 1, dtype=DTYPE, device=device)
     result = train(model, x, x, x, x, cfg, objective=objective)
     if "compile_error" in result.extra:
         raise RuntimeError(f"compile_error: {result.extra['compile_error']}")
@@ -75,7 +76,9 @@ def time_batched(
     )
 
 
-def time_loop(problem: PdeProblem, models: int, iterations: int) -> tuple[float, float]:
+def time_loop(
+    problem: PdeProblem, models: int, iterations: int, device: str = "cpu"
+) -> tuple[float, float]:
     """(seconds, evaluations per model-iteration) of the per-model torch.optim.LBFGS loop."""
     source = ensemble(models, DTYPE)
     nets = []
@@ -83,9 +86,11 @@ def time_loop(problem: PdeProblem, models: int, iterations: int) -> tuple[float,
         group, _ = source.locate(i)
         net = PlainMLP(LAYERS, group.kind, "tanh", source.members[i].spec, dtype=DTYPE)
         net.load_state_dict(source.state_dict_of(i))
-        nets.append(net)
-    col = problem.collocation.to(DTYPE)
-    conditions = [(c.points.to(DTYPE), c.values.to(DTYPE)) for c in problem.conditions]
+        nets.append(net.to(device))
+    col = problem.collocation.to(device, DTYPE)
+    conditions = [
+        (c.points.to(device, DTYPE), c.values.to(device, DTYPE)) for c in problem.conditions
+    ]
     nu = problem.fixed_params["nu"]
     calls = 0
     tic = time.perf_counter()
@@ -114,6 +119,8 @@ def time_loop(problem: PdeProblem, models: int, iterations: int) -> tuple[float,
             return loss
 
         opt.step(closure)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - tic, calls / (models * iterations)
 
 
@@ -123,10 +130,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: as set)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--no-compile", dest="compile", action="store_false", help="skip the compiled ensemble"
     )
     args = parser.parse_args()
+    device = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
     problem = build_problem(parse_pde(BURGERS))
@@ -136,21 +145,21 @@ def main() -> None:
         f"{torch.get_num_threads()} thread(s); PINN {LAYERS} tanh, "
         f"{problem.collocation.shape[0]} collocation + "
         f"{sum(c.points.shape[0] for c in problem.conditions)} condition points, float32; "
-        f"{count} models x {iterations} L-BFGS iterations (strong Wolfe)"
+        f"{count} models x {iterations} L-BFGS iterations (strong Wolfe), {device}"
     )
-    time_batched(problem, count, 2, compiled=False)  # warm-up
+    time_batched(problem, count, 2, False, device)  # warm-up
     compile_s = None
     if args.compile:
-        compile_s = time_batched(problem, count, 2, compiled=True)[2]  # compiles
-    time_loop(problem, 2, 2)
+        compile_s = time_batched(problem, count, 2, True, device)[2]  # compiles
+    time_loop(problem, 2, 2, device)
     rates: dict[str, list[float]] = {"loop": [], "eager": [], "compiled": []}
     evals: dict[str, list[float]] = {"loop": [], "eager": [], "compiled": []}
     for _ in range(args.repeats):  # interleaved
         for key in ("eager", "compiled") if args.compile else ("eager",):
-            seconds, per, _ = time_batched(problem, count, iterations, key == "compiled")
+            seconds, per, _ = time_batched(problem, count, iterations, key == "compiled", device)
             rates[key].append(count * iterations / seconds)
             evals[key].append(per)
-        seconds, per = time_loop(problem, count, iterations)
+        seconds, per = time_loop(problem, count, iterations, device)
         rates["loop"].append(count * iterations / seconds)
         evals["loop"].append(per)
     loop = statistics.median(rates["loop"])

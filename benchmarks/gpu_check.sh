@@ -3,7 +3,8 @@
 # own time limit, so a slow stage cannot hide the results of the others:
 #   1. the GPU-marked tests (`pytest -m gpu`: engine vs nn.Module + torch.optim.Adam on CUDA in
 #      float64, eager and compiled, each with and without a CUDA graph; diverged models frozen
-#      under a graph; the PINN loss and gradients on CUDA vs the CPU);
+#      under a graph; the PINN loss and gradients on CUDA vs the CPU; batched L-BFGS on CUDA
+#      against the CPU);
 #   2. end to end: the default experiment with `device=cuda` (compile: auto, which leaves a run
 #      this short eager and captures the step; then compiled and captured) and the PDE smoke
 #      config (the same two ways), timed, with the run folders checked (device recorded, no
@@ -16,7 +17,7 @@
 # It installs nothing: run it from a checkout whose environment has aaf's dependencies (the
 # repository's .venv is used when no virtual environment is active; otherwise `python`, or
 # `python3` where there is no `python`, with the checkout on PYTHONPATH). About 4-5 minutes on
-# one H100/H200 (the stages' limits add up to 9 minutes).
+# one H100/H200 (the stages' limits add up to 10.5 minutes).
 #
 #     bash benchmarks/gpu_check.sh            # every stage
 #     QUICK=1 bash benchmarks/gpu_check.sh    # fewer steps, no compiled column (~2 min)
@@ -59,7 +60,7 @@ print(f"gpu_check: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
 EOF
 
 start=$SECONDS
-stage "1. GPU-marked tests" 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_engine_fast.py tests/test_pde.py
+stage "1. GPU-marked tests" 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_engine_fast.py tests/test_pde.py tests/test_lbfgs.py
 
 runs=$(mktemp -d)
 e2e() {
@@ -112,6 +113,10 @@ methods=(loop eager graphs compiled jax-scan)
 stage "4. bench_peers on CUDA: loop / eager / graphs / compiled+graph / JAX" 200 \
     "$PY" -m benchmarks.bench_peers "${bench[@]}" "${steps[@]}" --rounds 2 \
     --methods "${methods[@]}"
+
+stage "5. batched L-BFGS on a PINN ensemble against a per-model torch.optim.LBFGS loop" 90 \
+    "$PY" -m benchmarks.bench_lbfgs --device cuda --models 64 --iterations 20 --repeats 2 \
+    --no-compile
 
 echo
 echo "gpu_check: done in $((SECONDS - start)) s; ${#failed[@]} stage(s) failed${failed:+: ${failed[*]}}"

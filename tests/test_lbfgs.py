@@ -386,3 +386,22 @@ def test_a_pair_without_curvature_is_not_stored_and_each_model_keeps_its_own_his
     r = r + (alpha - float(y.dot(r)) / 0.75) * s
     torch.testing.assert_close(opt.d[1], r, rtol=1e-15, atol=0)
     assert torch.equal(opt.d[0], torch.tensor([-1.0, 0.0, 0.0], dtype=F64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batched_lbfgs_on_cuda_equals_the_cpu_in_float64() -> None:
+    """The regression case of the torch comparison on CUDA: the same evaluations per model and
+    the same parameters as on the CPU, to rounding (cuBLAS sums in another order)."""
+    layers, iterations = [1, 16, 16, 1], 40
+    x, y = regression_data()
+    runs = []
+    for device in ("cpu", "cuda"):
+        model = ensemble(list(VARIANTS), [0], layers).to(device)
+        cfg = TrainConfig(optimizer="lbfgs", steps=iterations, log_every=10, max_evals=100_000)
+        result = train(model, x.to(device), y.to(device), x.to(device), y.to(device), cfg)
+        runs.append((result, [model.state_dict_of(i) for i in range(model.size)]))
+    (cpu, cpu_states), (cuda, cuda_states) = runs
+    assert torch.equal(cpu.records[-1].evals, cuda.records[-1].evals)  # type: ignore[arg-type]
+    for a, b in zip(cpu_states, cuda_states):
+        assert distance(a, b) < 1e-6

@@ -136,6 +136,7 @@ def experiment(train: dict[str, Any]) -> dict[str, Any]:
             "phases add up to 10",
         ),
         ({"phases": []}, "train.phases", "at least 1"),
+        ({"optimizer": "lbfgs"}, "tune", "lbfgs (the only optimiser here) takes none"),
     ],
 )
 def test_phase_and_lbfgs_mistakes_name_the_key(
@@ -229,7 +230,7 @@ def test_aaf_run_with_phases_writes_evaluations_the_figures_and_the_sentence(
     config = {
         "name": "phased",
         "seeds": 3,
-        "tune": False,
+        "tune": {"seeds": 1},
         "target": {"name": "sine"},
         "model": {"layers": [1, 8, 8, 1], "activation": "tanh"},
         "variants": [{"kind": "fixed", "name": "fixed"}, {"kind": "global", "name": "gaaf"}],
@@ -245,6 +246,8 @@ def test_aaf_run_with_phases_writes_evaluations_the_figures_and_the_sentence(
     assert result.exit_code == 0, result.output
     words = " ".join(result.output.split())
     assert "60 steps (Adam 40 steps (lr 0.01), then L-BFGS 20 iterations" in words
+    # Tuned: each variant's Adam rate chosen on validation data, through both phases.
+    assert "at each variant's best learning rate" in words
     assert "loss against error: gaaf's final training MSE is lower on" in words
     (folder,) = (tmp_path / "runs").iterdir()
     with (folder / "metrics.csv").open() as fh:
@@ -264,6 +267,7 @@ def test_aaf_run_with_phases_writes_evaluations_the_figures_and_the_sentence(
     [
         ("train.phases=[{optimizer: adamw, steps: 5}]", "train.phases.0.optimizer"),
         ("train.history_size=0", "train.history_size"),
+        ("train.schedule=cosine", "train.schedule: lbfgs takes no learning-rate schedule"),
     ],
 )
 def test_bad_phases_are_one_line_exit_2_and_no_folder(
@@ -274,7 +278,7 @@ def test_bad_phases_are_one_line_exit_2_and_no_folder(
     from aaf_cli.cli import app
 
     runs = tmp_path / "runs"
-    extra = ["--set", "train.optimizer=lbfgs"] if "history" in override else []
+    extra = ["--set", "train.optimizer=lbfgs"] if "phases" not in override else []
     result = CliRunner().invoke(
         app, ["run", "configs/smoke.yaml", "--runs-dir", str(runs), *extra, "--set", override]
     )
@@ -282,3 +286,63 @@ def test_bad_phases_are_one_line_exit_2_and_no_folder(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.output
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_set_and_sweep_reach_a_phases_keys(tmp_path: Any) -> None:
+    """``--set train.phases.1.history_size=7`` and a sweep axis over the L-BFGS phase's
+    steps: one run per point, each with its own phase length."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from aaf_cli.cli import app
+
+    phases = "train.phases=[{optimizer: adam, steps: 20}, {optimizer: lbfgs, steps: 5}]"
+    common = ["--set", "seeds=2", "--set", "tune=off", "--set", phases]
+    shown = CliRunner().invoke(
+        app,
+        ["validate", "configs/smoke.yaml", *common, "--set", "train.steps=25", "--set",
+         "train.phases.1.history_size=7"],
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert "history_size: 7" in shown.output and "steps: 25" in shown.output
+    config = tmp_path / "phased.yaml"
+    config.write_text(
+        "name: phased\nseeds: 2\ntune: off\nmodel: {layers: [1, 8, 1]}\n"
+        "train:\n  phases:\n    - {optimizer: adam, steps: 20}\n"
+        "    - {optimizer: lbfgs, steps: 5, history_size: 3}\n"
+    )
+    runs = tmp_path / "runs"
+    swept = CliRunner().invoke(
+        app,
+        ["sweep", str(config), "--grid", "train.phases.1.steps=5,10", "--runs-dir", str(runs)],
+    )
+    assert swept.exit_code == 0, swept.output
+    (sweep,) = runs.iterdir()
+    done = sorted(
+        json.loads(p.read_text())["steps_done"] for p in sweep.glob("points/*/summary.json")
+    )
+    assert done == [25, 30]
+
+
+def test_a_model_that_diverged_under_sgd_stays_frozen_through_lbfgs() -> None:
+    """A variant at 10 000x the rate overflows in the SGD phase: its parameters stay where
+    they were when it did (a non-finite loss from there), L-BFGS leaves it alone (one look at
+    its point, no stop reason), and the other model goes on training."""
+    x, y = regression_data()
+    model = ensemble(["fixed", "global"], [0], LAYERS, **{"global": {"lr": 100.0}})
+    cfg = phased(phases=[{"optimizer": "sgd", "steps": 60}, {"optimizer": "lbfgs", "steps": 20}])
+    result = train(model, x, y, x, y, cfg)
+    diverged = result.diverged_at.tolist()
+    assert diverged[0] == -1 and 0 < diverged[1] < 60
+    at = {r.step: r for r in result.records}
+    assert not torch.isfinite(at[80].train_loss[1]) and torch.isfinite(at[80].train_loss[0])
+    assert at[80].train_loss[0] < 0.7 * at[60].train_loss[0]  # the healthy model trained on
+    evals = {int(r.evals[1]) for r in result.records if r.evals is not None and r.step >= 60}
+    assert evals == {61}  # 60 SGD steps, then L-BFGS's first look, and nothing more
+    assert "lbfgs_stopped" not in result.extra
+    frozen = model.state_dict_of(1)
+    again = train(model, x, y, x, y, TrainConfig(optimizer="lbfgs", steps=5))
+    assert again.diverged_at.tolist() == [-1, 0]
+    for key, value in model.state_dict_of(1).items():
+        assert torch.equal(value.nan_to_num(), frozen[key].nan_to_num())
