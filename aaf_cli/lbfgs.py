@@ -67,13 +67,14 @@ def cubic_minimum(
 ) -> float:
     """The minimiser of the cubic through two points with values and slopes, clamped to
     ``bounds`` (default: the interval between the points); ``torch.optim.lbfgs.
-    _cubic_interpolate``. The middle of the bounds where no real minimiser exists, or where an
-    input is not finite (a trial beyond the loss's finite region)."""
+    _cubic_interpolate``. The middle of the bounds where no real minimiser exists, where the
+    two points coincide, or where an input is not finite (a trial beyond the loss's finite
+    region)."""
     if bounds is not None:
         xmin_bound, xmax_bound = bounds
     else:
         xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
-    if not all(math.isfinite(v) for v in (x1, f1, g1, x2, f2, g2)):
+    if x1 == x2 or not all(math.isfinite(v) for v in (x1, f1, g1, x2, f2, g2)):
         return (xmin_bound + xmax_bound) / 2.0
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1 * d1 - g1 * g2  # as torch's tensor d1**2 rounds (Python's ** can differ)
@@ -141,7 +142,9 @@ def strong_wolfe(
     insuf_progress = False
     low, high = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
     while not done and ls_iter < max_ls:
-        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+        # A bracket of no width ends the search too (torch's tensors would make its next
+        # trial NaN; with tolerance_change 0 only this test stops the zoom).
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change or bracket[0] == bracket[1]:
             break
         t = cubic_minimum(
             bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1]

@@ -833,13 +833,17 @@ def train(
     x_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
 ) -> TrainResult:
-    """Train every model of ``model`` for ``cfg.steps`` steps.
+    """Train every model of ``model`` for ``cfg.steps`` steps, in ``cfg.phases`` if given (each
+    phase a fresh optimiser from where the last one stopped: Adam, SGD, or L-BFGS, whose step is
+    one iteration of every model's own L-BFGS, ``aaf_cli.lbfgs``).
 
     Step s logs the losses of the parameters after s updates: step 0 is the initial network and
-    the last logged step is ``cfg.steps``. Each model minimises its MSE plus its slope-recovery
-    term, if any; the threshold and the logged training loss use the MSE alone. A model whose
-    loss becomes NaN or infinite is frozen from that step (its later losses stay non-finite) and
-    the others go on unaffected. Metrics reach the host only at logged steps.
+    the last logged step is ``cfg.steps``; the first step of every phase is logged too, and each
+    record counts the function evaluations that reached it (``LogRecord.evals``). Each model
+    minimises its MSE plus its slope-recovery term, if any; the threshold and the logged
+    training loss use the MSE alone. A model whose loss becomes NaN or infinite is frozen from
+    that step (its later losses stay non-finite) and the others go on unaffected. Metrics reach
+    the host only at logged steps.
 
     Args:
         model: the ensemble (trained in place).

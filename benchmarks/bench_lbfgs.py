@@ -2,8 +2,8 @@
 
 The Burgers PINN of ``bench_pinn.py`` (tanh [2, 20, 20, 20, 20, 1], 2000 collocation and 100
 condition points, float32): M models (half fixed, half GAAF n = 10, paired by seed) run the
-same number of L-BFGS iterations (strong Wolfe line search, history 100, tolerances 0 so that
-no model stops early)
+same number of L-BFGS iterations (strong Wolfe line search, history 100; tolerance_grad 0 and
+tolerance_change 1e-12, so that no model stops early)
 
 * ``loop``: each model a ``PlainMLP`` with its own ``torch.optim.LBFGS(max_iter=iterations,
   line_search_fn="strong_wolfe")``, one ``step(closure)`` per model, one model after another;
@@ -58,7 +58,7 @@ def time_batched(
         steps=iterations,
         log_every=iterations,
         tolerance_grad=0.0,
-        tolerance_change=0.0,
+        tolerance_change=1e-12,
         max_evals=100 * iterations,
         compile=compiled,
     )
@@ -100,7 +100,7 @@ def time_loop(
             max_iter=iterations,
             max_eval=100 * iterations,
             tolerance_grad=0.0,
-            tolerance_change=0.0,
+            tolerance_change=1e-12,
             line_search_fn="strong_wolfe",
         )
 

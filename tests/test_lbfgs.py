@@ -405,3 +405,19 @@ def test_batched_lbfgs_on_cuda_equals_the_cpu_in_float64() -> None:
     assert torch.equal(cpu.records[-1].evals, cuda.records[-1].evals)  # type: ignore[arg-type]
     for a, b in zip(cpu_states, cuda_states):
         assert distance(a, b) < 1e-6
+
+
+def test_a_zoom_down_to_a_point_ends_the_search() -> None:
+    """With tolerance_change 0, a bracket that shrinks to one point ends the line search
+    (torch's next trial would be NaN), instead of dividing by its zero width."""
+    assert cubic_minimum(0.5, 1.0, -1.0, 0.5, 1.0, -1.0) == 0.5
+    # A loss whose slope keeps the curvature condition from holding: f(t) = |t - 0.5|.
+    search = strong_wolfe(1.0, f=0.5, gtd=-1.0, d_norm=1.0, max_ls=10_000, tolerance_change=0.0)
+    t = next(search)
+    asked = 0
+    with pytest.raises(StopIteration) as end:
+        while True:
+            asked += 1
+            t = search.send((abs(t - 0.5), 1.0 if t > 0.5 else -1.0, asked - 1))
+    f_found, _, t_found, evals = end.value.value
+    assert evals == asked < 200 and f_found <= 0.5 and 0.0 <= t_found <= 1.0
