@@ -272,10 +272,6 @@ class StackedLBFGS(_Stacked):
         self.stopped: list[str | None] = [None] * models
         self.values: Losses | None = None
 
-    def state(self) -> list[torch.Tensor]:
-        """The tensors that one step changes."""
-        return [self.flat, self.x, self.g, self.d]
-
     def padded(self, flat: torch.Tensor) -> torch.Tensor:
         """A tensor laid out like ``flat`` as ``[M, P]`` rows, one per model (padding zero)."""
         return torch.cat([flat, flat.new_zeros(1)])[self.gather]

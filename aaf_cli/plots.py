@@ -96,20 +96,14 @@ OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD", "lbfgs": "L-BFGS"}
 
 
 def phase_marks(train: Any) -> list[tuple[int, str]]:
-    """(step, "L-BFGS") at the start of every phase after the first, from a ``train`` section
-    (a ``TrainConfig`` or its resolved mapping); none without phases."""
-    phases = train.get("phases") if isinstance(train, Mapping) else train.phases
+    """(step, "L-BFGS") at the start of every phase after the first, from a ``TrainConfig``;
+    none without phases."""
     marks: list[tuple[int, str]] = []
     at = 0
-    for k, phase in enumerate(phases or []):
-        steps, optimizer = (
-            (phase["steps"], phase["optimizer"])
-            if isinstance(phase, Mapping)
-            else (phase.steps, phase.optimizer)
-        )
+    for k, phase in enumerate(train.phases or []):
         if k:
-            marks.append((at, OPTIMIZER_NAMES.get(str(optimizer), str(optimizer))))
-        at += steps
+            marks.append((at, OPTIMIZER_NAMES.get(phase.optimizer, phase.optimizer)))
+        at += phase.steps
     return marks
 
 

@@ -241,9 +241,8 @@ def compare_to_baseline(
     family = sum(1 for name in variants if name != baseline)
 
     def finals(name: str) -> dict[int, float]:
-        if value is not None:
-            return {o.seed: value(o) for o in groups[name] if not o.diverged}
-        return {o.seed: o.final_test for o in groups[name] if not o.diverged}
+        of = value or (lambda o: o.final_test)
+        return {o.seed: of(o) for o in groups[name] if not o.diverged}
 
     def steps(name: str) -> dict[int, int | None]:
         return {o.seed: o.steps_to_threshold for o in groups[name] if not o.diverged}

@@ -697,30 +697,13 @@ def fused_step(
     The same arithmetic as the eager step, except that every parameter gets a gradient (zero
     where the loss does not depend on it; ``train`` does not compile such a loss).
     """
-    holder = _Stateless(losses, parts)
-    named = {id(p): name for name, p in holder.named_parameters()}
-    if any(id(p) not in named for p in optimizer.params):
-        raise ValueError("a trained tensor is neither the ensemble's nor the objective's")
-    names = [named[id(p)] for p in optimizer.params]
-
-    def total(
-        values: tuple[torch.Tensor, ...], active: torch.Tensor
-    ) -> tuple[torch.Tensor, Losses]:
-        data, loss, logged = torch.func.functional_call(holder, dict(zip(names, values)), ())
-        # The models still active after this step's bookkeeping, as the eager step masks them.
-        keep = active & torch.isfinite(loss)
-        return torch.where(keep, loss, 0.0).sum(), (data, loss, logged)
-
+    evaluate = fused_evaluation(losses, parts, optimizer)
     # A tensor, not a Python float that a compiled step would be specialised (recompiled) for.
     limit = torch.tensor(threshold, dtype=optimizer.flat.dtype, device=optimizer.flat.device)
 
     def step(schedule: Schedule) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         index, factor, corrections = schedule.take()
-        views = optimizer.views(optimizer.flat)
-        grads, (data, loss, logged) = torch.func.grad(total, has_aux=True)(views, book.active)
-        # One gradient per parameter, concatenated: the compiled kernels write each into its
-        # place (a gradient of the flat tensor itself would sum a padded copy per parameter).
-        grad = torch.cat([g.reshape(-1) for g in grads])
+        data, loss, logged, grad = evaluate(optimizer.flat, book.active)
         book.update(index, data, loss, limit)
         optimizer.step(book.active, factor, None, corrections, flat_grad=grad)
         return data, logged
@@ -758,9 +741,10 @@ def eager_evaluation(losses: Callable[[], Losses], optimizer: _Stacked) -> Evalu
 def fused_evaluation(
     losses: Callable[[], Losses], parts: Sequence[nn.Module], optimizer: _Stacked
 ) -> Evaluate:
-    """``eager_evaluation`` as one function for ``torch.compile(fullgraph=True)``, as
-    ``fused_step`` builds it: the losses at the parameters given as views of the values
-    (``torch.func.functional_call``) and their gradients (``torch.func.grad``)."""
+    """``eager_evaluation`` as one function for ``torch.compile(fullgraph=True)``: the losses
+    at the parameters given as views of the values (``torch.func.functional_call``) and their
+    gradients (``torch.func.grad``), concatenated into one flat gradient (``fused_step`` takes
+    its gradient from here; L-BFGS compiles it alone)."""
     holder = _Stateless(losses, parts)
     named = {id(p): name for name, p in holder.named_parameters()}
     if any(id(p) not in named for p in optimizer.params):
@@ -771,6 +755,7 @@ def fused_evaluation(
         values: tuple[torch.Tensor, ...], active: torch.Tensor
     ) -> tuple[torch.Tensor, Losses]:
         data, loss, logged = torch.func.functional_call(holder, dict(zip(names, values)), ())
+        # The models still active after this step's bookkeeping, as the eager step masks them.
         keep = active & torch.isfinite(loss)
         return torch.where(keep, loss, 0.0).sum(), (data, loss, logged)
 
@@ -780,6 +765,8 @@ def fused_evaluation(
         grads, (data, loss, logged) = torch.func.grad(total, has_aux=True)(
             optimizer.views(values), active
         )
+        # One gradient per parameter, concatenated: the compiled kernels write each into its
+        # place (a gradient of the flat tensor itself would sum a padded copy per parameter).
         grad = torch.cat([g.reshape(-1) for g in grads])
         return data.detach(), loss.detach(), logged, grad
 
@@ -869,6 +856,8 @@ def train(
     CUDA graph. Either runs it from the device (``_DeviceStep``). A step that fails to compile
     or capture runs eagerly, and ``extra`` says why.
     """
+    from aaf_cli.lbfgs import STOP_REASONS, StackedLBFGS  # it builds on this module
+
     device = x_train.device
     if cfg.cuda_graph is True and device.type != "cuda":
         from aaf_cli.errors import ConfigError
@@ -1079,8 +1068,6 @@ def train(
         return QuasiNewton()
 
     def stepper(k: int, opt: Optimizer) -> _Phase:
-        from aaf_cli.lbfgs import StackedLBFGS
-
         if isinstance(opt, StackedLBFGS):
             return quasi_newton(k, opt)
         return first_order(k, opt)
@@ -1166,8 +1153,6 @@ def train(
         now = evaluate()
         data, logged_now = current.peek()
         log(step, data, logged_now, now)
-    from aaf_cli.lbfgs import STOP_REASONS, StackedLBFGS
-
     if isinstance(optimizer, StackedLBFGS):
         stops = [STOP_REASONS[r] for r in optimizer.stopped if r is not None and r != "diverged"]
         if stops:

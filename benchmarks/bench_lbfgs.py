@@ -42,7 +42,7 @@ from aaf_cli.pde import parse_pde
 from aaf_cli.pde.problem import PdeProblem, build_problem
 from aaf_cli.pde.training import PinnObjective
 from aaf_cli.train import train
-from benchmarks.bench_pinn import BURGERS, LAYERS, ensemble
+from benchmarks.bench_pinn import BURGERS, LAYERS, ensemble, plain_models
 
 DTYPE = torch.float32
 
@@ -80,18 +80,7 @@ def time_loop(
     problem: PdeProblem, models: int, iterations: int, device: str = "cpu"
 ) -> tuple[float, float]:
     """(seconds, evaluations per model-iteration) of the per-model torch.optim.LBFGS loop."""
-    source = ensemble(models, DTYPE)
-    nets = []
-    for i in range(models):
-        group, _ = source.locate(i)
-        net = PlainMLP(LAYERS, group.kind, "tanh", source.members[i].spec, dtype=DTYPE)
-        net.load_state_dict(source.state_dict_of(i))
-        nets.append(net.to(device))
-    col = problem.collocation.to(device, DTYPE)
-    conditions = [
-        (c.points.to(device, DTYPE), c.values.to(device, DTYPE)) for c in problem.conditions
-    ]
-    nu = problem.fixed_params["nu"]
+    nets, pinn_loss = plain_models(problem, models, DTYPE, device)
     calls = 0
     tic = time.perf_counter()
     for net in nets:
@@ -107,13 +96,7 @@ def time_loop(
         def closure(net: PlainMLP = net, opt: torch.optim.LBFGS = opt) -> torch.Tensor:
             nonlocal calls
             calls += 1
-            x = col.clone().requires_grad_(True)
-            u = net(x)[:, 0]
-            (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
-            (gx,) = torch.autograd.grad(g[:, 0].sum(), x, create_graph=True)
-            loss = (g[:, 1] + u * g[:, 0] - nu * gx[:, 0]).square().mean()
-            for points, values in conditions:
-                loss = loss + (net(points)[:, 0] - values).square().mean()
+            loss = pinn_loss(net)
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             return loss

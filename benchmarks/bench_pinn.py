@@ -95,9 +95,11 @@ class Batched:
         return result.wall_time
 
 
-def time_loop(
-    problem: PdeProblem, models: int, steps: int, dtype: torch.dtype, device: str = "cpu"
-) -> float:
+def plain_models(
+    problem: PdeProblem, models: int, dtype: torch.dtype, device: str = "cpu"
+) -> tuple[list[PlainMLP], Any]:
+    """The ensemble's models as ``PlainMLP`` s from the same start, and the Burgers loss of
+    one of them written out (autograd on the model's own [N, 2] input)."""
     source = ensemble(models, dtype)
     nets = []
     for i in range(models):
@@ -110,18 +112,30 @@ def time_loop(
         (c.points.to(device, dtype), c.values.to(device, dtype)) for c in problem.conditions
     ]
     nu = problem.fixed_params["nu"]
+
+    def loss(net: PlainMLP) -> torch.Tensor:
+        x = col.clone().requires_grad_(True)
+        u = net(x)[:, 0]
+        (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+        (gx,) = torch.autograd.grad(g[:, 0].sum(), x, create_graph=True)
+        value = (g[:, 1] + u * g[:, 0] - nu * gx[:, 0]).square().mean()
+        for points, values in conditions:
+            value = value + (net(points)[:, 0] - values).square().mean()
+        return value
+
+    return nets, loss
+
+
+def time_loop(
+    problem: PdeProblem, models: int, steps: int, dtype: torch.dtype, device: str = "cpu"
+) -> float:
+    nets, pinn_loss = plain_models(problem, models, dtype, device)
     opts = [torch.optim.Adam(net.parameters(), lr=1e-3) for net in nets]
     sync(device)
     tic = time.perf_counter()
     for _ in range(steps):
         for net, opt in zip(nets, opts):
-            x = col.clone().requires_grad_(True)
-            u = net(x)[:, 0]
-            (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
-            (gx,) = torch.autograd.grad(g[:, 0].sum(), x, create_graph=True)
-            loss = (g[:, 1] + u * g[:, 0] - nu * gx[:, 0]).square().mean()
-            for points, values in conditions:
-                loss = loss + (net(points)[:, 0] - values).square().mean()
+            loss = pinn_loss(net)
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()

@@ -1542,8 +1542,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "results.pairs-keep-diverged",
         R,
-        "return {o.seed: o.final_test for o in groups[name] if not o.diverged}",
-        "return {o.seed: o.final_test for o in groups[name]}",
+        "return {o.seed: of(o) for o in groups[name] if not o.diverged}",
+        "return {o.seed: of(o) for o in groups[name]}",
         "seeds where either side diverged still count as pairs",
         "tests/test_stats_rules.py::test_pairs_leave_out_seeds_where_either_side_diverged",
     ),

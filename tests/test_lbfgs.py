@@ -51,16 +51,6 @@ def ensemble(
     return Groups(groups)
 
 
-def plain_nets(model: Groups, layers: list[int]) -> list[PlainMLP]:
-    nets = []
-    for i, m in enumerate(model.members):
-        group, _ = model.locate(i)
-        net = PlainMLP(layers, group.kind, "tanh", m.spec, dtype=F64)
-        net.load_state_dict(model.state_dict_of(i))
-        nets.append(net)
-    return nets
-
-
 def run_torch(
     layers: list[int],
     spec: ModelSpec,
