@@ -411,8 +411,9 @@ def workload(cfg: ExperimentConfig) -> Workload:
     return Workload(len(cfg.variants) * seeds, points, ops, step_flops, log_flops)
 
 
-#: Function evaluations per L-BFGS iteration (strong Wolfe), measured on Burgers' PINN
-#: (benchmarks/bench_lbfgs.py): the line search takes one most of the time, more early on.
+#: Batched evaluations per L-BFGS iteration (strong Wolfe), measured on Burgers' PINN
+#: (benchmarks/bench_lbfgs.py): each model's line search takes one most of the time (1.02-1.15
+#: on average), and the ensemble runs as many as its slowest model needs (1.24-1.43).
 LBFGS_EVALS_PER_ITERATION = 1.3
 
 

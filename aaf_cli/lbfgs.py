@@ -6,8 +6,10 @@ state, evaluation count and convergence: a model whose search is done, or that h
 keeps its point while the others go on. The line search is ``torch.optim.LBFGS``'s strong-Wolfe
 search (``_strong_wolfe``, ported from Mark Schmidt's minFunc through torch/optim's lswolfe.lua),
 run per model as a coroutine that asks for trial step lengths; every round evaluates all models
-at their own trial points in one batched pass. ``backtracking`` is a cheaper search: Armijo's
-sufficient decrease, halving the step (one evaluation per iteration, most of the time).
+at their own trial points in one batched pass, and a model whose search has ended starts its
+next iteration in the next round rather than wait for the others (``StackedLBFGS``).
+``backtracking`` is a cheaper search: Armijo's sufficient decrease, halving the step (one
+evaluation per iteration, most of the time).
 
 One ``step`` is one L-BFGS iteration of every running model (torch's ``max_iter`` counts the
 same iterations): a run of ``steps`` steps equals one call of ``torch.optim.LBFGS(...,
@@ -207,15 +209,43 @@ class LbfgsOptions:
     max_evals: int = 25
 
 
+@dataclass
+class _Finished:
+    """One model's finished iteration, held until ``step`` hands it on: where it ended, the
+    values there, the evaluations spent so far, and why the model stopped (None: it goes on)."""
+
+    x: torch.Tensor
+    data: torch.Tensor
+    loss: torch.Tensor
+    logged: dict[str, torch.Tensor]
+    loss_value: float
+    evals: int
+    stopped: str | None
+
+
+#: (gradient ``[M, P]``, data ``[M]``, loss ``[M]``, logged ``{name: [M]}``) of one round.
+_Round = tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
+
+
 class StackedLBFGS(_Stacked):
     """L-BFGS over stacked parameters, every model on its own (see the module's docstring).
 
     ``start`` evaluates the starting point (torch's first closure call); each ``step`` is one
     iteration of every running model; ``values`` holds the losses and logged values at the
-    current points, ``evals`` each model's function evaluations so far, ``stopped`` why a model
-    stopped (``STOP_REASONS``'s keys) or None while it runs. Elements whose learning rate is
-    zero are frozen (their gradient is masked); the rates' values are otherwise unused: the
-    step length comes from the line search, scaled by ``lr`` as in torch.
+    current points, ``loss`` the losses as floats, ``evals`` each model's function evaluations
+    so far, ``stopped`` why a model stopped (``STOP_REASONS``'s keys) or None while it runs.
+    Elements whose learning rate is zero are frozen (their gradient is masked); the rates'
+    values are otherwise unused: the step length comes from the line search, scaled by ``lr``
+    as in torch.
+
+    The models do not wait for each other: a model whose line search ends while another's goes
+    on starts its next iteration in the next round, up to ``lookahead`` iterations ahead of the
+    iteration ``step`` hands on (and never past ``max_iter``), so that a round evaluates every
+    model at a point it asked for, not only the slowest one's. What a model does is its own
+    either way (its rows of a batched evaluation do not depend on the others'), so ``step``'s
+    results are those of iterating in lockstep; only the number of rounds differs. The working
+    state (``x``, ``g``, ``d``, the history, ``n_iter``, ``spent``) is the front of each model's
+    run; ``flat``, ``values``, ``loss``, ``evals`` and ``stopped`` are what ``step`` handed on.
     """
 
     def __init__(
@@ -225,6 +255,7 @@ class StackedLBFGS(_Stacked):
         offsets: Sequence[int],
         models: int,
         options: LbfgsOptions,
+        lookahead: int = 16,
     ) -> None:
         super().__init__(params, rates, offsets)
         if options.line_search not in LINE_SEARCHES:
@@ -235,6 +266,7 @@ class StackedLBFGS(_Stacked):
             raise ValueError("history_size must be at least 1")
         self.options = options
         self.models = models
+        self.lookahead = max(lookahead, 1)
         flat = self.flat
         device, dtype = flat.device, flat.dtype
         rows = self.row_of
@@ -255,6 +287,7 @@ class StackedLBFGS(_Stacked):
         self.keep = keep.view(models, width)
         zeros = torch.zeros(models, width, dtype=dtype, device=device)
         self.x = self.padded(flat)
+        self.held = self.x.clone()  # the points handed on
         self.g = zeros.clone()
         self.d = zeros.clone()
         self.prev_g = zeros.clone()
@@ -266,9 +299,19 @@ class StackedLBFGS(_Stacked):
         self.head = torch.zeros(models, dtype=torch.long, device=device)
         self.count = torch.zeros(models, dtype=torch.long, device=device)
         self.n_iter = [0] * models
+        self.spent = [0] * models
+        self.t = [0.0] * models
+        self.front: list[float] = [math.nan] * models  # the loss at each model's front
+        self.done: list[str | None] = [None] * models  # why a model's front stopped
+        self.here: Losses | None = None  # the values at each model's front
+        self.searches: dict[int, Search] = {}
+        self.requests: dict[int, float] = {}
+        self.trails: dict[int, list[_Round]] = {}
+        self.began_at: dict[int, float] = {}
+        self.queue: list[list[_Finished]] = [[] for _ in range(models)]
+        self.rounds = 0
         self.evals = [0] * models
         self.loss = [math.nan] * models
-        self.t = [0.0] * models
         self.stopped: list[str | None] = [None] * models
         self.values: Losses | None = None
 
@@ -285,9 +328,7 @@ class StackedLBFGS(_Stacked):
         return [m for m in range(self.models) if self.stopped[m] is None]
 
     @torch.no_grad()
-    def _evaluate(
-        self, evaluate: Evaluate, point: torch.Tensor, active: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def _evaluate(self, evaluate: Evaluate, point: torch.Tensor, active: torch.Tensor) -> _Round:
         """(padded gradient, data, loss, logged) of every model at ``point`` ``[M, P]``."""
         data, loss, logged, grad = evaluate(self.unpadded(point), active)
         g = torch.where(self.keep, self.padded(grad), 0.0)
@@ -298,17 +339,22 @@ class StackedLBFGS(_Stacked):
         """Evaluate every model at its starting point (one evaluation each); a model whose
         gradient is already below ``tolerance_grad``, or whose loss is not finite, stops."""
         self.x = self.padded(self.flat)
+        self.held = self.x.clone()
         g, data, loss, logged = self._evaluate(evaluate, self.x, active)
+        self.flat.copy_(self.unpadded(self.held))
         self.g = g
         self.values = (data, loss, logged)
+        self.here = (data.clone(), loss.clone(), {k: v.clone() for k, v in logged.items()})
         self.loss = loss.double().tolist()
+        self.front = list(self.loss)
         top = g.abs().amax(1).double().tolist()
         for m in range(self.models):
             self.evals[m] += 1
+            self.spent[m] += 1
             if not bool(active[m]) or not math.isfinite(self.loss[m]):
-                self.stopped[m] = "diverged"
+                self.stopped[m] = self.done[m] = "diverged"
             elif top[m] <= self.options.tolerance_grad:
-                self.stopped[m] = "gradient"
+                self.stopped[m] = self.done[m] = "gradient"
 
     def _direction(self, renew: torch.Tensor, first: torch.Tensor) -> None:
         """The next direction of the models in ``renew`` ``[M]``: the steepest descent for
@@ -332,129 +378,199 @@ class StackedLBFGS(_Stacked):
                 self.head = torch.where(add, (self.head + 1) % size, self.head)
                 self.count = torch.where(add, (self.count + 1).clamp(max=size), self.count)
             deepest = int(self.count[later].max())
-            everyone = torch.arange(self.models, device=self.g.device)
             size = self.options.history_size
-            slots = [(self.head - 1 - k) % size for k in range(deepest)]
-            valid = [later & (k < self.count) for k in range(deepest)]
+            # Each model's pairs newest first, gathered once: [M, deepest, P].
+            back = torch.arange(deepest, device=self.g.device)
+            slots = (self.head[:, None] - 1 - back) % size
+            everyone = torch.arange(self.models, device=self.g.device)[:, None]
+            s_k, y_k = self.s_hist[everyone, slots], self.y_hist[everyone, slots]
+            valid = later[:, None] & (back < self.count[:, None])
+            ro = torch.where(valid, self.ro[everyone, slots], 0.0)
             al: list[torch.Tensor] = []
             q = -self.g
             for k in range(deepest):  # newest pair first
-                s_k, y_k = self.s_hist[everyone, slots[k]], self.y_hist[everyone, slots[k]]
-                a = torch.where(valid[k], (s_k * q).sum(1) * self.ro[everyone, slots[k]], 0.0)
+                a = torch.linalg.vecdot(s_k[:, k], q) * ro[:, k]
                 al.append(a)
-                q = q - a[:, None] * y_k
+                q = torch.addcmul(q, a[:, None], y_k[:, k], value=-1.0)
             r = q * self.h_diag[:, None]
             for k in reversed(range(deepest)):  # oldest pair first
-                s_k, y_k = self.s_hist[everyone, slots[k]], self.y_hist[everyone, slots[k]]
-                be = (y_k * r).sum(1) * self.ro[everyone, slots[k]]
-                r = r + torch.where(valid[k], al[k] - be, 0.0)[:, None] * s_k
+                be = torch.linalg.vecdot(y_k[:, k], r) * ro[:, k]
+                r = torch.addcmul(r, (al[k] - be)[:, None], s_k[:, k])
             self.d = torch.where(later[:, None], r, self.d)
         self.d = torch.where(first[:, None], -self.g, self.d)
+        self.prev_g = torch.where(renew[:, None], self.g, self.prev_g)
 
-    @torch.no_grad()
-    def step(self, evaluate: Evaluate, active: torch.Tensor, max_iter: int | None = None) -> None:
-        """One iteration of every running model: a direction, a line search (one batched
-        evaluation per round of trial points), the move, and torch's stopping tests.
-        ``max_iter``: the run's iteration count (after which no test matters)."""
+    def _finish(self, m: int, stopped: str | None) -> None:
+        """Queue model ``m``'s front (its iteration is done) for ``step`` to hand on."""
+        assert self.here is not None
+        data, loss, logged = self.here
+        self.queue[m].append(
+            _Finished(
+                self.x[m].clone(),
+                data[m].clone(),
+                loss[m].clone(),
+                {k: v[m].clone() for k, v in logged.items()},
+                self.front[m],
+                self.spent[m],
+                stopped,
+            )
+        )
+        if stopped is not None:
+            self.done[m] = stopped
+
+    def _begin(self, models: list[int]) -> None:
+        """Start the next iteration of ``models``: a direction each, then a line search (a
+        model without a descent direction stops here, where it is)."""
         opts = self.options
-        alive = active.tolist()
-        for m in self.running():
-            if not alive[m]:
-                self.stopped[m] = "diverged"
-        going = self.running()
-        if not going:
-            return
         device = self.g.device
         renew = torch.zeros(self.models, dtype=torch.bool, device=device)
-        renew[going] = True
+        renew[models] = True
         first = torch.zeros_like(renew)
-        first[[m for m in going if self.n_iter[m] == 0]] = True
-        for m in going:
+        first[[m for m in models if self.n_iter[m] == 0]] = True
+        for m in models:
             self.n_iter[m] += 1
         self._direction(renew, first)
-        self.prev_g = self.g.clone()
-        prev_loss = list(self.loss)
         gtd, g_sum, d_top = (
             torch.stack([(self.g * self.d).sum(1), self.g.abs().sum(1), self.d.abs().amax(1)])
             .double()
             .tolist()
         )
-        searches: dict[int, Search] = {}
-        for m in going:
+        for m in models:
             if self.n_iter[m] == 1:
                 self.t[m] = min(1.0, 1.0 / g_sum[m]) * opts.lr
             else:
                 self.t[m] = opts.lr
             if gtd[m] > -opts.tolerance_change:
-                self.stopped[m] = "descent"
+                self._finish(m, "descent")
                 continue
-            budget = opts.max_evals - self.evals[m]
+            budget = opts.max_evals - self.spent[m]
             if opts.line_search == "strong_wolfe":
-                searches[m] = strong_wolfe(
-                    self.t[m], self.loss[m], gtd[m], d_top[m], budget,
+                search = strong_wolfe(
+                    self.t[m], self.front[m], gtd[m], d_top[m], budget,
                     tolerance_change=opts.tolerance_change,
                 )  # fmt: skip
             else:
-                searches[m] = backtracking(self.t[m], self.loss[m], gtd[m], min(budget, 25))
-        if not searches:
-            return
-        requests = {m: next(search) for m, search in searches.items()}
-        found: dict[int, tuple[float, int, float, int]] = {}
-        rounds: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]
-        rounds = []
-        while requests:
-            trial = torch.tensor(
-                [requests.get(m, 0.0) for m in range(self.models)],
-                dtype=self.x.dtype,
-                device=device,
-            )
-            point = torch.where(trial[:, None] != 0, self.x + trial[:, None] * self.d, self.x)
-            g, data, loss, logged = self._evaluate(evaluate, point, active)
-            rounds.append((g, data, loss, logged))
-            f_new, gtd_new = torch.stack([loss, (g * self.d).sum(1)]).double().tolist()
-            for m in list(requests):
-                try:
-                    requests[m] = searches[m].send((f_new[m], gtd_new[m], len(rounds) - 1))
-                except StopIteration as end:
-                    found[m] = end.value
-                    del requests[m]
-        # Each model's accepted point, gradient and values: from its round (-1: where it was).
-        steps = [0.0] * self.models
-        which = [0] * self.models
-        for m, (f_m, ref, t_m, used) in found.items():
-            steps[m], which[m] = t_m, ref + 1
-            self.loss[m] = f_m
+                search = backtracking(self.t[m], self.front[m], gtd[m], min(budget, 25))
+            self.searches[m] = search
+            self.trails[m] = []
+            self.began_at[m] = self.front[m]
+            self.requests[m] = next(search)
+
+    def _accept(self, ends: dict[int, tuple[float, int, float, int]], max_iter: int | None) -> None:
+        """Move the models whose line search ended to the points they accepted, and apply
+        torch's stopping tests."""
+        assert self.here is not None
+        data, loss, logged = self.here
+        device = self.x.device
+        length = torch.zeros(self.models, dtype=self.x.dtype, device=device)
+        for m, (f_m, ref, t_m, used) in ends.items():
+            trail = self.trails.pop(m)
+            del self.searches[m]
+            if ref >= 0:
+                g_r, data_r, loss_r, logged_r = trail[ref]
+                self.g[m] = g_r[m]
+                data[m], loss[m] = data_r[m], loss_r[m]
+                for k, v in logged.items():
+                    v[m] = logged_r[k][m]
+            self.front[m] = f_m
             self.t[m] = t_m
-            self.evals[m] += used
-        assert self.values is not None
-        data0, loss0, logged0 = self.values
-        pick = torch.tensor(which, device=device)
-        everyone = torch.arange(self.models, device=device)
-        self.g = torch.stack([self.g] + [r[0] for r in rounds])[pick, everyone]
-        self.values = (
-            torch.stack([data0] + [r[1] for r in rounds])[pick, everyone],
-            torch.stack([loss0] + [r[2] for r in rounds])[pick, everyone],
-            {
-                k: torch.stack([v] + [r[3][k] for r in rounds])[pick, everyone]
-                for k, v in logged0.items()
-            },
-        )
-        length = torch.tensor(steps, dtype=self.x.dtype, device=device)
-        self.x = torch.where(length[:, None] != 0, self.x + length[:, None] * self.d, self.x)
-        self.flat.copy_(self.unpadded(self.x))
+            self.spent[m] += used
+            length[m] = t_m
+        rows = list(ends)
+        picked = torch.tensor(rows, device=device)
+        self.x[picked] += length[picked, None] * self.d[picked]
+        move = self.d[picked] * length[picked, None]
         g_top, move_top = (
-            torch.stack([self.g.abs().amax(1), (self.d * length[:, None]).abs().amax(1)])
-            .double()
-            .tolist()
+            torch.stack([self.g[picked].abs().amax(1), move.abs().amax(1)]).double().tolist()
         )
-        for m in found:
+        opts = self.options
+        for i, m in enumerate(rows):
+            began = self.began_at.pop(m)
+            stopped = None
             if max_iter is not None and self.n_iter[m] >= max_iter:
-                continue
-            if self.evals[m] >= opts.max_evals:
-                self.stopped[m] = "evals"
-            elif g_top[m] <= opts.tolerance_grad:
-                self.stopped[m] = "gradient"
-            elif move_top[m] <= opts.tolerance_change:
-                self.stopped[m] = "step"
-            elif abs(self.loss[m] - prev_loss[m]) < opts.tolerance_change:
-                self.stopped[m] = "change"
+                pass
+            elif self.spent[m] >= opts.max_evals:
+                stopped = "evals"
+            elif g_top[i] <= opts.tolerance_grad:
+                stopped = "gradient"
+            elif move_top[i] <= opts.tolerance_change:
+                stopped = "step"
+            elif abs(self.front[m] - began) < opts.tolerance_change:
+                stopped = "change"
+            self._finish(m, stopped)
+
+    def _round(self, evaluate: Evaluate, active: torch.Tensor, max_iter: int | None) -> None:
+        """One batched evaluation: every model with a trial step at its own trial point (the
+        others where they are), each search sent its result."""
+        trial = torch.tensor(
+            [self.requests.get(m, 0.0) for m in range(self.models)],
+            dtype=self.x.dtype,
+            device=self.x.device,
+        )
+        point = torch.where(trial[:, None] != 0, self.x + trial[:, None] * self.d, self.x)
+        result = self._evaluate(evaluate, point, active)
+        self.rounds += 1
+        g, _, loss, _ = result
+        f_new, gtd_new = torch.stack([loss, (g * self.d).sum(1)]).double().tolist()
+        ends: dict[int, tuple[float, int, float, int]] = {}
+        for m in list(self.requests):
+            trail = self.trails[m]
+            trail.append(result)
+            try:
+                self.requests[m] = self.searches[m].send((f_new[m], gtd_new[m], len(trail) - 1))
+            except StopIteration as end:
+                ends[m] = end.value
+                del self.requests[m]
+        if ends:
+            self._accept(ends, max_iter)
+
+    @torch.no_grad()
+    def step(self, evaluate: Evaluate, active: torch.Tensor, max_iter: int | None = None) -> None:
+        """One iteration of every running model: a direction, a line search (one batched
+        evaluation per round of trial points), the move, and torch's stopping tests.
+        ``max_iter``: the run's iteration count (after which no test matters, and no model
+        starts another iteration)."""
+        alive = active.tolist()
+        for m in self.running():
+            if not alive[m]:
+                self.stopped[m] = self.done[m] = "diverged"
+                self.queue[m].clear()
+                self.searches.pop(m, None)
+                self.requests.pop(m, None)
+                self.trails.pop(m, None)
+        waiting = self.running()
+        while True:
+            fresh = [
+                m
+                for m in range(self.models)
+                if self.done[m] is None
+                and m not in self.searches
+                and len(self.queue[m]) < self.lookahead
+                and (max_iter is None or self.n_iter[m] < max_iter)
+            ]
+            if fresh:
+                self._begin(fresh)
+            # A model with nothing finished and nothing under way has reached max_iter.
+            if not any(not self.queue[m] and m in self.searches for m in waiting):
+                break
+            self._round(evaluate, active, max_iter)
+        ready = [m for m in waiting if self.queue[m]]
+        if ready:
+            assert self.values is not None
+            picked = [self.queue[m].pop(0) for m in ready]
+            rows = torch.tensor(ready, device=self.x.device)
+            self.held[rows] = torch.stack([f.x for f in picked])
+            # New tensors: the values handed on before stay as they were.
+            data, loss = self.values[0].clone(), self.values[1].clone()
+            data[rows] = torch.stack([f.data for f in picked])
+            loss[rows] = torch.stack([f.loss for f in picked])
+            logged = {k: v.clone() for k, v in self.values[2].items()}
+            for k, v in logged.items():
+                v[rows] = torch.stack([f.logged[k] for f in picked])
+            self.values = (data, loss, logged)
+            for m, f in zip(ready, picked):
+                self.loss[m] = f.loss_value
+                self.evals[m] = f.evals
+                self.stopped[m] = f.stopped
+        # The evaluations wrote trial points into the parameters: back to those handed on.
+        self.flat.copy_(self.unpadded(self.held))

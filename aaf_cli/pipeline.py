@@ -92,6 +92,46 @@ def status_of(interrupted: bool, outcomes: Sequence[ModelOutcome]) -> str:
     return "completed"
 
 
+def early_stops(exp: ExperimentResult) -> dict[str, list[str | None]]:
+    """Per variant, each model's early L-BFGS stop reason (None: it ran every iteration)."""
+    out: dict[str, list[str | None]] = {}
+    for member, reason in zip(exp.members, exp.result.stopped_early):
+        out.setdefault(member.variant, []).append(reason)
+    return out
+
+
+def unequal_iterations(
+    stops: dict[str, list[str | None]],
+    variant: str,
+    baseline: str,
+    tolerances: tuple[float, float] = (1e-7, 1e-9),
+) -> str:
+    """A warning when L-BFGS stopped more of one variant's models early than of the other's
+    (they did not train for the same iterations); "" otherwise. ``tolerances``: the largest
+    ``tolerance_grad`` and ``tolerance_change`` of the run's L-BFGS phases (a key already at 0
+    is not offered as the way out)."""
+    from aaf_cli.lbfgs import STOP_REASONS
+
+    counts = {v: sum(r is not None for r in stops.get(v, [])) for v in (variant, baseline)}
+    if counts[variant] == counts[baseline]:
+        return ""
+    reasons = sorted({r for v in (variant, baseline) for r in stops.get(v, []) if r is not None})
+    grad, change = tolerances
+    hints = {"evals": "a larger train.max_evals"}
+    if change > 0:
+        hints |= {r: "train.tolerance_change: 0" for r in ("change", "step", "descent")}
+    if grad > 0:
+        hints["gradient"] = "train.tolerance_grad: 0"
+    fixes = sorted({hints[r] for r in reasons if r in hints})
+    return (
+        f"L-BFGS stopped {counts[variant]} of {len(stops.get(variant, []))} {variant} models "
+        f"and {counts[baseline]} of {len(stops.get(baseline, []))} {baseline} models before "
+        f"their last iteration ({'; '.join(STOP_REASONS[r] for r in reasons)}): the two did "
+        "not train for the same iterations"
+        + (f" ({' or '.join(fixes)} lets every model run them)" if fixes else "")
+    )
+
+
 def build_summary(
     cfg: ExperimentConfig,
     exp: ExperimentResult,
@@ -115,11 +155,20 @@ def build_summary(
     # Untuned, with one rate for all: the comparison may be won by whom that rate suits. (Rates
     # of their own, as a tuned sweep's evaluation gives its variants, were chosen per variant.)
     shared = len({v.lr if v.lr is not None else cfg.train.lr for v in cfg.variants}) == 1
+    stops = early_stops(exp)
+    searches = [p for p in cfg.train.phase_configs() if p.optimizer == "lbfgs"]
+    tolerances = (
+        max((p.tolerance_grad for p in searches), default=0.0),
+        max((p.tolerance_change for p in searches), default=0.0),
+    )
     for c in comparisons:
         if exp.tuning is not None:
             c["verdict"] = f"{tuning.tuning_line(tuned)}, {c['verdict']}"
         elif shared:
             c["verdict"] += f"; {tuning.UNTUNED_WARNING}"
+        unequal = unequal_iterations(stops, c["variant"], c["baseline"], tolerances)
+        if unequal:
+            c["verdict"] += f"; {unequal}"
     variants: dict[str, Any] = {}
     for v in cfg.variants:
         entry: dict[str, Any] = {"kind": v.kind, **v.model_dump(exclude={"name", "kind"})}

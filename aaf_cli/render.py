@@ -628,6 +628,8 @@ def highlights(config: Mapping[str, Any]) -> list[str]:
     if isinstance(domain, list) and all(isinstance(v, (int, float)) for v in domain):
         domain = "[" + ", ".join(f"{v:.6g}" for v in domain) + "]"
     pde = section("pde")
+    # A phase summary names each first-order phase's rate (L-BFGS has none of its own).
+    optimiser = phases_summary(train) or f"{train.get('optimizer')} lr {train.get('lr')}"
     lines = [
         f"target: {target.get('name') or target.get('expr')} on {domain}, "
         f"{target.get('n_train')} {target.get('sampling', '')} training points, "
@@ -637,7 +639,7 @@ def highlights(config: Mapping[str, Any]) -> list[str]:
         f"{(pde.get('collocation') or {}).get('points')} collocation points; train = total "
         "PINN loss, test = relative L2 error",
         f"model: {model.get('layers')} {model.get('activation')}, init {model.get('init')}",
-        f"train: {phases_summary(train) or train.get('optimizer')} lr {train.get('lr')}, "
+        f"train: {optimiser}, "
         f"{train.get('steps')} steps, threshold {train.get('threshold')}, dtype "
         f"{config.get('dtype')}{schedule_summary(train)}",
     ]

@@ -317,7 +317,15 @@ def loss_against_error(
         speed, reached, pairs = sooner
         text += f", and it reaches {train.baseline}'s final {loss}"
         if reached:
-            text += f" {speed:.2g}x sooner (median of {reached} of {pairs} pairs)"
+            if not speed > 0:  # the baseline was at its final loss from its first step
+                when = "only later"
+            elif "1" in (f"{speed:.2g}", f"{1 / speed:.2g}"):
+                when = "about as soon"
+            elif speed < 1:
+                when = f"{1 / speed:.2g}x later"
+            else:
+                when = f"{speed:.2g}x sooner"
+            text += f" {when} (median of {reached} of {pairs} pairs)"
         else:
             text += " on none of the pairs"
     text += f"; its final {error} is lower on {test.wins}/{test.pairs} ({ratio(test)})"

@@ -57,6 +57,9 @@ class TrainResult:
     steps_done: int
     interrupted: bool = False
     extra: dict[str, float | str] = field(default_factory=dict)
+    #: Per model, why an L-BFGS phase stopped it before its last iteration (``lbfgs.
+    #: STOP_REASONS``' keys, divergence left out), or None; empty without L-BFGS.
+    stopped_early: list[str | None] = field(default_factory=list)
 
 
 def lr_factor(cfg: TrainConfig, step: int) -> float:
@@ -1125,6 +1128,14 @@ def train(
         if on_log is not None:
             on_log(record)
 
+    rounds = 0  # batched evaluations of the L-BFGS phases before the current one
+    stopped_early: list[str | None] = []
+
+    def note_stops(opt: StackedLBFGS) -> None:
+        nonlocal stopped_early
+        now = [r if r != "diverged" else None for r in opt.stopped]
+        stopped_early = [a or b for a, b in zip(stopped_early, now)] if stopped_early else now
+
     step = 0
     for step in range(total + 1):
         if stop is not None and stop():
@@ -1134,6 +1145,9 @@ def train(
         if on_step is not None:
             on_step(step)
         if phase_index + 1 < len(phases) and step == starts[phase_index + 1]:
+            if isinstance(optimizer, StackedLBFGS):
+                rounds += optimizer.rounds
+                note_stops(optimizer)
             done_before = done_before + torch.tensor(current.final(step), dtype=torch.long)
             phase_index += 1
             tic = time.perf_counter()
@@ -1154,7 +1168,12 @@ def train(
         data, logged_now = current.peek()
         log(step, data, logged_now, now)
     if isinstance(optimizer, StackedLBFGS):
-        stops = [STOP_REASONS[r] for r in optimizer.stopped if r is not None and r != "diverged"]
+        rounds += optimizer.rounds
+        note_stops(optimizer)
+    if rounds:
+        extra["lbfgs_rounds"] = rounds
+    if stopped_early:
+        stops = [STOP_REASONS[r] for r in stopped_early if r is not None]
         if stops:
             counts = {r: stops.count(r) for r in dict.fromkeys(stops)}
             extra["lbfgs_stopped"] = "; ".join(f"{n} by {r}" for r, n in counts.items())
@@ -1172,4 +1191,5 @@ def train(
         steps_done=step,
         interrupted=interrupted,
         extra=extra,
+        stopped_early=stopped_early,
     )

@@ -13,10 +13,11 @@ tolerance_change 1e-12, so that no model stops early)
   forward-mode derivatives; the cold compile is reported apart).
 
 Each figure is model-iterations per second, the median over interleaved repeats (every method
-once per round, so that a change of load hits all alike), with the ratio to the loop, and the
+once per round, so that a change of load hits all alike), with the ratio to the loop, the
 function evaluations per model-iteration (each model's own line search: the same count in the
-batched run and the loop; a batched round evaluates every model, so rounds per iteration are
-the largest count of any model at that iteration).
+batched run and the loop) and, for the ensemble, its batched evaluations per iteration (a
+model does not wait for the others, so these are the slowest model's evaluations: a batched
+evaluation of a model that has finished its iterations is wasted).
 
     python benchmarks/bench_lbfgs.py                          # docs/performance.md
     python benchmarks/bench_lbfgs.py --models 16 --iterations 30 --repeats 3 --threads 2
@@ -49,8 +50,9 @@ DTYPE = torch.float32
 
 def time_batched(
     problem: PdeProblem, models: int, iterations: int, compiled: bool, device: str = "cpu"
-) -> tuple[float, float, float | None]:
-    """(seconds, evaluations per model-iteration, compile seconds) of one batched run."""
+) -> tuple[float, float, float | None, float]:
+    """(seconds, evaluations per model-iteration, compile seconds, batched evaluations per
+    iteration) of one batched run."""
     model = ensemble(models, DTYPE, device)
     objective = PinnObjective(problem, model, DTYPE, torch.device(device))
     cfg = TrainConfig(
@@ -73,6 +75,7 @@ def time_batched(
         result.wall_time,
         float(last.evals.double().mean()) / iterations,
         None if compile_s is None else float(compile_s),
+        float(result.extra["lbfgs_rounds"]) / iterations,
     )
 
 
@@ -137,11 +140,15 @@ def main() -> None:
     time_loop(problem, 2, 2, device)
     rates: dict[str, list[float]] = {"loop": [], "eager": [], "compiled": []}
     evals: dict[str, list[float]] = {"loop": [], "eager": [], "compiled": []}
+    rounds: dict[str, list[float]] = {"eager": [], "compiled": []}
     for _ in range(args.repeats):  # interleaved
         for key in ("eager", "compiled") if args.compile else ("eager",):
-            seconds, per, _ = time_batched(problem, count, iterations, key == "compiled", device)
+            seconds, per, _, batched = time_batched(
+                problem, count, iterations, key == "compiled", device
+            )
             rates[key].append(count * iterations / seconds)
             evals[key].append(per)
+            rounds[key].append(batched)
         seconds, per = time_loop(problem, count, iterations, device)
         rates["loop"].append(count * iterations / seconds)
         evals["loop"].append(per)
@@ -155,10 +162,11 @@ def main() -> None:
         if values:
             rate = statistics.median(values)
             runs = ", ".join(f"{v:.1f}" for v in values)
+            batched = f", {statistics.median(rounds[key]):.2f} batched" if rounds.get(key) else ""
             print(
                 f"{labels[key]:<50} {rate:7.1f} model-iterations/s  {rate / loop:5.2f}x the "
-                f"loop  ({statistics.median(evals[key]):.2f} evaluations per iteration; "
-                f"runs: {runs})"
+                f"loop  ({statistics.median(evals[key]):.2f} evaluations per iteration"
+                f"{batched}; runs: {runs})"
             )
     if compile_s is not None:
         print(f"cold compile (not in the rates): {compile_s:.1f} s")

@@ -266,8 +266,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "lbfgs.one-step-length-for-all",
         LB,
-        "self.x = torch.where(length[:, None] != 0, self.x + length[:, None] * self.d, self.x)",
-        "self.x = self.x + length.max() * self.d",
+        "self.x[picked] += length[picked, None] * self.d[picked]",
+        "self.x[picked] += length.max() * self.d[picked]",
         "every model moves by the longest accepted step, not its own",
         f"{LBFGS_TESTS}::test_batched_lbfgs_equals_independent_torch_lbfgs_on_a_regression",
     ),
@@ -291,11 +291,35 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "lbfgs.no-loss-change-stop",
         LB,
-        "            elif abs(self.loss[m] - prev_loss[m]) < opts.tolerance_change:\n"
-        '                self.stopped[m] = "change"',
+        "            elif abs(self.front[m] - began) < opts.tolerance_change:\n"
+        '                stopped = "change"',
         "            elif False:\n                pass",
         "a model whose loss stopped changing goes on (torch stops it)",
         f"{LBFGS_TESTS}::test_a_model_that_converges_stops_there_while_the_others_go_on",
+    ),
+    mutant(
+        "lbfgs.lockstep",
+        LB,
+        "                and len(self.queue[m]) < self.lookahead\n",
+        "                and not self.queue[m]\n",
+        "a model whose search ended waits for the slowest one (rounds as in lockstep)",
+        f"{LBFGS_TESTS}::test_batched_lbfgs_equals_independent_torch_lbfgs_on_a_regression",
+    ),
+    mutant(
+        "lbfgs.hands-on-values-in-place",
+        LB,
+        "data, loss = self.values[0].clone(), self.values[1].clone()",
+        "data, loss = self.values[0], self.values[1]",
+        "a step rewrites the values it handed on before (a logged step shows the next one's)",
+        f"{LBFGS_TESTS}::test_what_a_step_hands_on_is_that_iteration_while_models_run_ahead",
+    ),
+    mutant(
+        "lbfgs.runs-past-max-iter",
+        LB,
+        "and (max_iter is None or self.n_iter[m] < max_iter)",
+        "and (max_iter is None or self.n_iter[m] < max_iter + 1)",
+        "a model starts an iteration past the run's last (evaluations spent for nothing)",
+        f"{LBFGS_TESTS}::test_batched_lbfgs_equals_independent_torch_lbfgs_on_a_regression",
     ),
     mutant(
         "lbfgs.wolfe-curvature-loose",

@@ -197,6 +197,10 @@ def test_batched_lbfgs_equals_independent_torch_lbfgs_on_a_regression() -> None:
         assert opt.evals[i] == len(theirs)
         assert distance(model.state_dict_of(i), want) < 1e-5, member.variant
         assert opt.loss[i] < 0.2 * theirs[0]  # it trained
+    # No model waits for another: a round evaluates every model that has iterations left, so
+    # the rounds are the slowest model's evaluations after its start (in lockstep, each
+    # iteration would take as many rounds as its slowest search: 96 here, against 78).
+    assert opt.rounds == max(opt.evals) - 1
 
 
 def test_batched_lbfgs_equals_independent_torch_lbfgs_on_a_pinn() -> None:
@@ -245,6 +249,7 @@ def test_a_model_that_converges_stops_there_while_the_others_go_on() -> None:
     )
     result = train(model, x, y, x, y, cfg)
     assert result.extra["lbfgs_stopped"] == "2 by loss change below tolerance_change"
+    assert result.stopped_early == [None, "change", None, "change"]
     losses = torch.stack([r.train_loss for r in result.records])
     evals = torch.stack([r.evals for r in result.records if r.evals is not None])
     moved = [
@@ -264,6 +269,34 @@ def test_a_model_that_converges_stops_there_while_the_others_go_on() -> None:
         assert distance(model.state_dict_of(i), want) < 1e-6
     for i in (0, 2):
         assert losses[-1, i] < losses[75, i] < losses[58, i]
+
+
+def test_what_a_step_hands_on_is_that_iteration_while_models_run_ahead() -> None:
+    """Models whose line searches end early run up to 16 iterations ahead of the step logged;
+    what each logged step shows is still that step's: the record of step k of a 30-step run
+    equals the last record of a k-step run from the same start (loss, evaluations, test
+    loss: measured on the parameters of that step)."""
+    layers = [1, 16, 16, 1]
+    x, y = regression_data()
+
+    def run(steps: int) -> tuple[Groups, Any]:
+        model = ensemble(["fixed", "global", "rowdy"], [0, 1], layers)
+        cfg = TrainConfig(optimizer="lbfgs", steps=steps, log_every=1, max_evals=100_000)
+        return model, train(model, x, y, x, y, cfg)
+
+    _, long = run(30)
+    assert len({int(e) for e in long.records[7].evals}) > 1  # the models differ in pace
+    for k in (1, 7, 19):
+        model, short = run(k)
+        mine, theirs = long.records[k], short.records[-1]
+        assert torch.equal(mine.train_loss, theirs.train_loss), k
+        assert torch.equal(mine.test_loss, theirs.test_loss), k
+        assert torch.equal(mine.evals, theirs.evals), k
+    model, _ = run(19)
+    again, _ = run(30)
+    assert not torch.equal(
+        model.state_dict_of(0)["linears.0.weight"], again.state_dict_of(0)["linears.0.weight"]
+    )
 
 
 def test_the_cubic_step_equals_torchs_on_random_brackets() -> None:
@@ -411,3 +444,29 @@ def test_a_zoom_down_to_a_point_ends_the_search() -> None:
             t = search.send((abs(t - 0.5), 1.0 if t > 0.5 else -1.0, asked - 1))
     f_found, _, t_found, evals = end.value.value
     assert evals == asked < 200 and f_found <= 0.5 and 0.0 <= t_found <= 1.0
+
+
+def test_a_verdict_says_when_lbfgs_stopped_one_variants_models_more_often() -> None:
+    """Models stopped early by L-BFGS's tests trained for fewer iterations: where one variant
+    has more of them than its baseline, the verdict says so, with the reason and the key that
+    lets every model run; where both have as many, it says nothing."""
+    from aaf_cli.pipeline import unequal_iterations
+
+    stops: dict[str, list[str | None]] = {
+        "fixed": [None, None, None],
+        "gaaf": ["change", None, "change"],
+        "rowdy": [None, "evals", None],
+        "even": ["gradient", None, None],
+    }
+    text = unequal_iterations(stops, "gaaf", "fixed")
+    assert text == (
+        "L-BFGS stopped 2 of 3 gaaf models and 0 of 3 fixed models before their last "
+        "iteration (loss change below tolerance_change): the two did not train for the same "
+        "iterations (train.tolerance_change: 0 lets every model run them)"
+    )
+    assert "(a larger train.max_evals lets" in unequal_iterations(stops, "rowdy", "fixed")
+    assert unequal_iterations(stops, "even", "rowdy") == ""
+    # Already at 0, a key is no way out: the warning stays, without the advice.
+    assert unequal_iterations(stops, "gaaf", "fixed", (1e-7, 0.0)).endswith(
+        "the two did not train for the same iterations"
+    )

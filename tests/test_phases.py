@@ -212,6 +212,31 @@ def test_a_lower_loss_that_is_not_a_lower_error_is_said_so() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("speed", "said"),
+    [
+        (4.0, "4x sooner"),
+        (1.04, "about as soon"),
+        (0.96, "about as soon"),
+        (0.5, "2x later"),
+        (0.0, "only later"),
+    ],
+)
+def test_reaching_the_baselines_loss_later_is_said_later(speed: float, said: str) -> None:
+    """A median speed-up below 1 is a slow-down: "2x later", never "0.5x sooner"; one that
+    rounds to 1 is "about as soon"; 0 (the baseline at its final loss from its first logged
+    step, as in a run interrupted early) "only later"."""
+    from aaf_cli.results import loss_against_error
+    from aaf_cli.stats import compare_paired
+
+    seeds = {0: None, 1: None, 2: None}
+    train = compare_paired(
+        "gaaf", "fixed", {0: 0.5, 1: 1.0, 2: 1.5}, {0: 1.0, 1: 2.0, 2: 3.0}, seeds, seeds
+    )
+    text = loss_against_error(train, train, (speed, 3, 3), "PINN loss", "error")
+    assert f"reaches fixed's final PINN loss {said} (median of 3 of 3 pairs)" in text
+
+
 def test_aaf_run_with_phases_writes_evaluations_the_figures_and_the_sentence(
     tmp_path: Any,
 ) -> None:
@@ -260,6 +285,29 @@ def test_aaf_run_with_phases_writes_evaluations_the_figures_and_the_sentence(
     assert summary["phases"].startswith("Adam 40 steps")
     assert (folder / "loss_error.png").stat().st_size > 10_000
     assert "loss_against_error" in summary["comparisons"][0]
+
+
+def test_the_identified_parameters_figure_marks_where_lbfgs_takes_over(tmp_path: Any) -> None:
+    """params.png of an inverse run in phases: a dash-dotted line at the step where L-BFGS
+    starts, and the legend names both optimisers."""
+    from aaf_cli.pde.figures import params_figure
+    from aaf_cli.results import Series
+
+    steps = [0, 50, 100, 150]
+    series = [
+        Series(v, s, steps, terms={"param:nu": [0.01, 0.006, 0.004, 0.0033]})
+        for v in ("fixed", "gaaf")
+        for s in (0, 1)
+    ]
+    fig = params_figure(
+        series, ["fixed", "gaaf"], {"nu": 0.00318}, tmp_path / "params.png", "inverse",
+        phases=[(100, "L-BFGS")], first="Adam",
+    )  # fmt: skip
+    (ax,) = fig.axes
+    marks = [line for line in ax.lines if line.get_linestyle() == "-."]
+    assert [list(line.get_xdata()) for line in marks] == [[100, 100]]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "Adam then L-BFGS from step 100" in legend
 
 
 @pytest.mark.parametrize(

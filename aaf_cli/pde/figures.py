@@ -232,7 +232,7 @@ def solution(
     # The slot beside the reference: each shown prediction's error in one number.
     summary = axes[0][1]
     summary.set_axis_off()
-    lines = [f"relative L2 error of the {which} shown:"]
+    lines = [f"relative L2 error of the {which} shown,", "at the last step:"]
     norm_ref = math.sqrt(sum(r * r for r in reference if math.isfinite(r))) or 1.0
     for variant, (_, pred) in predictions.items():
         l2 = math.sqrt(sum((p - r) ** 2 for p, r in zip(pred, reference))) / norm_ref
@@ -298,9 +298,12 @@ def params_figure(
     path: Path,
     title: str,
     labels: Mapping[str, str] | None = None,
+    phases: Sequence[tuple[int, str]] = (),
+    first: str = "",
 ) -> Figure:
     """Each identified PDE parameter against the step (median over seeds per variant with the
-    seed band), its true value dashed; log y axis for positive values."""
+    seed band), its true value dashed; log y axis for positive values; ``phases``
+    (``plots.phase_marks``) dash-dotted where an optimiser takes over from ``first``."""
     labels = labels or {}
     names = list(true)
     width = 7.5
@@ -332,6 +335,9 @@ def params_figure(
         for i, v in enumerate(variants)
     ]
     handles.append(Line2D([], [], color=NEUTRAL, lw=1.0, ls=REFERENCE_STYLE, label="true value"))
+    marked = mark_phases(list(axes), phases, first)
+    if marked is not None:
+        handles.append(marked)
     legend_below(fig, handles, _legend_columns(len(handles), width))
     fig.suptitle(wrap(f"{title}\n{_seed_note(seeds, kinds, 'median')}", width), fontsize=10)
     save(fig, path)

@@ -307,7 +307,8 @@ def write_pde_figures(
             solution,
             predictions,
             folder / "solution.png",
-            f"{title}\nrelative L2 error of each variant's median seed: "
+            f"{title}\nfinal relative L2 error (median of the last 5% of logged steps) of "
+            "each variant's median seed: "
             + ", ".join(
                 f"{labels.get(v, v)} {o.final_test:.3g}"
                 for v in predictions
@@ -325,5 +326,12 @@ def write_pde_figures(
     true = pde.true_params()
     if true:
         figures.params_figure(
-            series, names, true, folder / "params.png", f"{title}\nidentified parameters", labels
+            series,
+            names,
+            true,
+            folder / "params.png",
+            f"{title}\nidentified parameters",
+            labels,
+            plots.phase_marks(cfg.train),
+            plots.first_optimizer(cfg.train),
         )

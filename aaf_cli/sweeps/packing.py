@@ -236,6 +236,7 @@ def split(
             steps_done=res.steps_done,
             interrupted=res.interrupted,
             extra=dict(res.extra),
+            stopped_early=[res.stopped_early[i] for i in point_rows] if res.stopped_early else [],
         )
         point_data = data
         if data.x_train.dim() == 3:  # per-seed data: each model's own slice
