@@ -1128,13 +1128,7 @@ def train(
         if on_log is not None:
             on_log(record)
 
-    rounds = 0  # batched evaluations of the L-BFGS phases before the current one
-    stopped_early: list[str | None] = []
-
-    def note_stops(opt: StackedLBFGS) -> None:
-        nonlocal stopped_early
-        now = [r if r != "diverged" else None for r in opt.stopped]
-        stopped_early = [a or b for a, b in zip(stopped_early, now)] if stopped_early else now
+    searches: list[StackedLBFGS] = []  # the L-BFGS phases' optimisers, as they end
 
     step = 0
     for step in range(total + 1):
@@ -1146,8 +1140,7 @@ def train(
             on_step(step)
         if phase_index + 1 < len(phases) and step == starts[phase_index + 1]:
             if isinstance(optimizer, StackedLBFGS):
-                rounds += optimizer.rounds
-                note_stops(optimizer)
+                searches.append(optimizer)
             done_before = done_before + torch.tensor(current.final(step), dtype=torch.long)
             phase_index += 1
             tic = time.perf_counter()
@@ -1168,15 +1161,19 @@ def train(
         data, logged_now = current.peek()
         log(step, data, logged_now, now)
     if isinstance(optimizer, StackedLBFGS):
-        rounds += optimizer.rounds
-        note_stops(optimizer)
+        searches.append(optimizer)
+    rounds = sum(opt.rounds for opt in searches)
     if rounds:
         extra["lbfgs_rounds"] = rounds
-    if stopped_early:
-        stops = [STOP_REASONS[r] for r in stopped_early if r is not None]
-        if stops:
-            counts = {r: stops.count(r) for r in dict.fromkeys(stops)}
-            extra["lbfgs_stopped"] = "; ".join(f"{n} by {r}" for r, n in counts.items())
+    # Each model's first early stop in any L-BFGS phase (a divergence is reported apart).
+    stopped_early: list[str | None] = [
+        next((r for r in reasons if r not in (None, "diverged")), None)
+        for reasons in zip(*(opt.stopped for opt in searches))
+    ]
+    stops = [STOP_REASONS[r] for r in stopped_early if r is not None]
+    if stops:
+        counts = {r: stops.count(r) for r in dict.fromkeys(stops)}
+        extra["lbfgs_stopped"] = "; ".join(f"{n} by {r}" for r, n in counts.items())
     with torch.no_grad():
         if x_test is None:
             predictions = torch.empty(model.size, 0, dtype=torch.float64)
