@@ -46,10 +46,10 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 #: sigma(z) -> (sigma, sigma', sigma''), elementwise, in closed form: what forward-mode (Taylor)
-#: derivatives of a network need (``aaf_cli.pde.taylor``). Each equals autograd's first and
-#: second derivative of the entry of ``ACTIVATIONS``, kinks included (at exactly 0 relu and
-#: leaky_relu take the left side's slope, elu the right side's curvature, as autograd does); a
-#: test checks every one.
+#: derivatives of a network need (the Taylor mode of the physics-informed problems). Each equals
+#: autograd's first and second derivative of the entry of ``ACTIVATIONS``, kinks included (at
+#: exactly 0 relu and leaky_relu take the left side's slope, elu the right side's curvature, as
+#: autograd does); a test checks every one.
 Jet = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
@@ -393,7 +393,7 @@ class Family(nn.Module):
 
     def jet(self, z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``activate(z, k)`` with its first and second derivatives in ``z``, elementwise (the
-        forward-mode derivatives of ``aaf_cli.pde.taylor``); only where ``has_jet``."""
+        forward-mode derivatives of a physics-informed loss); only where ``has_jet``."""
         assert self.base is not None and self.has_jet()
         return JETS[self.base](z)
 

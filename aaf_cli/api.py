@@ -294,11 +294,12 @@ def compare(
 
 
 def _quantity(folder: RunFolder, metric: str) -> str:
-    """What a run's logged ``test`` or ``train`` series is: an MSE, or a physics-informed run's
-    relative L2 error and total PINN loss (its summary's ``metrics``)."""
-    if (folder.summary or {}).get("metrics"):
-        return "relative L2 error" if metric == "test" else "training loss (total PINN loss)"
-    return "test MSE (data loss)" if metric == "test" else "training MSE (data loss)"
+    """What a run's logged ``test`` or ``train`` series is (its problem's: an MSE, or a
+    physics-informed run's relative L2 error and total PINN loss)."""
+    from aaf_cli.problems import facts_of
+
+    train, test = facts_of(folder.config).series
+    return test if metric == "test" else train
 
 
 def report(

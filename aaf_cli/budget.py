@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aaf_cli.config import ExperimentConfig
-from aaf_cli.targets import grid_side
 
 SOFT_LIMITS = {
     "train.steps": 200_000,
@@ -343,48 +342,31 @@ class Workload:
 #: highest derivative order: each order adds a backward pass that keeps its graph, and the
 #: final backward goes through all of them. Calibrated on this 2-core CPU: Burgers (order 2,
 #: 6x20 tanh, 2100 points, 15 models, float32) took 21.5 s for 200 steps on 1 thread under
-#: load, where the regression estimate of as many points says ~7.5 s (readme_pde_runs.md).
-PDE_STEP_FACTOR = {0: 1.0, 1: 2.0, 2: 3.0, 3: 5.0}
+#: load, where the regression estimate of as many points says ~7.5 s.
+DERIVATIVE_STEP_FACTOR = {0: 1.0, 1: 2.0, 2: 3.0, 3: 5.0}
 
 #: The activations a PINN step keeps (the derivatives' graphs), against a regression step.
-PDE_GRAPH_FACTOR = {0: 1.0, 1: 4.0, 2: 9.0, 3: 16.0}
+DERIVATIVE_GRAPH_FACTOR = {0: 1.0, 1: 4.0, 2: 9.0, 3: 16.0}
 
 
 def _order(cfg: ExperimentConfig) -> int:
-    if cfg.pde is None:
-        return 0
-    order = max((len(index) for index in cfg.pde.derivatives()), default=0)
-    return min(order, max(PDE_STEP_FACTOR))
+    order = cfg.problem_section().size(cfg.model.layers[0]).order
+    return min(order, max(DERIVATIVE_STEP_FACTOR))
 
 
-def pde_factor(cfg: ExperimentConfig) -> float:
+def derivative_factor(cfg: ExperimentConfig) -> float:
     """How much more a step of ``cfg`` costs than a regression step on as many points (1 for a
-    regression config)."""
-    return PDE_STEP_FACTOR[_order(cfg)]
-
-
-def _points(cfg: ExperimentConfig) -> int:
-    dims = cfg.model.layers[0]
-    if cfg.pde is not None:
-        pde = cfg.pde
-        return (
-            pde.collocation.points
-            + sum(c.points for c in pde.conditions)
-            + (pde.data.points if pde.data is not None else 0)
-        )
-    points = cfg.target.n_train
-    if cfg.target.sampling == "grid":
-        points = grid_side(points, dims) ** dims
-    return points
+    problem whose loss takes no derivative of the networks)."""
+    return DERIVATIVE_STEP_FACTOR[_order(cfg)]
 
 
 def workload(cfg: ExperimentConfig) -> Workload:
     """Operations and FLOPs per step of ``cfg``'s ensemble (torch-free)."""
-    points = _points(cfg)
+    size = cfg.problem_section().size(cfg.model.layers[0])
+    points = size.points
     seeds = len(cfg.seed_list)
-    factor = pde_factor(cfg)
-    n_test = cfg.target.n_test if cfg.pde is None else cfg.pde.test_points
-    n_test += cfg.target.n_val if cfg.pde is None else cfg.pde.val_points
+    factor = derivative_factor(cfg)
+    n_test = size.test_points + size.val_points
     ops = SHARED_OPS
     step_flops = 0.0
     log_flops = 0.0
@@ -488,9 +470,9 @@ def estimate(cfg: ExperimentConfig, device: str | None = None) -> Estimate:
     weights = max(sum(i * o + o for i, o in zip(ls[:-1], ls[1:])) for ls in widths)
     extra = max((getattr(v, "K", 1) for v in cfg.variants), default=1)
     size = 8 if cfg.dtype == "float64" else 4
-    test_points = cfg.target.n_test if cfg.pde is None else cfg.pde.test_points
+    test_points = cfg.problem_section().size(cfg.model.layers[0]).test_points
     # A PDE step keeps the graphs of its derivatives; the test grid is evaluated without one.
-    kept = w.points * PDE_GRAPH_FACTOR[_order(cfg)] * FLOATS_PER_UNIT
+    kept = w.points * DERIVATIVE_GRAPH_FACTOR[_order(cfg)] * FLOATS_PER_UNIT
     per_unit = max(kept, test_points * TEST_FLOATS_PER_UNIT[where])
     activations = w.models * per_unit * hidden * extra * size
     state = w.models * weights * 4 * size  # weights, gradients, two Adam moments

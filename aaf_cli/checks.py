@@ -57,7 +57,7 @@ def preflight(cfg: ExperimentConfig, source: str, force: bool = False) -> Checke
 
     with _named(source):
         device = resolve_device(cfg.device)
-    est = estimate(cfg, device.type)
+        est = estimate(cfg, device.type)  # a data file is read here
     over = over_limits(cfg, est)
     if over and not force:
         raise UsageError(

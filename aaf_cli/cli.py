@@ -16,6 +16,28 @@ import typer
 
 from aaf_cli import __version__
 from aaf_cli.errors import EXIT_INTERRUPTED, AafError
+from aaf_cli.sweeps.command import (
+    DryRunOpt,
+    EvalSeedsOpt,
+    ExecutorOpt,
+    ForceOpt,
+    GridOpt,
+    MaxParallelOpt,
+    MetricOpt,
+    NameOpt,
+    NoPackOpt,
+    QuietOpt,
+    RandomOpt,
+    RayAddressOpt,
+    ResumeOpt,
+    SamplesOpt,
+    SweepConfigOpt,
+    SweepRunsDirOpt,
+    SweepSeedOpt,
+    TuneOpt,
+    TuneSeedsOpt,
+    point_line,
+)
 
 app = typer.Typer(
     name="aaf",
@@ -290,10 +312,10 @@ def compare(
         )
         for repeat in drawn.repeated:
             typer.echo(f"note: {repeat} is given more than once; drawn once", err=True)
-        from aaf_cli.runs import is_pde
+        from aaf_cli.problems import facts_of
 
-        pde = all(is_pde(r.config) for r in drawn.runs)
-        render.print_rows(drawn.rows, f"{len(drawn.runs)} runs", pde=pde)
+        facts = facts_of(*(r.config for r in drawn.runs))
+        render.print_rows(drawn.rows, f"{len(drawn.runs)} runs", facts=facts)
         typer.echo(f"figure: {drawn.figure}")
         typer.echo(f"data:   {drawn.data}")
 
@@ -492,143 +514,26 @@ def export(
 
 @app.command()
 def sweep(
-    config: Annotated[
-        Path | None,
-        typer.Argument(
-            help="A sweep file (with grid:/random:, base: or config:) or the base experiment "
-            "config. Omitted: the built-in default experiment.",
-            show_default=False,
-            metavar="CONFIG_OR_SWEEP_FILE",
-        ),
-    ] = None,
-    grid: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--grid",
-            metavar="KEY=V1,V2,...",
-            help="Sweep a config key over values (YAML scalars, or a flow list KEY=[1,2]); "
-            "several --grid make every combination.",
-            show_default=False,
-        ),
-    ] = None,
-    random: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--random",
-            metavar="KEY=DIST",
-            help="Draw a key from loguniform(LO,HI), uniform(LO,HI) or choice(a,b,...) "
-            "--samples times (each draw crossed with the grid).",
-            show_default=False,
-        ),
-    ] = None,
-    samples: Annotated[
-        int | None,
-        typer.Option("--samples", help="Random draws (with --random).", show_default=False),
-    ] = None,
-    sweep_seed: Annotated[
-        int | None,
-        typer.Option(
-            "--sweep-seed", help="Seed of the random draws (default 0).", show_default=False
-        ),
-    ] = None,
+    config: SweepConfigOpt = None,
+    grid: GridOpt = None,
+    random: RandomOpt = None,
+    samples: SamplesOpt = None,
+    sweep_seed: SweepSeedOpt = None,
     set_: SetOpt = None,
-    name: Annotated[
-        str | None,
-        typer.Option("--name", help="The sweep folder's name.", show_default=False),
-    ] = None,
-    runs_dir: Annotated[
-        Path, typer.Option("--runs-dir", help="Where the sweep folder is made.")
-    ] = Path("runs"),
-    metric: Annotated[
-        str | None,
-        typer.Option(
-            "--metric",
-            help="What sweep.png draws: the final test MSE (final, the default) or the test MSE at "
-            "each seed's step of lowest validation loss (best).",
-            show_default=False,
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Check every point, print them and the estimate; run nothing."
-        ),
-    ] = False,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            "--resume",
-            metavar="SWEEP_FOLDER",
-            help="Run the points of this sweep folder that are not done.",
-            show_default=False,
-        ),
-    ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress or table; print the folder only.")
-    ] = False,
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="Run a sweep over the size limits (its total counts)."),
-    ] = False,
-    tune: Annotated[
-        str | None,
-        typer.Option(
-            "--tune",
-            metavar="KEY",
-            help="Tuned-baseline protocol: each variant picks its best value of this grid key "
-            "(train.lr, train.weight_decay or variants.K.<field>) on the tuning seeds, then "
-            "all are compared at their choices on fresh seeds.",
-            show_default=False,
-        ),
-    ] = None,
-    tune_seeds: Annotated[
-        int | None,
-        typer.Option("--tune-seeds", help="Tuning seeds 0..N-1 (default 5).", show_default=False),
-    ] = None,
-    eval_seeds: Annotated[
-        int | None,
-        typer.Option(
-            "--eval-seeds",
-            help="Fresh evaluation seeds 1000..1000+N-1 (default 10).",
-            show_default=False,
-        ),
-    ] = None,
-    no_pack: Annotated[
-        bool,
-        typer.Option(
-            "--no-pack",
-            help="Train every point alone (default: points that differ only in per-model "
-            "settings train as one ensemble, with the same numbers).",
-        ),
-    ] = False,
-    executor: Annotated[
-        str,
-        typer.Option(
-            "--executor",
-            metavar="local|ray",
-            help="local: in this process. ray: one Ray task per packed job "
-            "(pip install 'aaf[ray]').",
-        ),
-    ] = "local",
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address",
-            metavar="auto|HOST:PORT",
-            help="Join a running Ray cluster (auto: the one `ray start` runs here); omitted: "
-            "a local Ray instance for this sweep.",
-            show_default=False,
-        ),
-    ] = None,
-    max_parallel: Annotated[
-        int | None,
-        typer.Option(
-            "--max-parallel",
-            help="Most jobs at once on Ray (default: one per CPU); threads per job divide "
-            "the cores.",
-            show_default=False,
-        ),
-    ] = None,
+    name: NameOpt = None,
+    runs_dir: SweepRunsDirOpt = Path("runs"),
+    metric: MetricOpt = None,
+    dry_run: DryRunOpt = False,
+    resume: ResumeOpt = None,
+    quiet: QuietOpt = False,
+    force: ForceOpt = False,
+    tune: TuneOpt = None,
+    tune_seeds: TuneSeedsOpt = None,
+    eval_seeds: EvalSeedsOpt = None,
+    no_pack: NoPackOpt = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    max_parallel: MaxParallelOpt = None,
 ) -> None:
     """Run one experiment per point of a grid (and of random draws): each point an ordinary
     run folder under <sweep folder>/points/, with points.csv and sweep.png beside them.
@@ -640,21 +545,8 @@ def sweep(
         from aaf_cli.sweeps.spec import options, parse_grid_option, parse_random_option
 
         def on_point(event: Any) -> None:
-            if event.phase != "done":
-                return
-            line = f"[{event.index + 1}/{event.count}] point {event.index} ({event.label}): "
-            line += event.status
-            if event.packed > 1:  # one job trained them together: its time is theirs
-                line += f" (job of {event.packed} packed points: {event.seconds:.1f} s)"
-            else:
-                line += f" in {event.seconds:.1f} s"
-            for c in event.comparisons:
-                ratio = c.get("ratio_geomean")
-                if isinstance(ratio, float):
-                    line += f"; {c['variant']} x{ratio:.2g} vs {c['baseline']}"
-            if event.error:
-                line += f": {event.error}"
-            typer.echo(line, err=True)
+            if event.phase == "done":
+                typer.echo(point_line(event), err=True)
 
         with _interruptible() as stop:
             swept = api.sweep(

@@ -20,14 +20,9 @@ from aaf_cli import __version__
 from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads, predicted_seconds
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
+from aaf_cli.problems import problem_of
 from aaf_cli.results import ModelOutcome, Series, outcome
-from aaf_cli.targets import (
-    VALIDATION_STREAM,
-    Dataset,
-    grid_points,
-    sample_points,
-    target_function,
-)
+from aaf_cli.targets import Dataset
 from aaf_cli.train import LogRecord, TrainResult, train
 
 if TYPE_CHECKING:
@@ -47,88 +42,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _training_data(cfg: ExperimentConfig, data_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    t = cfg.target
-    gen = torch.Generator().manual_seed(data_seed)
-    x = sample_points(t.domain, t.n_train, t.sampling, gen, cfg.model.layers[0])
-    y = _finite(cfg, x, target_function(t)(x))
-    if t.noise > 0:
-        y = y + t.noise * torch.randn(y.shape, generator=gen, dtype=torch.float64)
-    return x, y
-
-
-def _finite(cfg: ExperimentConfig, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The target values, or a ConfigError naming the first point where they are not finite."""
-    bad = (~torch.isfinite(y)).reshape(-1).nonzero()
-    if len(bad):
-        from aaf_cli.errors import ConfigError
-
-        point = ", ".join(f"{v:.6g}" for v in x[int(bad[0])].tolist())
-        key = "target.expr" if cfg.target.expr is not None else "target"
-        raise ConfigError(
-            "config",
-            key,
-            f"the target is {y.reshape(-1)[int(bad[0])].item()} at x = ({point}) "
-            f"({len(bad)} of {y.numel()} points not finite); choose a domain where it is defined",
-        )
-    return y
-
-
-def data_seed(cfg: ExperimentConfig, seed: int | None) -> int:
-    """The generator seed of the training data: ``target.seed``, or one per model seed."""
-    if seed is None:
-        return cfg.target.seed
-    return cfg.target.seed * 1_000_003 + seed + 1
-
-
 def make_dataset(
     cfg: ExperimentConfig, device: torch.device, seeds: Sequence[int] | None = None
 ) -> Dataset:
-    """Training and test data, made once and shared by every variant.
+    """Training, validation and test data, made once by the config's problem and shared by
+    every variant (``problems``: sampled from an expression, read from a file, a PDE's
+    compiled points).
 
-    By default every seed sees the same training data too (``x_train`` is ``[N, 1]``); with
-    ``target.resample`` each seed draws its own (``[M, N, 1]``, one slice per model, equal for
-    the variants of a seed). Data is computed in float64 on the CPU, then cast, so it does not
-    depend on the device. ``seeds``: the seed of every model in ensemble order (default: this
-    config's models; a packed sweep passes its own). A ``pde:`` config's data is its compiled
-    problem (``pde.training.pde_dataset``), the same for every model.
+    Every seed sees the same training data (``x_train`` is ``[N, d]``) unless the problem
+    draws per seed (``target.resample``: ``[M, N, d]``, one slice per model, equal for the
+    variants of a seed). ``seeds``: the seed of every model in ensemble order (default: this
+    config's models; a packed sweep passes its own).
     """
-    if cfg.pde is not None:
-        from aaf_cli.pde.training import pde_dataset
-
-        return pde_dataset(cfg.pde, DTYPES[cfg.dtype], device)
-    t = cfg.target
-    if t.resample:
-        order = list(seeds) if seeds is not None else [m.seed for m in members(cfg)]
-        per_seed = {s: _training_data(cfg, data_seed(cfg, s)) for s in dict.fromkeys(order)}
-        x_train = torch.stack([per_seed[s][0] for s in order])
-        y_train = torch.stack([per_seed[s][1] for s in order])
-    else:
-        x_train, y_train = _training_data(cfg, data_seed(cfg, None))
-    x_test = grid_points(t.domain, t.n_test, cfg.model.layers[0])
-    y_test = _finite(cfg, x_test, target_function(t)(x_test))
-    x_val, y_val = validation_data(cfg)
-    dtype = DTYPES[cfg.dtype]
-    tensors = (x_train, y_train, x_test, y_test, x_val, y_val)
-    return Dataset(*(v.to(device=device, dtype=dtype) for v in tensors))
-
-
-def validation_seed(cfg: ExperimentConfig) -> int:
-    """The generator seed of the validation points (stated in the summary)."""
-    return VALIDATION_STREAM + cfg.target.seed
-
-
-def validation_data(cfg: ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """``target.n_val`` points drawn uniformly at random on the domain (apart from the training
-    points and the test grid), with the target's values there and, like the training data, its
-    noise: what every choice a run makes reads, so that the test data enters none."""
-    t = cfg.target
-    gen = torch.Generator().manual_seed(validation_seed(cfg))
-    x = sample_points(t.domain, t.n_val, "random", gen, cfg.model.layers[0])
-    y = _finite(cfg, x, target_function(t)(x))
-    if t.noise > 0:
-        y = y + t.noise * torch.randn(y.shape, generator=gen, dtype=torch.float64)
-    return x, y
+    order = list(seeds) if seeds is not None else [m.seed for m in members(cfg)]
+    return problem_of(cfg).dataset(device, order)
 
 
 def group_key(cfg: ExperimentConfig, variant: Any) -> tuple[Any, ...]:
@@ -276,12 +203,7 @@ def run_experiment(
             seeds = [m.seed for group in groups.values() for m in group]
             data = make_dataset(cfg, device, seeds)
         ensemble = build_ensemble(cfg, device, groups)
-        objective = None
-        if cfg.pde is not None:
-            from aaf_cli.pde.training import PdeDataset, PinnObjective
-
-            assert isinstance(data, PdeDataset) and data.problem is not None
-            objective = PinnObjective(data.problem, ensemble, DTYPES[cfg.dtype], device, test=test)
+        objective = problem_of(cfg).objective(data, ensemble, test)
         guard = ThreadGuard(threads, torch.set_num_threads) if device.type == "cpu" else None
         result = train(
             ensemble,
@@ -332,7 +254,7 @@ def series_of(
             s.val.append(val)
             s.evals.append(int(evals[i]))
             for name, column in params.items():
-                if name.startswith(("term:", "param:")):  # a PDE run's (pde.training)
+                if name.startswith(("term:", "param:")):  # a problem's own terms, parameters
                     s.terms.setdefault(name, []).append(column[i])
                 elif not math.isnan(column[i]) or name in s.params:
                     s.params.setdefault(name, []).append(column[i])

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aaf_cli.errors import UsageError
-from aaf_cli.naming import target_text, variant_label
+from aaf_cli.naming import variant_label
+from aaf_cli.problems import problem_label, problem_title
 from aaf_cli.results import (
     Band,
     ModelOutcome,
@@ -167,7 +168,7 @@ def build_curves(
                     shown,
                     runs=(label,),
                     label=variant_label(name, entry) if entry else name,
-                    target=target_text(run.section("target")) if run.section("target") else "",
+                    target=problem_title(run.config),
                 )
             )
     return merge_shared(curves, [_setup(run) for run in runs], labels(runs))
@@ -409,7 +410,7 @@ def describe_run(run: RunFolder) -> dict[str, Any]:
     }
     if not any(run.path.iterdir()):
         return entry  # made a moment ago by a run that is starting (or was killed right then)
-    target, seeds = run.section("target"), run.config.get("seeds")
+    seeds = run.config.get("seeds")
     summary = run.summary
     if summary is not None:
         if summary["format_version"] == SUMMARY_FORMAT:
@@ -423,7 +424,7 @@ def describe_run(run: RunFolder) -> dict[str, Any]:
         entry["final_test"] = {row.variant: row.final_test for row in table_rows(run, run.label)}
     entry.update(
         name=run.name,
-        target=target.get("name") or ("expr" if target.get("expr") else None),
+        target=problem_label(run.config),
         variants=run.variants,
         seeds=len(seeds) if isinstance(seeds, list) else seeds,
         steps=run.section("train").get("steps"),

@@ -22,16 +22,15 @@ from aaf_cli.experiment import (
     run_experiment,
     series_of,
     tidy,
-    validation_seed,
 )
 from aaf_cli.models import ModelSpec
+from aaf_cli.problems import problem_of, section_of
 from aaf_cli.results import (
     Band,
     ModelOutcome,
     Series,
     aggregate,
     by_variant,
-    median_seed,
     summarise,
 )
 from aaf_cli.train import LogRecord
@@ -66,18 +65,13 @@ def _git_commit() -> str | None:
 
 
 def describe(cfg: ExperimentConfig) -> str:
-    """A figure title: the run's name (left out where it is the target's own), the target as
-    written (a named target's formula, your expression), the network and its activation."""
-    from aaf_cli.naming import target_text
-
+    """A figure title: the run's name (left out where it is the problem's own), the problem as
+    written (a named target's formula, your expression, an equation, a file), the network and
+    its activation."""
     layers = "x".join(str(w) for w in cfg.model.layers)
-    if cfg.pde is not None:
-        from aaf_cli.pde.training import equation_text
-
-        return f"{cfg.name}: {equation_text(cfg.pde)} · [{layers}] {cfg.model.activation}"
-    target = target_text(cfg.target.model_dump(mode="json"))
-    head = target if cfg.name == cfg.target.name else f"{cfg.name}: {target}"
-
+    kind, section = section_of(cfg.model_dump(mode="json"))
+    problem, own = kind.title(section), kind.label(section)
+    head = problem if cfg.name == own else f"{cfg.name}: {problem}"
     return f"{head} · [{layers}] {cfg.model.activation}"
 
 
@@ -143,9 +137,8 @@ def build_summary(
     names = [v.name for v in cfg.variants]
     baseline = baseline_of(cfg)
     groups = by_variant(outcomes, names)
-    # The test metric of a PDE run is its relative L2 error (pde.training.METRICS).
-    metric = "test MSE" if cfg.pde is None else "relative L2 error"
-    loss = "training MSE" if cfg.pde is None else "PINN loss"
+    problem = problem_of(cfg)
+    metric, loss = problem.facts.metric, problem.facts.loss
     stats, comparisons = summarise(
         outcomes, names, baseline, cfg.train.threshold, metric, series, loss
     )
@@ -202,26 +195,12 @@ def build_summary(
         "threshold": cfg.train.threshold,
         "seeds": cfg.seed_list,
         "baseline": baseline,
+        "problem": cfg.problem_section().kind,
         "statistics": statistics_rules(),
         "tuning": tuned,
         "splits": splits_entry(cfg),
-        **pde_entries(cfg, exp, outcomes),
-        "data": {
-            "target": cfg.target.label,
-            "expr": cfg.target.expr,
-            "inputs": cfg.model.layers[0],
-            "domain": list(cfg.target.domain),
-            "n_train": int(exp.data.x_train.shape[-2]),
-            "n_test": int(exp.data.x_test.shape[0]),
-            "n_val": cfg.target.n_val,
-            "validation": "uniform random on the domain, seed "
-            f"{validation_seed(cfg)} (apart from the training points and the test grid)",
-            "sampling": cfg.target.sampling,
-            "noise": cfg.target.noise,
-            "same_data_for_all_seeds": not cfg.target.resample,
-        }
-        if cfg.pde is None
-        else pde_data(cfg, exp),
+        **problem.summary_entries(exp, series if series is not None else tidy(exp)[0]),
+        "data": problem.data_entry(exp),
         "variants": variants,
         "comparisons": comparisons,
         "diverged": [
@@ -234,45 +213,9 @@ def build_summary(
     }
 
 
-def pde_data(cfg: ExperimentConfig, exp: ExperimentResult) -> dict[str, Any]:
-    """The summary's ``data`` entry of a PDE run (the keys a regression run's has, where they
-    mean something)."""
-    from aaf_cli.pde.problem import validation_seed as pde_validation_seed
-    from aaf_cli.pde.training import equation_text
-
-    assert cfg.pde is not None
-    return {
-        "target": "pde",
-        "expr": equation_text(cfg.pde),
-        "inputs": cfg.model.layers[0],
-        "domain": {k: list(v) for k, v in cfg.pde.inputs.items()},
-        "n_train": int(exp.data.x_train.shape[-2]),
-        "n_test": int(exp.data.x_test.shape[0]),
-        "n_val": cfg.pde.val_points,
-        "validation": "uniform random in the box, seed "
-        f"{pde_validation_seed(cfg.pde)} (apart from the collocation points and the test grid)",
-        "sampling": cfg.pde.collocation.sampling,
-        "noise": cfg.pde.data.noise if cfg.pde.data is not None else 0.0,
-        "same_data_for_all_seeds": True,
-    }
-
-
-def pde_entries(
-    cfg: ExperimentConfig, exp: ExperimentResult, outcomes: Sequence[ModelOutcome]
-) -> dict[str, Any]:
-    """A PDE run's ``metrics`` (what train and test mean) and ``pde`` entries; none for a
-    regression run."""
-    if cfg.pde is None:
-        return {}
-    from aaf_cli.pde.training import pde_summary
-
-    series, _ = tidy(exp)
-    return pde_summary(cfg, series, [v.name for v in cfg.variants])
-
-
 def splits_entry(cfg: ExperimentConfig) -> dict[str, str]:
     """Which data each number of the run comes from, stated in the summary."""
-    train = "the collocation and condition points" if cfg.pde is not None else "training points"
+    train = problem_of(cfg).facts.train_points
     return {
         "train": f"train_loss, final_train, best_train: the {train}",
         "validation": "val_loss, final_val, best_val: the validation points; every choice the "
@@ -332,59 +275,11 @@ def write_figures(
         for o in outcomes
         if o.diverged
     ]
-    loss, error = (
-        ("training MSE", "test MSE") if cfg.pde is None else ("PINN loss", "relative L2 error")
-    )
+    problem = problem_of(cfg)
+    loss, error = problem.facts.loss, problem.facts.metric
     plots.loss_and_error(outcomes, names, folder / "loss_error.png", title, loss, error, labels)
-    if cfg.pde is not None:
-        from aaf_cli.pde.training import write_pde_figures
-
-        runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
-        write_pde_figures(folder, cfg, exp, series, outcomes, title, notes, labels)
-        plots.slopes(
-            series, names, folder / "slopes.png", f"{title}\nactivation parameters", labels
-        )
-        return
-    plots.loss_curves(
-        bands, folder / "loss_curves.png", title, cfg.train.threshold, notes, labels,
-        seeds_of=by_variant(series, names), phases=plots.phase_marks(cfg.train),
-        first=plots.first_optimizer(cfg.train),
-    )  # fmt: skip
+    problem.write_figures(folder, exp, series, outcomes, bands, title, notes, labels)
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
-
-    data = exp.data
-    dims = data.x_test.shape[-1]
-    x_cols = [data.x_test[:, k].double().cpu().tolist() for k in range(dims)]
-    y_test = data.y_test[:, 0].double().cpu().tolist()
-    index = {(m.variant, m.seed): i for i, m in enumerate(exp.members)}
-    groups = by_variant(outcomes, names)
-    predictions: dict[str, tuple[int, list[float]]] = {}
-    for name in names:
-        seed = median_seed(groups[name])
-        if seed is not None:
-            predictions[name] = (seed, exp.result.predictions[index[(name, seed)]].tolist())
-    x_train_all, y_train_all = data.x_train, data.y_train
-    if x_train_all.dim() == 3:  # resampled per seed: show the points of the first plotted model
-        first = next(iter(predictions.items()), None)
-        k = index[(first[0], first[1][0])] if first else 0
-        x_train_all, y_train_all = x_train_all[k], y_train_all[k]
-    x_train = [x_train_all[:, k].double().cpu().tolist() for k in range(dims)]
-    y_train = y_train_all.reshape(-1).double().cpu().tolist()
-    seeds = len(cfg.seed_list)
-    if dims == 1:
-        plots.fit(
-            x_cols[0], y_test, x_train[0], y_train, predictions, folder / "fit.png", title,
-            labels, seeds,
-        )  # fmt: skip
-    elif dims == 2:
-        plots.fit_2d(x_cols, y_test, x_train, predictions, folder / "fit.png", title, labels, seeds)
-    # More inputs: no picture, the numbers are in fit.csv.
-    columns: dict[str, list[float]] = (
-        {"x": x_cols[0]} if dims == 1 else {f"x{k + 1}": c for k, c in enumerate(x_cols)}
-    )
-    columns["target"] = y_test
-    columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
-    runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))
     plots.slopes(series, names, folder / "slopes.png", f"{title}\nactivation parameters", labels)
 
 
@@ -440,12 +335,14 @@ class Flusher:
 
     def __init__(
         self,
+        cfg: ExperimentConfig,
         folder: Path,
         members: Sequence[ModelSpec],
         every: float,
         forward: Callable[[LogRecord], None] | None,
         metrics_only: str | None = None,
     ) -> None:
+        self.problem = problem_of(cfg)
         self.folder = folder
         self.members = members
         self.every = every
@@ -466,10 +363,7 @@ class Flusher:
                 runs.write_atomic(self.folder / "metrics.csv", runs.metrics_csv(series))
                 runs.write_atomic(self.folder / "parameters.csv", runs.parameters_csv(series))
                 runs.write_atomic(self.folder / "timing.csv", runs.timing_csv(series))
-                if any(s.terms for s in series):
-                    from aaf_cli.pde.training import terms_csv
-
-                    runs.write_atomic(self.folder / "terms.csv", terms_csv(series))
+                self.problem.write_logs(self.folder, series)
         if self.forward is not None:
             self.forward(record)
 
@@ -511,7 +405,7 @@ def execute(
     start_run(folder, cfg, source, overrides)
     if on_start is not None:
         on_start(folder)
-    flusher = Flusher(folder, members(cfg), flush_every, on_log)
+    flusher = Flusher(cfg, folder, members(cfg), flush_every, on_log)
     data = checked.data
 
     def trainer(
@@ -522,7 +416,7 @@ def execute(
         (phase,) = configs
         # Per-seed data (target.resample) is drawn for the seeds trained: the tuning seeds
         # get their own.
-        same = cfg.pde is not None or not cfg.target.resample or phase.seeds == cfg.seeds
+        same = not cfg.problem_section().per_seed or phase.seeds == cfg.seeds
         return [
             run_experiment(phase, on_log=log, stop=stop, data=data if same else None, test=test)
         ]
@@ -533,7 +427,7 @@ def execute(
     if cfg.tune is not None:  # the tuning phase's curves reach the disk too
         phase = tuning.tuning_config(cfg)
         tuning_log = Flusher(
-            folder, members(phase), flush_every, on_tuning_log, tuning.TUNING_METRICS
+            phase, folder, members(phase), flush_every, on_tuning_log, tuning.TUNING_METRICS
         )
     (exp,) = tuning.train_tuned(
         [cfg], trainer, on_log=flusher, on_tuning_log=tuning_log, on_phase=on_phase
@@ -555,10 +449,7 @@ def write_run(folder: Path, exp: ExperimentResult, started: datetime) -> RunRepo
     runs.write_atomic(folder / "metrics.csv", runs.metrics_csv(series))
     runs.write_atomic(folder / "parameters.csv", runs.parameters_csv(series))
     runs.write_atomic(folder / "timing.csv", runs.timing_csv(series))
-    if cfg.pde is not None:
-        from aaf_cli.pde.training import terms_csv
-
-        runs.write_atomic(folder / "terms.csv", terms_csv(series))
+    problem_of(cfg).write_logs(folder, series)
     write_figures(folder, cfg, exp, series, outcomes)
     if exp.tuning is not None:
         from aaf_cli import tuning

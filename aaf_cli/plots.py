@@ -437,6 +437,61 @@ def fit_2d(
     return fig
 
 
+def parity(
+    measured: Sequence[float],
+    predictions: Mapping[str, tuple[int, Sequence[float]]],
+    path: Path,
+    title: str,
+    output: str,
+    labels: Mapping[str, str] | None = None,
+    seeds: int = 1,
+    along: tuple[str, Sequence[float]] | None = None,
+    training: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Figure:
+    """Measured data against predictions on the test rows: each variant's median-seed
+    prediction against the measured value (on the diagonal where they agree). ``along``: the
+    one input's name and values, drawn as a second panel of the data and predictions against
+    it (``training``: the training rows' input and output, shown faint)."""
+    width = 7.5 if along is None else 11.0
+    labels = labels or {}
+    fig, axes = new_figure(width, 5.2, rows=1) if along is None else _two_panels(width)
+    ax = axes[0]
+    low, high = min(measured), max(measured)
+    for i, (variant, (seed, pred)) in enumerate(predictions.items()):
+        label = f"{labels.get(variant, variant)}, {'median ' if seeds > 1 else ''}seed {seed}"
+        ax.plot(measured, pred, "o", color=colour(i), ms=3, alpha=0.6, label=label)
+        low, high = min(low, *pred), max(high, *pred)
+    ax.plot([low, high], [low, high], color="black", lw=1, alpha=0.5, label="prediction = data")
+    ax.set_xlabel(f"measured {output} (test rows: {len(measured)})")
+    ax.set_ylabel(f"predicted {output}")
+    ax.grid(True, alpha=0.3)
+    if along is not None:
+        name, xs = along
+        side = axes[1]
+        if training is not None:
+            rows = f"training rows ({len(training[0])})"
+            side.plot(*training, ".", color="0.6", ms=2, label=rows)
+        side.plot(xs, measured, "o", color="black", ms=3, alpha=0.7, label="test rows")
+        order = sorted(range(len(xs)), key=lambda k: xs[k])
+        for i, (_, (_, pred)) in enumerate(predictions.items()):
+            side.plot([xs[k] for k in order], [pred[k] for k in order], color=colour(i),
+                      ls=style(i), lw=1.3)  # fmt: skip
+        side.set_xlabel(name)
+        side.set_ylabel(output)
+        side.grid(True, alpha=0.3)
+    handles = [h for a in axes for h in a.get_legend_handles_labels()[0]]
+    legend_below(fig, handles, _legend_columns(len(handles), width))
+    fig.suptitle(wrap(f"{title}\n{_median_note(seeds)}", width), fontsize=10)
+    save(fig, path)
+    return fig
+
+
+def _two_panels(width: float) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(width, 5.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, list(fig.subplots(1, 2))
+
+
 # --------------------------------------------------------------------------------------------
 # Activation parameters
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rich.cells import cell_len
 
+from aaf_cli.problems import MSE_FACTS, Facts, facts_of, section_of, summary_facts
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -372,22 +374,13 @@ def _print_table(out: Console, table: Any, notes: Sequence[str]) -> None:
 
 
 #: The metric columns of ``aaf run``'s table: summary key -> column.
+#: The report table's columns of a run's metrics (titled by its problem's ``Facts.columns``).
 REPORT_METRICS = {
-    "final_train": Column("final train", 6, "right"),
-    "final_val": Column("final val", 5, "right"),
-    "final_test": Column("final test", 0, "right"),
-    "last_test": Column("last test", 7, "right"),
-    "test_at_best_val": Column("test at best val", 4, "right"),
-}
-
-
-#: The same columns for a physics-informed run: the PINN loss, the relative L2 error of u.
-PDE_REPORT_METRICS = {
-    "final_train": Column("final PINN loss", 6, "right"),
-    "final_val": Column("final val rel. L2", 5, "right"),
-    "final_test": Column("final test rel. L2", 0, "right"),
-    "last_test": Column("last test rel. L2", 7, "right"),
-    "test_at_best_val": Column("test rel. L2 at best val", 4, "right"),
+    "final_train": 6,
+    "final_val": 5,
+    "final_test": 0,
+    "last_test": 7,
+    "test_at_best_val": 4,
 }
 
 
@@ -449,8 +442,9 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
         Column("lr (tuned)" if tuning.get("on") else "lr", 1, "right"),
     ]
     metrics = []
-    pde = summary["data"].get("target") == "pde"
-    for key, column in (PDE_REPORT_METRICS if pde else REPORT_METRICS).items():
+    titles = summary_facts(summary).columns
+    for key, priority in REPORT_METRICS.items():
+        column = Column(titles[key], priority, "right")
         # Summaries of older versions lack some (no validation, no last value): not shown.
         if any(key in v for v in variants.values()):
             columns.append(column)
@@ -508,13 +502,13 @@ def print_rows(
     title: str,
     out: Console | None = None,
     show_run: bool = True,
-    pde: bool = False,
+    facts: Facts = MSE_FACTS,
 ) -> None:
     """The table of ``aaf compare`` (and ``aaf show`` without the run column), then the
-    verdicts. ``pde``: the runs are physics-informed (their test metric is the relative L2
-    error of the solution, not an MSE)."""
+    verdicts. ``facts``: what the runs' numbers are (their problem's: a PDE run's test metric
+    is the relative L2 error of the solution, not an MSE)."""
     out = out or console()
-    test = "test rel. L2" if pde else "test"
+    test = facts.test_column
     columns = [
         Column("run", 0, wrap="name", squeeze=3),
         Column("variant", 0, wrap="name"),
@@ -553,7 +547,7 @@ def print_rows(
     table, notes = fitted_table(columns, cells, out.width, title)
     _print_table(out, table, notes)
     if not any("vs baseline" in n for n in notes):
-        _say(out, versus_note("relative L2 error" if pde else "test MSE"), style="dim", indent="")
+        _say(out, versus_note(facts.metric), style="dim", indent="")
     for r in rows:
         if r.verdict:
             _say(out, f"{r.run}: {r.verdict}" if show_run else r.verdict)
@@ -623,21 +617,12 @@ def highlights(config: Mapping[str, Any]) -> list[str]:
         value = config.get(key)
         return value if isinstance(value, dict) else {}
 
-    target, model, train = section("target"), section("model"), section("train")
-    domain = target.get("domain")
-    if isinstance(domain, list) and all(isinstance(v, (int, float)) for v in domain):
-        domain = "[" + ", ".join(f"{v:.6g}" for v in domain) + "]"
-    pde = section("pde")
+    model, train = section("model"), section("train")
+    kind, problem = section_of(config)
     # A phase summary names each first-order phase's rate (L-BFGS has none of its own).
     optimiser = phases_summary(train) or f"{train.get('optimizer')} lr {train.get('lr')}"
     lines = [
-        f"target: {target.get('name') or target.get('expr')} on {domain}, "
-        f"{target.get('n_train')} {target.get('sampling', '')} training points, "
-        f"noise {target.get('noise')}"
-        if not pde
-        else f"pde: {pde.get('operator')} = {pde.get('forcing') or 0} on {pde.get('inputs')}, "
-        f"{(pde.get('collocation') or {}).get('points')} collocation points; train = total "
-        "PINN loss, test = relative L2 error",
+        kind.line(problem),
         f"model: {model.get('layers')} {model.get('activation')}, init {model.get('init')}",
         f"train: {optimiser}, "
         f"{train.get('steps')} steps, threshold {train.get('threshold')}, dtype "
@@ -693,10 +678,8 @@ def print_show(
         _say(out, f"tuned: {tuning_line(tuning)} in {tuning.get('train_time_s', 0):.1f} s")
         for note in tuning.get("notes") or []:
             _say(out, f"note: {note}", style="yellow")
-    from aaf_cli.runs import is_pde
-
-    pde = is_pde(config)
-    print_rows(rows, "results (geometric means over seeds)", out, show_run=False, pde=pde)
+    facts = facts_of(config)
+    print_rows(rows, "results (geometric means over seeds)", out, show_run=False, facts=facts)
     if summary is not None and summary.get("status") != "completed":
         _say(out, f"status: {summary.get('status')}", style="yellow", indent="")
     out.print("files:", highlight=False)

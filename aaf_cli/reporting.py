@@ -76,12 +76,11 @@ def key_values(mapping: Mapping[str, Any]) -> str:
 
 def run_section(run: Run, anchor: str) -> str:
     """One run: what it is, its verdicts, its table, its tuning, figures, config, environment."""
+    from aaf_cli.problems import facts_of
     from aaf_cli.render import compile_words
-    from aaf_cli.runs import is_pde
 
     summary = run.summary or {}
-    pde = is_pde(run.config)
-    test = "test rel. L2" if pde else "test MSE"
+    test = facts_of(run.config).test_name
     parts = [f'<h2 id="{anchor}">{esc(run.folder.name)}</h2>']
     meta = f"status {run.status}"
     if summary:

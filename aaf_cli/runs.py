@@ -198,11 +198,6 @@ def read_terms(path: Path, series: Sequence[Series]) -> None:
     read_long(path, series, "terms", TERMS_HEADER, "name")
 
 
-def is_pde(config: Mapping[str, Any]) -> bool:
-    """Whether a run's resolved config (``config.yaml`` as a mapping) is physics-informed."""
-    return isinstance(config.get("pde"), Mapping)
-
-
 def read_long(
     path: Path, series: Sequence[Series], field: str, header: str, name_column: str
 ) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from aaf_cli.config import TargetConfig
+    from aaf_cli.problems.expression_spec import TargetConfig
 
 TargetFn = Callable[..., "torch.Tensor"]
 
@@ -147,7 +147,7 @@ def target_function(target: TargetConfig) -> Callable[[torch.Tensor], torch.Tens
     (evaluated by the safe parser of ``expr.py``, never by Python's eval)."""
     expression = target.expression()
     if expression is None:
-        name = target.label
+        name = target.name or "expr"
         return lambda x: evaluate_target(name, x, target.params)
 
     def fn(x: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,9 @@ import yaml
 
 from aaf_cli import __version__
 from aaf_cli.errors import EXIT_FAILED, AafError, RunError, UsageError
+from aaf_cli.problems import facts_of
 from aaf_cli.results import aggregate, by_variant
-from aaf_cli.runs import RunFolder, is_pde
+from aaf_cli.runs import RunFolder
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -207,10 +208,8 @@ def points(run: RunFolder) -> list[Point]:
 
 def metric_names(run: RunFolder) -> tuple[str, str]:
     """The tracker names of a run's train and test metric: ``train_mse``/``test_mse``, or for
-    a physics-informed run ``pinn_loss``/``rel_l2``."""
-    if is_pde(run.config):
-        return "pinn_loss", "rel_l2"
-    return "train_mse", "test_mse"
+    a physics-informed run ``pinn_loss``/``rel_l2`` (its problem's)."""
+    return facts_of(run.config).tracker
 
 
 def _number(value: Any) -> float | None:

@@ -12,7 +12,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import torch
 from torch import nn
@@ -386,15 +386,21 @@ Losses = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
 
 
 class Objective(Protocol):
-    """A training objective in place of the MSE to ``y_train`` (a PINN's loss: ``aaf_cli.pde``).
+    """What training minimises and measures: the MSE to the training values (``MseObjective``)
+    or a problem's own loss (a PINN's).
 
     ``loss`` gives the step's ``Losses`` (the minimised loss before ``model.penalty()`` is
     added); ``evaluate`` (at logged steps, before that step's update) the test metric ``[M]``
-    that ``train.threshold`` counts on (NaN where the objective measures no test data), and
-    extra values to log; ``validate`` the same metric on the validation points; ``optimizer``
-    the optimiser over the model and the trainable parameters of the objective's own, which live
-    in ``modules``.
+    (NaN where the objective measures no test data), and extra values to log; ``validate`` the
+    same metric on the validation points; ``optimizer`` the optimiser over the model and the
+    trainable parameters of the objective's own, which live in ``modules``.
+    ``threshold_on``: what ``train.threshold`` counts on, the training metric at every step
+    (``train``) or the test metric at logged steps (``test``). ``capturable``: whether its
+    eager step can be captured in a CUDA graph (else only a compiled one is).
     """
+
+    threshold_on: Literal["train", "test"]
+    capturable: bool
 
     def loss(self, model: Groups) -> Losses: ...
 
@@ -418,6 +424,58 @@ class Objective(Protocol):
 def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-model mean squared error ``[M]`` of predictions ``[M, N, out]``."""
     return (prediction - target).square().mean(dim=(1, 2))
+
+
+class MseObjective:
+    """The mean squared error to the training values, minimised; the MSE to the test and the
+    validation values, measured (NaN where none is given). ``train.threshold`` counts on the
+    training MSE at every step."""
+
+    threshold_on: Literal["train", "test"] = "train"
+    capturable = True
+
+    def __init__(
+        self,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        x_test: torch.Tensor | None = None,
+        y_test: torch.Tensor | None = None,
+        x_val: torch.Tensor | None = None,
+        y_val: torch.Tensor | None = None,
+    ) -> None:
+        self.x_train, self.y_train = x_train, y_train
+        self.test = None if x_test is None or y_test is None else (x_test, y_test)
+        self.val = None if x_val is None or y_val is None else (x_val, y_val)
+
+    def _measured(
+        self, model: Groups, data: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        if data is None:
+            return torch.full(
+                (model.size,), math.nan, dtype=self.x_train.dtype, device=self.x_train.device
+            )
+        return mse(model(data[0]), data[1])
+
+    def loss(self, model: Groups) -> Losses:
+        metric = mse(model(self.x_train), self.y_train)
+        return metric, metric, {}
+
+    def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self._measured(model, self.test), {}
+
+    def validate(self, model: Groups) -> torch.Tensor:
+        return self._measured(model, self.val)
+
+    def modules(self) -> list[nn.Module]:
+        return []
+
+    def optimizer(
+        self, model: Groups, cfg: TrainConfig, scale: float = 1.0
+    ) -> StackedAdam | StackedSGD | StackedLBFGS:
+        return make_optimizer(model, cfg, scale)
+
+    def prepare_compile(self, model: Groups, on: bool = True) -> str | None:
+        return None
 
 
 #: ``compile: auto`` compiles a CPU run whose eager training is predicted to take at least
@@ -843,10 +901,10 @@ def train(
         cfg: optimiser and schedule.
         on_log: called with every ``LogRecord`` as it is made.
         stop: polled before every step; returning True ends training early (``interrupted``).
-        objective: minimised instead of the MSE (``x_train``, ``y_train`` then only give the
-            device); ``train.threshold`` then counts on its test metric at logged steps.
-            Compiled (``train.compile``) when its ``prepare_compile`` allows; captured in a CUDA
-            graph only then.
+        objective: what is minimised and measured (default: ``MseObjective`` of the data
+            given; with another, ``x_train`` and ``y_train`` only give the device and
+            ``x_val``, ``y_val`` are not read). Compiled (``train.compile``) when its
+            ``prepare_compile`` allows.
         on_step: called with the step number before every step (``budget.ThreadGuard``; a
             compiled step recompiles once for a new thread count).
         eager_seconds: the predicted eager training time, for ``compile: auto`` on the CPU
@@ -871,13 +929,15 @@ def train(
     phases = cfg.phase_configs()
     starts = [sum(p.steps for p in phases[:k]) for k in range(len(phases))]
     total = cfg.steps
+    goal: Objective = (
+        MseObjective(x_train, y_train, x_test, y_test, x_val, y_val)
+        if objective is None
+        else objective
+    )
 
     def new_optimizer(k: int) -> Optimizer:
         # A variant's own rate follows the phase's rate (its ratio to train.lr).
-        scale = phases[k].lr / cfg.lr
-        if objective is None:
-            return make_optimizer(model, phases[k], scale)
-        return objective.optimizer(model, phases[k], scale)
+        return goal.optimizer(model, phases[k], phases[k].lr / cfg.lr)
 
     optimizer = new_optimizer(0)
     book = _Book(model.size, device)
@@ -888,23 +948,18 @@ def train(
     extra: dict[str, float | str] = {}
 
     def losses() -> Losses:
-        logged: dict[str, torch.Tensor] = {}
-        if objective is None:
-            metric = mse(model(x_train), y_train)
-            loss = metric
-        else:
-            metric, loss, logged = objective.loss(model)
+        metric, loss, logged = goal.loss(model)
         penalty = model.penalty()
         return metric, loss if penalty is None else loss + penalty, logged
 
-    # The objective's threshold counts at logged steps, on its test metric (see the loop).
-    threshold = cfg.threshold if objective is None else -math.inf
+    # A threshold on the test metric counts at logged steps (see ``log``).
+    threshold = cfg.threshold if goal.threshold_on == "train" else -math.inf
 
     compiling, why = use_compile(cfg, device, eager_seconds, model.size)
     if why is not None:
         extra["compile_auto"] = why
-    if compiling and objective is not None:
-        blocker = objective.prepare_compile(model)
+    if compiling:
+        blocker = goal.prepare_compile(model)
         if blocker is not None:
             extra["compile_skipped"] = blocker
             compiling = False
@@ -913,9 +968,8 @@ def train(
         # zero one and let Adam's momentum (or weight decay) move it.
         extra["compile_skipped"] = "a trained parameter gets no gradient from the loss"
         compiling = False
-        if objective is not None:
-            objective.prepare_compile(model, on=False)
-    parts = [model] + ([] if objective is None else objective.modules())
+        goal.prepare_compile(model, on=False)
+    parts = [model, *goal.modules()]
 
     def note_time(key: str, seconds: float) -> None:
         extra[key] = float(extra.get(key, 0.0)) + seconds
@@ -958,14 +1012,13 @@ def train(
                     device_step = _DeviceStep(compiled, opt, book, phase, device, starts[k])
             except Exception as exc:
                 extra["compile_error"] = reason(exc)
-                if objective is not None:
-                    objective.prepare_compile(model, on=False)
+                goal.prepare_compile(model, on=False)
                 compiling = False
                 book.all_active = None if device.type == "cuda" else shortcut
             note_time("compile_time_s", time.perf_counter() - tic)
         fused_ok = device_step is not None
         if use_cuda_graph(phase, device, model, x_train.shape[-2]) and (
-            objective is None or device_step is not None
+            goal.capturable or device_step is not None
         ):
             tic = time.perf_counter()
             book.all_active = None  # a replay cannot take host-side shortcuts
@@ -1036,8 +1089,7 @@ def train(
                 evaluate = compiled
             except Exception as exc:
                 extra["compile_error"] = reason(exc)
-                if objective is not None:
-                    objective.prepare_compile(model, on=False)
+                goal.prepare_compile(model, on=False)
                 compiling = False
             note_time("compile_time_s", time.perf_counter() - tic)
         iterations = phases[k].steps
@@ -1085,19 +1137,13 @@ def train(
     def evals_now(step: int) -> torch.Tensor:
         return done_before + torch.tensor(current.evals(step), dtype=torch.long)
 
-    unmeasured = torch.full((model.size,), math.nan, dtype=x_train.dtype, device=device)
-
     @torch.no_grad()
     def evaluate() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """Test loss, validation loss, S(a) and the logged parameters of the current parameters
         (on device)."""
-        if objective is not None:
-            test, values = objective.evaluate(model)
-            val = objective.validate(model)
-            return test, val, model.recovery(), {**model.trajectories(), **values}
-        test = unmeasured if x_test is None or y_test is None else mse(model(x_test), y_test)
-        val = unmeasured if x_val is None or y_val is None else mse(model(x_val), y_val)
-        return test, val, model.recovery(), model.trajectories()
+        test, values = goal.evaluate(model)
+        val = goal.validate(model)
+        return test, val, model.recovery(), {**model.trajectories(), **values}
 
     def log(
         step: int,
@@ -1107,7 +1153,7 @@ def train(
     ) -> None:
         test_loss, val_loss, recovery, params = now
         params = {**params, **logged}
-        if objective is not None:
+        if goal.threshold_on == "test":
             book.reach(step, test_loss, cfg.threshold)
 
         # The copies to the host synchronise with the device: the clock is read after the work.

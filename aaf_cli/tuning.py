@@ -191,7 +191,7 @@ def choose(cfg: ExperimentConfig, phase: ExperimentResult) -> Tuning:
         (o.variant, o.seed): (math.inf if o.diverged else o.final_val) for o in outcomes
     }
     seeds = tuning_seeds(cfg)
-    metric = "MSE" if cfg.pde is None else "relative L2 error"
+    metric = cfg.problem_section().facts.quantity
     tuning = Tuning(
         seeds,
         metric,

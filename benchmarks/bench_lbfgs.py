@@ -39,9 +39,9 @@ import torch
 
 from aaf_cli.config import TrainConfig
 from aaf_cli.models import PlainMLP
-from aaf_cli.pde import parse_pde
-from aaf_cli.pde.problem import PdeProblem, build_problem
-from aaf_cli.pde.training import PinnObjective
+from aaf_cli.problems.pde import parse_pde
+from aaf_cli.problems.pde.problem import PdeProblem, build_problem
+from aaf_cli.problems.pde.training import PinnObjective
 from aaf_cli.train import train
 from benchmarks.bench_pinn import BURGERS, LAYERS, ensemble, plain_models
 

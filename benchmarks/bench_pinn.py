@@ -28,9 +28,9 @@ from pydantic import TypeAdapter
 
 from aaf_cli.config import TrainConfig, Variant
 from aaf_cli.models import Ensemble, Groups, ModelSpec, PlainMLP
-from aaf_cli.pde import parse_pde
-from aaf_cli.pde.problem import PdeProblem, build_problem
-from aaf_cli.pde.training import PinnObjective
+from aaf_cli.problems.pde import parse_pde
+from aaf_cli.problems.pde.problem import PdeProblem, build_problem
+from aaf_cli.problems.pde.training import PinnObjective
 from aaf_cli.train import train
 
 LAYERS = [2, 20, 20, 20, 20, 1]

@@ -125,12 +125,13 @@ P = "aaf_cli/pipeline.py"
 E = "aaf_cli/expr.py"
 SW = "aaf_cli/sweeps/spec.py"
 PDE_RUNS = "tests/test_pde_runs.py"
-PDE_RESIDUAL = "aaf_cli/pde/residual.py"
-PDE_AUTODIFF = "aaf_cli/pde/autodiff.py"
-PDE_REFERENCE = "aaf_cli/pde/reference.py"
+PDE_RESIDUAL = "aaf_cli/problems/pde/residual.py"
+PDE_AUTODIFF = "aaf_cli/problems/pde/autodiff.py"
+PDE_REFERENCE = "aaf_cli/problems/pde/reference.py"
 TU = "aaf_cli/sweeps/tuned.py"
 TUNING = "aaf_cli/tuning.py"
 TUNING_TESTS = "tests/test_tuning.py"
+DATA_TESTS = "tests/test_data_problem.py"
 VERDICTS = "tests/test_verdicts.py"
 PK = "aaf_cli/sweeps/packing.py"
 LB = "aaf_cli/lbfgs.py"
@@ -364,8 +365,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.test-loss-on-train-points",
         T,
-        "test = unmeasured if x_test is None or y_test is None else mse(model(x_test), y_test)",
-        "test = unmeasured if x_test is None or y_test is None else mse(model(x_train), y_train)",
+        "return self._measured(model, self.test), {}",
+        "return self._measured(model, (self.x_train, self.y_train)), {}",
         "logged test loss computed on the training points",
         f"{KA}::test_logged_test_loss_is_the_checkpoints_mse_on_the_test_grid",
         ENGINE,
@@ -816,7 +817,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     # ---- forward-mode (Taylor) derivatives: what train.compile traces for PDE runs
     mutant(
         "taylor.no-curvature",
-        "aaf_cli/pde/taylor.py",
+        "aaf_cli/problems/pde/taylor.py",
         "curvature = d2 * zi * zj",
         "curvature = 0 * zi * zj",
         "second derivatives lose sigma''(z) z_i z_j: u_xx of a tanh network is wrong",
@@ -840,7 +841,7 @@ CATALOGUE: tuple[Mutant, ...] = (
         f"{PDE}::test_every_activation_jet_equals_autograd",
         f"{PDE}::test_forward_mode_derivatives_equal_reverse_mode",
     ),
-    # ---- physics-informed (aaf_cli/pde)
+    # ---- physics-informed (aaf_cli/problems/pde)
     mutant(
         "pde.shared-input",
         PDE_RESIDUAL,
@@ -871,7 +872,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.objective-threshold-on-train",
         T,
-        "    threshold = cfg.threshold if objective is None else -math.inf",
+        '    threshold = cfg.threshold if goal.threshold_on == "train" else -math.inf',
         "    threshold = cfg.threshold",
         "a PDE run counts steps to threshold on the PINN loss, every step, not on the relative "
         "L2 error at logged steps",
@@ -976,7 +977,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-reference-defaults-win",
-        "aaf_cli/pde/spec.py",
+        "aaf_cli/problems/pde/spec.py",
         "return {**REFERENCES[self.name].params, **self.params}",
         "return {**self.params, **REFERENCES[self.name].params}",
         "the reference's defaults override the parameters given in reference.params",
@@ -987,7 +988,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-true-from-default-reference",
-        "aaf_cli/pde/spec.py",
+        "aaf_cli/problems/pde/spec.py",
         "        ref = self.reference.resolved() if self.reference is not None else {}\n"
         "        out: dict[str, float | None] = {}",
         "        ref = REFERENCES[self.reference.name].params if self.reference else {}\n"
@@ -998,7 +999,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-true-ignored",
-        "aaf_cli/pde/spec.py",
+        "aaf_cli/problems/pde/spec.py",
         "out[k] = v.true if v.true is not None else ref.get(k)",
         "out[k] = ref.get(k)",
         "a trainable parameter's `true` is ignored (unknown unless the reference knows it)",
@@ -1007,7 +1008,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-solution-at-init",
-        "aaf_cli/pde/spec.py",
+        "aaf_cli/problems/pde/spec.py",
         "out.update({k: v for k, v in self.true_params().items() if v is not None})",
         "out.update(self.trainable_params())",
         "the exact solution, forcing and condition values see a trainable parameter's starting "
@@ -1017,7 +1018,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-condition-values-at-init",
-        "aaf_cli/pde/problem.py",
+        "aaf_cli/problems/pde/problem.py",
         "    params = pde.solution_params()\n    conditions = []",
         "    params = {**pde.fixed_params(), **pde.trainable_params()}\n    conditions = []",
         "a condition's written value is evaluated at the trainable parameters' starting values",
@@ -1026,7 +1027,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-exact-at-init",
-        "aaf_cli/pde/problem.py",
+        "aaf_cli/problems/pde/problem.py",
         "        params = pde.solution_params()\n        names = pde.input_names",
         "        params = {**pde.fixed_params(), **pde.trainable_params()}\n"
         "        names = pde.input_names",
@@ -1037,9 +1038,9 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-data-from-default-reference",
-        "aaf_cli/pde/problem.py",
+        "aaf_cli/problems/pde/problem.py",
         "            clean = solution(data_points)",
-        "            from aaf_cli.pde.reference import burgers as _at_default\n\n"
+        "            from aaf_cli.problems.pde.reference import burgers as _at_default\n\n"
         "            clean = (\n"
         "                solution(data_points)\n"
         "                if pde.reference is None\n"
@@ -1051,7 +1052,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-residual-check-at-init",
-        "aaf_cli/pde/problem.py",
+        "aaf_cli/problems/pde/problem.py",
         "**{k: v for k, v in self.true_params.items() if v is not None},",
         "**self.trainable_params,",
         "a solution is checked against the operator at the trainable parameters' starting "
@@ -1061,7 +1062,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "pde.params-reference-disagreement-accepted",
-        "aaf_cli/pde/spec.py",
+        "aaf_cli/problems/pde/spec.py",
         "if value is None or math.isclose(value, ref[key], rel_tol=1e-9, abs_tol=0.0):",
         "if True:",
         "a fixed nu (or a true nu) that differs from the reference's is accepted silently",
@@ -1388,19 +1389,35 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "tuning.validation-on-test-grid",
-        "aaf_cli/experiment.py",
-        'x = sample_points(t.domain, t.n_val, "random", gen, cfg.model.layers[0])',
-        "x = grid_points(t.domain, t.n_val, cfg.model.layers[0])",
+        "aaf_cli/problems/expression.py",
+        'return self._sampled(self.target.n_val, "random", validation_seed(self.target))',
+        'return self._sampled(self.target.n_val, "grid", validation_seed(self.target))',
         "validation points on a grid like the test points, not drawn apart from their own seed",
         f"{TUNING_TESTS}::test_validation_points_are_their_own",
     ),
     mutant(
         "train.validation-is-test",
         T,
-        "        return test, val, model.recovery(), model.trajectories()",
-        "        return test, test, model.recovery(), model.trajectories()",
+        "        return test, val, model.recovery(), {**model.trajectories(), **values}",
+        "        return test, test, model.recovery(), {**model.trajectories(), **values}",
         "the logged validation loss is the test loss",
         f"{TUNING_TESTS}::test_no_test_number_enters_the_choice",
+    ),
+    mutant(
+        "data.scaling-on-every-row",
+        "aaf_cli/problems/data.py",
+        "                self.table.x[train],\n                self.table.y[train],",
+        "                self.table.x,\n                self.table.y,",
+        "a data file's standardisation fitted on every row, the validation and test rows included",
+        f"{DATA_TESTS}::test_dataset_validation_rows_are_the_split_validation_rows_standardized",
+    ),
+    mutant(
+        "data.validation-is-test",
+        "aaf_cli/problems/data.py",
+        "parts = (self.split.train, self.split.test, self.split.validation)",
+        "parts = (self.split.train, self.split.test, self.split.test)",
+        "a data file's validation rows are its test rows: the tuning reads the verdict's data",
+        f"{DATA_TESTS}::test_tuning_reads_the_validation_rows_and_never_the_test_rows",
     ),
     mutant(
         "stats.wins-on-a-tie",

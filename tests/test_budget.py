@@ -313,7 +313,7 @@ def test_thread_count_and_a_drop_leave_the_numbers_alone(case: str) -> None:
     import torch
 
     from aaf_cli.experiment import build_ensemble, make_dataset
-    from aaf_cli.pde.training import PinnObjective
+    from aaf_cli.problems.pde.training import PinnObjective
     from aaf_cli.train import train
 
     if case == "regression":

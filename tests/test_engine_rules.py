@@ -61,6 +61,9 @@ class _SpareObjective:
         self.holder = nn.Module()
         self.holder.spare = nn.Parameter(torch.ones(model.size, 3, dtype=F64))
 
+    threshold_on = "test"
+    capturable = False
+
     def loss(self, model: Groups) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         metric = mse(model(self.x), self.y)
         return metric.detach(), metric, {}

@@ -20,13 +20,14 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from aaf_cli import plots
-from aaf_cli.config import NAME_PATTERN, load_config
+from aaf_cli.config import load_config
 from aaf_cli.errors import ConfigError
 from aaf_cli.naming import describe_variant, target_text, variant_label
 from aaf_cli.overview import build_curves, curves_csv
 from aaf_cli.pipeline import describe, execute
 from aaf_cli.results import Band, Series
 from aaf_cli.runs import RunFolder
+from aaf_cli.schema import NAME_PATTERN
 from aaf_cli.stats import quantile
 
 from .conftest import SMOKE
@@ -350,7 +351,7 @@ def test_solution_error_maps_share_one_colour_scale(tmp_path: Path) -> None:
     reference gives each shown prediction's relative L2 error."""
     from matplotlib.colors import LogNorm
 
-    from aaf_cli.pde import figures
+    from aaf_cli.problems.pde import figures
 
     side = 8
     axes_values = [[i / (side - 1) for i in range(side)]] * 2

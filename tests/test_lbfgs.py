@@ -24,9 +24,9 @@ from pydantic import TypeAdapter
 from aaf_cli.config import TrainConfig, Variant
 from aaf_cli.lbfgs import LbfgsOptions, StackedLBFGS, backtracking, cubic_minimum, strong_wolfe
 from aaf_cli.models import Ensemble, Groups, ModelSpec, PlainMLP
-from aaf_cli.pde import parse_pde
-from aaf_cli.pde.problem import build_problem
-from aaf_cli.pde.training import PinnObjective
+from aaf_cli.problems.pde import parse_pde
+from aaf_cli.problems.pde.problem import build_problem
+from aaf_cli.problems.pde.training import PinnObjective
 from aaf_cli.train import eager_evaluation, make_optimizer, mse, train
 from tests.test_pde import NU, SMALL_BURGERS, plain_loss
 

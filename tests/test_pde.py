@@ -15,17 +15,17 @@ from aaf_cli.activations import ACTIVATIONS, JETS
 from aaf_cli.config import TrainConfig, Variant
 from aaf_cli.errors import ConfigError
 from aaf_cli.models import Ensemble, Groups, ModelSpec, PlainMLP
-from aaf_cli.pde import check_inputs, parse_pde
-from aaf_cli.pde.problem import build_problem, grid, sample, solution_function
-from aaf_cli.pde.reference import burgers
-from aaf_cli.pde.residual import (
+from aaf_cli.problems.pde import check_inputs, parse_pde
+from aaf_cli.problems.pde.problem import build_problem, grid, sample, solution_function
+from aaf_cli.problems.pde.reference import burgers
+from aaf_cli.problems.pde.residual import (
     PdeParameters,
     PinnLoss,
     make_pinn_optimizer,
     model_derivatives,
     relative_l2,
 )
-from aaf_cli.pde.taylor import taylor_derivatives, unsupported
+from aaf_cli.problems.pde.taylor import taylor_derivatives, unsupported
 from aaf_cli.train import make_optimizer
 
 F64 = torch.float64

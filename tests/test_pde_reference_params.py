@@ -26,9 +26,9 @@ import pytest
 import torch
 
 from aaf_cli.errors import ConfigError
-from aaf_cli.pde import parse_pde
-from aaf_cli.pde.problem import build_problem, sample, solution_function
-from aaf_cli.pde.reference import burgers
+from aaf_cli.problems.pde import parse_pde
+from aaf_cli.problems.pde.problem import build_problem, sample, solution_function
+from aaf_cli.problems.pde.reference import burgers
 
 F64 = torch.float64
 PI = math.pi

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from aaf_cli.cli import app
 from aaf_cli.config import TrainConfig, Variant, load_config
 from aaf_cli.models import Ensemble, Groups, ModelSpec
-from aaf_cli.pde import parse_pde
-from aaf_cli.pde.problem import build_problem
-from aaf_cli.pde.residual import PinnLoss
-from aaf_cli.pde.training import PinnObjective, pde_dataset, read_terms
+from aaf_cli.problems.pde import parse_pde
+from aaf_cli.problems.pde.problem import build_problem
+from aaf_cli.problems.pde.residual import PinnLoss
+from aaf_cli.problems.pde.training import PinnObjective, pde_dataset, read_terms
 from aaf_cli.runs import read_metrics
 from aaf_cli.train import LogRecord, train
 

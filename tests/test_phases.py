@@ -290,7 +290,7 @@ def test_aaf_run_with_phases_writes_evaluations_the_figures_and_the_sentence(
 def test_the_identified_parameters_figure_marks_where_lbfgs_takes_over(tmp_path: Any) -> None:
     """params.png of an inverse run in phases: a dash-dotted line at the step where L-BFGS
     starts, and the legend names both optimisers."""
-    from aaf_cli.pde.figures import params_figure
+    from aaf_cli.problems.pde.figures import params_figure
     from aaf_cli.results import Series
 
     steps = [0, 50, 100, 150]

@@ -33,8 +33,8 @@ from torch.optim import lr_scheduler
 
 from aaf_cli.config import TrainConfig, Variant
 from aaf_cli.models import Ensemble, Groups, ModelSpec
-from aaf_cli.pde import parse_pde
-from aaf_cli.pde.training import PinnObjective, pde_dataset
+from aaf_cli.problems.pde import parse_pde
+from aaf_cli.problems.pde.training import PinnObjective, pde_dataset
 from aaf_cli.train import lr_factor, mse, train
 
 F64 = torch.float64

@@ -20,6 +20,7 @@ from aaf_cli import experiment, tuning
 from aaf_cli.budget import estimate
 from aaf_cli.cli import app
 from aaf_cli.config import TUNE_SEED_START, load_config
+from aaf_cli.problems.expression import validation_seed
 from aaf_cli.runs import read_metrics
 from aaf_cli.stats import tail_value
 from aaf_cli.sweeps.records import SWEEP_FILE
@@ -234,7 +235,7 @@ def test_validation_points_are_their_own() -> None:
     assert data.x_val.shape == (50, 1)
     val = set(data.x_val[:, 0].tolist())
     assert not val & set(data.x_test[:, 0].tolist()) and not val & set(data.x_train[:, 0].tolist())
-    gen = torch.Generator().manual_seed(experiment.validation_seed(cfg))
+    gen = torch.Generator().manual_seed(validation_seed(cfg.target))
     lo, hi = cfg.target.domain
     drawn = torch.rand(50, 1, dtype=torch.float64, generator=gen) * (hi - lo) + lo
     torch.testing.assert_close(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aaf_cli.budget import MAX_HOURS, Estimate, _bytes, _duration
 from aaf_cli.config import ExperimentConfig, load_config
 from aaf_cli.errors import AafError, ConfigError, UsageError
+from aaf_cli.problems import facts_of, section_of
 from aaf_cli.runs import SWEEP_FILE, new_run_dir
 from aaf_cli.sweeps import records
 from aaf_cli.sweeps.records import DONE, FIGURE_FILE, PointEntry, SweepRecord
@@ -321,7 +322,7 @@ class LocalExecutor:
         from aaf_cli.pipeline import FLUSH_SECONDS, Flusher
 
         flushers = [
-            Flusher(folder, members(cfg), FLUSH_SECONDS, None)
+            Flusher(cfg, folder, members(cfg), FLUSH_SECONDS, None)
             for folder, cfg in zip(job.folders, job.configs)
         ]
         bar: Any = nullcontext(None)
@@ -525,9 +526,9 @@ def run_sweep(
 
 
 def quantity_of(record: SweepRecord) -> str:
-    """What the sweep's test metric is: a PDE run's relative L2 error, else the test MSE."""
-    resolved = record.base.get("resolved") or {}
-    return "relative L2 error" if resolved.get("pde") else "test MSE"
+    """What the sweep's test metric is (its problem's: a PDE run's relative L2 error, a
+    regression's test MSE)."""
+    return facts_of(record.base.get("resolved") or {}).metric
 
 
 def _figures(folder: Path, record: SweepRecord, rows: list[dict[str, Any]]) -> None:
@@ -613,9 +614,8 @@ def _tuned_phase(
 
 def _title(record: SweepRecord) -> str:
     resolved = record.base.get("resolved") or {}
-    target = resolved.get("target") or {}
-    pde = resolved.get("pde") or {}
-    what = target.get("name") or target.get("expr") or pde.get("operator") or ""
+    kind, section = section_of(resolved)
+    what = kind.title(section) if section else ""
     layers = "x".join(str(w) for w in (resolved.get("model") or {}).get("layers", []))
     activation = (resolved.get("model") or {}).get("activation", "")
     steps = (resolved.get("train") or {}).get("steps")

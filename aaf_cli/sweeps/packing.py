@@ -306,7 +306,7 @@ def train_pack(
         log: Callable[[list[LogRecord]], None] | None,
     ) -> list[ExperimentResult]:
         # The given data was made for the points' own seeds (it matters with target.resample).
-        given = data if test or phase[0].pde is not None or not phase[0].target.resample else None
+        given = data if test or not phase[0].problem_section().per_seed else None
         return _train_pack(phase, labels, log, stop, threads, given, test)
 
     return train_tuned(
@@ -338,7 +338,7 @@ def _train_pack(
             callback([slice_record(record, idx, n) for idx, n in zip(indices, own)])
 
     cfg = configs[0]
-    if data is not None and cfg.target.resample and len(configs) > 1:
+    if data is not None and cfg.problem_section().per_seed and len(configs) > 1:
         data = None  # per-seed data in the pack's own model order
     exp = run_experiment(
         cfg,

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from aaf_cli.errors import RunError
+from aaf_cli.problems import problem_label
 from aaf_cli.runs import (
     FOLDER_PATTERN,
     SWEEP_FILE,
@@ -391,7 +392,6 @@ def describe_sweep(path: Path) -> dict[str, Any]:
     if record.extra.get("protocol"):  # a tuned sweep is done when its evaluation run is
         all_done = all_done and point_status(path / "tuned") in DONE
     resolved = record.base.get("resolved") or {}
-    target = resolved.get("target") or {}
     seeds = resolved.get("seeds")
     best: dict[str, float] = {}
     duration = 0.0
@@ -412,7 +412,7 @@ def describe_sweep(path: Path) -> dict[str, Any]:
         "kind": "sweep",
         "name": record.name,
         "started": started.isoformat() if started else None,
-        "target": target.get("name") or ("expr" if target.get("expr") else None),
+        "target": problem_label(resolved),
         "variants": variants,
         "seeds": len(seeds) if isinstance(seeds, list) else seeds,
         "steps": (resolved.get("train") or {}).get("steps"),  # of each point

@@ -36,19 +36,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aaf_cli.config import (
-    DEFAULT_SOURCE,
-    NAME_PATTERN,
-    ExperimentConfig,
-    _Located,
-    _one_line,
-    _parse_yaml,
-    _read_text,
-    _show,
-    load_config,
-    parse_override,
-)
+from aaf_cli.config import DEFAULT_SOURCE, ExperimentConfig, _show, load_config
 from aaf_cli.errors import ConfigError
+from aaf_cli.problems import absolute_paths
+from aaf_cli.schema import NAME_PATTERN
+from aaf_cli.yamlfile import Located, one_line, parse_override, parse_yaml, read_text
 
 if TYPE_CHECKING:
     from aaf_cli.sweeps.tuned import Protocol
@@ -368,7 +360,7 @@ def default_name(base: ExperimentConfig, axes: Sequence[Axis]) -> str:
     return name[:64].rstrip("-_") if axes else f"{base.name}-sweep"
 
 
-def _spec_error(exc: ValidationError, source: str, located: _Located) -> ConfigError:
+def _spec_error(exc: ValidationError, source: str, located: Located) -> ConfigError:
     error = exc.errors()[0]
     loc = [p for p in error["loc"]]
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -384,15 +376,15 @@ def _spec_error(exc: ValidationError, source: str, located: _Located) -> ConfigE
         if "input" in error and not isinstance(error["input"], (dict, list)):
             message += f" (got {_show(error['input'])})"
     mark = located.find(loc) or (None, None)
-    dotted = _one_line(".".join(str(p) for p in loc))
-    return ConfigError(source, dotted, _one_line(message + more), *mark)
+    dotted = one_line(".".join(str(p) for p in loc))
+    return ConfigError(source, dotted, one_line(message + more), *mark)
 
 
 def _is_sweep(data: Any) -> bool:
     return isinstance(data, Mapping) and any(k in data for k in SWEEP_MARKERS)
 
 
-def read_spec(data: Mapping[str, Any], source: str, located: _Located) -> SweepSpec:
+def read_spec(data: Mapping[str, Any], source: str, located: Located) -> SweepSpec:
     """Validate a sweep file's keys."""
     try:
         spec = SweepSpec.model_validate(dict(data))
@@ -481,12 +473,12 @@ def plan_sweep(
     elif isinstance(target, Mapping):
         source = "<mapping>"
         if _is_sweep(target):
-            spec = read_spec(target, source, _Located())
+            spec = read_spec(target, source, Located())
         else:
             base_input, base_source = _lists(dict(target)), source
     elif target is not None:
         source = str(target)
-        data, located = _parse_yaml(_read_text(Path(target)), source)
+        data, located = parse_yaml(read_text(Path(target)), source)
         if _is_sweep(data):
             spec = read_spec(data, source, located)
             sweep_file = Path(target)
@@ -498,6 +490,8 @@ def plan_sweep(
         base_source = str(base_input)
     elif spec.config is not None:
         base_input, base_source = copy.deepcopy(spec.config), f"{source}: config"
+        if sweep_file is not None:  # its file paths are read from the sweep file's folder
+            absolute_paths(base_input, sweep_file.parent)
 
     # The file's set: first, then the command line's --set (the later one wins).
     overrides = [*(f"{k}={value_text(fix_number(v))}" for k, v in spec.set.items()), *overrides]
@@ -514,8 +508,9 @@ def plan_sweep(
             ) from None
         raise
     if isinstance(base_input, Path):
-        raw, _ = _parse_yaml(_read_text(base_input), base_source)
+        raw, _ = parse_yaml(read_text(base_input), base_source)
         base_data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        absolute_paths(base_data, base_input.parent)
     else:
         base_data = dict(base_input or {})
 
@@ -655,7 +650,7 @@ def _protocol(
         return None
     n_tune = tune_seeds if tune_seeds is not None else (given.tune_seeds if given else 5)
     n_eval = eval_seeds if eval_seeds is not None else (given.eval_seeds if given else 10)
-    from aaf_cli.config import MAX_SEEDS
+    from aaf_cli.schema import MAX_SEEDS
     from aaf_cli.sweeps.tuned import EVAL_SEED_START
 
     # Checked here, before the points' seeds are built from them (an empty seed list would

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aaf_cli.config import MAX_SEEDS, ExperimentConfig, load_config
+from aaf_cli.config import ExperimentConfig, load_config
 from aaf_cli.errors import ConfigError
 from aaf_cli.runs import RunFolder, csv_buffer, num_text, write_atomic
+from aaf_cli.schema import MAX_SEEDS
 from aaf_cli.stats import outcome_words, reported_p
 from aaf_cli.sweeps.records import PAIRED_COLUMNS
 from aaf_cli.sweeps.spec import value_text

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from aaf_cli.pde.autodiff import input_derivatives
-from aaf_cli.pde.problem import PdeProblem
+from aaf_cli.problems.pde.autodiff import input_derivatives
+from aaf_cli.problems.pde.problem import PdeProblem
 
 if TYPE_CHECKING:
     from aaf_cli.config import TrainConfig
@@ -228,10 +228,10 @@ class PinnLoss:
         self.derivative_rows = self.points.shape[0] if needs else self.collocation.stop
 
     def use_forward_mode(self, model: Groups, on: bool = True) -> str | None:
-        """Switch to forward-mode derivatives (``aaf_cli.pde.taylor``) if they serve ``model``
-        and this problem; return None then, else the reason (and keep reverse mode).
+        """Switch to forward-mode derivatives (``taylor``) if they serve ``model`` and this
+        problem; return None then, else the reason (and keep reverse mode).
         ``on=False`` switches back to reverse mode."""
-        from aaf_cli.pde.taylor import unsupported
+        from aaf_cli.problems.pde.taylor import unsupported
 
         reason = unsupported(model, self.problem.derivatives) if on else None
         self.forward_mode = on and reason is None
@@ -251,7 +251,7 @@ class PinnLoss:
                 "PdeParameters (PdeParameters.of(problem, members, dtype, device))"
             )
         if self.forward_mode:
-            from aaf_cli.pde.taylor import taylor_derivatives
+            from aaf_cli.problems.pde.taylor import taylor_derivatives
 
             found = taylor_derivatives(
                 model, self.points, self.derivative_rows, problem.derivatives

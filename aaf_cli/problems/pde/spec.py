@@ -41,7 +41,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -54,9 +54,31 @@ from pydantic import (
 )
 
 from aaf_cli.errors import ConfigError
+from aaf_cli.problems.base import Facts, Size
 
 if TYPE_CHECKING:
+    from aaf_cli.config import ExperimentConfig
     from aaf_cli.expr import Expression
+    from aaf_cli.problems.base import Problem
+
+#: A PDE run's numbers: the PINN loss is trained on, the relative L2 error of u is tested.
+PDE_FACTS = Facts(
+    metric="relative L2 error",
+    quantity="relative L2 error",
+    loss="PINN loss",
+    train_points="the collocation and condition points",
+    columns={
+        "final_train": "final PINN loss",
+        "final_val": "final val rel. L2",
+        "final_test": "final test rel. L2",
+        "last_test": "last test rel. L2",
+        "test_at_best_val": "test rel. L2 at best val",
+    },
+    test_column="test rel. L2",
+    test_name="test rel. L2",
+    tracker=("pinn_loss", "rel_l2"),
+    series=("training loss (total PINN loss)", "relative L2 error"),
+)
 
 __all__ = [
     "MAX_ORDER",
@@ -290,6 +312,10 @@ class PdeConfig(_Strict):
     """A physics-informed problem: train u(inputs) so that ``operator(u) = forcing`` and the
     conditions hold (Raissi et al., J. Comput. Phys. 378 (2019); Jagtap et al., J. Comput.
     Phys. 404 (2020))."""
+
+    kind: ClassVar[str] = "pde"
+    key: ClassVar[str] = "pde"
+    facts: ClassVar[Facts] = PDE_FACTS
 
     inputs: dict[str, tuple[float, float]] = Field(
         description="the coordinates and their intervals, e.g. {x: [-1, 1], t: [0, 1]}",
@@ -581,6 +607,49 @@ class PdeConfig(_Strict):
         if self.data is not None:
             names.append("data")
         return names
+
+    def check_layers(self, layers: Sequence[int]) -> None:
+        try:
+            check_inputs(self, layers)
+        except ConfigError as exc:
+            raise ValueError(f"{exc.key}: {exc.message}") from None
+
+    @property
+    def per_seed(self) -> bool:
+        return False
+
+    def size(self, inputs: int) -> Size:
+        points = self.collocation.points + sum(c.points for c in self.conditions)
+        points += self.data.points if self.data is not None else 0
+        order = max((len(index) for index in self.derivatives()), default=0)
+        return Size(points, self.test_points, self.val_points, order)
+
+    def problem(self, cfg: ExperimentConfig) -> Problem:
+        from aaf_cli.problems.pde.training import PinnProblem
+
+        return PinnProblem(cfg)
+
+    @classmethod
+    def line(cls, section: Mapping[str, Any]) -> str:
+        collocation = section.get("collocation") or {}
+        return (
+            f"pde: {section.get('operator')} = {section.get('forcing') or 0} on "
+            f"{section.get('inputs')}, {collocation.get('points')} collocation points; train = "
+            "total PINN loss, test = relative L2 error"
+        )
+
+    @classmethod
+    def label(cls, section: Mapping[str, Any]) -> str | None:
+        return None
+
+    @classmethod
+    def title(cls, section: Mapping[str, Any]) -> str:
+        """``u_t + u*u_x - nu*u_xx = 0`` (the forcing as written; ``f from u = ...`` when
+        derived from the exact solution)."""
+        forcing = section.get("forcing") or "0"
+        if forcing == "from_exact":
+            forcing = f"f from u = {section.get('exact')}"
+        return f"{section.get('operator')} = {forcing}"
 
     def derivatives(self) -> list[tuple[int, ...]]:
         """Every derivative (as sorted input indices) the operator and the conditions use."""

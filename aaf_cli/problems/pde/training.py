@@ -25,14 +25,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
-from aaf_cli.pde.problem import PdeProblem, build_problem
-from aaf_cli.pde.residual import PdeParameters, PinnLoss, make_pinn_optimizer
-from aaf_cli.pde.spec import PdeConfig
+from aaf_cli.problems.pde.problem import PdeProblem, build_problem, validation_seed
+from aaf_cli.problems.pde.residual import PdeParameters, PinnLoss, make_pinn_optimizer
+from aaf_cli.problems.pde.spec import PDE_FACTS, PdeConfig
 from aaf_cli.runs import TERMS_COLUMNS, TERMS_HEADER, read_terms
 from aaf_cli.targets import Dataset
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from aaf_cli.experiment import ExperimentResult
     from aaf_cli.lbfgs import StackedLBFGS
     from aaf_cli.models import Groups
-    from aaf_cli.results import ModelOutcome, Series
+    from aaf_cli.results import Band, ModelOutcome, Series
     from aaf_cli.train import Losses, StackedAdam, StackedSGD
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "TERM_PREFIX",
     "PdeDataset",
     "PinnObjective",
+    "PinnProblem",
     "equation_text",
     "is_logged_value",
     "pde_dataset",
@@ -137,6 +138,9 @@ class PinnObjective:
         test: whether the test grid is measured (a tuning phase measures validation only).
     """
 
+    threshold_on: Literal["train", "test"] = "test"
+    capturable = False
+
     def __init__(
         self,
         problem: PdeProblem,
@@ -187,10 +191,7 @@ def terms_csv(series: Sequence[Series]) -> str:
 
 def equation_text(pde: PdeConfig) -> str:
     """``u_t + u*u_x - nu*u_xx = 0`` (the forcing as written; ``f(exact)`` when derived)."""
-    forcing = pde.forcing or "0"
-    if forcing == "from_exact":
-        forcing = f"f from u = {pde.exact}"
-    return f"{pde.operator} = {forcing}"
+    return PdeConfig.title(pde.model_dump(mode="json"))
 
 
 def _final(values: Sequence[float]) -> float:
@@ -267,7 +268,7 @@ def write_pde_figures(
     """``loss_curves.png`` (with the terms), ``solution.png`` and ``fit.csv`` (the test grid,
     the solution, each variant's median-seed prediction), ``params.png`` for inverse problems."""
     from aaf_cli import plots
-    from aaf_cli.pde import figures
+    from aaf_cli.problems.pde import figures
     from aaf_cli.results import by_variant, median_seed
     from aaf_cli.runs import table_csv, write_atomic
 
@@ -335,3 +336,66 @@ def write_pde_figures(
             plots.phase_marks(cfg.train),
             plots.first_optimizer(cfg.train),
         )
+
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class PinnProblem:
+    """A ``pde:`` config at run time: its compiled problem as data, the PINN loss as the
+    objective, its terms and identified parameters in the summary and ``terms.csv``."""
+
+    facts = PDE_FACTS
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        assert cfg.pde is not None
+        self.cfg = cfg
+        self.pde: PdeConfig = cfg.pde
+
+    def dataset(self, device: torch.device, seeds: Sequence[int]) -> PdeDataset:
+        return pde_dataset(self.pde, DTYPES[self.cfg.dtype], device)
+
+    def objective(self, data: Dataset, ensemble: Groups, test: bool) -> PinnObjective:
+        assert isinstance(data, PdeDataset) and data.problem is not None
+        dtype, device = DTYPES[self.cfg.dtype], data.x_train.device
+        return PinnObjective(data.problem, ensemble, dtype, device, test=test)
+
+    def data_entry(self, exp: ExperimentResult) -> dict[str, Any]:
+        """The summary's ``data`` entry (the keys a regression run's has, where they mean
+        something)."""
+        pde = self.pde
+        return {
+            "target": "pde",
+            "expr": equation_text(pde),
+            "inputs": self.cfg.model.layers[0],
+            "domain": {k: list(v) for k, v in pde.inputs.items()},
+            "n_train": int(exp.data.x_train.shape[-2]),
+            "n_test": int(exp.data.x_test.shape[0]),
+            "n_val": pde.val_points,
+            "validation": "uniform random in the box, seed "
+            f"{validation_seed(pde)} (apart from the collocation points and the test grid)",
+            "sampling": pde.collocation.sampling,
+            "noise": pde.data.noise if pde.data is not None else 0.0,
+            "same_data_for_all_seeds": True,
+        }
+
+    def summary_entries(self, exp: ExperimentResult, series: Sequence[Series]) -> dict[str, Any]:
+        return pde_summary(self.cfg, series, [v.name for v in self.cfg.variants])
+
+    def write_logs(self, folder: Path, series: Sequence[Series]) -> None:
+        from aaf_cli.runs import write_atomic
+
+        write_atomic(folder / "terms.csv", terms_csv(series))
+
+    def write_figures(
+        self,
+        folder: Path,
+        exp: ExperimentResult,
+        series: Sequence[Series],
+        outcomes: Sequence[ModelOutcome],
+        bands: Mapping[str, Mapping[str, Band]],
+        title: str,
+        notes: Sequence[str],
+        labels: Mapping[str, str],
+    ) -> None:
+        write_pde_figures(folder, self.cfg, exp, series, outcomes, title, notes, labels)

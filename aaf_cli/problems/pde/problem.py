@@ -19,8 +19,8 @@ import torch
 
 from aaf_cli.errors import ConfigError
 from aaf_cli.expr import Expression
-from aaf_cli.pde.autodiff import input_derivatives
-from aaf_cli.pde.spec import (
+from aaf_cli.problems.pde.autodiff import input_derivatives
+from aaf_cli.problems.pde.spec import (
     PdeConfig,
     derivative_index,
     faces,
@@ -177,7 +177,7 @@ def solution_function(pde: PdeConfig) -> Solution | None:
         names = pde.input_names
         return lambda points: expression.evaluate(_columns(names, points, params))
     if pde.reference is not None:
-        from aaf_cli.pde.reference import reference_solution
+        from aaf_cli.problems.pde.reference import reference_solution
 
         return reference_solution(pde.reference.name, pde.reference.resolved())
     return None

@@ -18,7 +18,6 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 
-from aaf_cli.pde.training import PARAM_PREFIX, TERM_PREFIX
 from aaf_cli.plots import (
     NEUTRAL,
     REFERENCE_STYLE,
@@ -35,6 +34,7 @@ from aaf_cli.plots import (
     threshold_line,
     wrap,
 )
+from aaf_cli.problems.pde.training import PARAM_PREFIX, TERM_PREFIX
 from aaf_cli.results import Band, Series, aggregate
 
 __all__ = ["grid_side", "loss_curves", "params_figure", "solution"]

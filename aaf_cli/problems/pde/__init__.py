@@ -8,6 +8,6 @@
 Only ``spec`` is imported here, so that loading a config stays light.
 """
 
-from aaf_cli.pde.spec import PdeConfig, check_inputs, parse_pde
+from aaf_cli.problems.pde.spec import PdeConfig, check_inputs, parse_pde
 
 __all__ = ["PdeConfig", "check_inputs", "parse_pde"]

@@ -1,0 +1,171 @@
+"""The problems a run can fit, and the registry that names them (``base`` says what one gives).
+
+* ``expression``: a named formula or your own expression of x (``target: {name: sine}``);
+* ``data``: your own measurements, a CSV, NPZ or Parquet file (``target: {data: file.csv}``);
+* ``pde``: a physics-informed problem, a differential equation with its conditions (``pde:``).
+
+This module is the only place outside a problem's own modules that knows the kinds: the config
+takes its problem sections from ``ProblemSections``, and everything else asks ``problem_of``
+(a live config) or ``section_of`` (a stored one). Importing it imports no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Discriminator, Field, SerializerFunctionWrapHandler, Tag, model_serializer
+
+from aaf_cli.problems.base import MSE_FACTS, Facts, Problem, ProblemSection, Size
+from aaf_cli.problems.data_spec import DataTargetConfig
+from aaf_cli.problems.expression_spec import TargetConfig
+from aaf_cli.problems.pde.spec import PdeConfig
+from aaf_cli.schema import Strict
+
+if TYPE_CHECKING:
+    from aaf_cli.config import ExperimentConfig
+
+__all__ = [
+    "KINDS",
+    "MSE_FACTS",
+    "SECTIONS",
+    "DataTargetConfig",
+    "Facts",
+    "PdeConfig",
+    "Problem",
+    "ProblemSection",
+    "ProblemSections",
+    "Size",
+    "TargetConfig",
+    "absolute_paths",
+    "facts_of",
+    "problem_label",
+    "problem_of",
+    "problem_title",
+    "section_of",
+    "summary_facts",
+]
+
+
+def _target_kind(value: Any) -> str:
+    """Which ``target:`` a section is: a data file's names its file under ``data``."""
+    if isinstance(value, Mapping):
+        return "data file" if "data" in value else "expression"
+    return "data file" if isinstance(value, DataTargetConfig) else "expression"
+
+
+#: The ``target:`` section: an expression target or a data file (error paths name neither tag).
+Target = Annotated[
+    Annotated[TargetConfig, Tag("expression")] | Annotated[DataTargetConfig, Tag("data file")],
+    Discriminator(_target_kind),
+]
+
+#: Every problem section, by the config key it is given under, in the order they are looked
+#: for; the first key present poses the problem (``target:`` is the default).
+SECTIONS: dict[str, tuple[type[Any], ...]] = {
+    "pde": (PdeConfig,),
+    "target": (DataTargetConfig, TargetConfig),
+}
+
+
+#: Every kind of problem by the name a summary records (``summary.json``'s ``problem``).
+KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in (TargetConfig, DataTargetConfig, PdeConfig)}
+
+
+class ProblemSections(Strict):
+    """The sections that pose a config's problem: ``target:`` (an expression or a data file)
+    or ``pde:``. ``ExperimentConfig`` inherits them."""
+
+    target: Target = Field(
+        default_factory=lambda: TargetConfig.model_validate({}),
+        description="what the networks fit: a named target, your own expression, or a data "
+        "file (target: {data: file.csv, inputs: [...], output: y}); default sine",
+    )
+    pde: PdeConfig | None = Field(
+        None,
+        description="a physics-informed problem, instead of target: the network u(inputs) is "
+        "trained so that a differential equation and its conditions hold",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump_one_section(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The section that poses the problem, not the other: a dump validates back (a PDE
+        # config has no target: key, and a regression config's dump has no pde: key).
+        data: dict[str, Any] = handler(self)
+        data.pop("target" if self.pde is not None else "pde", None)
+        return data
+
+    def problem_section(self) -> ProblemSection:
+        """The section that poses the problem."""
+        section: ProblemSection = self.pde if self.pde is not None else self.target
+        return section
+
+    def problem_conflict(self) -> str | None:
+        """Why the sections given cannot pose one problem, or None."""
+        if self.pde is not None and "target" in self.model_fields_set:
+            return (
+                "give target (fit a given function or data) or pde (a physics-informed "
+                "problem), not both"
+            )
+        return None
+
+
+def problem_of(cfg: ExperimentConfig) -> Problem:
+    """The runtime side of ``cfg``'s problem (its data, objective, summary and figures)."""
+    return cfg.problem_section().problem(cfg)
+
+
+def section_of(config: Mapping[str, Any]) -> tuple[type[ProblemSection], Mapping[str, Any]]:
+    """The section class and the section of a stored (resolved) config: what a finished run's
+    readers ask about its problem."""
+    for key, classes in SECTIONS.items():
+        section = config.get(key)
+        if isinstance(section, Mapping):
+            kind = _target_kind(section) if key == "target" else None
+            cls = DataTargetConfig if kind == "data file" else classes[-1]
+            return cls, section
+    return TargetConfig, {}
+
+
+def facts_of(*configs: Mapping[str, Any]) -> Facts:
+    """What stored configs' numbers are called: their problems' facts where all agree, else
+    the mean squared error's (a comparison across kinds of problem speaks of its test metric)."""
+    found = [section_of(c)[0].facts for c in configs]
+    return found[0] if found and all(f == found[0] for f in found) else MSE_FACTS
+
+
+def summary_facts(summary: Mapping[str, Any]) -> Facts:
+    """What a finished run's numbers are called, from its ``summary.json`` (a summary written
+    before it recorded its ``problem`` says a PDE by its data entry)."""
+    kind = summary.get("problem")
+    if kind is None:
+        data = summary.get("data")
+        kind = "pde" if isinstance(data, Mapping) and data.get("target") == "pde" else "expression"
+    facts: Facts = KINDS.get(str(kind), TargetConfig).facts
+    return facts
+
+
+def problem_label(config: Mapping[str, Any]) -> str | None:
+    """A stored config's problem as a run list names it (a target's name, ``expr``, a data
+    file's name; None for a problem without a short name)."""
+    kind, section = section_of(config)
+    return kind.label(section)
+
+
+def problem_title(config: Mapping[str, Any]) -> str:
+    """A stored config's problem as a figure title names it ("" where the config has none)."""
+    kind, section = section_of(config)
+    return kind.title(section) if section else ""
+
+
+def absolute_paths(config: Any, folder: Path) -> Any:
+    """A raw config as read from a file in ``folder``, with every file path its problem section
+    names made absolute (read from ``folder``), in place; what a sweep keeps as its base then
+    reads the same from anywhere."""
+    if isinstance(config, dict):
+        for key in SECTIONS:
+            section = config.get(key)
+            if isinstance(section, dict) and _target_kind(section) == "data file":
+                DataTargetConfig.absolute_paths(section, folder)
+    return config
