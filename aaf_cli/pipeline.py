@@ -25,6 +25,7 @@ from aaf_cli.experiment import (
 )
 from aaf_cli.models import ModelSpec
 from aaf_cli.problems import problem_of, section_of
+from aaf_cli.problems.base import Drawing
 from aaf_cli.results import (
     Band,
     ModelOutcome,
@@ -278,7 +279,8 @@ def write_figures(
     problem = problem_of(cfg)
     loss, error = problem.facts.loss, problem.facts.metric
     plots.loss_and_error(outcomes, names, folder / "loss_error.png", title, loss, error, labels)
-    problem.write_figures(folder, exp, series, outcomes, bands, title, notes, labels)
+    drawing = Drawing(exp, series, outcomes, bands, title, notes, labels)
+    problem.write_figures(folder, drawing)
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
     plots.slopes(series, names, folder / "slopes.png", f"{title}\nactivation parameters", labels)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -866,6 +867,293 @@ def ungraded(losses: Callable[[], Losses], params: Sequence[torch.Tensor]) -> bo
     return any(g is None for g in grads)
 
 
+#: A code object per compiled function and model structure (``compile_once``).
+_CODES: dict[tuple[Any, ...], types.CodeType] = {}
+
+
+def compile_once(
+    fn: Callable[..., Any], structure: tuple[Any, ...], backend: str = "inductor"
+) -> Callable[..., Any]:
+    """``torch.compile(fn, fullgraph=True)``, from a copy of ``fn`` whose code object is shared
+    by the runs of one model ``structure`` only.
+
+    Dynamo keeps its compiled entries, and counts recompiles against its limit (8), per code
+    object. Runs of one structure reuse each other's entries (a tuning phase's compile serves
+    the evaluation run); runs of other structures, sharing the one code object of
+    ``fused_step``'s inner function, would each add an entry, and the ninth structure compiled
+    in one process (a notebook, a sweep over widths, unpacked) failed with
+    ``FailOnRecompileLimitHit`` and trained eagerly. (``backend``: Dynamo's, for tests.)"""
+    key = (fn.__code__, structure)
+    code = _CODES.setdefault(key, fn.__code__.replace())
+    fresh = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return torch.compile(fresh, dynamic=False, fullgraph=True, backend=backend)
+
+
+class _Phasing:
+    """What the phases of one ``train`` call share, and the stepper of each: a first-order
+    phase (eager, compiled and/or captured in a CUDA graph) or an L-BFGS phase (its
+    evaluations compiled with the rest of the run). ``compiling`` turns off for the rest of
+    the run when a compile fails; ``extra`` collects what the summary says about it."""
+
+    def __init__(
+        self,
+        model: Groups,
+        goal: Objective,
+        losses: Callable[[], Losses],
+        phases: list[TrainConfig],
+        starts: list[int],
+        book: _Book,
+        threshold: float,
+        compiling: bool,
+        extra: dict[str, float | str],
+        device: torch.device,
+        points: int,
+    ) -> None:
+        self.model, self.goal, self.losses = model, goal, losses
+        self.phases, self.starts, self.book, self.threshold = phases, starts, book, threshold
+        self.compiling, self.extra, self.device, self.points = compiling, extra, device, points
+        self.parts: list[nn.Module] = [model, *goal.modules()]
+
+    def note_time(self, key: str, seconds: float) -> None:
+        self.extra[key] = float(self.extra.get(key, 0.0)) + seconds
+
+    def structure(self) -> tuple[Any, ...]:
+        """What a compiled step of this run is specialised on, as far as the runs of a process
+        differ: the ensembles' shapes and kinds, the objective, the points, dtype and device."""
+        ensembles = self.model.ensembles()
+        groups = tuple((tuple(e.layers), e.kind, e.base, e.size) for e in ensembles)
+        dtype = ensembles[0].weights[0].dtype
+        return (groups, type(self.goal).__name__, self.points, str(dtype), str(self.device))
+
+    def compile_failed(self, exc: BaseException) -> None:
+        """Train eagerly from here on, and say why."""
+        self.extra["compile_error"] = reason(exc)
+        self.goal.prepare_compile(self.model, on=False)
+        self.compiling = False
+
+    def stepper(self, k: int, opt: Optimizer) -> _Phase:
+        from aaf_cli.lbfgs import StackedLBFGS  # it builds on this module
+
+        if isinstance(opt, StackedLBFGS):
+            return self.quasi_newton(k, opt)
+        return self.first_order(k, opt)
+
+    def first_order(self, k: int, opt: StackedAdam | StackedSGD) -> _Phase:
+        """The stepper of a first-order phase: eager, compiled and/or graph-captured."""
+        phase, book = self.phases[k], self.book
+        device_step: _DeviceStep | None = None
+        if self.compiling:
+            tic = time.perf_counter()
+            shortcut = book.all_active
+            book.all_active = None  # no host-side shortcuts inside a compiled step
+            try:
+                with warnings.catch_warnings():
+                    # Inductor suggests TF32 matrix products; float32 here means float32.
+                    warnings.filterwarnings("ignore", message=".*TensorFloat32")
+                    fused = fused_step(self.losses, self.parts, opt, book, self.threshold)
+                    compiled = compile_once(fused, self.structure())
+                    device_step = _DeviceStep(
+                        compiled, opt, book, phase, self.device, self.starts[k]
+                    )
+            except Exception as exc:
+                self.compile_failed(exc)
+                book.all_active = None if self.device.type == "cuda" else shortcut
+            self.note_time("compile_time_s", time.perf_counter() - tic)
+        stepper = _FirstOrder(self, k, opt, device_step)
+        if use_cuda_graph(phase, self.device, self.model, self.points) and (
+            self.goal.capturable or device_step is not None
+        ):
+            tic = time.perf_counter()
+            book.all_active = None  # a replay cannot take host-side shortcuts
+            try:
+                if stepper.device_step is None:
+
+                    def replayed(
+                        schedule: Schedule,
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        index, factor, corrections = schedule.take()
+                        return stepper.body(index, factor, True, corrections)
+
+                    stepper.device_step = _DeviceStep(
+                        replayed, opt, book, phase, self.device, self.starts[k]
+                    )
+                stepper.device_step.capture()
+            except Exception as exc:
+                self.extra["cuda_graph_error"] = reason(exc)
+            self.note_time("cuda_graph_time_s", time.perf_counter() - tic)
+        return stepper
+
+    def quasi_newton(self, k: int, opt: StackedLBFGS) -> _Phase:
+        """The stepper of an L-BFGS phase: one iteration per step; the evaluations compiled
+        with the rest of the run."""
+        evaluate: Evaluate = eager_evaluation(self.losses, opt)
+        if self.compiling:
+            tic = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*TensorFloat32")
+                    fused = fused_evaluation(self.losses, self.parts, opt)
+                    compiled: Evaluate = compile_once(fused, self.structure())
+                    compiled(opt.flat.clone(), self.book.active.clone())  # compiles here
+                evaluate = compiled
+            except Exception as exc:
+                self.compile_failed(exc)
+            self.note_time("compile_time_s", time.perf_counter() - tic)
+        return _QuasiNewton(self.book, opt, evaluate, self.threshold, self.phases[k].steps)
+
+
+class _FirstOrder(_Phase):
+    """A first-order phase's steps: from the device (compiled or replayed), else eager."""
+
+    def __init__(
+        self,
+        run: _Phasing,
+        k: int,
+        opt: StackedAdam | StackedSGD,
+        device_step: _DeviceStep | None,
+    ) -> None:
+        self.run, self.opt, self.device_step = run, opt, device_step
+        self.phase, self.start = run.phases[k], run.starts[k]
+        self.fused_ok = device_step is not None
+
+    def body(
+        self,
+        step: int | torch.Tensor,
+        factor: float | torch.Tensor,
+        update: bool,
+        corrections: Corrections | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The losses of step ``step``, the bookkeeping, and (``update``) one optimiser step
+        (with the bias corrections given, else Adam's own)."""
+        book, opt = self.run.book, self.opt
+        data, loss, logged = self.run.losses()
+        book.update(step, data, loss, self.run.threshold)
+        if update:
+            for param in opt.params:
+                param.grad = None
+            # With every model known active, the mask would multiply each gradient by one.
+            total = loss if book.all_active else torch.where(book.active, loss, 0.0)
+            total.sum().backward()  # type: ignore[no-untyped-call]
+            opt.step(book.active, factor, book.all_active, corrections)
+        return data, logged
+
+    def step(self, step: int, update: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        local = step - self.start
+        out = None
+        if self.device_step is not None:
+            try:
+                # The last step only measures (no update): through the same kernels.
+                out = self.device_step.replay() if update else self.device_step.peek()
+            except Exception as exc:
+                if self.device_step.graph is not None or not self.fused_ok:
+                    raise
+                # A compile during training failed (after the thread guard stepped down, say):
+                # go on eagerly from this step, which has not run (Adam's count goes on).
+                self.run.extra["compile_error"] = reason(exc)
+                self.device_step = None
+                if isinstance(self.opt, StackedAdam):
+                    self.opt.t = local
+        if out is not None:
+            return out
+        factor = lr_factor(self.phase, local) if update else 0.0
+        return self.body(step, factor, update)
+
+    def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.device_step is not None:
+            return self.device_step.peek()
+        with torch.no_grad():
+            data, _, logged = self.run.losses()
+        return data, logged
+
+    def evals(self, step: int) -> list[int]:
+        return [step - self.start] * self.run.model.size
+
+
+class _QuasiNewton(_Phase):
+    """An L-BFGS phase's steps: one iteration of every model's L-BFGS per step."""
+
+    def __init__(
+        self, book: _Book, opt: StackedLBFGS, evaluate: Evaluate, threshold: float, iterations: int
+    ) -> None:
+        self.book, self.opt, self.evaluate = book, opt, evaluate
+        self.threshold, self.iterations = threshold, iterations
+        self.counted: list[int] | None = None
+
+    def _started(self) -> Losses:
+        if self.opt.values is None:
+            self.opt.start(self.evaluate, self.book.active)
+        assert self.opt.values is not None
+        return self.opt.values
+
+    def step(self, step: int, update: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        data, loss, logged = self._started()
+        self.counted = list(self.opt.evals)  # the evaluations that reached this point
+        self.book.update(step, data, loss, self.threshold)
+        if update:
+            self.opt.step(self.evaluate, self.book.active, self.iterations)
+        return data, logged
+
+    def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        data, _, logged = self._started()
+        return data, logged
+
+    def evals(self, step: int) -> list[int]:
+        return list(self.opt.evals) if self.counted is None else self.counted
+
+    def final(self, step: int) -> list[int]:
+        return list(self.opt.evals)
+
+
+def _will_compile(
+    cfg: TrainConfig,
+    device: torch.device,
+    eager_seconds: float | None,
+    model: Groups,
+    goal: Objective,
+    losses: Callable[[], Losses],
+    optimizer: Optimizer,
+    extra: dict[str, float | str],
+) -> bool:
+    """Whether the run's steps are compiled (``use_compile``), unless the objective cannot be
+    traced or a trained parameter gets no gradient; ``extra`` says why not."""
+    compiling, why = use_compile(cfg, device, eager_seconds, model.size)
+    if why is not None:
+        extra["compile_auto"] = why
+    if compiling:
+        blocker = goal.prepare_compile(model)
+        if blocker is not None:
+            extra["compile_skipped"] = blocker
+            compiling = False
+    if compiling and ungraded(losses, optimizer.params):
+        # Eager mode freezes a parameter without a gradient; a compiled step would give it a
+        # zero one and let Adam's momentum (or weight decay) move it.
+        extra["compile_skipped"] = "a trained parameter gets no gradient from the loss"
+        compiling = False
+        goal.prepare_compile(model, on=False)
+    return compiling
+
+
+def _early_stops(
+    searches: Sequence[StackedLBFGS], extra: dict[str, float | str]
+) -> list[str | None]:
+    """Each model's first early stop in any of the L-BFGS phases ``searches`` (a divergence is
+    reported apart); ``extra`` gets their rounds and the counts of each stopping test."""
+    from aaf_cli.lbfgs import STOP_REASONS
+
+    rounds = sum(opt.rounds for opt in searches)
+    if rounds:
+        extra["lbfgs_rounds"] = rounds
+    stopped_early: list[str | None] = [
+        next((r for r in reasons if r not in (None, "diverged")), None)
+        for reasons in zip(*(opt.stopped for opt in searches))
+    ]
+    stops = [STOP_REASONS[r] for r in stopped_early if r is not None]
+    if stops:
+        counts = {r: stops.count(r) for r in dict.fromkeys(stops)}
+        extra["lbfgs_stopped"] = "; ".join(f"{n} by {r}" for r, n in counts.items())
+    return stopped_early
+
+
 def train(
     model: Groups,
     x_train: torch.Tensor,
@@ -917,7 +1205,7 @@ def train(
     CUDA graph. Either runs it from the device (``_DeviceStep``). A step that fails to compile
     or capture runs eagerly, and ``extra`` says why.
     """
-    from aaf_cli.lbfgs import STOP_REASONS, StackedLBFGS  # it builds on this module
+    from aaf_cli.lbfgs import StackedLBFGS  # it builds on this module
 
     device = x_train.device
     if cfg.cuda_graph is True and device.type != "cuda":
@@ -955,179 +1243,12 @@ def train(
     # A threshold on the test metric counts at logged steps (see ``log``).
     threshold = cfg.threshold if goal.threshold_on == "train" else -math.inf
 
-    compiling, why = use_compile(cfg, device, eager_seconds, model.size)
-    if why is not None:
-        extra["compile_auto"] = why
-    if compiling:
-        blocker = goal.prepare_compile(model)
-        if blocker is not None:
-            extra["compile_skipped"] = blocker
-            compiling = False
-    if compiling and ungraded(losses, optimizer.params):
-        # Eager mode freezes a parameter without a gradient; a compiled step would give it a
-        # zero one and let Adam's momentum (or weight decay) move it.
-        extra["compile_skipped"] = "a trained parameter gets no gradient from the loss"
-        compiling = False
-        goal.prepare_compile(model, on=False)
-    parts = [model, *goal.modules()]
-
-    def note_time(key: str, seconds: float) -> None:
-        extra[key] = float(extra.get(key, 0.0)) + seconds
-
-    def first_order(k: int, opt: StackedAdam | StackedSGD) -> _Phase:
-        """The stepper of a first-order phase: eager, compiled and/or graph-captured."""
-        nonlocal compiling
-        phase = phases[k]
-
-        def body(
-            step: int | torch.Tensor,
-            factor: float | torch.Tensor,
-            update: bool,
-            corrections: Corrections | None = None,
-        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            """The losses of step ``step``, the bookkeeping, and (``update``) one optimiser
-            step (with the bias corrections given, else Adam's own)."""
-            data, loss, logged = losses()
-            book.update(step, data, loss, threshold)
-            if update:
-                for param in opt.params:
-                    param.grad = None
-                # With every model known active, the mask would multiply each gradient by one.
-                total = loss if book.all_active else torch.where(book.active, loss, 0.0)
-                total.sum().backward()  # type: ignore[no-untyped-call]
-                opt.step(book.active, factor, book.all_active, corrections)
-            return data, logged
-
-        device_step: _DeviceStep | None = None
-        if compiling:
-            tic = time.perf_counter()
-            shortcut = book.all_active
-            book.all_active = None  # no host-side shortcuts inside a compiled step
-            try:
-                with warnings.catch_warnings():
-                    # Inductor suggests TF32 matrix products; float32 here means float32.
-                    warnings.filterwarnings("ignore", message=".*TensorFloat32")
-                    fused = fused_step(losses, parts, opt, book, threshold)
-                    compiled = torch.compile(fused, dynamic=False, fullgraph=True)
-                    device_step = _DeviceStep(compiled, opt, book, phase, device, starts[k])
-            except Exception as exc:
-                extra["compile_error"] = reason(exc)
-                goal.prepare_compile(model, on=False)
-                compiling = False
-                book.all_active = None if device.type == "cuda" else shortcut
-            note_time("compile_time_s", time.perf_counter() - tic)
-        fused_ok = device_step is not None
-        if use_cuda_graph(phase, device, model, x_train.shape[-2]) and (
-            goal.capturable or device_step is not None
-        ):
-            tic = time.perf_counter()
-            book.all_active = None  # a replay cannot take host-side shortcuts
-            try:
-                if device_step is None:
-
-                    def replayed(
-                        schedule: Schedule,
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-                        index, factor, corrections = schedule.take()
-                        return body(index, factor, True, corrections)
-
-                    device_step = _DeviceStep(replayed, opt, book, phase, device, starts[k])
-                device_step.capture()
-            except Exception as exc:
-                extra["cuda_graph_error"] = reason(exc)
-            note_time("cuda_graph_time_s", time.perf_counter() - tic)
-
-        class FirstOrder(_Phase):
-            def step(self, step: int, update: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-                nonlocal device_step
-                local = step - starts[k]
-                out = None
-                if device_step is not None:
-                    try:
-                        # The last step only measures (no update): through the same kernels.
-                        out = device_step.replay() if update else device_step.peek()
-                    except Exception as exc:
-                        if device_step.graph is not None or not fused_ok:
-                            raise
-                        # A compile during training failed (after the thread guard stepped
-                        # down, say): go on eagerly from this step, which has not run (Adam's
-                        # count goes on).
-                        extra["compile_error"] = reason(exc)
-                        device_step = None
-                        if isinstance(opt, StackedAdam):
-                            opt.t = local
-                if out is not None:
-                    return out
-                factor = lr_factor(phase, local) if update else 0.0
-                return body(step, factor, update)
-
-            def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-                if device_step is not None:
-                    return device_step.peek()
-                with torch.no_grad():
-                    data, _, logged = losses()
-                return data, logged
-
-            def evals(self, step: int) -> list[int]:
-                return [step - starts[k]] * model.size
-
-        return FirstOrder()
-
-    def quasi_newton(k: int, opt: StackedLBFGS) -> _Phase:
-        """The stepper of an L-BFGS phase: one iteration per step; the evaluations compiled
-        with the rest of the run."""
-        nonlocal compiling
-        evaluate: Evaluate = eager_evaluation(losses, opt)
-        if compiling:
-            tic = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=".*TensorFloat32")
-                    fused = fused_evaluation(losses, parts, opt)
-                    compiled: Evaluate = torch.compile(fused, dynamic=False, fullgraph=True)
-                    compiled(opt.flat.clone(), book.active.clone())  # compiles (or fails) here
-                evaluate = compiled
-            except Exception as exc:
-                extra["compile_error"] = reason(exc)
-                goal.prepare_compile(model, on=False)
-                compiling = False
-            note_time("compile_time_s", time.perf_counter() - tic)
-        iterations = phases[k].steps
-
-        class QuasiNewton(_Phase):
-            counted: list[int] | None = None
-
-            def step(self, step: int, update: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-                if opt.values is None:
-                    opt.start(evaluate, book.active)
-                assert opt.values is not None
-                self.counted = list(opt.evals)  # the evaluations that reached this point
-                data, loss, logged = opt.values
-                book.update(step, data, loss, threshold)
-                if update:
-                    opt.step(evaluate, book.active, iterations)
-                return data, logged
-
-            def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-                if opt.values is None:
-                    opt.start(evaluate, book.active)
-                assert opt.values is not None
-                return opt.values[0], opt.values[2]
-
-            def evals(self, step: int) -> list[int]:
-                return list(opt.evals) if self.counted is None else self.counted
-
-            def final(self, step: int) -> list[int]:
-                return list(opt.evals)
-
-        return QuasiNewton()
-
-    def stepper(k: int, opt: Optimizer) -> _Phase:
-        if isinstance(opt, StackedLBFGS):
-            return quasi_newton(k, opt)
-        return first_order(k, opt)
-
-    current = stepper(0, optimizer)
+    compiling = _will_compile(cfg, device, eager_seconds, model, goal, losses, optimizer, extra)
+    phasing = _Phasing(
+        model, goal, losses, phases, starts, book, threshold, compiling, extra, device,
+        x_train.shape[-2],
+    )  # fmt: skip
+    current = phasing.stepper(0, optimizer)
     phase_index = 0
     # The clock of training: a later phase's compile is left out of it, as the first's is.
     start = time.perf_counter()
@@ -1191,7 +1312,7 @@ def train(
             phase_index += 1
             tic = time.perf_counter()
             optimizer = new_optimizer(phase_index)
-            current = stepper(phase_index, optimizer)
+            current = phasing.stepper(phase_index, optimizer)
             start += time.perf_counter() - tic
         boundary = step == starts[phase_index] and step > 0
         logged = step % cfg.log_every == 0 or step == total or boundary
@@ -1208,18 +1329,7 @@ def train(
         log(step, data, logged_now, now)
     if isinstance(optimizer, StackedLBFGS):
         searches.append(optimizer)
-    rounds = sum(opt.rounds for opt in searches)
-    if rounds:
-        extra["lbfgs_rounds"] = rounds
-    # Each model's first early stop in any L-BFGS phase (a divergence is reported apart).
-    stopped_early: list[str | None] = [
-        next((r for r in reasons if r not in (None, "diverged")), None)
-        for reasons in zip(*(opt.stopped for opt in searches))
-    ]
-    stops = [STOP_REASONS[r] for r in stopped_early if r is not None]
-    if stops:
-        counts = {r: stops.count(r) for r in dict.fromkeys(stops)}
-        extra["lbfgs_stopped"] = "; ".join(f"{n} by {r}" for r, n in counts.items())
+    stopped_early = _early_stops(searches, extra)
     with torch.no_grad():
         if x_test is None:
             predictions = torch.empty(model.size, 0, dtype=torch.float64)

@@ -333,10 +333,10 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.threshold-on-test-loss",
         T,
-        "            book.update(step, data, loss, threshold)\n            if update:\n"
-        "                for",
-        "            book.update(step, mse(model(x_test), y_test), loss, threshold)\n"
-        "            if update:\n                for",
+        "        book.update(step, data, loss, self.run.threshold)\n        if update:\n"
+        "            for",
+        "        book.update(step, self.run.goal.evaluate(self.run.model)[0], loss, "
+        "self.run.threshold)\n        if update:\n            for",
         "steps to threshold counted on the test loss",
         f"{KA}::test_steps_to_threshold_use_the_training_data_not_the_test_data",
         ENGINE,
@@ -434,8 +434,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.fallback-restarts-adam",
         T,
-        "                            opt.t = local\n",
-        "                            pass\n",
+        "                    self.opt.t = local\n",
+        "                    pass\n",
         "a run whose compiled step fails in mid-run goes on eagerly with Adam's bias corrections "
         "of its first steps",
         "tests/test_engine_fast.py::test_a_step_that_fails_to_compile_trains_eagerly_and_says_why",
@@ -1218,8 +1218,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.last-step-measured-eagerly",
         T,
-        "out = device_step.replay() if update else device_step.peek()",
-        "out = device_step.replay() if update else None",
+        "out = self.device_step.replay() if update else self.device_step.peek()",
+        "out = self.device_step.replay() if update else None",
         "a compiled run's last logged loss comes from an eager evaluation (it rounds apart from "
         "the compiled kernels: a frozen row's loss jumps by an ulp on CPUs without AVX-512)",
         "tests/test_engine_fast.py::"
@@ -1402,6 +1402,16 @@ CATALOGUE: tuple[Mutant, ...] = (
         "        return test, test, model.recovery(), {**model.trajectories(), **values}",
         "the logged validation loss is the test loss",
         f"{TUNING_TESTS}::test_no_test_number_enters_the_choice",
+    ),
+    mutant(
+        "train.compile-shares-one-code",
+        T,
+        "    code = _CODES.setdefault(key, fn.__code__.replace())",
+        "    code = fn.__code__",
+        "every compiled run of a process shares one code object: the ninth structure hits "
+        "Dynamo's recompile limit and trains eagerly",
+        "tests/test_engine_rules.py::"
+        "test_compiling_many_structures_in_one_process_never_hits_the_recompile_limit",
     ),
     mutant(
         "data.scaling-on-every-row",

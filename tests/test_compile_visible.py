@@ -4,7 +4,9 @@ the run's header and ``aaf show`` say what compiling cost or why it was skipped.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -21,18 +23,18 @@ SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
 PDE_PAPERS = ["burgers", "burgers_lbfgs", "helmholtz", "burgers_inverse", "klein_gordon"]
 
 
-def shortened(path: Path, steps: int) -> list[str]:
-    """``--set`` overrides that cut a config's training to about ``steps`` steps, phase by
-    phase where it has phases (each keeps its share)."""
-    train = (yaml.safe_load(path.read_text()) or {}).get("train") or {}
-    phases = train.get("phases") or []
-    if not phases:
-        return [f"train.steps={steps}"]
-    total = sum(p["steps"] for p in phases)
-    return [
-        f"train.phases.{k}.steps={max(1, round(steps * p['steps'] / total))}"
-        for k, p in enumerate(phases)
-    ]
+def _fingerprint_script() -> ModuleType:
+    """``scripts/metrics_fingerprint.py``: its ``shortened`` cuts a config the same way here."""
+    spec = importlib.util.spec_from_file_location(
+        "metrics_fingerprint", ROOT / "scripts" / "metrics_fingerprint.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+shortened = _fingerprint_script().shortened
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT / "configs")))

@@ -304,3 +304,30 @@ def test_the_runs_own_cpu_time_is_user_plus_system_time(monkeypatch: pytest.Monk
     line = "4242 (aaf (w) 1) R 1 4242 4242 0 -1 4194560 500 0 0 0 1234 56 7 8 20 0 3 0 100 9 9\n"
     _files(monkeypatch, {"/proc/self/stat": lambda: line})
     assert budget._own_jiffies() == 1234 + 56
+
+
+def test_compiling_many_structures_in_one_process_never_hits_the_recompile_limit() -> None:
+    """Dynamo counts recompiles per code object (8 by default): ``compile_once`` gives each
+    model structure its own copy of the step's code, so a tenth structure still compiles (one
+    shared code object failed there with FailOnRecompileLimitHit), and a run of a structure
+    seen before reuses its entry (no new graph). Dynamo's own backend: the limit is Dynamo's,
+    whatever compiles the graphs."""
+    from torch._dynamo.utils import counters
+
+    from aaf_cli.train import compile_once
+
+    def step_of(weight: torch.Tensor) -> Any:
+        def step(x: torch.Tensor) -> torch.Tensor:  # one code object for every weight
+            return (x * weight).sin().sum()
+
+        return step
+
+    for k in range(10):  # ten shapes: ten structures
+        weight = torch.linspace(0.0, 1.0, 3 + k, dtype=F64)
+        compiled = compile_once(step_of(weight), ("limit-test", 3 + k), backend="eager")
+        x = torch.ones(3 + k, dtype=F64)
+        torch.testing.assert_close(compiled(x), (x * weight).sin().sum())
+    graphs = counters["stats"]["unique_graphs"]
+    again = compile_once(step_of(torch.zeros(5, dtype=F64)), ("limit-test", 5), backend="eager")
+    assert float(again(torch.ones(5, dtype=F64))) == 0.0
+    assert counters["stats"]["unique_graphs"] == graphs

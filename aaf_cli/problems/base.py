@@ -156,34 +156,68 @@ class Problem(Protocol):
         """The problem's own logged files beside ``metrics.csv`` (a PDE's ``terms.csv``)."""
         ...
 
-    def write_figures(
-        self,
-        folder: Path,
-        exp: ExperimentResult,
-        series: Sequence[Series],
-        outcomes: Sequence[ModelOutcome],
-        bands: Mapping[str, Mapping[str, Band]],
-        title: str,
-        notes: Sequence[str],
-        labels: Mapping[str, str],
-    ) -> None:
+    def write_figures(self, folder: Path, drawing: Drawing) -> None:
         """``loss_curves.png``, the fit or solution figure and ``fit.csv``."""
         ...
 
 
-def median_predictions(
-    exp: ExperimentResult, outcomes: Sequence[ModelOutcome]
-) -> dict[str, tuple[int, list[float]]]:
-    """Each variant's median seed and its predictions on the test points (the models a fit
-    figure shows); a variant whose every seed diverged has none."""
-    from aaf_cli.results import by_variant, median_seed
+@dataclass(frozen=True)
+class Drawing:
+    """What a run's figures are drawn from: the experiment, its per-model histories and
+    outcomes, the curves across seeds, the title, the notes under it (diverged seeds left
+    out) and each variant's legend label."""
 
-    names = [v.name for v in exp.config.variants]
-    index = {(m.variant, m.seed): i for i, m in enumerate(exp.members)}
-    groups = by_variant(list(outcomes), names)
-    predictions: dict[str, tuple[int, list[float]]] = {}
-    for name in names:
-        seed = median_seed(groups[name])
-        if seed is not None:
-            predictions[name] = (seed, exp.result.predictions[index[(name, seed)]].tolist())
-    return predictions
+    exp: ExperimentResult
+    series: Sequence[Series]
+    outcomes: Sequence[ModelOutcome]
+    bands: Mapping[str, Mapping[str, Band]]
+    title: str
+    notes: Sequence[str]
+    labels: Mapping[str, str]
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.exp.config.variants]
+
+    def median_predictions(self) -> dict[str, tuple[int, list[float]]]:
+        """Each variant's median seed and its predictions on the test points (the models a
+        fit figure shows); a variant whose every seed diverged has none."""
+        from aaf_cli.results import by_variant, median_seed
+
+        exp = self.exp
+        index = {(m.variant, m.seed): i for i, m in enumerate(exp.members)}
+        groups = by_variant(list(self.outcomes), self.names)
+        predictions: dict[str, tuple[int, list[float]]] = {}
+        for name in self.names:
+            seed = median_seed(groups[name])
+            if seed is not None:
+                predictions[name] = (seed, exp.result.predictions[index[(name, seed)]].tolist())
+        return predictions
+
+    def loss_curves(self, folder: Path) -> None:
+        """``loss_curves.png`` of a regression: training and test MSE across seeds."""
+        from aaf_cli import plots
+        from aaf_cli.results import by_variant
+
+        train = self.exp.config.train
+        plots.loss_curves(
+            self.bands, folder / "loss_curves.png", self.title, train.threshold, self.notes,
+            self.labels, seeds_of=by_variant(list(self.series), self.names),
+            phases=plots.phase_marks(train), first=plots.first_optimizer(train),
+        )  # fmt: skip
+
+
+class MseProblem:
+    """What every regression problem shares: the MSE to the training values as the objective
+    (``train``'s default), no summary entries or logged files of its own."""
+
+    facts = MSE_FACTS
+
+    def objective(self, data: Dataset, ensemble: Groups, test: bool) -> Objective | None:
+        return None
+
+    def summary_entries(self, exp: ExperimentResult, series: Sequence[Series]) -> dict[str, Any]:
+        return {}
+
+    def write_logs(self, folder: Path, series: Sequence[Series]) -> None:
+        return None

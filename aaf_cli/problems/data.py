@@ -16,13 +16,13 @@ rows, the split's sizes and the scaling.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from aaf_cli.problems.base import MSE_FACTS, median_predictions
+from aaf_cli.problems.base import Drawing, MseProblem
 from aaf_cli.problems.datafile import Scaling, Split, Table, fit_scaling, read_table, split_rows
 from aaf_cli.targets import Dataset
 
@@ -31,10 +31,8 @@ if TYPE_CHECKING:
 
     from aaf_cli.config import ExperimentConfig
     from aaf_cli.experiment import ExperimentResult
-    from aaf_cli.models import Groups
     from aaf_cli.problems.data_spec import DataTargetConfig
-    from aaf_cli.results import Band, ModelOutcome, Series
-    from aaf_cli.train import Objective
+    from aaf_cli.results import Series
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -62,10 +60,8 @@ def split_of(spec: DataTargetConfig, rows: int) -> Split:
     return split_rows(rows, s.validation, s.test, s.seed, key="target.split", path=spec.data)
 
 
-class DataProblem:
+class DataProblem(MseProblem):
     """``target: {data: file, inputs: [...], output: y}`` at run time."""
-
-    facts = MSE_FACTS
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         from aaf_cli.problems.data_spec import DataTargetConfig
@@ -98,9 +94,6 @@ class DataProblem:
         dtype = DTYPES[self.cfg.dtype]
         tensors = (x_train, y_train, x_test, y_test, x_val, y_val)
         return Dataset(*(v.to(device=device, dtype=dtype) for v in tensors))
-
-    def objective(self, data: Dataset, ensemble: Groups, test: bool) -> Objective | None:
-        return None
 
     def units(self) -> str:
         """What the losses' numbers are in."""
@@ -154,9 +147,6 @@ class DataProblem:
             }
         }
 
-    def write_logs(self, folder: Path, series: Sequence[Series]) -> None:
-        return None
-
     def _original(self, values: np.ndarray, column: int | None) -> list[float]:
         """Standardized values back in the file's units (``column``: an input; None: y)."""
         if self.scaling is None:
@@ -168,52 +158,36 @@ class DataProblem:
             std = float(self.scaling.x_std[column])
         return [float(v) * std + mean for v in values]
 
-    def write_figures(
-        self,
-        folder: Path,
-        exp: ExperimentResult,
-        series: Sequence[Series],
-        outcomes: Sequence[ModelOutcome],
-        bands: Mapping[str, Mapping[str, Band]],
-        title: str,
-        notes: Sequence[str],
-        labels: Mapping[str, str],
-    ) -> None:
+    def write_figures(self, folder: Path, drawing: Drawing) -> None:
+        """``loss_curves.png``, ``fit.png`` (prediction against measurement on the test rows)
+        and ``fit.csv`` (the test rows and each variant's median-seed prediction, in the
+        file's units)."""
         import numpy as np
 
         from aaf_cli import plots, runs
-        from aaf_cli.results import by_variant
 
-        cfg = self.cfg
-        names = [v.name for v in cfg.variants]
-        plots.loss_curves(
-            bands, folder / "loss_curves.png", title, cfg.train.threshold, notes, labels,
-            seeds_of=by_variant(list(series), names), phases=plots.phase_marks(cfg.train),
-            first=plots.first_optimizer(cfg.train),
-        )  # fmt: skip
-        test = self.split.test
-        inputs = {n: self.table.x[test, k].tolist() for k, n in enumerate(self.spec.inputs)}
+        drawing.loss_curves(folder)
+        spec, test, train = self.spec, self.split.test, self.split.train
+        inputs = {n: self.table.x[test, k].tolist() for k, n in enumerate(spec.inputs)}
         measured = self.table.y[test].tolist()
         predictions = {
             v: (seed, self._original(np.asarray(p), None))
-            for v, (seed, p) in median_predictions(exp, outcomes).items()
+            for v, (seed, p) in drawing.median_predictions().items()
         }
-        train = self.split.train
+        one = len(spec.inputs) == 1
         plots.parity(
             measured,
             predictions,
             folder / "fit.png",
-            title,
-            self.spec.output,
-            labels,
-            len(cfg.seed_list),
-            along=(self.spec.inputs[0], inputs[self.spec.inputs[0]])
-            if len(self.spec.inputs) == 1
-            else None,
+            drawing.title,
+            spec.output,
+            drawing.labels,
+            len(self.cfg.seed_list),
+            along=(spec.inputs[0], inputs[spec.inputs[0]]) if one else None,
             training=(self.table.x[train, 0].tolist(), self.table.y[train].tolist())
-            if len(self.spec.inputs) == 1
+            if one
             else None,
         )
-        columns: dict[str, list[float]] = {**inputs, self.spec.output: measured}
+        columns: dict[str, list[float]] = {**inputs, spec.output: measured}
         columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
         runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))

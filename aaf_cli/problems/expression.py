@@ -8,13 +8,13 @@ points and each variant's median-seed prediction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from aaf_cli.problems.base import MSE_FACTS, median_predictions
+from aaf_cli.problems.base import Drawing, MseProblem
 from aaf_cli.targets import (
     VALIDATION_STREAM,
     Dataset,
@@ -26,10 +26,7 @@ from aaf_cli.targets import (
 if TYPE_CHECKING:
     from aaf_cli.config import ExperimentConfig
     from aaf_cli.experiment import ExperimentResult
-    from aaf_cli.models import Groups
     from aaf_cli.problems.expression_spec import TargetConfig
-    from aaf_cli.results import Band, ModelOutcome, Series
-    from aaf_cli.train import Objective
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -46,10 +43,8 @@ def validation_seed(target: TargetConfig) -> int:
     return VALIDATION_STREAM + target.seed
 
 
-class ExpressionProblem:
+class ExpressionProblem(MseProblem):
     """A named or written target (``target: {name: ...}``, ``{expr: ...}``) at run time."""
-
-    facts = MSE_FACTS
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         from aaf_cli.problems.expression_spec import TargetConfig
@@ -116,9 +111,6 @@ class ExpressionProblem:
         tensors = (x_train, y_train, x_test, y_test, x_val, y_val)
         return Dataset(*(v.to(device=device, dtype=dtype) for v in tensors))
 
-    def objective(self, data: Dataset, ensemble: Groups, test: bool) -> Objective | None:
-        return None
-
     def data_entry(self, exp: ExperimentResult) -> dict[str, Any]:
         t = self.target
         return {
@@ -136,75 +128,40 @@ class ExpressionProblem:
             "same_data_for_all_seeds": not t.resample,
         }
 
-    def summary_entries(self, exp: ExperimentResult, series: Sequence[Series]) -> dict[str, Any]:
-        return {}
+    def write_figures(self, folder: Path, drawing: Drawing) -> None:
+        """``loss_curves.png``, ``fit.png`` (one or two inputs; more: the numbers only) and
+        ``fit.csv``: the test grid, the target there and each variant's median-seed
+        prediction."""
+        from aaf_cli import plots, runs
 
-    def write_logs(self, folder: Path, series: Sequence[Series]) -> None:
-        return None
-
-    def write_figures(
-        self,
-        folder: Path,
-        exp: ExperimentResult,
-        series: Sequence[Series],
-        outcomes: Sequence[ModelOutcome],
-        bands: Mapping[str, Mapping[str, Band]],
-        title: str,
-        notes: Sequence[str],
-        labels: Mapping[str, str],
-    ) -> None:
-        write_fit(folder, exp, series, outcomes, bands, title, notes, labels, "target")
-
-
-def write_fit(
-    folder: Path,
-    exp: ExperimentResult,
-    series: Sequence[Series],
-    outcomes: Sequence[ModelOutcome],
-    bands: Mapping[str, Mapping[str, Band]],
-    title: str,
-    notes: Sequence[str],
-    labels: Mapping[str, str],
-    truth: str,
-) -> None:
-    """``loss_curves.png``, ``fit.png`` (one or two inputs; more: the numbers only) and
-    ``fit.csv`` of an expression target: the test grid, the target there (column ``truth``)
-    and each variant's median-seed prediction."""
-    from aaf_cli import plots, runs
-    from aaf_cli.results import by_variant
-
-    cfg = exp.config
-    names = [v.name for v in cfg.variants]
-    plots.loss_curves(
-        bands, folder / "loss_curves.png", title, cfg.train.threshold, notes, labels,
-        seeds_of=by_variant(list(series), names), phases=plots.phase_marks(cfg.train),
-        first=plots.first_optimizer(cfg.train),
-    )  # fmt: skip
-    data = exp.data
-    dims = data.x_test.shape[-1]
-    x_cols = [data.x_test[:, k].double().cpu().tolist() for k in range(dims)]
-    y_test = data.y_test[:, 0].double().cpu().tolist()
-    index = {(m.variant, m.seed): i for i, m in enumerate(exp.members)}
-    predictions = median_predictions(exp, outcomes)
-    x_train_all, y_train_all = data.x_train, data.y_train
-    if x_train_all.dim() == 3:  # resampled per seed: show the points of the first plotted model
-        first = next(iter(predictions.items()), None)
-        k = index[(first[0], first[1][0])] if first else 0
-        x_train_all, y_train_all = x_train_all[k], y_train_all[k]
-    x_train = [x_train_all[:, k].double().cpu().tolist() for k in range(dims)]
-    y_train = y_train_all.reshape(-1).double().cpu().tolist()
-    seeds = len(cfg.seed_list)
-    if dims == 1:
-        plots.fit(
-            x_cols[0], y_test, x_train[0], y_train, predictions, folder / "fit.png", title,
-            labels, seeds,
-        )  # fmt: skip
-    elif dims == 2:
-        plots.fit_2d(x_cols, y_test, x_train, predictions, folder / "fit.png", title, labels, seeds)
-    # More inputs: no picture, the numbers are in fit.csv.
-    columns: dict[str, list[float]] = (
-        {"x": x_cols[0]} if dims == 1 else {f"x{k + 1}": c for k, c in enumerate(x_cols)}
-    )
-    columns[truth] = y_test
-    columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
-    runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))
+        drawing.loss_curves(folder)
+        data, title, labels = drawing.exp.data, drawing.title, drawing.labels
+        dims = data.x_test.shape[-1]
+        x_cols = [data.x_test[:, k].double().cpu().tolist() for k in range(dims)]
+        y_test = data.y_test[:, 0].double().cpu().tolist()
+        index = {(m.variant, m.seed): i for i, m in enumerate(drawing.exp.members)}
+        predictions = drawing.median_predictions()
+        x_train_all, y_train_all = data.x_train, data.y_train
+        if x_train_all.dim() == 3:  # resampled per seed: the points of the first plotted model
+            first = next(iter(predictions.items()), None)
+            k = index[(first[0], first[1][0])] if first else 0
+            x_train_all, y_train_all = x_train_all[k], y_train_all[k]
+        x_train = [x_train_all[:, k].double().cpu().tolist() for k in range(dims)]
+        y_train = y_train_all.reshape(-1).double().cpu().tolist()
+        seeds = len(self.cfg.seed_list)
+        if dims == 1:
+            plots.fit(
+                x_cols[0], y_test, x_train[0], y_train, predictions, folder / "fit.png", title,
+                labels, seeds,
+            )  # fmt: skip
+        elif dims == 2:
+            plots.fit_2d(
+                x_cols, y_test, x_train, predictions, folder / "fit.png", title, labels, seeds
+            )
+        # More inputs: no picture, the numbers are in fit.csv.
+        columns: dict[str, list[float]] = (
+            {"x": x_cols[0]} if dims == 1 else {f"x{k + 1}": c for k, c in enumerate(x_cols)}
+        )
+        columns["target"] = y_test
+        columns.update({f"{v}_seed{s}": p for v, (s, p) in predictions.items()})
+        runs.write_atomic(folder / "fit.csv", runs.table_csv(columns))

@@ -22,7 +22,7 @@ Logged values travel through ``LogRecord.params`` under the prefixes ``term:`` a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from aaf_cli.experiment import ExperimentResult
     from aaf_cli.lbfgs import StackedLBFGS
     from aaf_cli.models import Groups
-    from aaf_cli.results import Band, ModelOutcome, Series
+    from aaf_cli.problems.base import Drawing
+    from aaf_cli.results import Series
     from aaf_cli.train import Losses, StackedAdam, StackedSGD
 
 __all__ = [
@@ -255,26 +256,17 @@ def pde_summary(
     }
 
 
-def write_pde_figures(
-    folder: Path,
-    cfg: ExperimentConfig,
-    exp: ExperimentResult,
-    series: Sequence[Series],
-    outcomes: Sequence[ModelOutcome],
-    title: str,
-    notes: Sequence[str],
-    labels: Mapping[str, str],
-) -> None:
+def write_pde_figures(folder: Path, cfg: ExperimentConfig, drawing: Drawing) -> None:
     """``loss_curves.png`` (with the terms), ``solution.png`` and ``fit.csv`` (the test grid,
     the solution, each variant's median-seed prediction), ``params.png`` for inverse problems."""
     from aaf_cli import plots
     from aaf_cli.problems.pde import figures
-    from aaf_cli.results import by_variant, median_seed
     from aaf_cli.runs import table_csv, write_atomic
 
     pde = cfg.pde
     assert pde is not None
-    names = [v.name for v in cfg.variants]
+    exp, series, title, labels = drawing.exp, drawing.series, drawing.title, drawing.labels
+    names = drawing.names
     figures.loss_curves(
         series,
         names,
@@ -282,20 +274,15 @@ def write_pde_figures(
         folder / "loss_curves.png",
         title,
         cfg.train.threshold,
-        notes,
+        drawing.notes,
         labels,
         plots.phase_marks(cfg.train),
         plots.first_optimizer(cfg.train),
     )
     points = exp.data.x_test.double().cpu()
     solution = exp.data.y_test[:, 0].double().cpu().tolist()
-    index = {(m.variant, m.seed): i for i, m in enumerate(exp.members)}
-    groups = by_variant(list(outcomes), names)
-    predictions: dict[str, tuple[int, list[float]]] = {}
-    for name in names:
-        seed = median_seed(groups[name])
-        if seed is not None:
-            predictions[name] = (seed, exp.result.predictions[index[(name, seed)]].tolist())
+    predictions = drawing.median_predictions()
+    finals = {(o.variant, o.seed): o.final_test for o in drawing.outcomes}
     inputs = list(pde.input_names)
     dims = len(inputs)
     side = figures.grid_side(points.shape[0], dims)
@@ -311,10 +298,8 @@ def write_pde_figures(
             f"{title}\nfinal relative L2 error (median of the last 5% of logged steps) of "
             "each variant's median seed: "
             + ", ".join(
-                f"{labels.get(v, v)} {o.final_test:.3g}"
-                for v in predictions
-                for o in groups[v]
-                if o.seed == predictions[v][0]
+                f"{labels.get(v, v)} {finals[(v, seed)]:.3g}"
+                for v, (seed, _) in predictions.items()
             ),
             labels,
             len(cfg.seed_list),
@@ -387,15 +372,5 @@ class PinnProblem:
 
         write_atomic(folder / "terms.csv", terms_csv(series))
 
-    def write_figures(
-        self,
-        folder: Path,
-        exp: ExperimentResult,
-        series: Sequence[Series],
-        outcomes: Sequence[ModelOutcome],
-        bands: Mapping[str, Mapping[str, Band]],
-        title: str,
-        notes: Sequence[str],
-        labels: Mapping[str, str],
-    ) -> None:
-        write_pde_figures(folder, self.cfg, exp, series, outcomes, title, notes, labels)
+    def write_figures(self, folder: Path, drawing: Drawing) -> None:
+        write_pde_figures(folder, self.cfg, drawing)
