@@ -280,8 +280,8 @@ def write_figures(
     loss, error = problem.facts.loss, problem.facts.metric
     plots.loss_and_error(outcomes, names, folder / "loss_error.png", title, loss, error, labels)
     drawing = Drawing(exp, series, outcomes, bands, title, notes, labels)
-    problem.write_figures(folder, drawing)
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))
+    problem.write_figures(folder, drawing)
     plots.slopes(series, names, folder / "slopes.png", f"{title}\nactivation parameters", labels)
 
 

@@ -182,3 +182,39 @@ def test_the_registry_lists_every_kind_once() -> None:
         DataTargetConfig,
         TargetConfig,
     ]
+
+
+def test_a_run_sees_one_reading_of_its_data_file(tmp_path: Path) -> None:
+    """Every part of a run asks ``problem_of`` for its config: one runtime problem per config
+    object, so a file rewritten during the run is not read again by the summary or the figures
+    (they describe the rows the models trained on); a new config reads the new file."""
+    import hashlib
+
+    data = write_csv(tmp_path / "m.csv", smooth_columns(rows=60))
+    (tmp_path / "d.yaml").write_text(config_text("m.csv"))
+    cfg = load_config(tmp_path / "d.yaml")
+    first = problem_of(cfg)
+    before = hashlib.sha256(data.read_bytes()).hexdigest()
+    write_csv(data, smooth_columns(rows=61))  # rewritten mid-run: one more row
+    again = problem_of(cfg)
+    assert again is first and again.table.rows == 60 and again.table.sha256 == before
+    fresh = problem_of(load_config(tmp_path / "d.yaml"))
+    assert fresh.table.rows == 61
+
+
+def test_validating_and_sizing_a_data_config_imports_no_torch() -> None:
+    """The config side is torch-free: loading the shipped data config and estimating its size
+    (which reads the file's row count) leave torch unimported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from aaf_cli.config import load_config\n"
+        "from aaf_cli.budget import workload\n"
+        f"cfg = load_config({str(ROOT / 'configs' / 'measured.yaml')!r})\n"
+        "assert workload(cfg).points == 420, workload(cfg).points\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

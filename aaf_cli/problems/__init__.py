@@ -111,9 +111,22 @@ class ProblemSections(Strict):
         return None
 
 
+#: The runtime problems of the configs used last, newest last: (config, its problem).
+_RUNTIME: list[tuple[ExperimentConfig, Problem]] = []
+_RUNTIME_KEPT = 8
+
+
 def problem_of(cfg: ExperimentConfig) -> Problem:
-    """The runtime side of ``cfg``'s problem (its data, objective, summary and figures)."""
-    return cfg.problem_section().problem(cfg)
+    """The runtime side of ``cfg``'s problem (its data, objective, summary and figures): one
+    per config object, so that every part of a run (its data, its summary, its figures) sees
+    the same one, read once (a data file changed on disk during a run is not read again)."""
+    for kept, problem in _RUNTIME:
+        if kept is cfg:
+            return problem
+    problem = cfg.problem_section().problem(cfg)
+    _RUNTIME.append((cfg, problem))
+    del _RUNTIME[:-_RUNTIME_KEPT]
+    return problem
 
 
 def section_of(config: Mapping[str, Any]) -> tuple[type[ProblemSection], Mapping[str, Any]]:

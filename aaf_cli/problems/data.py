@@ -15,7 +15,6 @@ rows, the split's sizes and the scaling.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from aaf_cli.problems.base import Drawing, MseProblem
-from aaf_cli.problems.datafile import Scaling, Split, Table, fit_scaling, read_table, split_rows
+from aaf_cli.problems.data_spec import split_of, table_of
+from aaf_cli.problems.datafile import Scaling, fit_scaling
 from aaf_cli.targets import Dataset
 
 if TYPE_CHECKING:
@@ -31,33 +31,9 @@ if TYPE_CHECKING:
 
     from aaf_cli.config import ExperimentConfig
     from aaf_cli.experiment import ExperimentResult
-    from aaf_cli.problems.data_spec import DataTargetConfig
     from aaf_cli.results import Series
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@functools.lru_cache(maxsize=8)
-def _read(path: str, stamp: tuple[int, ...], inputs: tuple[str, ...], output: str) -> Table:
-    return read_table(Path(path), inputs, output, key="target.data")
-
-
-def table_of(spec: DataTargetConfig) -> Table:
-    """The file's used columns, read once while the file is unchanged: its device, inode,
-    size, and modification and change times are the same (a copy that keeps the modification
-    time still has a new change time, which no program can set)."""
-    try:
-        st = spec.path.stat()
-        stamp: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    except OSError:
-        stamp = ()  # read_table says what is wrong with the path
-    return _read(spec.data, stamp, tuple(spec.inputs), spec.output)
-
-
-def split_of(spec: DataTargetConfig, rows: int) -> Split:
-    """The rows of each part."""
-    s = spec.split
-    return split_rows(rows, s.validation, s.test, s.seed, key="target.split", path=spec.data)
 
 
 class DataProblem(MseProblem):

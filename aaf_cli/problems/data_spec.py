@@ -16,6 +16,7 @@ and split sizes go into the summary. Torch-free.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,6 +29,7 @@ from aaf_cli.schema import MAX_INPUTS, MAX_SEED, Strict
 if TYPE_CHECKING:
     from aaf_cli.config import ExperimentConfig
     from aaf_cli.problems.base import Problem
+    from aaf_cli.problems.datafile import Split, Table
 
 
 class DataSplit(Strict):
@@ -125,8 +127,6 @@ class DataTargetConfig(Strict):
         return False
 
     def size(self, inputs: int) -> Size:
-        from aaf_cli.problems.data import split_of, table_of
-
         parts = split_of(self, table_of(self).rows)
         return Size(len(parts.train), len(parts.test), len(parts.validation))
 
@@ -153,3 +153,35 @@ class DataTargetConfig(Strict):
     def title(cls, section: Mapping[str, Any]) -> str:
         inputs = ", ".join(str(c) for c in section.get("inputs") or [])
         return f"{section.get('output')}({inputs}) from {cls.label(section)}"
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str, stamp: tuple[int, ...], inputs: tuple[str, ...], output: str) -> Table:
+    from aaf_cli.problems.datafile import read_table
+
+    return read_table(Path(path), inputs, output)
+
+
+def table_of(spec: DataTargetConfig) -> Table:
+    """The file's used columns, read once while the file is unchanged: its device, inode,
+    size, and modification and change times are the same (a copy that keeps the modification
+    time still has a new change time, which no program can set). Numpy only."""
+    try:
+        st = spec.path.stat()
+        stamp: tuple[int, ...] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        stamp = ()  # read_table says what is wrong with the path
+    return _read(spec.data, stamp, tuple(spec.inputs), spec.output)
+
+
+@functools.lru_cache(maxsize=32)
+def _split(rows: int, validation: float, test: float, seed: int, path: str) -> Split:
+    from aaf_cli.problems.datafile import split_rows
+
+    return split_rows(rows, validation, test, seed, key="target.split", path=path)
+
+
+def split_of(spec: DataTargetConfig, rows: int) -> Split:
+    """The rows of each part (drawn once per file size and split)."""
+    s = spec.split
+    return _split(rows, s.validation, s.test, s.seed, spec.data)
