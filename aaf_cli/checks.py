@@ -50,8 +50,9 @@ def preflight(cfg: ExperimentConfig, source: str, force: bool = False) -> Checke
 
     Raises:
         UsageError: over the soft size limits without ``force``.
-        ConfigError: the target is not finite somewhere on its domain, or the device asked for
-            is not available.
+        ConfigError: the target is not finite somewhere on its domain, a data file cannot be
+            read or split (naming the file and the row or column), or the device asked for is
+            not available.
     """
     from aaf_cli.experiment import make_dataset, resolve_device
 

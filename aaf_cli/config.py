@@ -704,9 +704,10 @@ def load_config(
     else:
         source = str(path)
         data, located = parse_yaml(read_text(Path(path)), source)
-        absolute_paths(data, Path(path).parent)
     if not isinstance(data, dict):
         raise ConfigError(source, "", f"the top level must be a mapping of keys, got {_show(data)}")
+    if isinstance(path, (str, Path)):
+        absolute_paths(data, Path(path).parent)
     overridden: dict[tuple[str | int, ...], str] = {}
     for text in overrides:
         try:

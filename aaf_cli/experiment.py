@@ -22,13 +22,11 @@ from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.problems import problem_of
 from aaf_cli.results import ModelOutcome, Series, outcome
-from aaf_cli.targets import Dataset
+from aaf_cli.targets import Dataset, torch_dtype
 from aaf_cli.train import LogRecord, TrainResult, train
 
 if TYPE_CHECKING:
     from aaf_cli.tuning import Tuning
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,7 +98,7 @@ def build_ensemble(
                 group,
                 init=cfg.model.init,
                 init_std=cfg.model.init_std,
-                dtype=DTYPES[cfg.dtype],
+                dtype=torch_dtype(cfg.dtype),
                 device=device,
             )
             for key, group in groups.items()

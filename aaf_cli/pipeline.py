@@ -24,7 +24,7 @@ from aaf_cli.experiment import (
     tidy,
 )
 from aaf_cli.models import ModelSpec
-from aaf_cli.problems import problem_of, section_of
+from aaf_cli.problems import problem_of
 from aaf_cli.problems.base import Drawing
 from aaf_cli.results import (
     Band,
@@ -70,8 +70,9 @@ def describe(cfg: ExperimentConfig) -> str:
     written (a named target's formula, your expression, an equation, a file), the network and
     its activation."""
     layers = "x".join(str(w) for w in cfg.model.layers)
-    kind, section = section_of(cfg.model_dump(mode="json"))
-    problem, own = kind.title(section), kind.label(section)
+    section = cfg.problem_section()
+    stated = section.model_dump(mode="json")
+    problem, own = section.title(stated), section.label(stated)
     head = problem if cfg.name == own else f"{cfg.name}: {problem}"
     return f"{head} · [{layers}] {cfg.model.activation}"
 
@@ -133,13 +134,13 @@ def build_summary(
     outcomes: list[ModelOutcome],
     started: datetime,
     folder: Path,
-    series: list[Series] | None = None,
+    series: list[Series],
 ) -> dict[str, Any]:
     names = [v.name for v in cfg.variants]
     baseline = baseline_of(cfg)
     groups = by_variant(outcomes, names)
-    problem = problem_of(cfg)
-    metric, loss = problem.facts.metric, problem.facts.loss
+    problem, facts = problem_of(cfg), cfg.problem_section().facts
+    metric, loss = facts.metric, facts.loss
     stats, comparisons = summarise(
         outcomes, names, baseline, cfg.train.threshold, metric, series, loss
     )
@@ -200,7 +201,7 @@ def build_summary(
         "statistics": statistics_rules(),
         "tuning": tuned,
         "splits": splits_entry(cfg),
-        **problem.summary_entries(exp, series if series is not None else tidy(exp)[0]),
+        **problem.summary_entries(series),
         "data": problem.data_entry(exp),
         "variants": variants,
         "comparisons": comparisons,
@@ -216,7 +217,7 @@ def build_summary(
 
 def splits_entry(cfg: ExperimentConfig) -> dict[str, str]:
     """Which data each number of the run comes from, stated in the summary."""
-    train = problem_of(cfg).facts.train_points
+    train = cfg.problem_section().facts.train_points
     return {
         "train": f"train_loss, final_train, best_train: the {train}",
         "validation": "val_loss, final_val, best_val: the validation points; every choice the "
@@ -276,8 +277,8 @@ def write_figures(
         for o in outcomes
         if o.diverged
     ]
-    problem = problem_of(cfg)
-    loss, error = problem.facts.loss, problem.facts.metric
+    problem, facts = problem_of(cfg), cfg.problem_section().facts
+    loss, error = facts.loss, facts.metric
     plots.loss_and_error(outcomes, names, folder / "loss_error.png", title, loss, error, labels)
     drawing = Drawing(exp, series, outcomes, bands, title, notes, labels)
     runs.write_atomic(folder / "aggregates.csv", runs.aggregates_csv(bands))

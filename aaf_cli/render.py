@@ -373,7 +373,6 @@ def _print_table(out: Console, table: Any, notes: Sequence[str]) -> None:
 # The tables
 
 
-#: The metric columns of ``aaf run``'s table: summary key -> column.
 #: The report table's columns of a run's metrics (titled by its problem's ``Facts.columns``).
 REPORT_METRICS = {
     "final_train": 6,

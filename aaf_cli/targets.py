@@ -7,7 +7,7 @@ formulas use tensor methods only, and torch itself is imported when data is samp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +134,20 @@ class Dataset:
     y_test: torch.Tensor
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
+
+    @classmethod
+    def on(cls, tensors: Sequence[torch.Tensor], device: torch.device, dtype: str) -> Dataset:
+        """The data from float64 CPU tensors (in field order), cast to a config's ``dtype`` on
+        ``device``: computed alike on every device."""
+        return cls(*(v.to(device=device, dtype=torch_dtype(dtype)) for v in tensors))
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """A config's ``dtype`` (``float32``, ``float64``) as torch's."""
+    import torch
+
+    dtype: torch.dtype = {"float32": torch.float32, "float64": torch.float64}[name]
+    return dtype
 
 
 def evaluate_target(name: str, x: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:

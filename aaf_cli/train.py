@@ -923,7 +923,7 @@ class _Phasing:
         ensembles = self.model.ensembles()
         groups = tuple((tuple(e.layers), e.kind, e.base, e.size) for e in ensembles)
         dtype = ensembles[0].weights[0].dtype
-        return (groups, type(self.goal).__name__, self.points, str(dtype), str(self.device))
+        return (groups, type(self.goal), self.points, str(dtype), str(self.device))
 
     def compile_failed(self, exc: BaseException) -> None:
         """Train eagerly from here on, and say why."""

@@ -70,9 +70,10 @@ def test_the_problem_package_imports_neither_the_experiment_nor_torch_at_load() 
 @pytest.mark.parametrize("cls", list(KINDS.values()), ids=list(KINDS))
 def test_every_section_answers_the_registry(cls: type[Any]) -> None:
     """The section side of the protocol on every registered kind."""
-    for name in ("check_layers", "size", "problem", "line", "label", "title", "per_seed"):
+    names = ("check_layers", "size", "problem", "line", "label", "title", "per_seed", "claims")
+    for name in (*names, "absolute_paths", "facts"):
         assert hasattr(cls, name), f"{cls.__name__} lacks {name}"
-    assert cls.key in SECTIONS and cls in SECTIONS[cls.key]
+    assert sum(cls in classes for classes in SECTIONS.values()) == 1
     assert KINDS[cls.kind] is cls
 
 

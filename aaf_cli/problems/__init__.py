@@ -48,29 +48,39 @@ __all__ = [
 ]
 
 
-def _target_kind(value: Any) -> str:
-    """Which ``target:`` a section is: a data file's names its file under ``data``."""
-    if isinstance(value, Mapping):
-        return "data file" if "data" in value else "expression"
-    return "data file" if isinstance(value, DataTargetConfig) else "expression"
-
-
-#: The ``target:`` section: an expression target or a data file (error paths name neither tag).
-Target = Annotated[
-    Annotated[TargetConfig, Tag("expression")] | Annotated[DataTargetConfig, Tag("data file")],
-    Discriminator(_target_kind),
-]
-
-#: Every problem section, by the config key it is given under, in the order they are looked
-#: for; the first key present poses the problem (``target:`` is the default).
-SECTIONS: dict[str, tuple[type[Any], ...]] = {
+#: Every problem section, by the config key it is given under, in the order the keys are
+#: looked for (the first present poses the problem; ``target:`` is the default), each key's
+#: kinds in the order they are asked whether a section is theirs (``claims``).
+SECTIONS: dict[str, tuple[type[ProblemSection], ...]] = {
     "pde": (PdeConfig,),
     "target": (DataTargetConfig, TargetConfig),
 }
 
-
 #: Every kind of problem by the name a summary records (``summary.json``'s ``problem``).
-KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in (TargetConfig, DataTargetConfig, PdeConfig)}
+KINDS: dict[str, type[ProblemSection]] = {
+    cls.kind: cls for classes in SECTIONS.values() for cls in classes
+}
+
+
+def _kind_of(key: str, section: Mapping[str, Any]) -> type[ProblemSection]:
+    """The kind of a raw section given under ``key``: the first of the key's kinds to claim it."""
+    return next(cls for cls in SECTIONS[key] if cls.claims(section))
+
+
+def _target_tag(value: Any) -> str:
+    """Which kind a ``target:`` is (the tag of its union member)."""
+    if isinstance(value, Mapping):
+        return _kind_of("target", value).kind
+    kind = getattr(value, "kind", None)  # a validated section; anything else is refused
+    return kind if isinstance(kind, str) else TargetConfig.kind  # as not a mapping
+
+
+#: The ``target:`` section: an expression target or a data file (error paths name neither tag).
+Target = Annotated[
+    Annotated[TargetConfig, Tag(TargetConfig.kind)]
+    | Annotated[DataTargetConfig, Tag(DataTargetConfig.kind)],
+    Discriminator(_target_tag),
+]
 
 
 class ProblemSections(Strict):
@@ -97,9 +107,8 @@ class ProblemSections(Strict):
         return data
 
     def problem_section(self) -> ProblemSection:
-        """The section that poses the problem."""
-        section: ProblemSection = self.pde if self.pde is not None else self.target
-        return section
+        """The section that poses the problem (``SECTIONS``' order: ``pde:`` if given)."""
+        return self.pde if self.pde is not None else self.target
 
     def problem_conflict(self) -> str | None:
         """Why the sections given cannot pose one problem, or None."""
@@ -129,15 +138,15 @@ def problem_of(cfg: ExperimentConfig) -> Problem:
     return problem
 
 
-def section_of(config: Mapping[str, Any]) -> tuple[type[ProblemSection], Mapping[str, Any]]:
+def section_of(
+    config: Mapping[str, Any],
+) -> tuple[type[ProblemSection], Mapping[str, Any]]:
     """The section class and the section of a stored (resolved) config: what a finished run's
     readers ask about its problem."""
-    for key, classes in SECTIONS.items():
+    for key in SECTIONS:
         section = config.get(key)
         if isinstance(section, Mapping):
-            kind = _target_kind(section) if key == "target" else None
-            cls = DataTargetConfig if kind == "data file" else classes[-1]
-            return cls, section
+            return _kind_of(key, section), section
     return TargetConfig, {}
 
 
@@ -155,8 +164,7 @@ def summary_facts(summary: Mapping[str, Any]) -> Facts:
     if kind is None:
         data = summary.get("data")
         kind = "pde" if isinstance(data, Mapping) and data.get("target") == "pde" else "expression"
-    facts: Facts = KINDS.get(str(kind), TargetConfig).facts
-    return facts
+    return KINDS.get(str(kind), TargetConfig).facts
 
 
 def problem_label(config: Mapping[str, Any]) -> str | None:
@@ -172,13 +180,11 @@ def problem_title(config: Mapping[str, Any]) -> str:
     return kind.title(section) if section else ""
 
 
-def absolute_paths(config: Any, folder: Path) -> Any:
-    """A raw config as read from a file in ``folder``, with every file path its problem section
-    names made absolute (read from ``folder``), in place; what a sweep keeps as its base then
-    reads the same from anywhere."""
-    if isinstance(config, dict):
-        for key in SECTIONS:
-            section = config.get(key)
-            if isinstance(section, dict) and _target_kind(section) == "data file":
-                DataTargetConfig.absolute_paths(section, folder)
-    return config
+def absolute_paths(config: dict[str, Any], folder: Path) -> None:
+    """Make every file path a raw config's problem section names absolute, read from
+    ``folder`` (the folder of the file it was read from), in place: what a sweep keeps as its
+    base then reads the same from anywhere."""
+    for key in SECTIONS:
+        section = config.get(key)
+        if isinstance(section, dict):
+            _kind_of(key, section).absolute_paths(section, folder)

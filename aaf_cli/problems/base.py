@@ -10,7 +10,8 @@ finished runs ask the problem; none of them tests which kind it is. A problem ha
 * its **runtime** (``Problem``): built from a validated config, it makes the data, the training
   objective (None: the MSE to the training values), the summary's entries and the figures.
 
-A new kind of problem is one module with both sides and one entry in ``problems.SECTIONS``.
+A new kind of problem is one module with both sides and one entry in ``problems.SECTIONS``
+(and, for a new config key, a field of ``problems.ProblemSections``).
 """
 
 from __future__ import annotations
@@ -93,16 +94,29 @@ class Size:
 class ProblemSection(Protocol):
     """A problem's config section (``target:``, ``pde:``): torch-free."""
 
-    #: The problem's kind, as a summary records it, and the config key it is given under.
+    #: The problem's kind, as a summary records it.
     kind: ClassVar[str]
-    key: ClassVar[str]
     facts: ClassVar[Facts]
+
+    @classmethod
+    def claims(cls, section: Mapping[str, Any]) -> bool:
+        """Whether a raw section given under this kind's config key is of this kind."""
+        ...
+
+    @classmethod
+    def absolute_paths(cls, section: dict[str, Any], folder: Path) -> None:
+        """Make the file paths the raw section names absolute, read from ``folder``."""
+        ...
 
     def check_layers(self, layers: Sequence[int]) -> None:
         """Refuse a network whose inputs do not fit the problem: ValueError('key: message')."""
         ...
 
     def size(self, inputs: int) -> Size: ...
+
+    def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
+        """The section as plain data (pydantic's)."""
+        ...
 
     @property
     def per_seed(self) -> bool:
@@ -132,9 +146,6 @@ class ProblemSection(Protocol):
 class Problem(Protocol):
     """A problem at run time: built from a validated config (``ProblemSection.problem``)."""
 
-    cfg: ExperimentConfig
-    facts: Facts
-
     def dataset(self, device: torch.device, seeds: Sequence[int]) -> Dataset:
         """Training, validation and test data, made once and shared by every variant;
         ``seeds``: each model's seed in ensemble order (per-seed data follows it)."""
@@ -148,7 +159,7 @@ class Problem(Protocol):
         """The summary's ``data`` entry: where the numbers come from."""
         ...
 
-    def summary_entries(self, exp: ExperimentResult, series: Sequence[Series]) -> dict[str, Any]:
+    def summary_entries(self, series: Sequence[Series]) -> dict[str, Any]:
         """The problem's own summary entries beside ``data`` (none: {})."""
         ...
 
@@ -194,30 +205,29 @@ class Drawing:
                 predictions[name] = (seed, exp.result.predictions[index[(name, seed)]].tolist())
         return predictions
 
-    def loss_curves(self, folder: Path) -> None:
-        """``loss_curves.png`` of a regression: training and test MSE across seeds."""
-        from aaf_cli import plots
-        from aaf_cli.results import by_variant
-
-        train = self.exp.config.train
-        plots.loss_curves(
-            self.bands, folder / "loss_curves.png", self.title, train.threshold, self.notes,
-            self.labels, seeds_of=by_variant(list(self.series), self.names),
-            phases=plots.phase_marks(train), first=plots.first_optimizer(train),
-        )  # fmt: skip
-
 
 class MseProblem:
     """What every regression problem shares: the MSE to the training values as the objective
-    (``train``'s default), no summary entries or logged files of its own."""
-
-    facts = MSE_FACTS
+    (``train``'s default), no summary entries or logged files of its own, and its loss curves."""
 
     def objective(self, data: Dataset, ensemble: Groups, test: bool) -> Objective | None:
         return None
 
-    def summary_entries(self, exp: ExperimentResult, series: Sequence[Series]) -> dict[str, Any]:
+    def summary_entries(self, series: Sequence[Series]) -> dict[str, Any]:
         return {}
 
     def write_logs(self, folder: Path, series: Sequence[Series]) -> None:
         return None
+
+    @staticmethod
+    def loss_curves(folder: Path, drawing: Drawing) -> None:
+        """``loss_curves.png``: training and test MSE across seeds."""
+        from aaf_cli import plots
+        from aaf_cli.results import by_variant
+
+        train = drawing.exp.config.train
+        plots.loss_curves(
+            drawing.bands, folder / "loss_curves.png", drawing.title, train.threshold,
+            drawing.notes, drawing.labels, seeds_of=by_variant(list(drawing.series), drawing.names),
+            phases=plots.phase_marks(train), first=plots.first_optimizer(train),
+        )  # fmt: skip

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from aaf_cli.problems.base import Drawing, MseProblem
-from aaf_cli.problems.data_spec import split_of, table_of
+from aaf_cli.problems.data_spec import DataTargetConfig, split_of, table_of
 from aaf_cli.problems.datafile import Scaling, fit_scaling
 from aaf_cli.targets import Dataset
 
@@ -33,18 +33,13 @@ if TYPE_CHECKING:
     from aaf_cli.experiment import ExperimentResult
     from aaf_cli.results import Series
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 class DataProblem(MseProblem):
     """``target: {data: file, inputs: [...], output: y}`` at run time."""
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        from aaf_cli.problems.data_spec import DataTargetConfig
-
-        assert isinstance(cfg.target, DataTargetConfig)
+    def __init__(self, cfg: ExperimentConfig, spec: DataTargetConfig) -> None:
         self.cfg = cfg
-        self.spec = cfg.target
+        self.spec = spec
         self.table = table_of(self.spec)
         self.split = split_of(self.spec, self.table.rows)
         self.scaling: Scaling | None = None
@@ -67,9 +62,8 @@ class DataProblem(MseProblem):
     def dataset(self, device: torch.device, seeds: Sequence[int]) -> Dataset:
         parts = (self.split.train, self.split.test, self.split.validation)
         (x_train, y_train), (x_test, y_test), (x_val, y_val) = (self._part(r) for r in parts)
-        dtype = DTYPES[self.cfg.dtype]
         tensors = (x_train, y_train, x_test, y_test, x_val, y_val)
-        return Dataset(*(v.to(device=device, dtype=dtype) for v in tensors))
+        return Dataset.on(tensors, device, self.cfg.dtype)
 
     def units(self) -> str:
         """What the losses' numbers are in."""
@@ -113,7 +107,7 @@ class DataProblem(MseProblem):
             "same_data_for_all_seeds": True,
         }
 
-    def summary_entries(self, exp: ExperimentResult, series: Sequence[Series]) -> dict[str, Any]:
+    def summary_entries(self, series: Sequence[Series]) -> dict[str, Any]:
         units = self.units()
         return {
             "metrics": {
@@ -142,7 +136,7 @@ class DataProblem(MseProblem):
 
         from aaf_cli import plots, runs
 
-        drawing.loss_curves(folder)
+        self.loss_curves(folder, drawing)
         spec, test, train = self.spec, self.split.test, self.split.train
         inputs = {n: self.table.x[test, k].tolist() for k, n in enumerate(spec.inputs)}
         measured = self.table.y[test].tolist()

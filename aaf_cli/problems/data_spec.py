@@ -10,7 +10,8 @@
 A path in a config file is read from that file's folder (``absolute_paths``, applied as the file
 is read); one given in a ``--set`` or a mapping, from the working directory. The resolved config
 stores it absolute (a run folder's ``config.yaml`` reruns from anywhere). The file itself is read
-when the run's data is made (``problems.data``), before any run folder exists; its SHA-256, rows
+when the run is sized (its row count) and its data made (``problems.data``), before any run
+folder exists, once per run; its SHA-256, rows
 and split sizes go into the summary. Torch-free.
 """
 
@@ -60,7 +61,6 @@ class DataTargetConfig(Strict):
     """A regression target read from a file of measurements (CSV, NPZ or Parquet)."""
 
     kind: ClassVar[str] = "data"
-    key: ClassVar[str] = "target"
     facts: ClassVar[Facts] = MSE_FACTS
 
     data: str = Field(
@@ -133,7 +133,11 @@ class DataTargetConfig(Strict):
     def problem(self, cfg: ExperimentConfig) -> Problem:
         from aaf_cli.problems.data import DataProblem
 
-        return DataProblem(cfg)
+        return DataProblem(cfg, self)
+
+    @classmethod
+    def claims(cls, section: Mapping[str, Any]) -> bool:
+        return "data" in section
 
     @classmethod
     def line(cls, section: Mapping[str, Any]) -> str:

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from aaf_cli.experiment import ExperimentResult
     from aaf_cli.problems.expression_spec import TargetConfig
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 def data_seed(target: TargetConfig, seed: int | None) -> int:
     """The generator seed of the training data: ``target.seed``, or one per model seed."""
@@ -46,12 +44,9 @@ def validation_seed(target: TargetConfig) -> int:
 class ExpressionProblem(MseProblem):
     """A named or written target (``target: {name: ...}``, ``{expr: ...}``) at run time."""
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        from aaf_cli.problems.expression_spec import TargetConfig
-
-        assert isinstance(cfg.target, TargetConfig)
+    def __init__(self, cfg: ExperimentConfig, target: TargetConfig) -> None:
         self.cfg = cfg
-        self.target = cfg.target
+        self.target = target
         self.inputs = cfg.model.layers[0]
 
     def _finite(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -107,9 +102,8 @@ class ExpressionProblem(MseProblem):
         x_test = grid_points(t.domain, t.n_test, self.inputs)
         y_test = self._finite(x_test, target_function(t)(x_test))
         x_val, y_val = self.validation_data()
-        dtype = DTYPES[self.cfg.dtype]
         tensors = (x_train, y_train, x_test, y_test, x_val, y_val)
-        return Dataset(*(v.to(device=device, dtype=dtype) for v in tensors))
+        return Dataset.on(tensors, device, self.cfg.dtype)
 
     def data_entry(self, exp: ExperimentResult) -> dict[str, Any]:
         t = self.target
@@ -134,7 +128,7 @@ class ExpressionProblem(MseProblem):
         prediction."""
         from aaf_cli import plots, runs
 
-        drawing.loss_curves(folder)
+        self.loss_curves(folder, drawing)
         data, title, labels = drawing.exp.data, drawing.title, drawing.labels
         dims = data.x_test.shape[-1]
         x_cols = [data.x_test[:, k].double().cpu().tolist() for k in range(dims)]

@@ -4,6 +4,7 @@ its domain and how it is sampled (torch-free: loading a config imports no torch)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -52,7 +53,6 @@ class TargetConfig(Strict):
     """The synthetic regression target and how it is sampled."""
 
     kind: ClassVar[str] = "expression"
-    key: ClassVar[str] = "target"
     facts: ClassVar[Facts] = MSE_FACTS
 
     name: str | None = Field(
@@ -217,7 +217,15 @@ class TargetConfig(Strict):
     def problem(self, cfg: ExperimentConfig) -> Problem:
         from aaf_cli.problems.expression import ExpressionProblem
 
-        return ExpressionProblem(cfg)
+        return ExpressionProblem(cfg, self)
+
+    @classmethod
+    def claims(cls, section: Mapping[str, Any]) -> bool:
+        return "data" not in section
+
+    @classmethod
+    def absolute_paths(cls, section: dict[str, Any], folder: Path) -> None:
+        return None  # it names no file
 
     @classmethod
     def line(cls, section: Mapping[str, Any]) -> str:

@@ -8,6 +8,7 @@
 - ``local``: the local executor, points one after another in this process.
 - ``result``: ``Sweep``, what ``aaf_cli.sweep`` returns.
 - ``tuned``: the tuned-baseline protocol (``--tune``): selection, evaluation, ``tuned.csv``.
+- ``command``: the ``aaf sweep`` command's options and progress lines.
 
 (Named ``sweeps``: ``aaf_cli.sweep`` is the API's function.)
 """

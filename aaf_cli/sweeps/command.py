@@ -7,7 +7,10 @@ command in ``cli`` reads as what it does.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
+
+if TYPE_CHECKING:
+    from aaf_cli.sweeps.local import PointEvent
 
 import typer
 
@@ -161,10 +164,10 @@ MaxParallelOpt = Annotated[
 ]
 
 
-def point_line(event: Any) -> str:
+def point_line(event: PointEvent) -> str:
     """One finished point as the progress log says it: ``[3/6] point 2 (lr=0.01): completed
     in 4.1 s; adaptive x0.8 vs fixed``."""
-    line: str = f"[{event.index + 1}/{event.count}] point {event.index} ({event.label}): "
+    line = f"[{event.index + 1}/{event.count}] point {event.index} ({event.label}): "
     line += event.status
     if event.packed > 1:  # one job trained them together: its time is theirs
         line += f" (job of {event.packed} packed points: {event.seconds:.1f} s)"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aaf_cli.budget import MAX_HOURS, Estimate, _bytes, _duration
 from aaf_cli.config import ExperimentConfig, load_config
 from aaf_cli.errors import AafError, ConfigError, UsageError
-from aaf_cli.problems import facts_of, section_of
+from aaf_cli.problems import facts_of, problem_title
 from aaf_cli.runs import SWEEP_FILE, new_run_dir
 from aaf_cli.sweeps import records
 from aaf_cli.sweeps.records import DONE, FIGURE_FILE, PointEntry, SweepRecord
@@ -614,8 +614,7 @@ def _tuned_phase(
 
 def _title(record: SweepRecord) -> str:
     resolved = record.base.get("resolved") or {}
-    kind, section = section_of(resolved)
-    what = kind.title(section) if section else ""
+    what = problem_title(resolved)
     layers = "x".join(str(w) for w in (resolved.get("model") or {}).get("layers", []))
     activation = (resolved.get("model") or {}).get("activation", "")
     steps = (resolved.get("train") or {}).get("steps")

@@ -41,6 +41,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -314,7 +315,6 @@ class PdeConfig(_Strict):
     Phys. 404 (2020))."""
 
     kind: ClassVar[str] = "pde"
-    key: ClassVar[str] = "pde"
     facts: ClassVar[Facts] = PDE_FACTS
 
     inputs: dict[str, tuple[float, float]] = Field(
@@ -627,7 +627,15 @@ class PdeConfig(_Strict):
     def problem(self, cfg: ExperimentConfig) -> Problem:
         from aaf_cli.problems.pde.training import PinnProblem
 
-        return PinnProblem(cfg)
+        return PinnProblem(cfg, self)
+
+    @classmethod
+    def claims(cls, section: Mapping[str, Any]) -> bool:
+        return True
+
+    @classmethod
+    def absolute_paths(cls, section: dict[str, Any], folder: Path) -> None:
+        return None  # it names no file
 
     @classmethod
     def line(cls, section: Mapping[str, Any]) -> str:

@@ -32,9 +32,9 @@ from torch import nn
 
 from aaf_cli.problems.pde.problem import PdeProblem, build_problem, validation_seed
 from aaf_cli.problems.pde.residual import PdeParameters, PinnLoss, make_pinn_optimizer
-from aaf_cli.problems.pde.spec import PDE_FACTS, PdeConfig
+from aaf_cli.problems.pde.spec import PdeConfig
 from aaf_cli.runs import TERMS_COLUMNS, TERMS_HEADER, read_terms
-from aaf_cli.targets import Dataset
+from aaf_cli.targets import Dataset, torch_dtype
 
 if TYPE_CHECKING:
     from aaf_cli.config import ExperimentConfig, TrainConfig
@@ -192,7 +192,7 @@ def terms_csv(series: Sequence[Series]) -> str:
 
 def equation_text(pde: PdeConfig) -> str:
     """``u_t + u*u_x - nu*u_xx = 0`` (the forcing as written; ``f(exact)`` when derived)."""
-    return PdeConfig.title(pde.model_dump(mode="json"))
+    return PdeConfig.title({"operator": pde.operator, "forcing": pde.forcing, "exact": pde.exact})
 
 
 def _final(values: Sequence[float]) -> float:
@@ -256,16 +256,15 @@ def pde_summary(
     }
 
 
-def write_pde_figures(folder: Path, cfg: ExperimentConfig, drawing: Drawing) -> None:
+def write_pde_figures(folder: Path, pde: PdeConfig, drawing: Drawing) -> None:
     """``loss_curves.png`` (with the terms), ``solution.png`` and ``fit.csv`` (the test grid,
     the solution, each variant's median-seed prediction), ``params.png`` for inverse problems."""
     from aaf_cli import plots
     from aaf_cli.problems.pde import figures
     from aaf_cli.runs import table_csv, write_atomic
 
-    pde = cfg.pde
-    assert pde is not None
     exp, series, title, labels = drawing.exp, drawing.series, drawing.title, drawing.labels
+    cfg = exp.config
     names = drawing.names
     figures.loss_curves(
         series,
@@ -323,26 +322,20 @@ def write_pde_figures(folder: Path, cfg: ExperimentConfig, drawing: Drawing) -> 
         )
 
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
 class PinnProblem:
     """A ``pde:`` config at run time: its compiled problem as data, the PINN loss as the
     objective, its terms and identified parameters in the summary and ``terms.csv``."""
 
-    facts = PDE_FACTS
-
-    def __init__(self, cfg: ExperimentConfig) -> None:
-        assert cfg.pde is not None
+    def __init__(self, cfg: ExperimentConfig, pde: PdeConfig) -> None:
         self.cfg = cfg
-        self.pde: PdeConfig = cfg.pde
+        self.pde = pde
 
     def dataset(self, device: torch.device, seeds: Sequence[int]) -> PdeDataset:
-        return pde_dataset(self.pde, DTYPES[self.cfg.dtype], device)
+        return pde_dataset(self.pde, torch_dtype(self.cfg.dtype), device)
 
     def objective(self, data: Dataset, ensemble: Groups, test: bool) -> PinnObjective:
         assert isinstance(data, PdeDataset) and data.problem is not None
-        dtype, device = DTYPES[self.cfg.dtype], data.x_train.device
+        dtype, device = torch_dtype(self.cfg.dtype), data.x_train.device
         return PinnObjective(data.problem, ensemble, dtype, device, test=test)
 
     def data_entry(self, exp: ExperimentResult) -> dict[str, Any]:
@@ -364,7 +357,7 @@ class PinnProblem:
             "same_data_for_all_seeds": True,
         }
 
-    def summary_entries(self, exp: ExperimentResult, series: Sequence[Series]) -> dict[str, Any]:
+    def summary_entries(self, series: Sequence[Series]) -> dict[str, Any]:
         return pde_summary(self.cfg, series, [v.name for v in self.cfg.variants])
 
     def write_logs(self, folder: Path, series: Sequence[Series]) -> None:
@@ -373,4 +366,4 @@ class PinnProblem:
         write_atomic(folder / "terms.csv", terms_csv(series))
 
     def write_figures(self, folder: Path, drawing: Drawing) -> None:
-        write_pde_figures(folder, self.cfg, drawing)
+        write_pde_figures(folder, self.pde, drawing)
