@@ -21,6 +21,7 @@ from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads, predicted_se
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.models import Ensemble, Groups, ModelSpec
 from aaf_cli.problems import problem_of
+from aaf_cli.problems.base import is_logged_value
 from aaf_cli.results import ModelOutcome, Series, outcome
 from aaf_cli.targets import Dataset, torch_dtype
 from aaf_cli.train import LogRecord, TrainResult, train
@@ -252,7 +253,7 @@ def series_of(
             s.val.append(val)
             s.evals.append(int(evals[i]))
             for name, column in params.items():
-                if name.startswith(("term:", "param:")):  # a problem's own terms, parameters
+                if is_logged_value(name):  # a problem's own terms and parameters
                     s.terms.setdefault(name, []).append(column[i])
                 elif not math.isnan(column[i]) or name in s.params:
                     s.params.setdefault(name, []).append(column[i])

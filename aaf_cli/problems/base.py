@@ -77,6 +77,19 @@ MSE_FACTS = Facts(
 )
 
 
+#: A problem's own logged values (``Objective.loss``'s and ``evaluate``'s extra values) travel
+#: through ``LogRecord.params`` under these prefixes: its loss terms (``term:residual``) and
+#: the parameters it identifies (``param:nu``). ``Series.terms`` and ``terms.csv`` hold them,
+#: apart from the activation parameters.
+TERM_PREFIX = "term:"
+PARAM_PREFIX = "param:"
+
+
+def is_logged_value(name: str) -> bool:
+    """Whether a logged name is a problem's term or parameter (not an activation parameter)."""
+    return name.startswith((TERM_PREFIX, PARAM_PREFIX))
+
+
 @dataclass(frozen=True)
 class Size:
     """How large one training step and one logged evaluation are (``budget``'s estimates).

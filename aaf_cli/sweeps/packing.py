@@ -26,6 +26,7 @@ from aaf_cli.budget import ThreadChoice, choose_threads, free_cores, usable_core
 from aaf_cli.config import ExperimentConfig
 from aaf_cli.experiment import ExperimentResult, Located, group_key, members, run_experiment
 from aaf_cli.models import Ensemble, ModelSpec
+from aaf_cli.problems.base import is_logged_value
 from aaf_cli.targets import Dataset
 from aaf_cli.train import LogRecord, TrainResult
 
@@ -196,7 +197,7 @@ def own_names(record: LogRecord, rows: torch.Tensor) -> set[str]:
     return {
         name
         for name, v in record.params.items()
-        if name.startswith(("term:", "param:")) or not bool(torch.isnan(v[rows]).all())
+        if is_logged_value(name) or not bool(torch.isnan(v[rows]).all())
     }
 
 

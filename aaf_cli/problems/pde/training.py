@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from aaf_cli.problems.base import PARAM_PREFIX, TERM_PREFIX, is_logged_value
 from aaf_cli.problems.pde.problem import PdeProblem, build_problem, validation_seed
 from aaf_cli.problems.pde.residual import PdeParameters, PinnLoss, make_pinn_optimizer
 from aaf_cli.problems.pde.spec import PdeConfig
@@ -73,15 +74,8 @@ METRICS = {
 """What a PDE run's train and test columns hold (the summary's ``metrics`` entry)."""
 
 
-TERM_PREFIX = "term:"
-PARAM_PREFIX = "param:"
 RESERVED_NAMES = ("residual", "data", "total")
 """Loss-term names a condition may not take (``spec`` refuses them)."""
-
-
-def is_logged_value(name: str) -> bool:
-    """Whether a logged name is a PDE term or parameter (not an activation parameter)."""
-    return name.startswith((TERM_PREFIX, PARAM_PREFIX))
 
 
 @dataclass(frozen=True)
