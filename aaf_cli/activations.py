@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aaf_cli import registry
+from aaf_cli import registry, splines
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -282,15 +282,40 @@ class Slope(nn.Module):
 
 
 class Fixed(nn.Module):
-    """The base activation as a module without parameters."""
+    """The base activation as a module without parameters: sigma(x), or sigma(s * x) with a
+    fixed steepness s (the control of an adaptive slope)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, slope: float | None = None) -> None:
         super().__init__()
         self.base = base
         self.fn = get_activation(base)
+        self.slope = slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+        return self.fn(x if self.slope is None else self.slope * x)
+
+
+class SplineUnit(nn.Module):
+    """sigma(x) + sum_c coef_c B_c(x): a learnable B-spline added to the base activation, one
+    per neuron (``width``) or one for the layer; ``coef`` = 0 at the start (sigma itself)."""
+
+    knots: torch.Tensor
+
+    def __init__(
+        self, base: str, spec: Any, width: int | None = None, dtype: torch.dtype | None = None
+    ) -> None:
+        super().__init__()
+        self.fn = get_activation(base)
+        self.order = int(spec.order)
+        lo, hi = (float(v) for v in spec.grid_range)
+        t = splines.knots(lo, hi, spec.grid, self.order, dtype or torch.get_default_dtype())
+        self.register_buffer("knots", t)
+        shape = (spec.grid + self.order,) if width is None else (width, spec.grid + self.order)
+        self.coef = nn.Parameter(torch.zeros(shape, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = splines.basis(x, self.knots, self.order)  # [..., width, G + k]
+        return self.fn(x) + (b * self.coef).sum(-1)
 
 
 class RowdyUnit(nn.Module):
@@ -345,7 +370,7 @@ def reference_activations(
     ``spec`` is the variant's config (its ``n``, ``a0``, ``K``, ...).
     """
     if kind == "fixed":
-        return nn.ModuleList([Fixed(base)])
+        return nn.ModuleList([Fixed(base, getattr(spec, "slope", None))])
     if kind == "global":
         return nn.ModuleList([Slope(base, spec.n, spec.a0, None, dtype)])
     if kind == "layer":
@@ -360,6 +385,11 @@ def reference_activations(
         return nn.ModuleList(Swish(spec.beta0, dtype) for _ in widths)
     if kind == "rational":
         return nn.ModuleList(Rational(tuple(spec.degrees), dtype) for _ in widths)
+    if kind == "spline":
+        per_neuron = spec.per == "neuron"
+        return nn.ModuleList(
+            SplineUnit(base, spec, w if per_neuron else None, dtype) for w in widths
+        )
     raise ValueError(f"unknown kind '{kind}'")
 
 
@@ -415,6 +445,11 @@ class Family(nn.Module):
     def trajectories(self) -> dict[str, torch.Tensor]:
         """The logged parameter values, name -> ``[M]``."""
         return {}
+
+    def steepness(self, index: int) -> float | None:
+        """Model ``index``'s mean n*a over every slope it has (what a fixed control's
+        ``slope_from`` reads), or None for kinds without one."""
+        return None
 
     def count(self) -> int:
         """Trainable activation parameters of one model."""
@@ -481,6 +516,10 @@ class SlopeFamily(Family):
 
     def prescale(self, k: int) -> torch.Tensor:
         return self.n * self._a(k)
+
+    def steepness(self, index: int) -> float:
+        slopes = [(self.n[index] * a[index].detach()).reshape(-1) for a in self.a]
+        return float(torch.cat(slopes).mean())
 
     def _recovery(self) -> torch.Tensor:
         means = [self._a(k).mean(dim=(1, 2)) for k in range(len(self.widths))]
@@ -554,6 +593,9 @@ class RowdyFamily(Family):
         waves = torch.sin(z.unsqueeze(-1) * (self.j * n * self.freq[k]))
         out: torch.Tensor = self.fn(self.n * self.a[k] * z) + (waves * (n * self.amp[k])).sum(-1)
         return out
+
+    def steepness(self, index: int) -> float:
+        return float(torch.stack([self.n[index] * a[index].detach() for a in self.a]).mean())
 
     def trajectories(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -653,6 +695,82 @@ class RationalFamily(Family):
         return out
 
 
+class SteepFamily(Family):
+    """fixed with a steepness: sigma(s * z) with s fixed per model (1 where a model has none),
+    folded into the weights as the slope kinds fold n*a."""
+
+    slope: torch.Tensor
+
+    def __init__(
+        self,
+        specs: Sequence[Any],
+        base: str,
+        widths: Sequence[int],
+        dtype: torch.dtype,
+        device: Any,
+    ) -> None:
+        super().__init__(base, widths)
+        slopes = [1.0 if s is None or s.slope is None else float(s.slope) for s in specs]
+        self.register_buffer("slope", _column(slopes, dtype, device))
+
+    def prescale(self, k: int) -> torch.Tensor:
+        return self.slope
+
+
+class SplineFamily(Family):
+    """sigma(z) + sum_c coef_c B_c(z) per hidden neuron or per hidden layer: coefficients
+    ``[M, 1, width or 1, G + k]``, zero at the start, on a grid shared by every model."""
+
+    kind = "spline"
+    knots: torch.Tensor
+
+    def __init__(
+        self,
+        specs: Sequence[Any],
+        base: str,
+        widths: Sequence[int],
+        dtype: torch.dtype,
+        device: Any,
+    ) -> None:
+        super().__init__(base, widths)
+        spec = specs[0]
+        self.order = int(spec.order)
+        self.per_neuron = spec.per == "neuron"
+        lo, hi = (float(v) for v in spec.grid_range)
+        t = splines.knots(lo, hi, spec.grid, self.order, dtype)
+        self.register_buffer("knots", t.to(device))
+        size = spec.grid + self.order
+        self.coef = nn.ParameterList(
+            nn.Parameter(
+                torch.zeros(len(specs), 1, w if self.per_neuron else 1, size, dtype=dtype).to(
+                    device
+                )
+            )
+            for w in widths
+        )
+
+    def activate(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        assert self.fn is not None
+        b = splines.basis(z, self.knots, self.order)  # [M, N, width, G + k]
+        out: torch.Tensor = self.fn(z) + (b * self.coef[k]).sum(-1)
+        return out
+
+    def trajectories(self) -> dict[str, torch.Tensor]:
+        # How far each layer's splines moved from the base activation.
+        return {
+            f"max|c|[{k + 1}]": self.coef[k].abs().amax(dim=(1, 2, 3))
+            for k in range(len(self.widths))
+        }
+
+    def state_of(self, index: int) -> dict[str, torch.Tensor]:
+        out = {}
+        for k in range(len(self.widths)):
+            coef = self.coef[k][index, 0]
+            out[f"{k}.coef"] = coef if self.per_neuron else coef[0]
+            out[f"{k}.knots"] = self.knots
+        return out
+
+
 def make_family(
     kind: str,
     specs: Sequence[Any],
@@ -663,7 +781,9 @@ def make_family(
 ) -> Family:
     """The batched family of ``kind`` for models with these variant configs (one per model)."""
     family: Family
-    if kind == "fixed":
+    if kind == "fixed" and any(getattr(s, "slope", None) is not None for s in specs):
+        family = SteepFamily(specs, base, widths, dtype, device)
+    elif kind == "fixed":
         family = Family(base, widths)
     elif kind in ("global", "layer", "neuron"):
         family = SlopeFamily(kind, specs, base, widths, dtype, device)
@@ -675,6 +795,8 @@ def make_family(
         family = SwishFamily([s.beta0 for s in specs], widths, dtype, device)
     elif kind == "rational":
         family = RationalFamily(specs, widths, dtype, device)
+    elif kind == "spline":
+        family = SplineFamily(specs, base, widths, dtype, device)
     else:
         raise ValueError(f"unknown kind '{kind}'")
     return family

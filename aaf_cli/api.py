@@ -671,8 +671,11 @@ class Run:
 
     @property
     def verdicts(self) -> list[str]:
-        """One sentence per comparison, e.g. 'adaptive beats fixed on 9/10 seeds; ...'."""
-        return [c["verdict"] for c in self.comparisons]
+        """One sentence per comparison, e.g. 'adaptive beats fixed on 9/10 seeds; ...', then
+        one per fixed control against the adaptive variant it was made from
+        ('adaptivity against a fixed steeper activation (s = 3.1): ...')."""
+        controls = (self.summary or {}).get("controls") or {}
+        return [c["verdict"] for c in [*self.comparisons, *controls.get("comparisons", [])]]
 
     @property
     def loss_against_error(self) -> list[str]:

@@ -11,8 +11,9 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from aaf_cli import sizing
 from aaf_cli.config import ExperimentConfig
 
 SOFT_LIMITS = {
@@ -63,6 +64,11 @@ GROUP_OPS: dict[str, tuple[int, int]] = {
     "rational": (46, 177),
     "prelu": (46, 68),
     "swish": (46, 69),
+    # Counted relative to fixed at the same depth (1 and 3 hidden layers of 8, eager): the
+    # B-spline recursion makes a KAN step 4.2x / 6.2x fixed's operations, a spline-activation
+    # step 2.7x / 4.7x; scaled onto fixed's row.
+    "kan": (84, 378),
+    "spline": (0, 300),
 }
 SLOPE_RECOVERY_OPS = (14, 11)
 # A logged step: the test-set forward pass, S(a) and the trajectories, then copies to the host;
@@ -373,14 +379,18 @@ def workload(cfg: ExperimentConfig) -> Workload:
     groups: dict[tuple[object, ...], tuple[str, int, bool]] = {}
     for v in cfg.variants:
         layers = cfg.layers_of(v)
-        weights = sum(i * o + o for i, o in zip(layers[:-1], layers[1:]))
-        hidden = sum(layers[1:-1]) * getattr(v, "K", 1)
-        per_point = weights + ELEMENTWISE_FLOPS * hidden
+        if v.kind in ("kan", "spline"):
+            # Their B-splines' arithmetic (sizing.flops counts 2 per multiply-add; a weight
+            # here counts 1).
+            per_point = sizing.flops(v, layers) / 2
+        else:
+            weights = sum(i * o + o for i, o in zip(layers[:-1], layers[1:]))
+            hidden = sum(layers[1:-1]) * getattr(v, "K", 1)
+            per_point = weights + ELEMENTWISE_FLOPS * hidden
         step_flops += 6.0 * seeds * points * per_point * factor
         log_flops += 2.0 * seeds * n_test * per_point
-        # Variants that share one batched ensemble (experiment.group_key) share its operations.
-        base = v.base or cfg.model.activation
-        key = (v.kind, base, tuple(layers), getattr(v, "K", None), getattr(v, "degrees", None))
+        # Variants that share one batched ensemble share its operations.
+        key = cfg.group_key(v)
         recovery = getattr(v, "slope_recovery", None) is not None
         _, _, seen = groups.get(key, (v.kind, len(layers) - 2, False))
         groups[key] = (v.kind, len(layers) - 2, seen or recovery)
@@ -429,10 +439,14 @@ class Estimate:
     seconds: float
     threads: int = 1
     tuning_models: int = 0  # a tuned run's tuning phase (trained before the ``models``)
+    control_models: int = 0  # the first stage of slope_from controls (``aaf_cli.controls``)
 
     def describe(self) -> str:
         plural = "s" if self.threads > 1 else ""
-        tuning = f" (after {self.tuning_models} tuning models)" if self.tuning_models else ""
+        before = [f"{self.tuning_models} tuning models"] if self.tuning_models else []
+        if self.control_models:
+            before.append(f"{self.control_models} for the controls' slopes")
+        tuning = f" (after {' and '.join(before)})" if before else ""
         return (
             f"{self.models} models{tuning} on {self.points} points: about "
             f"{_bytes(self.memory_bytes)} of memory and {_duration(self.seconds)} of training "
@@ -449,6 +463,17 @@ def estimate(cfg: ExperimentConfig, device: str | None = None) -> Estimate:
     trains; by default ``cfg.device``, with ``auto`` counted as the CPU. A tuned run
     (``tune:``) trains its tuning phase first: the time of both phases, the larger memory.
     """
+    from aaf_cli.controls import first_stage, sources, without_controls
+
+    if sources(cfg):
+        first = estimate(first_stage(cfg), device)
+        rest = estimate(without_controls(cfg), device)
+        return replace(
+            rest,
+            memory_bytes=max(first.memory_bytes, rest.memory_bytes),
+            seconds=first.seconds + rest.seconds,
+            control_models=first.models + first.tuning_models,
+        )
     if cfg.tune is not None:
         from aaf_cli.tuning import tuning_config
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 import types
 import typing
@@ -20,6 +21,7 @@ import yaml
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_serializer,
@@ -121,6 +123,10 @@ class SlopeRecovery(Strict):
 
 
 class _Variant(Strict):
+    #: Set on a variant whose widths ``match`` chose: the ``layers`` it was given (a
+    #: one-element list; None inside where it gave none), which ``to_data`` hands back.
+    _given_layers: list[list[int] | None] | None = PrivateAttr(None)
+
     lr: float | None = Field(
         None, gt=0.0, le=100.0, description="this variant's learning rate; default: train.lr"
     )
@@ -138,10 +144,30 @@ class _Variant(Strict):
         "model.layers",
     )
 
+    match: Literal["params", "flops", "none"] | None = Field(
+        None,
+        description="choose this variant's hidden width so that its trainable parameters "
+        "(params) or forward FLOPs per point (flops) are within 5% of the baseline's; none: "
+        "keep its widths; default: the experiment's match",
+    )
+
+    def __eq__(self, other: object) -> bool:
+        # Equal as configs: the widths a match started from (``_given_layers``) are
+        # bookkeeping, not part of what the variant is.
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
     @property
     def base(self) -> str | None:
         """The variant's own base activation, if its kind has one and it sets it."""
         return None
+
+    @property
+    def structure(self) -> tuple[Any, ...]:
+        """What models of this kind must share to train in one ensemble, besides kind, base
+        activation and widths (Rowdy's K, the rational degrees, a spline's grid)."""
+        return ()
 
 
 class _Based(_Variant):
@@ -162,10 +188,31 @@ class _Based(_Variant):
 
 
 class FixedVariant(_Based):
-    """The baseline: sigma(L_k) in every hidden layer."""
+    """The baseline: sigma(L_k) in every hidden layer; with a slope, sigma(s * L_k) with s
+    fixed (the control of an adaptive slope: its steepness without its adaptivity)."""
 
     kind: Literal["fixed"]
     name: str = Field("fixed", pattern=NAME_PATTERN)
+    slope: float | None = Field(
+        None, gt=0.0, le=1e4, description="a fixed steepness s: sigma(s * x); default: none (1)"
+    )
+    slope_from: str | None = Field(
+        None,
+        description="take s from the named adaptive variant of this run (the median over "
+        "seeds of its final mean n*a), trained first; the control answers 'adaptivity "
+        "against a fixed steeper activation'",
+    )
+
+    @model_validator(mode="after")
+    def _one_slope(self) -> FixedVariant:
+        # (A run sets slope once slope_from's s is known, by copy, without validation.)
+        if self.slope is not None and self.slope_from is not None:
+            raise ValueError("give slope or slope_from, not both")
+        return self
+
+    @property
+    def structure(self) -> tuple[Any, ...]:
+        return (self.slope is not None or self.slope_from is not None,)
 
 
 class _Slope(_Based):
@@ -210,6 +257,10 @@ class RowdyVariant(_Based):
     n: float = Field(10.0, ge=1.0, le=1e4, description="fixed scale factor, n >= 1")
     K: int = Field(10, ge=2, le=64, description="number of terms (K-1 sine terms)")
 
+    @property
+    def structure(self) -> tuple[Any, ...]:
+        return (self.K,)
+
 
 class PReLUVariant(_Variant):
     """PReLU: max(0, x) + a * min(0, x) with one trainable ``a`` per hidden layer."""
@@ -244,6 +295,92 @@ class RationalVariant(_Variant):
             raise ValueError(f"degrees must be [1..8, 0..8] (got [{p}, {q}])")
         return degrees
 
+    @property
+    def structure(self) -> tuple[Any, ...]:
+        return (tuple(self.degrees),)
+
+
+class _Spline(_Based):
+    """A B-spline of order k on a grid of G intervals over grid_range (``aaf_cli.splines``)."""
+
+    grid: int = Field(5, ge=1, le=1000, description="G: the spline grid's intervals")
+    order: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="k: the B-splines' order, 1 (piecewise linear) to 10; 3: cubic (order 0, "
+        "piecewise constant, has no derivative to train its inputs by)",
+    )
+    grid_range: tuple[float, float] = Field(
+        (-1.0, 1.0), description="[lo, hi]: where the grid lies (extended by k intervals)"
+    )
+
+    @model_validator(mode="after")
+    def _grid(self) -> _Spline:
+        if self.order > self.grid:
+            raise ValueError(
+                f"order: a spline of order {self.order} needs a grid of at least "
+                f"{self.order} intervals (grid is {self.grid})"
+            )
+        lo, hi = self.grid_range
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"grid_range: must be [lo, hi] with lo < hi (got [{lo}, {hi}])")
+        return self
+
+
+class GridUpdate(Strict):
+    """Refit a KAN's grids to its layers' inputs during training (pykan's ``update_grid``):
+    at steps 0, every, 2 every, ... below until (pykan's fit: every 5 below 50)."""
+
+    every: int = Field(5, ge=1, le=1_000_000, description="steps between updates")
+    until: int = Field(50, ge=1, le=10_000_000, description="no update from this step on")
+
+    def steps(self) -> range:
+        return range(0, self.until, self.every)
+
+
+class KanVariant(_Spline):
+    """KAN (Liu et al. 2024): a learnable B-spline plus w_b * b(x) on every edge, summed per
+    output; replaces the layers of the MLP (its widths: the KAN's)."""
+
+    kind: Literal["kan"]
+    name: str = Field("kan", pattern=NAME_PATTERN)
+    activation: str | None = Field(
+        "silu", description="the base branch b(x) of every edge; default silu, as pykan"
+    )
+    grid_update: GridUpdate | None = Field(
+        None,
+        description="refit every grid to its layer's inputs at the training points, keeping "
+        "the functions (least squares), as pykan's fit does ({every: 5, until: 50}); default "
+        "off: the grid stays on grid_range",
+    )
+
+    @field_validator("grid_update", mode="before")
+    @classmethod
+    def _grid_update_switch(cls, value: Any) -> Any:
+        return {} if value is True or value == "on" else (None if value is False else value)
+
+    @property
+    def structure(self) -> tuple[Any, ...]:
+        update = self.grid_update
+        steps = None if update is None else (update.every, update.until)
+        return (self.grid, self.order, tuple(self.grid_range), steps)
+
+
+class SplineVariant(_Spline):
+    """An MLP with learnable B-spline activations: sigma(z) + sum_c c_c B_c(z), per hidden
+    neuron or per hidden layer, with c = 0 at the start (the fixed network)."""
+
+    kind: Literal["spline"]
+    name: str = Field("spline", pattern=NAME_PATTERN)
+    per: Literal["neuron", "layer"] = Field(
+        "neuron", description="one spline per hidden neuron, or one per hidden layer"
+    )
+
+    @property
+    def structure(self) -> tuple[Any, ...]:
+        return (self.per, self.grid, self.order, tuple(self.grid_range))
+
 
 AnyVariant = Union[  # noqa: UP007
     FixedVariant,
@@ -254,6 +391,8 @@ AnyVariant = Union[  # noqa: UP007
     PReLUVariant,
     SwishVariant,
     RationalVariant,
+    KanVariant,
+    SplineVariant,
 ]
 Variant = Annotated[AnyVariant, Field(discriminator="kind")]
 VARIANT_CLASSES: dict[str, type[_Variant]] = {
@@ -283,6 +422,9 @@ def variant_parameters(kind: str) -> list[tuple[str, str, str]]:
         out.append((key, shown, description))
     return out
 
+
+#: The kinds with a trainable slope n*a, which a fixed control's slope_from may name.
+SLOPED_KINDS = ("global", "layer", "neuron", "rowdy")
 
 #: The default learning-rate grid of a tuned run: each variant's rate times these factors.
 TUNE_FACTORS = (1 / 3, 1.0, 3.0)
@@ -362,6 +504,12 @@ class ExperimentConfig(ProblemSections, RunSettings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     variants: list[Variant] = Field(default_factory=_default_variants, min_length=1, max_length=64)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    match: Literal["params", "flops"] | None = Field(
+        None,
+        description="compare at equal size: give every variant the hidden width that brings "
+        "its trainable parameters (params) or forward FLOPs per point (flops) within 5% of "
+        "the baseline's (a variant's own match overrides; none keeps its widths)",
+    )
     tune: TuneConfig | None = Field(
         default_factory=TuneConfig,
         description="each variant's learning rate chosen on validation data before the "
@@ -432,13 +580,15 @@ class ExperimentConfig(ProblemSections, RunSettings):
         return out
 
     def to_data(self) -> dict[str, Any]:
-        """The config as plain data that validates back to it, leaving out the names that were
-        chosen automatically (so that overrides applied to it rename those variants as the
-        same overrides on the original YAML would)."""
+        """The config as plain data that validates back to it, leaving out the names and the
+        matched widths that were chosen automatically (so that overrides applied to it rename
+        and resize those variants as the same overrides on the original YAML would)."""
         data = self.model_dump(mode="json")
         for v, entry in zip(self.variants, data["variants"]):
             if "name" not in v.model_fields_set:
                 del entry["name"]
+            if v._given_layers is not None:  # widths chosen by match: chosen afresh
+                entry["layers"] = v._given_layers[0]
         return data
 
     @model_validator(mode="after")
@@ -482,6 +632,66 @@ class ExperimentConfig(ProblemSections, RunSettings):
                     f"{'s' if inputs > 1 else ''} of model.layers and end with 1 "
                     f"(got {v.layers})"
                 )
+
+    @model_validator(mode="after")
+    def _controls(self) -> ExperimentConfig:
+        names = [v.name for v in self.variants]
+        for k, v in enumerate(self.variants):
+            source = getattr(v, "slope_from", None)
+            if source is None:
+                continue
+            key = f"variants.{k}.slope_from"
+            if source == v.name:
+                raise ValueError(f"{key}: names the variant itself; name an adaptive variant")
+            if source not in names:
+                raise ValueError(
+                    f"{key}: no variant is named '{source}' (variants: {', '.join(names)})"
+                )
+            kind = self.variants[names.index(source)].kind
+            if kind not in SLOPED_KINDS:
+                raise ValueError(
+                    f"{key}: '{source}' is a {kind} variant, without a trainable slope n*a; "
+                    f"name one of kind {', '.join(SLOPED_KINDS)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _match_sizes(self) -> ExperimentConfig:
+        from aaf_cli import sizing
+
+        baseline = self.baseline_variant
+        for k, v in enumerate(self.variants):
+            what = v.match if v.match is not None else self.match
+            if what in (None, "none") or v is baseline:
+                continue
+            target = sizing.measure(what, baseline, self.layers_of(baseline))
+            layers, count, within = sizing.matched_layers(what, v, self.layers_of(v), target)
+            if not within:
+                raise ValueError(
+                    f"variants.{k}.match: no hidden width brings {v.name} within 5% of "
+                    f"{baseline.name}'s {target} {sizing.unit(what)} (nearest: {count} at "
+                    f"layers {layers}); change its depth (its layers) or set match: none"
+                )
+            matched = v.model_copy(update={"layers": layers})
+            matched._given_layers = v._given_layers or [v.layers]
+            self.variants[k] = matched
+        return self
+
+    @property
+    def baseline_variant(self) -> Any:
+        """The variant every other is compared with: the first fixed one without a slope,
+        else the first."""
+        return next(
+            (v for v in self.variants if v.kind == "fixed" and not v.structure[0]),
+            self.variants[0],
+        )
+
+    def group_key(self, variant: Any) -> tuple[Any, ...]:
+        """Variants that can share one batched ensemble: same kind, base activation, widths
+        and structure (Rowdy's K, the rational degrees, a spline's grid). n, a0, lr and slope
+        recovery vary per model."""
+        base = variant.base or self.model.activation
+        return (variant.kind, base, tuple(self.layers_of(variant)), *variant.structure)
 
     def layers_of(self, variant: Any) -> list[int]:
         """A variant's widths: its own, or ``model.layers``."""
@@ -592,7 +802,8 @@ def _describe(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
     if keyed and "." not in keyed.group(1) and keyed.group(1) not in ExperimentConfig.model_fields:
         keyed = None  # "word: ..." is a key only when it is a section of the config
     if not path and keyed:
-        return list(keyed.group(1).split(".")), keyed.group(2)
+        parts = keyed.group(1).split(".")
+        return [int(p) if p.isdigit() else p for p in parts], keyed.group(2)
     if kind == "missing":
         return path, "missing required key"
     if kind == "union_tag_not_found":

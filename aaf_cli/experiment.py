@@ -19,7 +19,8 @@ import torch
 from aaf_cli import __version__
 from aaf_cli.budget import ThreadChoice, ThreadGuard, plan_threads, predicted_seconds
 from aaf_cli.config import ExperimentConfig
-from aaf_cli.models import Ensemble, Groups, ModelSpec
+from aaf_cli.kan import KanEnsemble
+from aaf_cli.models import AnyEnsemble, Ensemble, Groups, ModelSpec
 from aaf_cli.problems import problem_of
 from aaf_cli.problems.base import is_logged_value
 from aaf_cli.results import ModelOutcome, Series, outcome
@@ -57,22 +58,13 @@ def make_dataset(
     return problem_of(cfg).dataset(device, order)
 
 
-def group_key(cfg: ExperimentConfig, variant: Any) -> tuple[Any, ...]:
-    """Variants that can share one batched ensemble: same kind, base activation, widths and
-    structure (Rowdy's K, the rational degrees). n, a0, lr and slope recovery vary per model.
-    """
-    base = variant.base or cfg.model.activation
-    structure = getattr(variant, "K", None), getattr(variant, "degrees", None)
-    return (variant.kind, base, tuple(cfg.layers_of(variant)), *structure)
-
-
 def groups_of(cfg: ExperimentConfig) -> dict[tuple[Any, ...], list[ModelSpec]]:
-    """Every model of the experiment by group (see ``group_key``), groups in order of first
-    appearance, variant-major within a group, seeds in config order."""
+    """Every model of the experiment by group (``ExperimentConfig.group_key``), groups in
+    order of first appearance, variant-major within a group, seeds in config order."""
     groups: dict[tuple[Any, ...], list[ModelSpec]] = {}
     for v in cfg.variants:
         models = [ModelSpec(v.name, seed, v.kind, v, v.lr) for seed in cfg.seed_list]
-        groups.setdefault(group_key(cfg, v), []).extend(models)
+        groups.setdefault(cfg.group_key(v), []).extend(models)
     return groups
 
 
@@ -90,27 +82,30 @@ def build_ensemble(
     group, so every variant of a seed starts from identical weights. ``groups``: the models
     to build (default ``groups_of(cfg)``; a packed sweep passes the models of every point)."""
     groups = groups_of(cfg) if groups is None else groups
-    return Groups(
-        [
-            Ensemble(
-                list(key[2]),
-                key[0],
-                key[1],
-                group,
-                init=cfg.model.init,
-                init_std=cfg.model.init_std,
-                dtype=torch_dtype(cfg.dtype),
-                device=device,
-            )
-            for key, group in groups.items()
-        ]
-    )
+    dtype = torch_dtype(cfg.dtype)
+
+    def build(key: tuple[Any, ...], group: list[ModelSpec]) -> AnyEnsemble:
+        kind, base, layers = key[0], key[1], list(key[2])
+        if kind == "kan":
+            return KanEnsemble(layers, base, group, dtype=dtype, device=device)
+        return Ensemble(
+            layers,
+            kind,
+            base,
+            group,
+            init=cfg.model.init,
+            init_std=cfg.model.init_std,
+            dtype=dtype,
+            device=device,
+        )
+
+    return Groups([build(key, group) for key, group in groups.items()])
 
 
 class Located(Protocol):
     """Where each model of a result lives: ``Groups``, or a packed point's view of one."""
 
-    def locate(self, index: int) -> tuple[Ensemble, int]: ...
+    def locate(self, index: int) -> tuple[AnyEnsemble, int]: ...
 
     def state_dict_of(self, index: int) -> dict[str, torch.Tensor]: ...
 
@@ -132,6 +127,8 @@ class ExperimentResult:
     environment: dict[str, str]
     packing: dict[str, Any] | None = None
     tuning: Tuning | None = None
+    #: What the first stage found for the fixed controls' ``slope_from`` (``aaf_cli.controls``).
+    controls: dict[str, Any] | None = None
 
 
 def environment(

@@ -70,6 +70,8 @@ FUNCTIONS: dict[str, str] = {
     "floor": "round down",
     "ceil": "round up",
     "erf": "error function",
+    "j0": "Bessel function of the first kind, order 0",
+    "j1": "Bessel function of the first kind, order 1",
     "min": "min(a, b): the smaller of two values",
     "max": "max(a, b): the larger of two values",
     "atan2": "atan2(y, x): angle of the point (x, y)",
@@ -451,6 +453,15 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Tensor, Tensor], Tensor]] = {
     ast.NotEq: lambda a, b: a.ne(b),
 }
 
+
+def _special(name: str, a: Tensor) -> Tensor:
+    """``torch.special.<name>(a)`` (torch is imported where an expression is evaluated)."""
+    import torch
+
+    out: Tensor = getattr(torch.special, name)(a)
+    return out
+
+
 _UNARY_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sin": lambda a: a.sin(),
     "cos": lambda a: a.cos(),
@@ -471,6 +482,8 @@ _UNARY_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "floor": lambda a: a.floor(),
     "ceil": lambda a: a.ceil(),
     "erf": lambda a: a.erf(),
+    "j0": lambda a: _special("bessel_j0", a),
+    "j1": lambda a: _special("bessel_j1", a),
 }
 
 _BINARY_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {

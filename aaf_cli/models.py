@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from aaf_cli.activations import Slope, make_family, reference_activations, slope_recovery
+from aaf_cli.kan import KanEnsemble, KanNet
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,16 @@ class Ensemble(nn.Module):
         """Number of models M."""
         return len(self.members)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        dtype: torch.dtype = self.weights[0].dtype
+        return dtype
+
+    def decayed(self) -> list[nn.Parameter]:
+        """The parameters a weight decay applies to: the layers' weights and biases (the
+        activation's only with ``train.decay_activation_params``)."""
+        return [*self.weights, *self.biases]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs ``[M, N, out]`` for inputs ``[N, in]`` (shared) or ``[M, N, in]`` (per model)."""
         h = x
@@ -175,6 +186,10 @@ class Ensemble(nn.Module):
         return {k: v.cpu().clone() for k, v in state.items()}
 
 
+#: One group's batched models: an MLP ensemble of one activation kind, or KANs.
+AnyEnsemble = Ensemble | KanEnsemble
+
+
 class Groups(nn.Module):
     """Several ensembles (one per kind and activation) trained by one loop as one model list.
 
@@ -182,7 +197,7 @@ class Groups(nn.Module):
     concatenated in that order.
     """
 
-    def __init__(self, groups: Sequence[Ensemble]) -> None:
+    def __init__(self, groups: Sequence[AnyEnsemble]) -> None:
         super().__init__()
         self.groups = nn.ModuleList(groups)  # registers the parameters
         self._ensembles = list(groups)  # the same, typed
@@ -194,10 +209,10 @@ class Groups(nn.Module):
     def size(self) -> int:
         return len(self.members)
 
-    def ensembles(self) -> list[Ensemble]:
+    def ensembles(self) -> list[AnyEnsemble]:
         return self._ensembles
 
-    def _placed(self) -> Iterator[tuple[Ensemble, slice]]:
+    def _placed(self) -> Iterator[tuple[AnyEnsemble, slice]]:
         """Each ensemble with the slice of the model axis its models occupy."""
         for g, start in zip(self._ensembles, self.offsets):
             yield g, slice(start, start + g.size)
@@ -206,15 +221,23 @@ class Groups(nn.Module):
         outs = [g(x if x.dim() == 2 else x[rows]) for g, rows in self._placed()]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
+    def _anchor(self) -> torch.Tensor:
+        """A tensor of the models' dtype and device."""
+        return next(self._ensembles[0].parameters())
+
     def _concat(self, parts: Sequence[torch.Tensor | None], fill: float) -> torch.Tensor:
         """Per-group ``[M_g]`` values as one ``[M]`` tensor, ``fill`` for groups without one."""
-        ref = self._ensembles[0].weights[0]
+        ref = self._anchor()
         return torch.cat(
             [
                 p if p is not None else ref.new_full((g.size,), fill)
                 for p, g in zip(parts, self._ensembles)
             ]
         )
+
+    def grid_updates(self, step: int) -> list[KanEnsemble]:
+        """The KANs whose grids are refitted before ``step``."""
+        return [g for g in self._ensembles if isinstance(g, KanEnsemble) and step in g.grid_steps]
 
     def penalty(self) -> torch.Tensor | None:
         """The slope-recovery terms ``[M]`` added to the losses, or None if no model has one."""
@@ -228,7 +251,7 @@ class Groups(nn.Module):
 
     def trajectories(self) -> dict[str, torch.Tensor]:
         """Logged activation parameters, name -> ``[M]`` (NaN for models without that name)."""
-        ref = self._ensembles[0].weights[0]
+        ref = self._anchor()
         out: dict[str, torch.Tensor] = {}
         for g, rows in self._placed():
             for name, values in g.family.trajectories().items():
@@ -251,7 +274,7 @@ class Groups(nn.Module):
         group, j = self.locate(index)
         return group.state_dict_of(j)
 
-    def locate(self, index: int) -> tuple[Ensemble, int]:
+    def locate(self, index: int) -> tuple[AnyEnsemble, int]:
         """The ensemble holding model ``index`` and its position there."""
         for g, rows in self._placed():
             if rows.start <= index < rows.stop:
@@ -309,17 +332,25 @@ class PlainMLP(nn.Module):
         return self
 
 
-def load_checkpoint(path: str | Path, seed: int) -> PlainMLP:
+def load_checkpoint(path: str | Path, seed: int) -> PlainMLP | KanNet:
     """The network of one seed from ``checkpoints/<variant>.pt`` (read with
-    ``weights_only=True``), in the dtype it was trained in."""
+    ``weights_only=True``), in the dtype it was trained in: a ``PlainMLP``, or a ``KanNet``
+    for the kan kind."""
     from pydantic import TypeAdapter
 
     from aaf_cli.config import Variant
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    spec = TypeAdapter(Variant).validate_python(payload["config"])
+    config = dict(payload["config"])
+    if config.get("slope") is not None:
+        config.pop("slope_from", None)  # a control's s, found in its run, is its slope now
+    spec = TypeAdapter(Variant).validate_python(config)
     state = payload["state_dicts"][payload["seeds"].index(seed)]
-    dtype = state["linears.0.weight"].dtype
-    model = PlainMLP(payload["layers"], payload["kind"], payload["activation"], spec, dtype)
+    dtype = next(iter(state.values())).dtype
+    model: PlainMLP | KanNet
+    if payload["kind"] == "kan":
+        model = KanNet(payload["layers"], spec, dtype, payload["activation"])
+    else:
+        model = PlainMLP(payload["layers"], payload["kind"], payload["activation"], spec, dtype)
     model.load_state_dict(state)
     return model

@@ -32,8 +32,10 @@ from aaf_cli.results import (
     Series,
     aggregate,
     by_variant,
+    compare_pairs,
     summarise,
 )
+from aaf_cli.stats import verdict
 from aaf_cli.train import LogRecord
 
 
@@ -47,8 +49,9 @@ class RunReport:
 
 
 def baseline_of(cfg: ExperimentConfig) -> str:
-    """The first fixed variant, or the first variant if none is fixed."""
-    return next((v.name for v in cfg.variants if v.kind == "fixed"), cfg.variants[0].name)
+    """The first fixed variant without a slope, or the first variant if none is."""
+    name: str = cfg.baseline_variant.name
+    return name
 
 
 def _git_commit() -> str | None:
@@ -156,7 +159,30 @@ def build_summary(
         max((p.tolerance_grad for p in searches), default=0.0),
         max((p.tolerance_change for p in searches), default=0.0),
     )
-    for c in comparisons:
+    from aaf_cli import sizing
+
+    # Each variant's batched group (its first model's).
+    group_of = {
+        v.name: exp.ensemble.locate(
+            next(i for i, m in enumerate(exp.members) if m.variant == v.name)
+        )[0]
+        for v in cfg.variants
+    }
+    sizes = {
+        v.name: {
+            "parameters": group_of[v.name].parameter_count(),
+            "flops": sizing.flops(v, group_of[v.name].layers),
+        }
+        for v in cfg.variants
+    }
+    by_name = {v.name: v for v in cfg.variants}
+    checks = control_comparisons(cfg, exp, outcomes, metric)
+    for c in [*comparisons, *checks]:
+        size = sizing.size_words(
+            c["variant"], c["baseline"], sizing.matched_by(cfg, by_name[c["variant"]]), sizes
+        )
+        if size:
+            c["verdict"] += f"; {size}"
         if exp.tuning is not None:
             c["verdict"] = f"{tuning.tuning_line(tuned)}, {c['verdict']}"
         elif shared:
@@ -167,10 +193,10 @@ def build_summary(
     variants: dict[str, Any] = {}
     for v in cfg.variants:
         entry: dict[str, Any] = {"kind": v.kind, **v.model_dump(exclude={"name", "kind"})}
-        index = next(i for i, m in enumerate(exp.members) if m.variant == v.name)
-        group, _ = exp.ensemble.locate(index)
+        group = group_of[v.name]
         entry["base_activation"] = group.base if group.family.base else None
-        entry["parameters"] = group.parameter_count()
+        entry.update(sizes[v.name])
+        entry["matched"] = sizing.matched_by(cfg, v)
         # The rate it trained at: its own (a tuned run's choice), else train.lr.
         entry["effective_lr"] = v.lr if v.lr is not None else cfg.train.lr
         entry["layers"] = group.layers
@@ -205,6 +231,7 @@ def build_summary(
         "data": problem.data_entry(exp),
         "variants": variants,
         "comparisons": comparisons,
+        **({"controls": {**exp.controls, "comparisons": checks}} if exp.controls else {}),
         "diverged": [
             {"variant": o.variant, "seed": o.seed, "step": o.diverged_at}
             for o in outcomes
@@ -213,6 +240,25 @@ def build_summary(
         "environment": {**exp.environment, "git_commit": _git_commit()},
         **({"packed": exp.packing} if exp.packing is not None else {}),
     }
+
+
+def control_comparisons(
+    cfg: ExperimentConfig, exp: ExperimentResult, outcomes: list[ModelOutcome], metric: str
+) -> list[dict[str, Any]]:
+    """Each fixed control against the adaptive variant its s came from (``aaf_cli.controls``),
+    as comparisons whose verdict answers the control's question."""
+    from aaf_cli.controls import QUESTION
+
+    found = (exp.controls or {}).get("variants", {})
+    pairs = [(entry["slope_from"], name) for name, entry in found.items()]
+    out = []
+    for c in compare_pairs(outcomes, pairs):
+        s = found[c.baseline]["slope"]
+        text = verdict(c, cfg.train.threshold, metric)
+        out.append(
+            {**c.as_dict(), "question": QUESTION, "verdict": f"{QUESTION} (s = {s:.3g}): {text}"}
+        )
+    return out
 
 
 def splits_entry(cfg: ExperimentConfig) -> dict[str, str]:
@@ -424,7 +470,7 @@ def execute(
             run_experiment(phase, on_log=log, stop=stop, data=data if same else None, test=test)
         ]
 
-    from aaf_cli import tuning
+    from aaf_cli import controls, tuning
 
     tuning_log: Callable[[LogRecord], None] | None = on_tuning_log
     if cfg.tune is not None:  # the tuning phase's curves reach the disk too
@@ -432,7 +478,7 @@ def execute(
         tuning_log = Flusher(
             phase, folder, members(phase), flush_every, on_tuning_log, tuning.TUNING_METRICS
         )
-    (exp,) = tuning.train_tuned(
+    (exp,) = controls.train_controlled(
         [cfg], trainer, on_log=flusher, on_tuning_log=tuning_log, on_phase=on_phase
     )
     return write_run(folder, exp, started)

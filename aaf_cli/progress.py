@@ -67,6 +67,18 @@ def live_progress(cfg: ExperimentConfig) -> Iterator[Callbacks]:
                 + f"; {len(configs[0].seed_list)} tuning seeds each), then the comparison",
                 highlight=False,
             )
+        if phase == "controls":
+            from aaf_cli.controls import sources
+
+            label = f"{cfg.name}: slopes for the controls"
+            console.print(
+                "first training "
+                + ", ".join(sorted(set(sources(cfg).values())))
+                + " to read the learned steepness its fixed control takes ("
+                + ", ".join(f"{c} <- {s}" for c, s in sources(cfg).items())
+                + ")",
+                highlight=False,
+            )
         rows: dict[str, list[int]] = {name: [] for name in names}
         for i, m in enumerate(order):
             base = m.variant.split("@", 1)[0]  # a tuning model's variant (tuning.tuned_name)

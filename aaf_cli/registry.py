@@ -38,7 +38,11 @@ RSPA = "Jagtap, Kawaguchi, Karniadakis, Proc. R. Soc. A 476 (2020), arXiv:1909.1
 KINDS: dict[str, KindInfo] = {
     info.name: info
     for info in (
-        KindInfo("fixed", "sigma(L_k)", "the baseline"),
+        KindInfo(
+            "fixed",
+            "sigma(L_k); with slope s, sigma(s * L_k) (the control of an adaptive slope)",
+            "the baseline",
+        ),
         KindInfo("global", "sigma(n * a * L_k), one a shared by all hidden layers", JCP),
         KindInfo("layer", "sigma(n * a_k * L_k), one a per hidden layer (L-LAAF)", RSPA),
         KindInfo("neuron", "sigma(n * a_ki * (L_k)_i), one a per hidden neuron (N-LAAF)", RSPA),
@@ -63,6 +67,18 @@ KINDS: dict[str, KindInfo] = {
             "P(x) / (1 + sum_k |b_k| |x|^k) (safe Pade unit), coefficients per hidden layer, "
             "initialised to fit leaky ReLU",
             "Molina, Schramowski, Kersting, ICLR 2020, arXiv:1907.06732",
+        ),
+        KindInfo(
+            "spline",
+            "sigma(L_k) + sum_c c_c B_c(L_k): a B-spline of order k on G intervals, per hidden "
+            "neuron or layer, c = 0 at the start",
+            "Yu, Yu, Wang, 'KAN or MLP: A Fairer Comparison', arXiv:2407.16674 (2024)",
+        ),
+        KindInfo(
+            "kan",
+            "y_j = sum_i w_b b(x_i) + w_s sum_c c_c B_c(x_i) on every edge i -> j (replaces the "
+            "layers; its widths are the KAN's)",
+            "Liu et al., 'KAN: Kolmogorov-Arnold Networks', arXiv:2404.19756 (2024)",
         ),
     )
 }

@@ -449,6 +449,9 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
             columns.append(column)
             metrics.append(key)
     steps_header = "steps to threshold" if threshold is None else f"steps to {threshold:g}"
+    sized = any("flops" in v for v in variants.values())  # older summaries lack FLOPs
+    if sized:
+        columns += [Column("params", 2, "right"), Column("FLOPs/point", 3, "right")]
     columns += [
         Column(steps_header, 2, "right", wrap="list"),
         Column("final parameters", 3, wrap="list"),
@@ -461,6 +464,7 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
                 variant_cell(name, v),
                 fmt(lr, ".3g"),
                 *[fmt((v.get(m) or {}).get("geomean")) for m in metrics],
+                *([_size(v, "parameters"), _size(v, "flops")] if sized else []),
                 _reach(v.get("steps_to_threshold") or {}, v.get("seeds")),
                 params(v.get("final_params") or {}),
             ]
@@ -472,10 +476,21 @@ def report_table(summary: Mapping[str, Any], out: Console | None = None) -> None
             _say(out, str(comparison["verdict"]))
         if comparison.get("loss_against_error"):
             _say(out, str(comparison["loss_against_error"]))
+    for control in (summary.get("controls") or {}).get("comparisons") or []:
+        _say(out, str(control["verdict"]))
     for note in tuning.get("notes") or []:
         _say(out, f"note: {note}", style="yellow")
     if summary.get("status", "completed") != "completed":
         _say(out, f"status: {summary['status']}", style="yellow")
+
+
+def _size(v: Mapping[str, Any], key: str) -> str:
+    """A count, with '=' where the variant was matched on it (``match:``)."""
+    value = v.get(key)
+    if value is None:
+        return "-"
+    matched = {"parameters": "params", "flops": "flops"}[key] == v.get("matched")
+    return f"={value}" if matched else str(value)
 
 
 def _reach(reach: Mapping[str, Any], seeds: Any) -> str:
@@ -679,6 +694,8 @@ def print_show(
             _say(out, f"note: {note}", style="yellow")
     facts = facts_of(config)
     print_rows(rows, "results (geometric means over seeds)", out, show_run=False, facts=facts)
+    for control in ((summary or {}).get("controls") or {}).get("comparisons") or []:
+        _say(out, str(control["verdict"]))
     if summary is not None and summary.get("status") != "completed":
         _say(out, f"status: {summary.get('status')}", style="yellow", indent="")
     out.print("files:", highlight=False)

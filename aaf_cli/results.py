@@ -237,8 +237,21 @@ def compare_to_baseline(
 ) -> list[Comparison]:
     """Every other variant against ``baseline``, paired by seed, Holm-adjusted as a family;
     on the final test metric, or on ``value`` of each outcome (the final training loss)."""
-    groups = by_variant(outcomes, variants)
-    family = sum(1 for name in variants if name != baseline)
+    return compare_pairs(
+        outcomes, [(name, baseline) for name in variants if name != baseline], value
+    )
+
+
+def compare_pairs(
+    outcomes: Sequence[ModelOutcome],
+    pairs: Sequence[tuple[str, str]],
+    value: Callable[[ModelOutcome], float] | None = None,
+) -> list[Comparison]:
+    """Each ``(variant, baseline)`` pair compared by seed, Holm-adjusted as one family; on the
+    final test metric, or on ``value`` of each outcome."""
+    if not pairs:
+        return []
+    groups = by_variant(outcomes, list(dict.fromkeys(n for pair in pairs for n in pair)))
 
     def finals(name: str) -> dict[int, float]:
         of = value or (lambda o: o.final_test)
@@ -249,11 +262,8 @@ def compare_to_baseline(
 
     return adjust_family(
         [
-            compare_paired(
-                name, baseline, finals(name), finals(baseline), steps(name), steps(baseline), family
-            )
-            for name in variants
-            if name != baseline
+            compare_paired(a, b, finals(a), finals(b), steps(a), steps(b), len(pairs))
+            for a, b in pairs
         ]
     )
 

@@ -492,8 +492,16 @@ class RunFolder:
     def baseline(self) -> str:
         if self.summary is not None:
             return str(self.summary["baseline"])
+        # As ExperimentConfig.baseline_variant: the first fixed one without a slope.
         items = self.config.get("variants") or []
-        fixed = [v["name"] for v in items if isinstance(v, dict) and v.get("kind") == "fixed"]
+        fixed = [
+            v["name"]
+            for v in items
+            if isinstance(v, dict)
+            and v.get("kind") == "fixed"
+            and v.get("slope") is None
+            and v.get("slope_from") is None
+        ]
         return str(fixed[0]) if fixed else self.variants[0]
 
     def section(self, key: str) -> dict[str, Any]:

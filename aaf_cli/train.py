@@ -331,7 +331,7 @@ def weight_decays(model: Groups, cfg: TrainConfig) -> list[torch.Tensor | None]:
         else float(m.spec.weight_decay)
         for m in model.members
     ]
-    dense = {id(p) for g in model.ensembles() for p in (*g.weights, *g.biases)}
+    dense = {id(p) for g in model.ensembles() for p in g.decayed()}
     out: list[torch.Tensor | None] = []
     for p, _, start in model.rows(cfg.lr):
         rows = per_model[start : start + p.shape[0]]
@@ -411,6 +411,11 @@ class Objective(Protocol):
 
     def modules(self) -> list[nn.Module]: ...
 
+    def samples(self) -> torch.Tensor:
+        """The inputs ``[N, d]`` (or ``[M, N, d]``) the loss evaluates the networks at, which
+        a KAN's grid update fits its grids to."""
+        ...
+
     def optimizer(
         self, model: Groups, cfg: TrainConfig, scale: float = 1.0
     ) -> StackedAdam | StackedSGD | StackedLBFGS: ...
@@ -460,6 +465,9 @@ class MseObjective:
     def loss(self, model: Groups) -> Losses:
         metric = mse(model(self.x_train), self.y_train)
         return metric, metric, {}
+
+    def samples(self) -> torch.Tensor:
+        return self.x_train
 
     def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self._measured(model, self.test), {}
@@ -922,7 +930,7 @@ class _Phasing:
         differ: the ensembles' shapes and kinds, the objective, the points, dtype and device."""
         ensembles = self.model.ensembles()
         groups = tuple((tuple(e.layers), e.kind, e.base, e.size) for e in ensembles)
-        dtype = ensembles[0].weights[0].dtype
+        dtype = ensembles[0].dtype
         return (groups, type(self.goal), self.points, str(dtype), str(self.device))
 
     def compile_failed(self, exc: BaseException) -> None:
@@ -1305,6 +1313,9 @@ def train(
             break
         if on_step is not None:
             on_step(step)
+        if step < total:
+            for kan in model.grid_updates(step):
+                kan.update_grid(goal.samples())
         if phase_index + 1 < len(phases) and step == starts[phase_index + 1]:
             if isinstance(optimizer, StackedLBFGS):
                 searches.append(optimizer)

@@ -1576,8 +1576,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "results.seeds-family-one",
         R,
-        "family = sum(1 for name in variants if name != baseline)",
-        "family = 1",
+        "compare_paired(a, b, finals(a), finals(b), steps(a), steps(b), len(pairs))",
+        "compare_paired(a, b, finals(a), finals(b), steps(a), steps(b), 1)",
         "a run's comparisons suggest seed counts as if each were the only one",
         "tests/test_stats_rules.py::test_the_seed_count_is_for_the_level_of_the_family",
     ),
@@ -1605,6 +1605,39 @@ CATALOGUE: tuple[Mutant, ...] = (
         "        key=lambda o: o.best_test,\n",
         "the median seed is chosen by the best logged test loss, not the final one",
         "tests/test_stats_rules.py::test_the_median_seed_is_the_median_of_the_final_test_loss",
+    ),
+    # ---- KAN and spline activations, equal size, the sceptic's control
+    mutant(
+        "splines.right-factor",
+        "aaf_cli/splines.py",
+        "b = left[..., :-1, :] * b[..., :-1, :] + (1 - left[..., 1:, :]) * b[..., 1:, :]",
+        "b = left[..., :-1, :] * b[..., :-1, :] + (1 - left[..., :-1, :]) * b[..., 1:, :]",
+        "the batched KAN's B-spline recursion takes the wrong knot for the right factor",
+        "tests/test_kan.py::test_kan_training_equals_per_model_adam",
+    ),
+    mutant(
+        "kan.grid-update-uniform",
+        "aaf_cli/kan.py",
+        "points = GRID_EPS * uniform + (1 - GRID_EPS) * adaptive",
+        "points = (1 - GRID_EPS) * uniform + GRID_EPS * adaptive",
+        "a grid update puts the grid mostly uniform, not at the samples' quantiles (pykan's)",
+        "tests/test_kan.py::test_update_grid_equals_the_per_edge_least_squares_refit",
+    ),
+    mutant(
+        "sizing.tolerance-ignored",
+        "aaf_cli/sizing.py",
+        "return at(best), count, abs(count - target) <= TOLERANCE * target",
+        "return at(best), count, True",
+        "match accepts any width, however far from the baseline's size",
+        "tests/test_sizing.py::test_an_infeasible_match_is_refused_naming_the_key_and_the_nearest_width",
+    ),
+    mutant(
+        "controls.mean-not-median",
+        "aaf_cli/controls.py",
+        "s = statistics.median(finite)",
+        "s = statistics.fmean(finite)",
+        "the control's steepness is the mean of the seeds' final n*a, not their median",
+        "tests/test_controls.py::test_control_slope_is_the_median_of_the_sources_final_steepness",
     ),
 )
 

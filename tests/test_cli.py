@@ -245,6 +245,9 @@ def test_all_kinds_config_runs_end_to_end(runs_dir: Path) -> None:
         "prelu": dense + 2,
         "swish": dense + 2,
         "rational": dense + 2 * (6 + 4),
+        "spline": dense + 16 * (5 + 3),
+        "kan": (1 * 5 + 5 * 1) * (5 + 3 + 2),
+        "steeper": dense,
     }
     assert {k: v["parameters"] for k, v in variants.items()} == expected_counts
     assert variants["fixed_elu"]["base_activation"] == "elu"
@@ -256,6 +259,12 @@ def test_all_kinds_config_runs_end_to_end(runs_dir: Path) -> None:
         for row in csv.DictReader(fh):
             names.setdefault(row["variant"], set()).add(row["parameter"])
     assert names["gaaf"] == {"n*a"}
+    assert names["spline"] == {"max|c|[1]", "max|c|[2]"}
+    # The control: tanh(s x) with s = gaaf's median final n*a, and its own verdict.
+    control = summary["controls"]["variants"]["steeper"]
+    assert control["slope_from"] == "gaaf" and control["slope"] > 0
+    (check,) = summary["controls"]["comparisons"]
+    assert check["variant"] == "gaaf" and check["baseline"] == "steeper"
     assert names["llaaf_sr"] == {"n*a[1]", "n*a[2]"}
     assert names["nlaaf_sr"] == {f"n*a[{k}] {s}" for k in (1, 2) for s in ("mean", "min", "max")}
     assert names["rowdy"] == {"n*a[1]", "n*a[2]", "max|n*a_j|[1]", "max|n*a_j|[2]"}

@@ -36,8 +36,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "swish": {"kind": "swish", "beta0": 1.5},
     "rational": {"kind": "rational"},
     "rational_3_2": {"kind": "rational", "degrees": [3, 2]},
+    "spline": {"kind": "spline"},
+    "spline_layer": {"kind": "spline", "per": "layer", "grid": 4, "order": 2},
+    "fixed_steep": {"kind": "fixed", "slope": 2.5},
 }
-STARTS_AT_FIXED = ["global", "layer", "neuron", "global_sr", "layer_sr", "rowdy", "rowdy_cos"]
+STARTS_AT_FIXED = [
+    *("global", "layer", "neuron", "global_sr", "layer_sr", "rowdy", "rowdy_cos"),
+    *("spline", "spline_layer"),
+]
+#: Kinds that replace the MLP rather than its activation: tested in test_kan.py.
+NOT_AN_ACTIVATION = {"kan"}
 
 
 def variant(key: str) -> Any:
@@ -61,7 +69,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_every_kind_is_in_the_registry_and_documented() -> None:
-    assert set(KINDS) == {v["kind"] for v in VARIANTS.values()}
+    assert set(KINDS) == {v["kind"] for v in VARIANTS.values()} | NOT_AN_ACTIVATION
     assert set(NAMES) == set(ACTIVATIONS)
     for info in KINDS.values():
         assert info.formula and info.reference
@@ -117,7 +125,7 @@ def test_parameters_are_registered_saved_and_moved(key: str) -> None:
     assert ens.family.count() == sum(
         p.numel() for n, p in net.named_parameters() if n in activation_params
     )
-    assert (key == "fixed") == (not activation_params)
+    assert (VARIANTS[key]["kind"] == "fixed") == (not activation_params)
     moved = net.to(torch.float32)
     assert all(
         t.dtype == torch.float32 for t in moved.state_dict().values() if t.is_floating_point()

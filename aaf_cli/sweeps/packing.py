@@ -24,8 +24,8 @@ import torch
 
 from aaf_cli.budget import ThreadChoice, choose_threads, free_cores, usable_cores, workload
 from aaf_cli.config import ExperimentConfig
-from aaf_cli.experiment import ExperimentResult, Located, group_key, members, run_experiment
-from aaf_cli.models import Ensemble, ModelSpec
+from aaf_cli.experiment import ExperimentResult, Located, members, run_experiment
+from aaf_cli.models import AnyEnsemble, ModelSpec
 from aaf_cli.problems.base import is_logged_value
 from aaf_cli.targets import Dataset
 from aaf_cli.train import LogRecord, TrainResult
@@ -138,7 +138,7 @@ def pack_members(
     for k, cfg in enumerate(configs):
         for v in cfg.variants:
             lr = v.lr if v.lr is not None else cfg.train.lr
-            key = group_key(cfg, v)
+            key = cfg.group_key(v)
             settings = json.dumps(v.model_dump(mode="json", exclude={"name"}), sort_keys=True)
             for seed in cfg.seed_list:
                 identity = (key, settings, seed, lr)
@@ -183,7 +183,7 @@ class PointView:
         self.ensemble = ensemble
         self.rows = list(rows)
 
-    def locate(self, index: int) -> tuple[Ensemble, int]:
+    def locate(self, index: int) -> tuple[AnyEnsemble, int]:
         return self.ensemble.locate(self.rows[index])
 
     def state_dict_of(self, index: int) -> dict[str, torch.Tensor]:
@@ -293,7 +293,7 @@ def train_pack(
         data: the first point's data when already made (``checks.preflight``).
         on_phase: told ``tuning`` and ``evaluation`` (with that phase's configs) as each starts.
     """
-    from aaf_cli.tuning import train_tuned
+    from aaf_cli.controls import train_controlled
 
     if not configs:
         return []
@@ -310,7 +310,7 @@ def train_pack(
         given = data if test or not phase[0].problem_section().per_seed else None
         return _train_pack(phase, labels, log, stop, threads, given, test)
 
-    return train_tuned(
+    return train_controlled(
         configs, trainer, on_log=on_log, on_tuning_log=on_tuning_log, on_phase=on_phase
     )
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
-from aaf_cli.models import Ensemble, Groups
+from aaf_cli.models import AnyEnsemble, Ensemble, Groups
 
 __all__ = ["taylor_derivatives", "unsupported"]
 
@@ -72,13 +72,14 @@ def taylor_derivatives(
 
 
 def _ensemble(
-    group: Ensemble,
+    group: AnyEnsemble,
     x: torch.Tensor,
     rows: int,
     firsts: Sequence[Index],
     seconds: Sequence[Index],
 ) -> dict[Index, torch.Tensor]:
     """``taylor_derivatives`` of one ensemble (one kind): the layers of ``Ensemble.forward``."""
+    assert isinstance(group, Ensemble), "unsupported() refuses the KAN kind"
     n = x.shape[-2]
     last = len(group.weights) - 1
     family = group.family

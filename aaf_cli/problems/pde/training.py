@@ -153,6 +153,9 @@ class PinnObjective:
         logged = {TERM_PREFIX + k: v.detach() for k, v in terms.terms.items()}
         return terms.total.detach(), terms.total, logged
 
+    def samples(self) -> torch.Tensor:
+        return self.pinn.points
+
     def evaluate(self, model: Groups) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         values = {} if self.params is None else self.params.trajectories()
         error = self.pinn.relative_l2(model, "test" if self.test else "none")
