@@ -158,10 +158,22 @@ def _band(
         ax.plot(x, edge, color=col, lw=0.6, alpha=0.55)
 
 
+#: The width of a legend entry at font size 8: its handle and gap, and per character (inches).
+LEGEND_HANDLE_IN, LEGEND_CHAR_IN = 0.45, 0.062
+
+
 def legend_below(fig: Figure, handles: Sequence[Any], ncols: int) -> None:
-    """The one legend of a figure, below its axes (never over the ends of the curves)."""
+    """The one legend of a figure, below its axes (never over the ends of the curves), in at
+    most ``ncols`` columns, fewer where its longest label would not fit the figure's width."""
+    longest = max((len(str(h.get_label())) for h in handles), default=0)
+    entry = LEGEND_HANDLE_IN + LEGEND_CHAR_IN * longest
+    fits = max(1, int(fig.get_figwidth() // entry))
     fig.legend(
-        handles=list(handles), loc="outside lower center", ncols=ncols, fontsize=8, frameon=False
+        handles=list(handles),
+        loc="outside lower center",
+        ncols=min(ncols, fits),
+        fontsize=8,
+        frameon=False,
     )
 
 

@@ -481,3 +481,33 @@ def test_reading_the_steepness_warns_nothing() -> None:
     )
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.split() == ["1.0"] * 4 and out.stderr == ""
+
+
+def test_a_packed_sweep_gives_every_point_its_own_control(tmp_path: Path) -> None:
+    """``aaf sweep`` over the source's n: the points train packed, each point's control takes
+    the s of that point's own source (the median of its seeds' final n*a, from its
+    checkpoints), and each point's summary carries the control's verdict."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(CONFIG.format(name="swc", tune="off"))
+    runs = tmp_path / "runs"
+    result = runner.invoke(
+        app, ["sweep", str(path), "--grid", "variants.1.n=2,10", "--runs-dir", str(runs), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    points = sorted(runs.glob("*/points/*/summary.json"))
+    assert len(points) == 2
+    slopes = []
+    for summary_path in points:
+        summary = json.loads(summary_path.read_text())
+        entry = summary["controls"]["variants"]["control"]
+        checkpoint = torch.load(
+            summary_path.parent / "checkpoints" / "g.pt", map_location="cpu", weights_only=True
+        )
+        found = [
+            float(s["activations.0.a"] * s["activations.0.n"]) for s in checkpoint["state_dicts"]
+        ]
+        assert entry["per_seed"] == found
+        assert entry["slope"] == statistics.median(found)
+        assert summary["controls"]["comparisons"][0]["verdict"].startswith(QUESTION)
+        slopes.append(entry["slope"])
+    assert slopes[0] != slopes[1]
