@@ -60,15 +60,14 @@ def kan_init(
 
 
 class KanFamily(Family):
-    """What the training loop asks of a group's activation family, for a KAN: none of the
-    slope kinds' extras (no recovery term, no closed-form derivatives; its spline functions
-    are the network itself and are logged by ``KanEnsemble.trajectories``)."""
+    """What the training loop asks of a group's activation family, for a KAN: its base
+    branch, and none of the slope kinds' extras (no recovery term, no logged parameters, no
+    closed-form derivatives: a PINN takes a KAN's by reverse mode)."""
 
     kind = "kan"
 
-    def __init__(self, base: str, widths: Sequence[int]) -> None:
-        super().__init__(None, widths)
-        self.branch = base
+    def has_jet(self) -> bool:
+        return False
 
 
 class KanEnsemble(nn.Module):
