@@ -307,9 +307,7 @@ class SplineUnit(nn.Module):
         super().__init__()
         self.fn = get_activation(base)
         self.order = int(spec.order)
-        lo, hi = (float(v) for v in spec.grid_range)
-        t = splines.knots(lo, hi, spec.grid, self.order, dtype or torch.get_default_dtype())
-        self.register_buffer("knots", t)
+        self.register_buffer("knots", splines.knots_of(spec, dtype or torch.get_default_dtype()))
         shape = (spec.grid + self.order,) if width is None else (width, spec.grid + self.order)
         self.coef = nn.Parameter(torch.zeros(shape, dtype=dtype))
 
@@ -736,9 +734,7 @@ class SplineFamily(Family):
         spec = specs[0]
         self.order = int(spec.order)
         self.per_neuron = spec.per == "neuron"
-        lo, hi = (float(v) for v in spec.grid_range)
-        t = splines.knots(lo, hi, spec.grid, self.order, dtype)
-        self.register_buffer("knots", t.to(device))
+        self.register_buffer("knots", splines.knots_of(spec, dtype).to(device))
         size = spec.grid + self.order
         self.coef = nn.ParameterList(
             nn.Parameter(

@@ -29,6 +29,7 @@ from torch import nn
 
 from aaf_cli import splines
 from aaf_cli.activations import Family, get_activation
+from aaf_cli.stack import Stack
 
 #: pykan 0.2's defaults: the amplitude of the noise the coefficients are fitted to (over G; its
 #: ``KAN`` passes 0.3, its ``KANLayer`` alone would take 0.5), and the grid fraction taken
@@ -70,7 +71,7 @@ class KanFamily(Family):
         return False
 
 
-class KanEnsemble(nn.Module):
+class KanEnsemble(Stack):
     """M KANs of the same widths, grid and order, evaluated and trained as one.
 
     The interface is ``models.Ensemble``'s (the training loop, the problems and the run folder
@@ -95,19 +96,18 @@ class KanEnsemble(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        super().__init__()
+        super().__init__(members)
         self.layers = list(layers)
         self.base = base
-        self.members = list(members)
         spec = self.members[0].spec
         self.grid, self.order = int(spec.grid), int(spec.order)
-        self.lo, self.hi = (float(v) for v in spec.grid_range)
+        lo, hi = (float(v) for v in spec.grid_range)
         self.fn = get_activation(base)
         per_seed = {
-            s: kan_init(layers, s, self.grid, self.order, self.lo, self.hi)
+            s: kan_init(layers, s, self.grid, self.order, lo, hi)
             for s in dict.fromkeys(m.seed for m in self.members)
         }
-        t = splines.knots(self.lo, self.hi, self.grid, self.order, dtype).to(device)
+        t = splines.knots_of(spec, dtype).to(device)
         self.coef = nn.ParameterList()
         self.scale_base = nn.ParameterList()
         self.scale_sp = nn.ParameterList()
@@ -122,15 +122,6 @@ class KanEnsemble(nn.Module):
         update = getattr(spec, "grid_update", None)
         #: The steps before which ``update_grid`` runs (``KanVariant.grid_update``).
         self.grid_steps = frozenset(update.steps()) if update is not None else frozenset()
-
-    @property
-    def size(self) -> int:
-        return len(self.members)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        dtype: torch.dtype = self.coef[0].dtype
-        return dtype
 
     def knots(self, k: int) -> torch.Tensor:
         """Layer k's knots ``[M, in, G + 2k + 1]``."""
@@ -230,22 +221,6 @@ class KanEnsemble(nn.Module):
             values = torch.einsum("minc,mioc->mino", b, self.coef[k])
             self.coef[k].copy_(splines.fit(ordered, values, new, self.order))
             t.copy_(new)
-
-    def parameter_count(self) -> int:
-        """Trainable parameters of one model."""
-        return sum(p[0].numel() for p in self.parameters())
-
-    def rows(
-        self, default_lr: float, offset: int = 0, scale: float = 1.0
-    ) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
-        """As ``Ensemble.rows``."""
-        p0 = self.coef[0]
-        lr = torch.tensor(
-            [default_lr if m.lr is None else m.lr * scale for m in self.members],
-            dtype=p0.dtype,
-            device=p0.device,
-        )
-        return [(p, lr, offset) for p in self.parameters()]
 
     def state_dict_of(self, index: int) -> dict[str, torch.Tensor]:
         """Model ``index`` as a ``KanNet`` state dict (CPU tensors)."""

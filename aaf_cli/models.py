@@ -22,6 +22,7 @@ from torch import nn
 
 from aaf_cli.activations import Slope, make_family, reference_activations, slope_recovery
 from aaf_cli.kan import KanEnsemble, KanNet
+from aaf_cli.stack import Stack
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def init_weights(
     return out
 
 
-class Ensemble(nn.Module):
+class Ensemble(Stack):
     """M MLPs of the same shape and the same activation kind, evaluated and trained as one.
 
     Args:
@@ -93,11 +94,10 @@ class Ensemble(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        super().__init__()
+        super().__init__(members)
         self.layers = list(layers)
         self.kind = kind
         self.base = base
-        self.members = list(members)
         per_seed = {
             s: init_weights(layers, s, init, init_std)
             for s in dict.fromkeys(m.seed for m in members)
@@ -113,16 +113,6 @@ class Ensemble(nn.Module):
         self.family = make_family(
             kind, [m.spec for m in members], base, layers[1:-1], dtype, device
         )
-
-    @property
-    def size(self) -> int:
-        """Number of models M."""
-        return len(self.members)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        dtype: torch.dtype = self.weights[0].dtype
-        return dtype
 
     def decayed(self) -> list[nn.Parameter]:
         """The parameters a weight decay applies to: the layers' weights and biases (the
@@ -154,26 +144,6 @@ class Ensemble(nn.Module):
                 return z
             h = self.family.activate(z, k)
         raise AssertionError("unreachable: an ensemble has at least one layer")
-
-    def parameter_count(self) -> int:
-        """Trainable parameters of one model: weights, biases and its activation's."""
-        dense = sum(i * o + o for i, o in zip(self.layers[:-1], self.layers[1:]))
-        return dense + self.family.count()
-
-    def rows(
-        self, default_lr: float, offset: int = 0, scale: float = 1.0
-    ) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
-        """Every parameter with its per-model learning rates ``[M]`` (the variant's own times
-        ``scale``, or ``default_lr``) and the index of its first model; activation parameters
-        get the same rate as the weights. ``scale``: a training phase's rate over
-        ``train.lr``, which a variant's own rate follows."""
-        p0 = self.weights[0]
-        lr = torch.tensor(
-            [default_lr if m.lr is None else m.lr * scale for m in self.members],
-            dtype=p0.dtype,
-            device=p0.device,
-        )
-        return [(p, lr, offset) for p in self.parameters()]
 
     def state_dict_of(self, index: int) -> dict[str, torch.Tensor]:
         """Model ``index`` as a ``PlainMLP`` state dict (CPU tensors)."""

@@ -13,6 +13,8 @@ Reference: Liu et al., "KAN: Kolmogorov-Arnold Networks", arXiv:2404.19756 (2024
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -22,6 +24,12 @@ def knots(lo: float, hi: float, grid: int, order: int, dtype: torch.dtype) -> to
     h = (hi - lo) / grid
     steps = torch.arange(-order, grid + order + 1, dtype=torch.float64)
     return (lo + steps * h).to(dtype)
+
+
+def knots_of(spec: Any, dtype: torch.dtype) -> torch.Tensor:
+    """``knots`` of a spline variant's config (its ``grid_range``, ``grid`` and ``order``)."""
+    lo, hi = (float(v) for v in spec.grid_range)
+    return knots(lo, hi, int(spec.grid), int(spec.order), dtype)
 
 
 def basis(x: torch.Tensor, t: torch.Tensor, order: int) -> torch.Tensor:

@@ -29,13 +29,12 @@ pytest.importorskip("kan")
 import numpy as np
 from kan import KAN
 
-from aaf_cli.config import KanVariant, TrainConfig
+from aaf_cli.config import TrainConfig
 from aaf_cli.kan import KanEnsemble, KanNet, kan_init
 from aaf_cli.models import Groups, ModelSpec
 from aaf_cli.train import mse, train
+from benchmarks.pykan_check import GRID, LR, ORDER, SPEC, copy_into, target, train_pykan
 
-GRID, ORDER = 5, 3
-SPEC = KanVariant(kind="kan", grid=GRID, order=ORDER)
 WIDTHS = [[2, 5, 1], [1, 4, 3, 1]]
 F64 = torch.float64
 
@@ -69,16 +68,6 @@ def ensemble(width: Sequence[int], seeds: Sequence[int]) -> KanEnsemble:
     return KanEnsemble(width, "silu", members, dtype=F64)
 
 
-def copy_into(ens: KanEnsemble, index: int, model: KAN) -> None:
-    """Model ``index`` of ``ens`` becomes pykan's ``model``: coefficients, scales, grids."""
-    with torch.no_grad():
-        for k, layer in enumerate(model.act_fun):
-            ens.coef[k][index].copy_(layer.coef)
-            ens.scale_base[k][index].copy_(layer.scale_base)
-            ens.scale_sp[k][index].copy_(layer.scale_sp)
-            ens.knots(k)[index].copy_(layer.grid)
-
-
 def pykan_params(model: KAN) -> list[torch.Tensor]:
     return [p for layer in model.act_fun for p in (layer.coef, layer.scale_base, layer.scale_sp)]
 
@@ -91,11 +80,6 @@ def aaf_params(ens: KanEnsemble) -> list[torch.Tensor]:
 def points(n: int, dim: int, seed: int, half: float = 1.0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return (torch.rand(n, dim, generator=gen, dtype=F64) * 2 - 1) * half
-
-
-def target(x: torch.Tensor) -> torch.Tensor:
-    """f(x, y) = exp(sin(pi x) + y^2), pykan's tutorial function."""
-    return torch.exp(torch.sin(math.pi * x[:, :1]) + x[:, 1:2] ** 2)
 
 
 def max_diff(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
@@ -223,18 +207,9 @@ def test_adam_training_curves_match() -> None:
     copy_into(ens, 0, model)
     x = points(200, 2, seed=5)
     y = target(x)
-    steps, lr = 300, 1e-2
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    expected = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = (model(x) - y).square().mean()
-        expected.append(loss.item())
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        expected.append((model(x) - y).square().mean().item())
-    result = train(Groups([ens]), x, y, None, None, TrainConfig(steps=steps, lr=lr, log_every=1))
+    steps = 300
+    expected = train_pykan(model, x, y, steps)  # torch.optim.Adam at LR (1e-2)
+    result = train(Groups([ens]), x, y, None, None, TrainConfig(steps=steps, lr=LR, log_every=1))
     got = {r.step: r.train_loss[0].item() for r in result.records}
     assert sorted(got) == list(range(steps + 1))
     assert expected[-1] < expected[0] / 100  # it learned
