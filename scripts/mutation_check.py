@@ -554,7 +554,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     ),
     mutant(
         "models.variant-lr-ignored",
-        MO,
+        "aaf_cli/stack.py",
         "[default_lr if m.lr is None else m.lr * scale for m in self.members],",
         "[default_lr for m in self.members],",
         "a variant's own learning rate is ignored",
