@@ -36,7 +36,9 @@ from aaf_cli.sweeps.result import Sweep
 if TYPE_CHECKING:
     from aaf_cli.checks import Checked
     from aaf_cli.overview import Curve, Row
-    from aaf_cli.sweeps.local import PointEvent
+    from aaf_cli.sweeps.local import PointEvent, SweepCheck
+    from aaf_cli.sweeps.records import SweepRecord
+    from aaf_cli.sweeps.spec import SweepPlan
     from aaf_cli.trackers import Exported, ExportResult
 
 ConfigLike = ExperimentConfig | str | Path | Mapping[str, Any] | None
@@ -399,6 +401,8 @@ def sweep(
     executor: str = "local",
     ray_address: str | None = None,
     max_parallel: int | None = None,
+    ray_ship_code: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> Sweep:
     """Run many experiments: every combination of ``grid`` values, times ``samples`` random
     draws of the ``random`` axes; one ordinary run folder per point (``aaf sweep``).
@@ -423,6 +427,8 @@ def sweep(
             rest pending (status ``interrupted``).
         on_point: called when each point starts and ends (a ``sweeps.local.PointEvent``).
         resume: a sweep folder: run only its points that are not done (nothing else given).
+            With ``dry_run``, only those points are ``planned`` (the done ones keep their
+            status), and the estimate and jobs are theirs.
         tune: the tuned-baseline protocol: a grid key (``train.lr``, ``train.weight_decay`` or
             ``variants.K.<field>``, the sweep's only axis). The points run on the tuning seeds
             ``0..tune_seeds-1``; each variant picks its value by the median best test MSE
@@ -439,7 +445,12 @@ def sweep(
         ray_address: the Ray cluster to join (``auto``: the one ``ray start`` runs on this
             machine; ``HOST:PORT``); None starts a local Ray instance for the sweep.
         max_parallel: most jobs at once on Ray (default: one per CPU Ray offers); each gets
-            the cores divided among them as its thread count.
+            the cores divided among them as its thread count. Needs ``executor="ray"``.
+        ray_ship_code: send this ``aaf`` package to the Ray nodes (Ray's runtime
+            environment), so that nodes without it (or with another version) run this code;
+            they need its dependencies (torch, pydantic, ...). Every node is checked first.
+        on_note: told, in one line, what is worth knowing but no error: the lock of a sweep
+            folder whose driver died taken over (default: a ``sweeps.lock.SweepLockWarning``).
 
     Returns:
         The sweep, read back from its folder (a dry run: planned, ``folder`` None).
@@ -447,7 +458,8 @@ def sweep(
     Raises:
         ConfigError: a bad sweep file, axis or point (one line naming the point's values);
             nothing is written.
-        UsageError: over the soft limits without ``force``; a bad argument.
+        UsageError: over the soft limits without ``force``; a bad argument; ``resume`` of a
+            sweep folder that another driver is running (``sweep.lock``).
         RunError: ``resume`` of a folder that is not a sweep.
 
     Example:
@@ -484,11 +496,12 @@ def sweep(
         folder = Path(resume)
         plan, record = plan_of(folder)
         if dry_run:
-            return Sweep.planned(plan, check_plan(plan, force, pack))
+            return _planned_resume(folder, plan, record, check_plan(plan, force, pack), pack)
         run_sweep(
             plan, folder.parent, metric=metric, force=force, progress=progress, stop=stop,
             on_point=on_point, resume=(folder, record), pack=pack, executor=executor,
-            ray_address=ray_address, max_parallel=max_parallel,
+            ray_address=ray_address, max_parallel=max_parallel, ray_ship_code=ray_ship_code,
+            on_note=on_note,
         )  # fmt: skip
         return Sweep.open(folder)
     plan = plan_sweep(
@@ -517,8 +530,42 @@ def sweep(
         executor=executor,
         ray_address=ray_address,
         max_parallel=max_parallel,
+        ray_ship_code=ray_ship_code,
+        on_note=on_note,
     )
     return Sweep.open(folder)
+
+
+def _planned_resume(
+    folder: Path, plan: SweepPlan, record: SweepRecord, check: SweepCheck, pack: bool
+) -> Sweep:
+    """The dry run of ``sweep(resume=folder)``: the points it would run (not done: pending,
+    failed, interrupted) ``planned``, the done ones with their status; the estimate and the
+    jobs of the points to run, the limits those of the whole sweep (as the run checks them)."""
+    from dataclasses import replace
+
+    from aaf_cli.sweeps import records
+    from aaf_cli.sweeps.local import SweepCheck, pack_estimate, plan_jobs
+    from aaf_cli.sweeps.result import Tuned
+
+    status = {p.index: records.point_status(folder / p.folder) for p in record.points}
+    todo = [p.index for p in record.points if status[p.index] not in records.DONE]
+    packs = plan_jobs(plan, todo, pack, 1)
+    packed = None
+    if pack and len(packs) < len(todo):
+        packed = sum(pack_estimate([plan.configs[i] for i in p.points]).seconds for p in packs)
+    estimates = [check.estimates[i] for i in todo]
+    planned = Sweep.planned(plan, SweepCheck(estimates, check.over_limits, packs, packed))
+    folders = {p.index: folder / p.folder for p in record.points}
+    planned.points = [
+        p if p.index in todo else replace(p, status=status[p.index], folder=folders[p.index])
+        for p in planned.points
+    ]
+    for row in planned.table:
+        if row["point"] not in todo:
+            row["status"] = status[row["point"]]
+    planned.tuned = Tuned.of(folder, record.extra)
+    return planned
 
 
 def _compare_output(out: Path | None, runs_dir: Path, now: datetime) -> Path:

@@ -26,9 +26,11 @@ from aaf_cli.sweeps.command import (
     MetricOpt,
     NameOpt,
     NoPackOpt,
+    PointCount,
     QuietOpt,
     RandomOpt,
     RayAddressOpt,
+    RayShipCodeOpt,
     ResumeOpt,
     SamplesOpt,
     SweepConfigOpt,
@@ -534,6 +536,7 @@ def sweep(
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     max_parallel: MaxParallelOpt = None,
+    ray_ship_code: RayShipCodeOpt = False,
 ) -> None:
     """Run one experiment per point of a grid (and of random draws): each point an ordinary
     run folder under <sweep folder>/points/, with points.csv and sweep.png beside them.
@@ -544,35 +547,48 @@ def sweep(
         from aaf_cli import api
         from aaf_cli.sweeps.spec import options, parse_grid_option, parse_random_option
 
+        count = PointCount(resume)
+
         def on_point(event: Any) -> None:
+            finished = count(event)
             if event.phase == "done":
-                typer.echo(point_line(event), err=True)
+                typer.echo(point_line(event, finished), err=True)
+
+        def on_note(note: str) -> None:
+            typer.echo(f"note: {note}", err=True)
 
         with _interruptible() as stop:
-            swept = api.sweep(
-                config,
-                grid=options(grid or [], parse_grid_option, "--grid") or None,
-                random=options(random or [], parse_random_option, "--random") or None,
-                samples=samples,
-                sweep_seed=sweep_seed,
-                overrides=set_ or [],
-                name=name,
-                runs_dir=runs_dir,
-                metric=metric,
-                dry_run=dry_run,
-                force=force,
-                progress=not quiet,
-                stop=stop,
-                on_point=None if quiet else on_point,
-                resume=resume,
-                tune=tune,
-                tune_seeds=tune_seeds,
-                eval_seeds=eval_seeds,
-                pack=not no_pack,
-                executor=executor,
-                ray_address=ray_address,
-                max_parallel=max_parallel,
-            )
+            try:
+                swept = api.sweep(
+                    config,
+                    grid=options(grid or [], parse_grid_option, "--grid") or None,
+                    random=options(random or [], parse_random_option, "--random") or None,
+                    samples=samples,
+                    sweep_seed=sweep_seed,
+                    overrides=set_ or [],
+                    name=name,
+                    runs_dir=runs_dir,
+                    metric=metric,
+                    dry_run=dry_run,
+                    force=force,
+                    progress=not quiet,
+                    stop=stop,
+                    on_point=None if quiet else on_point,
+                    resume=resume,
+                    tune=tune,
+                    tune_seeds=tune_seeds,
+                    eval_seeds=eval_seeds,
+                    pack=not no_pack,
+                    executor=executor,
+                    ray_address=ray_address,
+                    max_parallel=max_parallel,
+                    ray_ship_code=ray_ship_code,
+                    on_note=on_note,
+                )
+            except KeyboardInterrupt:
+                if not stop():  # Ctrl-C while connecting to Ray (else: "Aborting now.")
+                    typer.echo("Interrupted.", err=True)
+                raise typer.Exit(EXIT_INTERRUPTED) from None
         from aaf_cli import render
 
         if dry_run:

@@ -28,6 +28,7 @@ from aaf_cli.targets import Dataset, torch_dtype
 from aaf_cli.train import LogRecord, TrainResult, train
 
 if TYPE_CHECKING:
+    from aaf_cli.resume import Checkpoints
     from aaf_cli.tuning import Tuning
 
 
@@ -177,6 +178,7 @@ def run_experiment(
     groups: dict[tuple[Any, ...], list[ModelSpec]] | None = None,
     threads: ThreadChoice | None = None,
     test: bool = True,
+    checkpoints: Checkpoints | None = None,
 ) -> ExperimentResult:
     """Sample the data, build the ensemble and train it.
 
@@ -189,6 +191,8 @@ def run_experiment(
             models of several points, whose settings other than their own must equal ``cfg``'s).
         threads: the thread choice (default: ``cfg``'s).
         test: False measures no test data (a tuning phase: its choices read validation only).
+        checkpoints: the job's checkpoints (``aaf_cli.resume``): training takes the next stage
+            from them, saves into it and resumes from it.
     """
     device = resolve_device(cfg.device)
     previous = torch.get_num_threads()  # a caller's setting (a notebook's) is given back
@@ -215,6 +219,7 @@ def run_experiment(
             eager_seconds=predicted_seconds(cfg, sum(len(g) for g in groups.values())),
             x_val=data.x_val,
             y_val=data.y_val,
+            checkpoint=None if checkpoints is None else checkpoints.stage(),
         )
         env = environment(device, cfg.dtype, threads)
         if guard is not None and guard.dropped is not None:

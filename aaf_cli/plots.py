@@ -76,6 +76,17 @@ def new_figure(width: float = 7.5, height: float = 4.5, rows: int = 1) -> tuple[
     return fig, [ax for row in axes for ax in row]
 
 
+def warm_up() -> None:
+    """Draw a small figure with a legend and a log axis, written nowhere: a fresh process's
+    first figure loads the fonts and the renderer (about a second), so a writer process that
+    warms up while training goes on has them ready for its first point."""
+    fig, (ax,) = new_figure(2.0, 1.5)
+    ax.semilogy([1, 2, 3], [1.0, 0.1, 0.01], label="warm")
+    ax.set_title("warm")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png", dpi=50)
+
+
 def save(fig: Figure, path: Path, dpi: int = 130) -> None:
     """Render the figure (format from the suffix) and write it atomically."""
     path = Path(path)

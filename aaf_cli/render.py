@@ -862,19 +862,27 @@ def _ranges(indices: Sequence[int]) -> str:
 
 
 def print_sweep_plan(sweep: Any, out: Console | None = None) -> None:
-    """``aaf sweep --dry-run``: every point's values, and the size of the whole sweep."""
+    """``aaf sweep --dry-run``: the values of every point that would run, and their size (a
+    resumed sweep: its points that are not done, and how many are)."""
     out = out or console()
-    what = f"sweep {sweep.name}: {len(sweep.points)} points (dry run: nothing written)"
-    _say(out, what, indent="")
+    todo = [p for p in sweep.points if p.status == "planned"]
+    done = len(sweep.points) - len(todo)
+    what = f"sweep {sweep.name}: {len(sweep.points)} points"
+    if done:
+        what = f"{what}, {done} already done, {len(todo)} to run"
+    _say(out, f"{what} (dry run: nothing written)", indent="")
     base = sweep.base or {}
     if base.get("source"):
         sets = " ".join(f"--set {o}" for o in base.get("overrides") or [])
         _say(out, f"base: {base['source']}" + (f" {sets}" if sets else ""))
     width = len(str(max(len(sweep.points) - 1, 0)))
-    for p in sweep.points:
+    for p in todo:
         _say(out, f"{p.index:>{width}d}  {p.label}")
+    tuned = getattr(sweep, "tuned", None)
+    if tuned is not None and tuned.status not in ("completed", "diverged"):
+        _say(out, "then the tuned evaluation run (tuned/)", indent="")
     packs = sweep.check.packs if sweep.check is not None else []
-    if packs and len(packs) < len(sweep.points):
+    if packs and len(packs) < len(todo):
         _say(out, f"packing: {len(packs)} job{'s' if len(packs) > 1 else ''}", indent="")
         for k, pack in enumerate(packs):
             _say(
@@ -882,7 +890,8 @@ def print_sweep_plan(sweep: Any, out: Console | None = None) -> None:
                 f"job {k}: points {_ranges(pack.points)} as one ensemble ({pack.models} models)",
             )
     if sweep.check is not None:
-        _say(out, f"estimate: {sweep.check.describe()}", indent="")
+        if sweep.check.estimates:  # a resumed sweep with every point done: nothing to train
+            _say(out, f"estimate: {sweep.check.describe()}", indent="")
         if sweep.check.over_limits:
             _say(
                 out,

@@ -23,6 +23,7 @@ from aaf_cli.models import Groups
 
 if TYPE_CHECKING:
     from aaf_cli.lbfgs import Evaluate, StackedLBFGS
+    from aaf_cli.resume import Stage
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,19 @@ class StackedAdam(_Stacked):
         """The tensors that one step changes."""
         return [self.flat, self.m, self.v]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The moments and the step count, copied to the CPU (the parameters are the
+        model's)."""
+        return {"m": self.m.to("cpu", copy=True), "v": self.v.to("cpu", copy=True), "t": self.t}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` gave, in place (a compiled or captured step keeps
+        reading the same tensors)."""
+        self.m.copy_(state["m"])
+        self.v.copy_(state["v"])
+        self.t = int(state["t"])
+
     def bias_corrections(self, t: int | None = None) -> tuple[float, float]:
         """``1 - beta1^t`` and ``sqrt(1 - beta2^t)`` after ``t`` steps (default ``self.t``), in
         double precision (Python floats), as torch.optim.Adam computes them."""
@@ -294,6 +308,16 @@ class StackedSGD(_Stacked):
     def state(self) -> list[torch.Tensor]:
         """The tensors that one step changes."""
         return [self.flat] + ([] if self.buffer is None else [self.buffer])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The momentum buffer (None without momentum), copied to the CPU."""
+        return {"buffer": None if self.buffer is None else self.buffer.to("cpu", copy=True)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` gave, in place."""
+        if self.buffer is not None:
+            self.buffer.copy_(state["buffer"])
 
     @torch.no_grad()
     def step(
@@ -550,6 +574,8 @@ class _Book:
     ``active`` (not diverged), ``reached`` (step of the first data loss under the threshold)
     and ``diverged`` (step of the first non-finite loss), -1 where it never happened."""
 
+    TENSORS = ("active", "reached", "diverged")
+
     def __init__(self, size: int, device: torch.device) -> None:
         self.active = torch.ones(size, dtype=torch.bool, device=device)
         self.reached = torch.full((size,), -1, dtype=torch.long, device=device)
@@ -587,6 +613,20 @@ class _Book:
         """Update the host-side shortcuts where looking is cheap (not on CUDA)."""
         if self.all_active is not None:
             self.all_reached = bool((self.reached >= 0).all())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The bookkeeping, copied to the CPU, with the host-side shortcuts."""
+        tensors = {k: getattr(self, k).to("cpu", copy=True) for k in self.TENSORS}
+        return {**tensors, "all_active": self.all_active, "all_reached": self.all_reached}
+
+    @torch.no_grad()
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` gave, in place (a captured step keeps its tensors)."""
+        for k in self.TENSORS:
+            getattr(self, k).copy_(state[k])
+        if self.all_active is not None:  # None stays None: no host look on CUDA
+            self.all_active = state["all_active"]
+        self.all_reached = bool(state["all_reached"])
 
 
 #: Adam's bias corrections ``1 - beta1^t`` and ``sqrt(1 - beta2^t)`` of one step, as tensors.
@@ -843,11 +883,28 @@ def fused_evaluation(
     return evaluate
 
 
+class _Searched(Protocol):
+    """What an L-BFGS phase that has ended tells the summary (``_early_stops``): its rounds of
+    evaluations and why each model stopped."""
+
+    rounds: int
+    stopped: list[str | None]
+
+
+@dataclass
+class _SearchRecord:
+    """``_Searched`` as saved in a checkpoint (the optimiser itself is not saved)."""
+
+    rounds: int
+    stopped: list[str | None]
+
+
 class _Phase:
     """One training phase's stepper: ``step`` measures the losses of ``step`` (the data metric
     and logged values), does the bookkeeping and (``update``) one update; ``peek`` measures
     only; ``evals`` the phase's function evaluations per model that reached ``step``, ``final``
-    all of the phase's."""
+    all of the phase's; ``searched`` the phase's L-BFGS, once it has ended (none for a
+    first-order phase)."""
 
     def step(self, step: int, update: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
@@ -860,6 +917,31 @@ class _Phase:
 
     def final(self, step: int) -> list[int]:
         return self.evals(step)
+
+    def searched(self) -> list[_Searched]:
+        return []
+
+
+class _Ended(_Phase):
+    """A phase restored from a checkpoint saved at its last step boundary: the next phase
+    starts at this step, so it only hands on its evaluations (``evals``) and its L-BFGS
+    record (``searches``); ``peek`` measures eagerly (a stop right after resuming)."""
+
+    def __init__(
+        self, losses: Callable[[], Losses], evals: list[int], searches: list[_Searched]
+    ) -> None:
+        self.losses, self.counted, self.searches = losses, evals, searches
+
+    def peek(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            data, _, logged = self.losses()
+        return data, logged
+
+    def evals(self, step: int) -> list[int]:
+        return list(self.counted)
+
+    def searched(self) -> list[_Searched]:
+        return list(self.searches)
 
 
 def reason(exc: BaseException) -> str:
@@ -1111,6 +1193,9 @@ class _QuasiNewton(_Phase):
     def final(self, step: int) -> list[int]:
         return list(self.opt.evals)
 
+    def searched(self) -> list[_Searched]:
+        return [self.opt]
+
 
 def _will_compile(
     cfg: TrainConfig,
@@ -1141,9 +1226,7 @@ def _will_compile(
     return compiling
 
 
-def _early_stops(
-    searches: Sequence[StackedLBFGS], extra: dict[str, float | str]
-) -> list[str | None]:
+def _early_stops(searches: Sequence[_Searched], extra: dict[str, float | str]) -> list[str | None]:
     """Each model's first early stop in any of the L-BFGS phases ``searches`` (a divergence is
     reported apart); ``extra`` gets their rounds and the counts of each stopping test."""
     from aaf_cli.lbfgs import STOP_REASONS
@@ -1176,6 +1259,7 @@ def train(
     eager_seconds: float | None = None,
     x_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
+    checkpoint: Stage | None = None,
 ) -> TrainResult:
     """Train every model of ``model`` for ``cfg.steps`` steps, in ``cfg.phases`` if given (each
     phase a fresh optimiser from where the last one stopped: Adam, SGD, or L-BFGS, whose step is
@@ -1207,11 +1291,33 @@ def train(
             (``use_compile``; without it ``auto`` stays eager there).
         x_val, y_val: the validation data, measured at logged steps as the test data is (an
             objective validates on its own points: ``Objective.validate``).
+        checkpoint: where this call saves its state now and then, and resumes from
+            (``resume.Stage``; see below). None: no checkpoints.
 
     ``train.compile`` compiles the whole step (``fused_step``: losses, gradients, bookkeeping
     and update in one graph); ``train.cuda_graph`` captures the step, compiled or not, as one
     CUDA graph. Either runs it from the device (``_DeviceStep``). A step that fails to compile
     or capture runs eagerly, and ``extra`` says why.
+
+    With a ``checkpoint``, the state is saved at step boundaries (before a step's grid update,
+    phase change and measurement) as the stage's cadence says, and once more at the end of a
+    run that was not interrupted (a stopped run saves nothing more). A call whose stage has a
+    blob starts from it: the parameters and buffers of the ensemble and of the objective (a
+    KAN's grids, with whether they are still shared), the optimiser's state (Adam's moments
+    and count, SGD's momentum; a compiled or captured step's counter), the bookkeeping, the
+    records so far, the phase and its evaluations, ``extra``, whether the run still compiles,
+    torch's random state and the clock, so the records' times go on. Everything is copied in
+    place before any step is compiled or captured. The records restored are handed to
+    ``on_log`` first, and a finished stage's result is returned as saved, after its final
+    parameters are restored, without training. The result then equals that of an
+    uninterrupted run, number for number, but for the times and ``extra``'s checkpoint
+    entries (``resume.Stage.entries``, present only with a ``checkpoint``).
+
+    L-BFGS is not saved in the middle of a phase (its line searches are suspended coroutines):
+    inside an L-BFGS phase a save that is due waits for the phase's last step boundary (or the
+    end of the run), so there an attempt may train more than the cadence's steps past its last
+    save. A compile that failed in the middle of a phase, before a save, is tried again after a
+    resume (a failure at the start of a phase is remembered).
     """
     from aaf_cli.lbfgs import StackedLBFGS  # it builds on this module
 
@@ -1230,6 +1336,13 @@ def train(
         if objective is None
         else objective
     )
+    stage = checkpoint
+    saved = None if stage is None else stage.open()
+    if saved is not None:
+        _check_saved(saved["state"], total, model.size)
+        if saved["done"]:
+            assert stage is not None
+            return _finished(saved["state"], stage, model, goal, on_log)
 
     def new_optimizer(k: int) -> Optimizer:
         # A variant's own rate follows the phase's rate (its ratio to train.lr).
@@ -1256,12 +1369,45 @@ def train(
         model, goal, losses, phases, starts, book, threshold, compiling, extra, device,
         x_train.shape[-2],
     )  # fmt: skip
-    current = phasing.stepper(0, optimizer)
     phase_index = 0
-    # The clock of training: a later phase's compile is left out of it, as the first's is.
-    start = time.perf_counter()
     # Function evaluations per model in the phases before the current one.
     done_before = torch.zeros(model.size, dtype=torch.long)
+    searches: list[_Searched] = []  # the L-BFGS phases' optimisers, as they end
+    first = 0  # the step training starts from (a resumed run's saved step)
+    elapsed = 0.0  # the training time before it
+    current: _Phase
+    if saved is None:
+        current = phasing.stepper(0, optimizer)
+    else:
+        state = saved["state"]
+        first, phase_index, elapsed = saved["step"], state["phase"], state["elapsed"]
+        _restore_tensors(state, model, goal)
+        book.restore(state["book"])
+        records.extend(state["records"])
+        extra.update(state["extra"])
+        done_before = state["done_before"].clone()
+        searches = [_SearchRecord(rounds, list(stopped)) for rounds, stopped in state["searches"]]
+        if phasing.compiling and not state["compiling"]:  # a compile failed before the save
+            goal.prepare_compile(model, on=False)
+            phasing.compiling = False
+        ended = state["ended"]
+        if ended is not None:  # saved at the phase's end: the next starts at this step
+            done = [_SearchRecord(r, list(s)) for r, s in ended["searches"]]
+            current = _Ended(losses, list(ended["evals"]), list(done))
+        else:
+            if phase_index > 0:
+                optimizer = new_optimizer(phase_index)
+            assert not isinstance(optimizer, StackedLBFGS)
+            optimizer.load_state_dict(state["optimizer"])
+            current = phasing.stepper(phase_index, optimizer)
+            if isinstance(current, _FirstOrder) and current.device_step is not None:
+                # The compiled or captured step reads its step counter from the device.
+                current.device_step.schedule.index.fill_(first - starts[phase_index])
+    # The clock of training: a later phase's compile is left out of it, as the first's is.
+    start = time.perf_counter() - elapsed
+    if on_log is not None:
+        for record in records:  # a resumed run's records so far
+            on_log(record)
 
     def evals_now(step: int) -> torch.Tensor:
         return done_before + torch.tensor(current.evals(step), dtype=torch.long)
@@ -1286,8 +1432,10 @@ def train(
             book.reach(step, test_loss, cfg.threshold)
 
         # The copies to the host synchronise with the device: the clock is read after the work.
+        # Copies even of float64 CPU tensors: a logged value may be a live parameter (one of
+        # the objective's), which later steps would change inside the record.
         def host(t: torch.Tensor) -> torch.Tensor:
-            return t.detach().to("cpu", torch.float64)
+            return t.detach().to("cpu", torch.float64, copy=True)
 
         record = LogRecord(
             step,
@@ -1303,22 +1451,60 @@ def train(
         if on_log is not None:
             on_log(record)
 
-    searches: list[StackedLBFGS] = []  # the L-BFGS phases' optimisers, as they end
+    def snapshot(step: int, ended: bool) -> dict[str, Any]:
+        """The state at the boundary of ``step`` (``ended``: the current phase's last)."""
+        state = {
+            **_tensor_state(model, goal),
+            "steps": total,
+            "models": model.size,
+            "phase": phase_index,
+            "elapsed": time.perf_counter() - start,
+            "book": book.state_dict(),
+            "records": list(records),
+            "extra": dict(extra),
+            "done_before": done_before.clone(),
+            "searches": [(s.rounds, list(s.stopped)) for s in searches],
+            "compiling": phasing.compiling,
+            "ended": None,
+            "optimizer": None,
+        }
+        if ended:
+            state["ended"] = {
+                "evals": current.final(step),
+                "searches": [(s.rounds, list(s.stopped)) for s in current.searched()],
+            }
+        else:
+            assert not isinstance(optimizer, StackedLBFGS)
+            state["optimizer"] = optimizer.state_dict()
+        return state
 
-    step = 0
-    for step in range(total + 1):
+    def boundary_save(step: int) -> None:
+        """Save at the boundary of ``step`` if the stage says so and the phase allows."""
+        assert stage is not None
+        if not stage.at(step) or step == total:  # the last: the final blob follows
+            return
+        ended = phase_index + 1 < len(phases) and step == starts[phase_index + 1]
+        if isinstance(current, _QuasiNewton) and not ended:
+            return  # inside an L-BFGS phase: at its last boundary
+        stage.save(step, snapshot(step, ended))
+
+    saver = None if stage is None else boundary_save
+
+    step = first
+    for step in range(first, total + 1):
         if stop is not None and stop():
             # The parameters have had `step` updates: that is the step logged and reported.
             interrupted = True
             break
+        if saver is not None:
+            saver(step)
         if on_step is not None:
             on_step(step)
         if step < total:
             for kan in model.grid_updates(step):
                 kan.update_grid(goal.samples())
         if phase_index + 1 < len(phases) and step == starts[phase_index + 1]:
-            if isinstance(optimizer, StackedLBFGS):
-                searches.append(optimizer)
+            searches.extend(current.searched())
             done_before = done_before + torch.tensor(current.final(step), dtype=torch.long)
             phase_index += 1
             tic = time.perf_counter()
@@ -1338,15 +1524,14 @@ def train(
         now = evaluate()
         data, logged_now = current.peek()
         log(step, data, logged_now, now)
-    if isinstance(optimizer, StackedLBFGS):
-        searches.append(optimizer)
+    searches.extend(current.searched())
     stopped_early = _early_stops(searches, extra)
     with torch.no_grad():
         if x_test is None:
             predictions = torch.empty(model.size, 0, dtype=torch.float64)
         else:
             predictions = model(x_test)[..., 0].to("cpu", torch.float64)
-    return TrainResult(
+    result = TrainResult(
         records=records,
         steps_to_threshold=book.reached.cpu(),
         diverged_at=book.diverged.cpu(),
@@ -1357,3 +1542,78 @@ def train(
         extra=extra,
         stopped_early=stopped_early,
     )
+    if stage is not None:
+        if not interrupted:
+            final = {**_tensor_state(model, goal), "steps": total, "models": model.size}
+            stage.finish(step, {**final, "result": result})
+        extra.update(stage.entries())
+    return result
+
+
+def _tensor_state(model: Groups, goal: Objective) -> dict[str, Any]:
+    """The tensors of a checkpoint that are not the loop's: the ensemble's and the objective's
+    parameters and buffers (CPU copies), whether each KAN's grids are still shared, and
+    torch's random state (training draws no random numbers: kept so that it never matters)."""
+    from aaf_cli.kan import KanEnsemble
+
+    def copied(module: nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+    return {
+        "model": copied(model),
+        "modules": [copied(m) for m in goal.modules()],
+        "shared_grids": [g.shared_grids for g in model.ensembles() if isinstance(g, KanEnsemble)],
+        "rng": torch.get_rng_state(),
+    }
+
+
+@torch.no_grad()
+def _restore_tensors(state: dict[str, Any], model: Groups, goal: Objective) -> None:
+    """Copy ``_tensor_state``'s tensors back in place (the tensors the optimiser's views, and
+    any compiled step, see), and its flags and random state."""
+    from aaf_cli.kan import KanEnsemble
+
+    def restore(module: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+        tensors = module.state_dict()
+        if tensors.keys() != saved.keys():
+            raise ValueError("the checkpoint holds other tensors than this run's")
+        for name, tensor in tensors.items():
+            tensor.copy_(saved[name])
+
+    restore(model, state["model"])
+    modules = goal.modules()
+    if len(modules) != len(state["modules"]):
+        raise ValueError("the checkpoint holds other tensors than this run's")
+    for module, saved in zip(modules, state["modules"]):
+        restore(module, saved)
+    kans = [g for g in model.ensembles() if isinstance(g, KanEnsemble)]
+    for kan, shared in zip(kans, state["shared_grids"], strict=True):
+        kan.shared_grids = bool(shared)
+    torch.set_rng_state(state["rng"])
+
+
+def _check_saved(state: dict[str, Any], steps: int, models: int) -> None:
+    """Refuse a checkpoint of another run (other steps or models)."""
+    if state["steps"] != steps or state["models"] != models:
+        raise ValueError(
+            f"the checkpoint is of a run of {state['models']} models and {state['steps']} "
+            f"steps, not {models} models and {steps} steps"
+        )
+
+
+def _finished(
+    state: dict[str, Any],
+    stage: Stage,
+    model: Groups,
+    goal: Objective,
+    on_log: Callable[[LogRecord], None] | None,
+) -> TrainResult:
+    """The result of a stage saved finished, its final parameters restored; its records are
+    handed to ``on_log``."""
+    _restore_tensors(state, model, goal)
+    result: TrainResult = state["result"]
+    if on_log is not None:
+        for record in result.records:
+            on_log(record)
+    result.extra.update(stage.entries())
+    return result

@@ -10,7 +10,11 @@ point's run folder and figures, points.csv and sweep.png included), interleaved 
   process (the shell loop less its start-ups);
 * ``packed``: the default, the points trained as one ensemble and split back;
 * ``ray``: ``--executor ray`` on a Ray instance the sweep starts on this machine (when
-  ``aaf[ray]`` is installed), packed jobs as Ray tasks.
+  ``aaf[ray]`` is installed), packed jobs as Ray tasks;
+* ``ray 2 nodes``: ``--executor ray --ray-address`` of a two-node cluster (one CPU each)
+  started on this machine before the rounds, as a user's cluster runs before their sweep:
+  every node checked, the packs split over the nodes, folders written while the other node
+  trains.
 
 The default workload: a 5 (n) x 4 (lr) grid of the default experiment, 5 seeds,
 2000 steps. Acceptance: packed >= 4x faster than the same points run one after another; Ray
@@ -19,8 +23,9 @@ the same final test MSE per point and variant, and reports the training time apa
 ``train_time_s`` once): the rest is start-up, checks and writing each point's folder, which
 packing does not change (it only writes them in parallel, one process per core).
 
-    python benchmarks/bench_sweep.py                # the issue's workload, 2 rounds
+    python benchmarks/bench_sweep.py                # the workload above, 2 rounds
     python benchmarks/bench_sweep.py --quick        # 300 steps, 1 round
+    python benchmarks/bench_sweep.py --cases packed,"ray 2 nodes"
 """
 
 from __future__ import annotations
@@ -54,10 +59,62 @@ def aaf_sweep(extra: list[str], runs_dir: Path, steps: int, seeds: int) -> tuple
     return time.perf_counter() - tic, Path(out.stdout.strip().splitlines()[-1])
 
 
+def start_cluster(temp: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """A head and a worker node of one CPU each on this machine (``ray start --block``, no
+    token: loopback only); their address and processes."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    ray = str(Path(sys.executable).with_name("ray"))
+    nodes = []
+    for k, args in enumerate(
+        [["--head", "--port", str(port), "--include-dashboard", "false"],
+         ["--address", f"127.0.0.1:{port}"]]
+    ):  # fmt: skip
+        folder = temp / f"node{k}"
+        folder.mkdir()
+        log = folder / "start.log"
+        nodes.append(
+            subprocess.Popen(
+                [
+                    ray,
+                    "start",
+                    "--block",
+                    "--num-cpus",
+                    "1",
+                    "--node-ip-address",
+                    "127.0.0.1",
+                    "--temp-dir",
+                    str(folder),
+                    "--disable-usage-stats",
+                    *args,
+                ],
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+        while b"block forever" not in log.read_bytes():
+            if nodes[-1].poll() is not None:
+                raise SystemExit(f"ray start failed: {log.read_text()}")
+            time.sleep(0.1)
+    return f"127.0.0.1:{port}", nodes
+
+
+def stop_cluster(nodes: list[subprocess.Popen[bytes]]) -> None:
+    for node in nodes:
+        node.terminate()
+    for node in nodes:
+        node.wait(timeout=60)
+
+
 def shell_loop(
     runs_dir: Path, steps: int, seeds: int
 ) -> tuple[float, dict[tuple[str, str], float], float]:
-    """(wall seconds, median final test MSE per (point, variant), training seconds) of one
+    """(wall seconds, geometric-mean final test MSE per (point, variant), training seconds) of one
     ``aaf run -q`` per grid point, one after another, numbered as the sweep numbers them."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out: dict[tuple[str, str], float] = {}
@@ -75,16 +132,16 @@ def shell_loop(
         )
         trained += float(summary["train_time_s"])
         for name, entry in summary["variants"].items():
-            out[(str(index), name)] = float(entry["final_test"]["median"])
+            out[(str(index), name)] = float(entry["final_test"]["geomean"])
     return time.perf_counter() - tic, out, trained
 
 
 def finals(folder: Path) -> dict[tuple[str, str], float]:
-    """Median final test MSE per (point, variant) from points.csv."""
+    """Geometric-mean final test MSE per (point, variant) from points.csv."""
     with (folder / "points.csv").open(newline="") as fh:
         fh.readline()  # the format line
         return {
-            (row["point"], row["variant"]): float(row["final_test_median"])
+            (row["point"], row["variant"]): float(row["final_test_geomean"])
             for row in csv.DictReader(fh)
         }
 
@@ -107,6 +164,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="300 steps, 1 round")
     parser.add_argument("--no-ray", action="store_true", help="leave the Ray executor out")
+    parser.add_argument("--cases", help="comma-separated cases to run (default: all)")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds = 300, 1
@@ -120,6 +178,11 @@ def main() -> None:
             print("ray: not installed, left out (pip install 'aaf[ray]')")
         else:
             cases["ray"] = ["--executor", "ray"]
+            cases["ray 2 nodes"] = ["--executor", "ray", "--ray-address", "(cluster)"]
+    if args.cases:
+        wanted = args.cases.split(",")
+        cases = {k: v for k, v in cases.items() if k in wanted or k == "packed"}
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the benchmark's own cluster has no token
     times: dict[str, list[float]] = {name: [] for name in cases}
     training: dict[str, list[float]] = {name: [] for name in cases}
     results: dict[str, dict[tuple[str, str], float]] = {}
@@ -127,22 +190,16 @@ def main() -> None:
         f"5 x 4 grid (variants.1.n x train.lr) of the default experiment, {args.seeds} seeds, "
         f"{args.steps} steps; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}"
     )
-    with tempfile.TemporaryDirectory(prefix="aaf-bench-sweep-") as tmp:
-        for r in range(args.rounds):
-            for name, extra in cases.items():
-                runs_dir = Path(tmp) / f"{name.replace(' ', '_')}{r}"
-                if extra is None:
-                    wall, results[name], trained = shell_loop(runs_dir, args.steps, args.seeds)
-                else:
-                    wall, folder = aaf_sweep(extra, runs_dir, args.steps, args.seeds)
-                    results[name], trained = finals(folder), training_seconds(folder)
-                times[name].append(wall)
-                training[name].append(trained)
-                print(
-                    f"  round {r}: {name:<10} {wall:7.1f} s, of which training "
-                    f"{training[name][-1]:5.1f} s  (load {os.getloadavg()[0]:.2f})"
-                )
-        reference = results["sequential"]
+    with tempfile.TemporaryDirectory(prefix="aaf-bench-", dir="/tmp") as tmp:
+        nodes: list[subprocess.Popen[bytes]] = []
+        if "ray 2 nodes" in cases:
+            address, nodes = start_cluster(Path(tmp))
+            cases["ray 2 nodes"] = ["--executor", "ray", "--ray-address", address]
+        try:
+            run_rounds(args, cases, times, training, results, Path(tmp))
+        finally:
+            stop_cluster(nodes)
+        reference = results.get("sequential", results["packed"])
         for name, got in results.items():
             assert got.keys() == reference.keys(), f"{name}: other points than sequential"
             worst = max(abs(got[k] - v) / abs(v) for k, v in reference.items())
@@ -159,6 +216,31 @@ def main() -> None:
             f"| {name} | {seconds:.1f} | {seconds / median['packed']:.2f}x | "
             f"{trained[name]:.1f} | {trained[name] / trained['packed']:.2f}x |"
         )
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    cases: dict[str, list[str] | None],
+    times: dict[str, list[float]],
+    training: dict[str, list[float]],
+    results: dict[str, dict[tuple[str, str], float]],
+    tmp: Path,
+) -> None:
+    """The rounds: every case once per round, interleaved."""
+    for r in range(args.rounds):
+        for name, extra in cases.items():
+            runs_dir = tmp / f"{name.replace(' ', '_')}{r}"
+            if extra is None:
+                wall, results[name], trained = shell_loop(runs_dir, args.steps, args.seeds)
+            else:
+                wall, folder = aaf_sweep(extra, runs_dir, args.steps, args.seeds)
+                results[name], trained = finals(folder), training_seconds(folder)
+            times[name].append(wall)
+            training[name].append(trained)
+            print(
+                f"  round {r}: {name:<10} {wall:7.1f} s, of which training "
+                f"{training[name][-1]:5.1f} s  (load {os.getloadavg()[0]:.2f})"
+            )
 
 
 if __name__ == "__main__":

@@ -790,8 +790,8 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "writing.fork-under-ray",
         "aaf_cli/sweeps/writing.py",
-        "if _connected_to_ray():",
-        "if False:",
+        'context = multiprocessing.get_context("forkserver")',
+        'context = multiprocessing.get_context("fork")',
         "the driver of a Ray sweep forks itself (and Ray's gRPC threads) to write folders",
         "tests/test_ray.py::test_local_ray_equals_the_local_executor",
     ),

@@ -74,3 +74,16 @@ def test_the_site_builds_strictly_without_a_warning(tmp_path: Path) -> None:
     assert result.returncode == 0, output
     assert "WARNING" not in output, output
     assert (tmp_path / "site" / "api" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/clusters.md"])
+def test_the_slurm_recipe_is_valid_bash(page: str) -> None:
+    """The batch script that starts Ray inside a Slurm allocation parses as bash (its
+    ``#SBATCH`` lines are comments to bash, options to sbatch)."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    scripts = [b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "#SBATCH" in b]
+    assert len(scripts) == 1, page
+    script = scripts[0]
+    assert "ray start --head" in script and "--ray-address" in script
+    result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

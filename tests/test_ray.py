@@ -9,6 +9,7 @@ The subprocess tests start their own and check that nothing of it is left behind
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -121,13 +122,23 @@ def left_behind(
 
 class Killer(threading.Thread):
     """SIGKILLs the first Ray worker seen running a job (title ``ray::train_job``), once it
-    has run for ``after_s`` (inside training: the worker imported torch in an earlier test)."""
+    has run for ``after_s`` (inside training: the worker imported torch in an earlier test),
+    or, with ``saved``, once the sweep's checkpoint store holds a checkpoint."""
 
-    def __init__(self, after_s: float = 0.6) -> None:
+    def __init__(self, after_s: float = 0.6, saved: bool = False) -> None:
         super().__init__(daemon=True)
-        self.after_s = after_s
+        self.after_s, self.saved = after_s, saved
         self.killed: int | None = None
         self.done = threading.Event()
+
+    def ready(self) -> bool:
+        """Whether a checkpoint store of this process's Ray job holds a blob."""
+        for name in ray.util.list_named_actors():
+            if name.startswith(cluster.STORE_NAME):
+                with contextlib.suppress(Exception):  # gone meanwhile
+                    if ray.get(ray.get_actor(name).size.remote(), timeout=5) > 0:
+                        return True
+        return False
 
     def run(self) -> None:
         first_seen: dict[int, float] = {}
@@ -136,7 +147,8 @@ class Killer(threading.Thread):
             for pid, cmd in processes().items():
                 if not cmd.startswith("ray::train_job"):
                     continue
-                if now - first_seen.setdefault(pid, now) >= self.after_s:
+                due = self.ready() if self.saved else now - first_seen.setdefault(pid, now)
+                if (due is True) or (not self.saved and due >= self.after_s):
                     os.kill(pid, signal.SIGKILL)
                     self.killed = pid
                     return
@@ -188,6 +200,27 @@ def test_task_threads_fit_parallel_tasks_on_the_nodes() -> None:
     assert "small workload" in job_threads([small], 4).reason
     assert job_threads([small.model_copy(update={"threads": 8})], 4).threads == 4
     assert job_threads([small.model_copy(update={"threads": 3})], 4).threads == 3
+
+
+def test_gpu_jobs_are_sized_by_the_smallest_gpu() -> None:
+    """Which settings ask for GPUs, and packs sized by a GPU's memory instead of this
+    machine's: the same 20 points make more jobs on a small GPU."""
+    from aaf_cli.sweeps.local import plan_jobs
+    from aaf_cli.sweeps.spec import plan_sweep
+
+    assert cluster.wants_gpu(["cpu"]) is None
+    assert cluster.wants_gpu(["auto", "cpu"]) == "auto"
+    assert cluster.wants_gpu(["auto", "cuda"]) == "cuda"
+    assert cluster.task_options(4, True)["num_gpus"] == 1
+    assert cluster.task_options(4, False)["num_gpus"] == 0
+    plan = plan_sweep(
+        None, grid={"variants.1.n": [1, 2, 5, 10, 20], "train.lr": [1e-3, 3e-3, 1e-2, 3e-2]},
+        overrides=["seeds=50"],
+    )  # fmt: skip
+    roomy = plan_jobs(plan, None, True, 1, memory=2**40)
+    small = plan_jobs(plan, None, True, 1, memory=2**26)  # 64 MiB
+    assert len(roomy) == 1 and len(small) > 1
+    assert sorted(i for p in small for i in p.points) == list(range(20))
 
 
 def test_a_single_job_gets_the_whole_node(local_ray: None) -> None:
@@ -278,10 +311,16 @@ def test_a_tuned_sweep_on_ray_equals_the_local_executor(local_ray: None, tmp_pat
             assert mine == (local.folder / "points" / p / name).read_bytes(), (p, name)
 
 
-def test_killed_worker_is_retried_with_the_same_numbers(local_ray: None, tmp_path: Path) -> None:
+def test_killed_worker_resumes_from_its_checkpoint_with_the_same_numbers(
+    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker SIGKILLed in the middle of its job: Ray reruns the task, which goes on from
+    the job's last checkpoint (every 0.2 s of training here), not from step 0; the numbers
+    equal the local executor's, and the steps trained in all are at most 1.2x the job's."""
+    monkeypatch.setattr(cluster, "CHECKPOINT_SECONDS", 0.2)
     grid = {"variants.1.n": [5]}
     local = aaf.sweep(SMOKE, grid=grid, overrides=LONG, runs_dir=tmp_path / "local")
-    killer = Killer()
+    killer = Killer(saved=True)
     killer.start()
     try:
         swept = aaf.sweep(
@@ -294,6 +333,19 @@ def test_killed_worker_is_retried_with_the_same_numbers(local_ray: None, tmp_pat
     assert not Path(f"/proc/{killer.killed}").exists()
     assert swept.status == "completed" and swept.folder is not None and local.folder is not None
     assert metrics(swept.folder, ("000",)) == metrics(local.folder, ("000",))
+    env = summary(swept.folder, "000")["environment"]
+    assert isinstance(env, dict), env
+    resumed = re.fullmatch(
+        r"training 1 from step (\d+) \((\d+) steps trained in this try, a checkpoint every "
+        r"(\d+) steps\)",
+        str(env.get("resumed")),
+    )
+    assert resumed is not None, env
+    start, trained, every = (int(g) for g in resumed.groups())
+    steps = 3000  # LONG's
+    assert 0 < start < steps and trained == steps - start
+    # The killed try trained fewer than start + every steps (it would have saved again).
+    assert (start + every + trained) / steps <= 1.2, (start, trained, every)
 
 
 def test_a_task_ray_loses_is_submitted_again_and_the_sweep_ends(
@@ -423,19 +475,29 @@ def free_port() -> int:
         return port
 
 
-def start_node(args: list[str], temp: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``ray start --block`` (it stops the node's processes when it ends), once it is up."""
+def start_node(
+    args: list[str], temp: Path, env: dict[str, str], wait: bool = True
+) -> subprocess.Popen[bytes]:
+    """``ray start --block`` (it stops the node's processes when it ends), once it is up
+    (``wait`` False: at once; ``started`` waits)."""
     log = temp / "start.log"
     node = subprocess.Popen(
         [str(RAY), "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
          "--temp-dir", str(temp), "--disable-usage-stats", *args],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
+    if wait:
+        started(node, temp)
+    return node
+
+
+def started(node: subprocess.Popen[bytes], temp: Path) -> None:
+    """Wait until the node ``start_node`` started in ``temp`` is up."""
+    log = temp / "start.log"
     deadline = time.monotonic() + 60
     while b"block forever" not in log.read_bytes():
         assert node.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
-    return node
 
 
 def stop_nodes(nodes: list[subprocess.Popen[bytes]]) -> None:
@@ -450,40 +512,156 @@ def stop_nodes(nodes: list[subprocess.Popen[bytes]]) -> None:
             node.wait()
 
 
-def test_two_node_cluster_equals_the_local_executor(reference: dict[str, bytes]) -> None:
+# A node without aaf: this interpreter's install is hidden from its workers (as if it were not
+# installed), while a copy elsewhere (the one --ray-ship-code sends) still imports.
+HIDE = """
+import importlib.machinery, os, sys
+
+HIDDEN = set(os.environ["AAF_TEST_HIDDEN"].split(os.pathsep))
+
+
+class Hide:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "aaf_cli" and not name.startswith("aaf_cli."):
+            return None
+        if name == "aaf_cli":
+            path = [p for p in sys.path if os.path.abspath(p or ".") not in HIDDEN]
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return spec
+
+
+sys.meta_path.insert(0, Hide)
+"""
+# Where the test cluster's GPU tasks run and what they are given (a Ray task, by value).
+GPU_PROBE = """
+import json, os, sys
+import ray
+from aaf_cli.sweeps.cluster import task_options
+
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+
+
+def where():
+    return [ray.get_runtime_context().get_node_id(), ray.get_gpu_ids(),
+            os.environ.get("CUDA_VISIBLE_DEVICES")]
+
+
+gpu_node = [n["NodeID"] for n in ray.nodes() if n["Resources"].get("GPU")]
+ran = ray.get([ray.remote(where).options(**task_options(1, True)).remote() for _ in range(3)])
+print(json.dumps({"gpu_node": gpu_node, "ran": ran}))
+"""
+
+
+def test_every_node_is_checked_first_and_code_can_be_shipped(
+    reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Three nodes: the head (with a fake GPU, which torch cannot see), one whose aaf is
+    hidden (not installed, as far as its workers know) and one that imports an edited copy.
+    Before any folder exists, the sweep is refused in one line naming both bad nodes, and
+    ``device: cuda`` naming the head's GPU; ``--ray-ship-code`` sends the driver's code, and
+    the sweep (through Ray Client) equals the local executor's. GPU tasks land on the GPU
+    node, one GPU each."""
     # Short paths: Ray's sockets live under the temp dir (Unix socket paths are short).
-    temps = [Path(tempfile.mkdtemp(prefix=f"aafray{k}_", dir="/tmp")) for k in (0, 1)]
-    runs_dir = temps[0] / "runs"
+    temps = [Path(tempfile.mkdtemp(prefix=f"aafray{k}_", dir="/tmp")) for k in (0, 1, 2)]
+    hide, copy = tmp_path / "hide", tmp_path / "copy"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(HIDE)
+    package = Path(aaf.__file__).parent
+    shutil.copytree(package, copy / "aaf_cli", ignore=shutil.ignore_patterns("__pycache__"))
+    with (copy / "aaf_cli" / "sweeps" / "spec.py").open("a") as f:
+        f.write("# edited on this node\n")
+    runs_dir = tmp_path / "runs"
     # Loopback only, for the test: no token (Ray asks for one by default).
     # No draining at the end: the sweep is over.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     port = free_port()
+    address = f"127.0.0.1:{port}"
     nodes: list[subprocess.Popen[bytes]] = []
     try:
-        nodes.append(start_node(["--head", "--port", str(port), "--include-dashboard",
-                                 "false"], temps[0], env))  # fmt: skip
-        nodes.append(start_node(["--address", f"127.0.0.1:{port}"], temps[1], env))
-        out = subprocess.run(
-            [str(AAF), "sweep", str(SMOKE), *GRID_ARGS, *sets(BASE), "--executor", "ray",
-             "--ray-address", f"127.0.0.1:{port}", "--max-parallel", "2", "--runs-dir",
-             str(runs_dir), "-q"],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr
-        folder = Path(out.stdout.strip())
+        client = free_port()
+        nodes.append(start_node(["--head", "--port", str(port), "--include-dashboard", "false",
+                                 "--num-gpus", "1", "--ray-client-server-port", str(client)],
+                                temps[0], env))  # fmt: skip
+        hidden = {"PYTHONPATH": str(hide), "AAF_TEST_HIDDEN": str(package.parent)}
+        edited = {"PYTHONPATH": str(copy)}
+        for temp, extra in zip(temps[1:], (hidden, edited)):  # both join at once
+            nodes.append(start_node(["--address", address], temp, {**env, **extra}, wait=False))
+        for node, temp in zip(nodes[1:], temps[1:]):
+            started(node, temp)
+
+        def sweep(*extra: str, at: str = address) -> subprocess.CompletedProcess[str]:
+            # From a folder without aaf_cli: Ray puts the driver's on its workers' path.
+            return subprocess.run(
+                [str(AAF), "sweep", str(SMOKE), *GRID_ARGS, *sets(BASE), "--executor", "ray",
+                 "--ray-address", at, "--runs-dir", str(runs_dir), "-q", *extra],
+                capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+            )  # fmt: skip
+
+        node = r"the Ray node \S+ \([\d.]+, [0-9a-f]{12}\)"
+        refused = sweep("--set", "device=cpu")
+        assert refused.returncode == 2 and not runs_dir.exists(), refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith("Error: 2 Ray nodes cannot run this sweep: "), line
+        assert re.search(f"{node}: aaf is not installed there: install the driver's aaf there, "
+                         "or pass --ray-ship-code", line), line  # fmt: skip
+        edited = re.escape(str(copy / "aaf_cli"))
+        assert re.search(f"{node}: its aaf at {edited} is not the driver's code "
+                         r"\(1 file differs: sweeps/spec\.py\)", line), line  # fmt: skip
+
+        cuda = sweep("--set", "device=cuda", "--ray-ship-code")
+        assert cuda.returncode == 2 and not runs_dir.exists(), cuda.stderr
+        unseen = "(sees no CUDA device|was built without CUDA)"
+        assert re.fullmatch(f"Error: {node}: Ray offers 1 GPU there, but torch {unseen}",
+                            cuda.stderr.strip()), cuda.stderr  # fmt: skip
+
+        # Through Ray Client this time: the driver runs on the head, the code goes from here.
+        shipped = sweep("--set", "device=cpu", "--ray-ship-code", at=f"ray://127.0.0.1:{client}")
+        assert shipped.returncode == 0, shipped.stderr
+        folder = Path(shipped.stdout.strip())
         assert metrics(folder) == reference
-        # Two jobs of two packed points, one on each node.
         ran_on = {summary(folder, p)["environment"]["ray_node"] for p in POINTS}  # type: ignore[index]
-        assert len(ran_on) == 2, ran_on
-        for temp in temps:  # each node ran a task, logged in its own temp dir
-            logs = temp.glob("session_*/logs/worker-*.out")
-            assert any("train_job" in f.read_text(errors="replace") for f in logs), temp
+        assert len(ran_on) >= 2, ran_on  # the packs were split over the nodes
+
+        probe_gpu = subprocess.run(
+            [sys.executable, "-c", GPU_PROBE, address], capture_output=True, text=True,
+            env=env, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert probe_gpu.returncode == 0, probe_gpu.stderr
+        found = json.loads(probe_gpu.stdout.strip().splitlines()[-1])
+        assert [r[0] for r in found["ran"]] == found["gpu_node"] * 3
+        assert all(r[1] == [0] and r[2] == "0" for r in found["ran"]), found
     finally:
         stop_nodes(nodes)
         leftover = [left_behind(re.compile(re.escape(str(t))), wait_s=15) for t in temps]
         for temp in temps:
             shutil.rmtree(temp, ignore_errors=True)
-    assert leftover == [{}, {}]
+    assert leftover == [{}, {}, {}]
+
+
+def test_ctrl_c_while_connecting_stops_at_once(tmp_path: Path) -> None:
+    """Ctrl-C while the driver waits on a head that does not answer: "Interrupted.", exit 130,
+    at once (not after the connection's own time-out) and no folder."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts, never answers: the check waits its 5 s
+        driver = subprocess.Popen(
+            [str(AAF), "sweep", str(SMOKE), "--grid", "variants.1.n=1,5", "--executor", "ray",
+             "--ray-address", f"127.0.0.1:{silent.getsockname()[1]}", "--runs-dir",
+             str(tmp_path / "runs")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        silent.settimeout(60)
+        conn, _ = silent.accept()  # the driver's check of the address waits for an answer
+        with conn:
+            sent = time.monotonic()
+            driver.send_signal(signal.SIGINT)
+            _, err = driver.communicate(timeout=30)
+    assert time.monotonic() - sent < 2.5, err
+    assert driver.returncode == 130 and err.strip() == "Interrupted.", (driver.returncode, err)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_ray_absent_is_one_line(tmp_path: Path) -> None:
@@ -505,7 +683,21 @@ BAD = {
     ),
     "malformed address": (
         ["--executor", "ray", "--ray-address", "head-node"],
-        "Error: --ray-address must be auto or HOST:PORT of a Ray head node (got 'head-node')",
+        "Error: --ray-address must be auto, HOST:PORT of a Ray head node or ray://HOST:PORT "
+        "of its Ray Client server (got 'head-node')",
+    ),
+    "unreachable client address": (
+        ["--executor", "ray", "--ray-address", "ray://127.0.0.1:1"],
+        "Error: --ray-address ray://127.0.0.1:1: no Ray cluster there: Connection refused",
+    ),
+    "cuda on a cluster without GPUs": (
+        ["--executor", "ray", "--set", "device=cuda"],
+        "Error: device: cuda, but the Ray cluster has no GPU (its nodes offer CPUs only): use "
+        "device: auto or cpu, or add GPU nodes",
+    ),
+    "ship code without ray": (
+        ["--ray-ship-code"],
+        "Error: --ray-ship-code needs --executor ray",
     ),
     "address without ray": (
         ["--ray-address", "127.0.0.1:6379"],

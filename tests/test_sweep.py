@@ -218,6 +218,11 @@ BAD: dict[str, tuple[str | None, list[str], list[str]]] = {
         ["--ray-address needs --executor ray"],
     ),
     "max parallel 0": (None, ["--grid", "seeds=1,2", "--max-parallel", "0"], ["at least 1"]),
+    "max parallel without ray": (
+        None,
+        ["--grid", "seeds=1,2", "--max-parallel", "2"],
+        ["--max-parallel needs --executor ray"],
+    ),
     "resume not a sweep": (None, ["--resume", "{tmp}"], ["not a sweep folder"]),
     "resume and grid": (None, ["--resume", "{tmp}", "--grid", "seeds=1,2"], ["alone"]),
 }
@@ -530,3 +535,48 @@ def test_packed_points_share_their_jobs_time_and_the_closing_line_names_the_heat
     closing = " ".join(result.stdout.split())
     assert "sweep_heatmap.png (the heat map)" in closing
     assert (Path(result.stdout.strip().splitlines()[-1]) / "sweep_heatmap.png").is_file()
+
+
+def test_resume_dry_run_lists_the_points_to_run_and_the_lines_count_to_n(
+    swept: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / swept.name
+    shutil.copytree(swept, copy)
+    shutil.rmtree(copy / "points" / "001")
+    (copy / "points" / "003" / "summary.json").unlink()
+    files = sorted((str(p), p.stat().st_mtime_ns) for p in copy.rglob("*"))
+    dry = runner.invoke(app, ["sweep", "--resume", str(copy), "--dry-run"], env={"COLUMNS": "100"})
+    assert dry.exit_code == 0, dry.stderr
+    assert "sweep smoke-lr-n: 4 points, 2 already done, 2 to run (dry run: nothing written)" in (
+        dry.stdout
+    )
+    listed = re.findall(r"^\s+(\d)  train\.lr=", dry.stdout, re.MULTILINE)
+    assert listed == ["1", "3"]
+    assert "job 0: points 1, 3 as one ensemble (8 models)" in dry.stdout
+    assert "estimate: 2 points, 8 models in all" in dry.stdout
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in copy.rglob("*")) == files
+    planned = aaf.sweep(resume=copy, dry_run=True)
+    assert planned.folder is None and planned.check is not None
+    assert [p.status for p in planned.points] == ["completed", "planned", "completed", "planned"]
+    assert len(planned.check.estimates) == 2
+    # The run: [k/N] counts the points finished, the ones done before included.
+    result = runner.invoke(app, ["sweep", "--resume", str(copy)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert [line.split(" (")[0] for line in lines] == ["[3/4] point 1", "[4/4] point 3"]
+    done = runner.invoke(app, ["sweep", "--resume", str(copy), "--dry-run"])
+    assert "4 points, 4 already done, 0 to run" in done.stdout
+    assert "estimate:" not in done.stdout
+
+
+def test_max_parallel_needs_ray_through_the_api_too(swept: Path, tmp_path: Path) -> None:
+    from aaf_cli.sweeps.lock import LOCK_FILE
+
+    with pytest.raises(aaf.UsageError, match=r"^--max-parallel needs --executor ray$"):
+        aaf.sweep(SMOKE, grid={"seeds": [1, 2]}, runs_dir=tmp_path / "runs", max_parallel=2)
+    assert not (tmp_path / "runs").exists()
+    copy = tmp_path / swept.name
+    shutil.copytree(swept, copy)
+    with pytest.raises(aaf.UsageError, match="--max-parallel needs --executor ray"):
+        aaf.sweep(resume=copy, max_parallel=2)
+    assert not (copy / LOCK_FILE).exists()  # the lock a refused resume took is released

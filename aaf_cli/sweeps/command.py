@@ -164,10 +164,20 @@ MaxParallelOpt = Annotated[
 ]
 
 
-def point_line(event: PointEvent) -> str:
-    """One finished point as the progress log says it: ``[3/6] point 2 (lr=0.01): completed
-    in 4.1 s; adaptive x0.8 vs fixed``."""
-    line = f"[{event.index + 1}/{event.count}] point {event.index} ({event.label}): "
+RayShipCodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray-ship-code",
+        help="Send this aaf to the Ray nodes (they need its dependencies, not aaf itself).",
+    ),
+]
+
+
+def point_line(event: PointEvent, finished: int) -> str:
+    """One finished point as the progress log says it: ``[3/6] point 5 (lr=0.01): completed
+    in 4.1 s; adaptive x0.8 vs fixed``, where 3 is ``finished``, the points finished so far
+    (``PointCount``), and 5 the point's index."""
+    line = f"[{finished}/{event.count}] point {event.index} ({event.label}): "
     line += event.status
     if event.packed > 1:  # one job trained them together: its time is theirs
         line += f" (job of {event.packed} packed points: {event.seconds:.1f} s)"
@@ -180,3 +190,35 @@ def point_line(event: PointEvent) -> str:
     if event.error:
         line += f": {event.error}"
     return line
+
+
+class PointCount:
+    """Counts the finished points of one ``aaf sweep`` for the progress lines: those done before
+    a resumed sweep started, then each point as it ends, in whatever order parallel jobs end,
+    so that the last line of a sweep that completes reads ``[N/N]``."""
+
+    def __init__(self, resume: Path | None = None) -> None:
+        self.resume = resume
+        self.finished: int | None = None
+
+    def __call__(self, event: PointEvent) -> int:
+        """The count after ``event`` (a point that ended adds one)."""
+        if self.finished is None:
+            # The first event is a point starting: every point done on disk then was done
+            # before this invocation (the driver holds the folder's lock; nothing else writes).
+            self.finished = done_points(self.resume) if self.resume is not None else 0
+        if event.phase == "done":
+            self.finished += 1
+        return self.finished
+
+
+def done_points(folder: Path) -> int:
+    """How many points of the sweep folder are done (0 where it cannot be read)."""
+    from aaf_cli.errors import RunError
+    from aaf_cli.sweeps import records
+
+    try:
+        record = records.read_record(folder)
+    except RunError:
+        return 0
+    return sum(records.point_status(folder / p.folder) in records.DONE for p in record.points)

@@ -11,6 +11,7 @@ against the soft limits.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -31,6 +32,7 @@ from aaf_cli.sweeps.spec import Axis, Point, SweepPlan, build_configs, parse_dis
 if TYPE_CHECKING:
     from aaf_cli.experiment import ExperimentResult
     from aaf_cli.sweeps.packing import Pack
+    from aaf_cli.sweeps.writing import Item, Written
     from aaf_cli.train import LogRecord
 
 METRICS = ("final", "best")
@@ -100,13 +102,20 @@ class PointEvent:
     packed: int = 1  # points trained in its job (``seconds`` is then the job's, shared)
 
 
-def plan_jobs(plan: SweepPlan, pending: Sequence[int] | None, pack: bool, parts: int) -> list[Pack]:
+def plan_jobs(
+    plan: SweepPlan,
+    pending: Sequence[int] | None,
+    pack: bool,
+    parts: int,
+    memory: int | None = None,
+) -> list[Pack]:
     """The jobs of the ``pending`` points (default: all): packed (``packing.plan_packs``),
-    each pack small enough that its estimated memory stays under the soft limit."""
+    each pack small enough that its estimated memory stays under the soft limit of
+    ``memory`` bytes (default: this machine's; a GPU's where the jobs train on GPUs)."""
     from aaf_cli.budget import MAX_MEMORY_FRACTION, physical_memory
     from aaf_cli.sweeps.packing import plan_packs
 
-    memory = physical_memory()
+    memory = memory or physical_memory()
 
     def fits(points: Sequence[int]) -> bool:
         if not memory:
@@ -117,15 +126,20 @@ def plan_jobs(plan: SweepPlan, pending: Sequence[int] | None, pack: bool, parts:
     return plan_packs(plan.configs, pending, pack=pack, parts=parts, fits=fits)
 
 
-def check_plan(plan: SweepPlan, force: bool = False, pack: bool = True) -> SweepCheck:
+def check_plan(
+    plan: SweepPlan, force: bool = False, pack: bool = True, device_here: bool = True
+) -> SweepCheck:
     """Every check ``aaf run`` makes before training, for every point, and the soft limits
     applied to the whole sweep (its total time, packed as it will run; each point's own
-    size)."""
+    size). ``device_here`` False: the points train elsewhere (Ray nodes, which check their
+    devices themselves), so a ``device`` this machine lacks is no error here."""
     from aaf_cli.checks import preflight
 
     estimates: list[Estimate] = []
     over: list[str] = []
     for point, cfg in zip(plan.points, plan.configs):
+        if not device_here and cfg.device != "cpu":
+            cfg = cfg.model_copy(update={"device": "cpu"})
         checked = preflight(cfg, plan.where(point), force=True)  # errors name the point
         estimates.append(checked.estimate)
         over += [f"point {point.index}: {o}" for o in checked.over_limits]
@@ -243,6 +257,7 @@ class Job:
     configs: tuple[ExperimentConfig, ...]
     labels: tuple[str, ...]
     folders: tuple[Path, ...]
+    finished: float | None = None  # when its results came (``time.monotonic``), if not now
 
 
 #: What an executor reports for a job: its points' results, or the one-line error that failed it.
@@ -259,6 +274,7 @@ class Executor(Protocol):
 
     parallel: int
     parts: int
+    memory: int | None  # what sizes the packs (a GPU's bytes); None: this machine's memory
 
     def run(
         self,
@@ -268,9 +284,9 @@ class Executor(Protocol):
         stop: Callable[[], bool] | None,
     ) -> bool: ...
 
-    def writers(self) -> int | None:
-        """How many processes may write a job's folders when ``done`` reports it: None for
-        every usable core (nothing else trains then)."""
+    def write(self, items: Sequence[Item]) -> list[Written]:
+        """Write a finished job's folders (``writing.write_points``'s items and answers), as
+        the executor can best afford while other jobs train."""
 
     def close(self) -> None:
         """Release what the executor holds (a Ray instance it started); called once."""
@@ -282,6 +298,7 @@ class LocalExecutor:
 
     parallel = 1
     parts = 1
+    memory: int | None = None
 
     def __init__(self, progress: bool = False) -> None:
         self.progress = progress
@@ -289,8 +306,10 @@ class LocalExecutor:
     def close(self) -> None:
         pass
 
-    def writers(self) -> int | None:
-        return None  # one job at a time: the finished one was the only one
+    def write(self, items: Sequence[Item]) -> list[Written]:
+        from aaf_cli.sweeps.writing import write_points
+
+        return write_points(items)  # one job at a time: every core is free for it
 
     def run(
         self,
@@ -363,16 +382,23 @@ def make_executor(
     progress: bool = False,
     ray_address: str | None = None,
     max_parallel: int | None = None,
+    ray_ship_code: bool = False,
+    devices: Sequence[str] = ("cpu",),
 ) -> Executor:
-    """``local`` (in this process) or ``ray`` (``aaf[ray]``); a bad choice is a UsageError."""
+    """``local`` (in this process) or ``ray`` (``aaf[ray]``; ``devices``: the points'
+    ``device`` settings, checked on the nodes); a bad choice is a UsageError."""
     if executor == "local":
         if ray_address is not None:
             raise UsageError("--ray-address needs --executor ray")
+        if max_parallel is not None:
+            raise UsageError("--max-parallel needs --executor ray")
+        if ray_ship_code:
+            raise UsageError("--ray-ship-code needs --executor ray")
         return LocalExecutor(progress)
     if executor == "ray":
         from aaf_cli.sweeps.cluster import RayExecutor
 
-        return RayExecutor(ray_address, max_parallel)
+        return RayExecutor(ray_address, max_parallel, ship=ray_ship_code, devices=devices)
     raise UsageError(f"--executor must be local or ray (got {executor!r})")
 
 
@@ -390,6 +416,8 @@ def run_sweep(
     executor: str = "local",
     ray_address: str | None = None,
     max_parallel: int | None = None,
+    ray_ship_code: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> Path:
     """Run the points that are not done; return the sweep folder.
 
@@ -400,19 +428,45 @@ def run_sweep(
     are rewritten after each job; ``sweep.png`` at the end. ``stop`` (polled every step, as
     ``aaf run`` does) ends the current job after its current step and leaves the rest pending.
     A job that raises one of aaf's errors marks its points ``failed`` (their folders removed)
-    and the sweep goes on.
+    and the sweep goes on. ``on_note`` is told what the user should know but is no error (a
+    cluster without the GPUs ``device: auto`` would use). The driver holds the folder's
+    ``sweep.lock`` (``sweeps.lock``) from before anything in it changes (a resumed sweep: before
+    the checks) to the end: a second driver of the folder is refused, and taking over the lock
+    of a driver that died is a note (with no ``on_note``, a ``SweepLockWarning``).
     """
     if metric is not None and metric not in METRICS:
         raise UsageError(f"--metric must be final or best (got {metric!r})")
     if max_parallel is not None and max_parallel < 1:
         raise UsageError(f"--max-parallel must be at least 1 (got {max_parallel})")
-    check_plan(plan, force, pack)
-    runner = make_executor(
-        executor, progress=progress, ray_address=ray_address, max_parallel=max_parallel
-    )
+    from aaf_cli.sweeps.lock import SweepLock
+
+    lock = SweepLock(resume[0], on_note) if resume is not None else None
+    try:
+        if lock is not None:  # a resumed sweep: before anything in its folder changes
+            lock.acquire()
+        check_plan(plan, force, pack, device_here=executor != "ray")
+        runner = make_executor(
+            executor,
+            progress=progress,
+            ray_address=ray_address,
+            max_parallel=max_parallel,
+            ray_ship_code=ray_ship_code,
+            devices=sorted({c.device for c in plan.configs}),
+        )
+        if stop is not None and stop():  # Ctrl-C while the executor started: nothing is made
+            runner.close()
+            raise KeyboardInterrupt
+        for note in getattr(runner, "notes", []):
+            if on_note is not None:
+                on_note(note)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     if resume is None:
         try:
             folder = new_run_dir(Path(runs_dir), plan.name)
+            lock = SweepLock(folder, on_note).acquire()
         except BaseException:
             runner.close()
             raise
@@ -437,63 +491,65 @@ def run_sweep(
             tuple(plan.points[i].label for i in p.points),
             tuple(folder / entries[i].folder for i in p.points),
         )
-        for p in plan_jobs(plan, pending, pack, parts)
+        for p in plan_jobs(plan, pending, pack, parts, runner.memory)
     ]
     started: dict[int, tuple[datetime, float]] = {}
+
+    # The record and the progress callbacks are shared by the executor's loop (``begin``) and
+    # its writer thread (``done``): one at a time. A job's folders are written outside it.
+    state = threading.RLock()
 
     def begin(job: Job) -> None:
         from aaf_cli.pipeline import start_run
 
-        for i, path, cfg, label in zip(job.pack.points, job.folders, job.configs, job.labels):
-            if path.exists():
-                shutil.rmtree(path)  # a run cut off before its summary: it starts again
-            path.mkdir(parents=True)
-            start_run(path, cfg, plan.base_source, plan.point_overrides(i))
-            entries[i].status, entries[i].error = "running", None
-            started[i] = (datetime.now(), time.monotonic())
-            if on_point is not None:
-                on_point(PointEvent("start", i, count, label, path))
+        with state:
+            for i, path, cfg, label in zip(job.pack.points, job.folders, job.configs, job.labels):
+                if path.exists():
+                    shutil.rmtree(path)  # a run cut off before its summary: it starts again
+                path.mkdir(parents=True)
+                start_run(path, cfg, plan.base_source, plan.point_overrides(i))
+                entries[i].status, entries[i].error = "running", None
+                started[i] = (datetime.now(), time.monotonic())
+                if on_point is not None:
+                    on_point(PointEvent("start", i, count, label, path))
 
     def done(job: Job, results: list[ExperimentResult] | None, error: str | None) -> None:
-        from aaf_cli.sweeps.writing import write_points
-
-        for k, (i, path, label) in enumerate(zip(job.pack.points, job.folders, job.labels)):
-            if i not in started:  # finished by a worker before the driver saw it start
-                begin(replace(job, pack=Pack((i,), 0), configs=(job.configs[k],),
-                              labels=(label,), folders=(path,)))  # fmt: skip
-        # The job's time, from its first point's start to its results: one time for a pack.
-        trained = time.monotonic() - min(started[i][1] for i in job.pack.points)
+        with state:
+            for k, (i, path, label) in enumerate(zip(job.pack.points, job.folders, job.labels)):
+                if i not in started:  # finished by a worker before the driver saw it start
+                    begin(replace(job, pack=Pack((i,), 0), configs=(job.configs[k],),
+                                  labels=(label,), folders=(path,)))  # fmt: skip
+            # The job's time, from its first point's start to its results: one for a pack.
+            end = job.finished if job.finished is not None else time.monotonic()
+            trained = end - min(started[i][1] for i in job.pack.points)
         if results is None:
-            written: list[tuple[dict[str, Any] | None, str | None]] = [
-                (None, error or "failed")
-            ] * len(job.folders)
-        else:
-            # Jobs still in flight (Ray) hold their cores: write on the ones they leave.
-            written = write_points(
+            written: list[Written] = [(None, error or "failed")] * len(job.folders)
+        else:  # as the executor affords it while its other jobs train
+            written = runner.write(
                 [
                     (path, r, started[i][0])
                     for i, path, r in zip(job.pack.points, job.folders, results)
-                ],
-                workers=runner.writers(),
+                ]
             )
-        for i, path, label, (summary, failure) in zip(
-            job.pack.points, job.folders, job.labels, written
-        ):
-            entry = entries[i]
-            if summary is None:
-                shutil.rmtree(path, ignore_errors=True)
-                entry.status, entry.error = "failed", failure
-            else:
-                entry.status, entry.error = str(summary.get("status", "completed")), None
-            if on_point is not None:
-                on_point(
-                    PointEvent(
-                        "done", i, count, label, path, entry.status, trained,
-                        tuple((summary or {}).get("comparisons", [])), entry.error,
-                        len(job.pack.points),
-                    )
-                )  # fmt: skip
-        records.write_state(folder, record)
+        with state:
+            for i, path, label, (summary, failure) in zip(
+                job.pack.points, job.folders, job.labels, written
+            ):
+                entry = entries[i]
+                if summary is None:
+                    shutil.rmtree(path, ignore_errors=True)
+                    entry.status, entry.error = "failed", failure
+                else:
+                    entry.status, entry.error = str(summary.get("status", "completed")), None
+                if on_point is not None:
+                    on_point(
+                        PointEvent(
+                            "done", i, count, label, path, entry.status, trained,
+                            tuple((summary or {}).get("comparisons", [])), entry.error,
+                            len(job.pack.points),
+                        )
+                    )  # fmt: skip
+            records.write_state(folder, record)
 
     stopped = False
     try:
@@ -520,8 +576,12 @@ def run_sweep(
             record.status = "failed"
         else:
             record.status = "partial"
-        rows = records.write_state(folder, record)
-        _figures(folder, record, rows)
+        try:
+            rows = records.write_state(folder, record)
+            _figures(folder, record, rows)
+        finally:
+            if lock is not None:
+                lock.release()
     return folder
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from aaf_cli.models import AnyEnsemble, ModelSpec
 from aaf_cli.problems.base import is_logged_value
 from aaf_cli.targets import Dataset
 from aaf_cli.train import LogRecord, TrainResult
+
+if TYPE_CHECKING:
+    from aaf_cli.resume import Checkpoints
 
 #: Most models one packed group trains (memory grows with it; more points make more groups).
 MAX_PACK_MODELS = 4096
@@ -275,6 +278,7 @@ def train_pack(
     data: Dataset | None = None,
     on_tuning_log: Callable[[list[LogRecord]], None] | None = None,
     on_phase: Callable[[str, Sequence[ExperimentConfig]], None] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> list[ExperimentResult]:
     """Train the points of one pack (``plan_packs``) as one experiment; one result per point,
     equal to what ``experiment.run_experiment`` gives for that point alone.
@@ -292,6 +296,10 @@ def train_pack(
         threads: the thread count (default: ``pack_threads``).
         data: the first point's data when already made (``checks.preflight``).
         on_phase: told ``tuning`` and ``evaluation`` (with that phase's configs) as each starts.
+        checkpoints: where the pack's training saves its state and resumes from
+            (``aaf_cli.resume``): a rerun of the same pack with a fresh ``Checkpoints`` on the
+            same store and job goes on from the last save and gives the same results. Each
+            training of the pack (a tuning phase, a controls stage, the evaluation) is a stage.
     """
     from aaf_cli.controls import train_controlled
 
@@ -308,7 +316,7 @@ def train_pack(
     ) -> list[ExperimentResult]:
         # The given data was made for the points' own seeds (it matters with target.resample).
         given = data if test or not phase[0].problem_section().per_seed else None
-        return _train_pack(phase, labels, log, stop, threads, given, test)
+        return _train_pack(phase, labels, log, stop, threads, given, test, checkpoints)
 
     return train_controlled(
         configs, trainer, on_log=on_log, on_tuning_log=on_tuning_log, on_phase=on_phase
@@ -323,9 +331,10 @@ def _train_pack(
     threads: int | ThreadChoice | None,
     data: Dataset | None,
     test: bool,
+    checkpoints: Checkpoints | None = None,
 ) -> list[ExperimentResult]:
     """One pack of untuned configs as one experiment (``train_pack``); ``test`` False: no
-    test data (a tuning phase)."""
+    test data (a tuning phase); ``checkpoints``: the pack's (``train_pack``)."""
     groups, rows = pack_members(configs)
     indices = [torch.tensor(r, dtype=torch.long) for r in rows]
     forward: Callable[[LogRecord], None] | None = None
@@ -349,6 +358,7 @@ def _train_pack(
         groups=groups,
         threads=pack_threads(configs, threads),
         test=test,
+        checkpoints=checkpoints,
     )
     names = list(labels) or [c.name for c in configs]
     return split(exp, configs, rows, names)
