@@ -717,12 +717,14 @@ class RayExecutor:
         watch = LostTasks(LOST_SECONDS)
         from concurrent.futures import ThreadPoolExecutor
 
+        from aaf_cli.budget import usable_cores
         from aaf_cli.sweeps.writing import WriterPool
 
         # Started beside the first jobs (its fork server imports the writing code for
         # seconds), so that its processes are ready (imports, fonts) when results come.
         starter = ThreadPoolExecutor(1, thread_name_prefix="aaf-writer-start")
-        self.pool = starter.submit(WriterPool)
+        points = sum(len(job.folders) for job in jobs)
+        self.pool = starter.submit(WriterPool, min(usable_cores(), max(points, 1)))
         starter.shutdown(wait=False)
         writer = Writer(done)
         store = checkpoint_store()

@@ -175,7 +175,8 @@ class WriterPool:
     """Processes from a fork server that write the points of every job of a sweep on Ray, as
     they finish (``write``, from any thread; the points of jobs that finish together share the
     processes). Started with the first jobs, so its processes (the writing code imported,
-    fonts loaded) are ready when their results come; one process per usable core."""
+    fonts loaded) are ready when their results come; ``workers`` processes (default: one per
+    usable core)."""
 
     def __init__(self, workers: int | None = None) -> None:
         from aaf_cli.budget import usable_cores
