@@ -1,13 +1,21 @@
 """The Ray executor: each packed job of a sweep is one Ray task, on this machine or a cluster.
 
-``RayExecutor`` connects in its constructor, so that every error (Ray not installed, an
-unreachable address) comes before the sweep folder exists: no address starts a local Ray
-instance for the sweep (stopped in ``close``), ``auto`` joins the cluster that ``ray start``
-runs on this machine, ``HOST:PORT`` the one whose head listens there. Tasks return their
-points' results (``packing.train_pack``) and the driver writes every folder, so the nodes need
-the same ``aaf`` installed but no shared filesystem.
+``RayExecutor`` connects and checks every node in its constructor, so that every error (Ray
+not installed, an unreachable address, a node that cannot run the sweep) comes before the sweep
+folder exists: no address starts a local Ray instance for the sweep (stopped in ``close``),
+``auto`` joins the cluster that ``ray start`` runs on this machine, ``HOST:PORT`` the one whose
+head listens there, ``ray://HOST:PORT`` its Ray Client server. ``preflight`` runs one small
+task per node (``nodes.report``): its ``aaf`` must be the driver's code (file digests), from
+its own install, with the driver's torch release and, where the points may use GPUs, working
+CUDA devices; ``--ray-ship-code`` sends the driver's package with the job instead. Tasks return
+their points' results compactly (``payload``) and the driver writes every folder, on writer
+threads and a pool of processes (``WriterPool``) while other jobs train, so the nodes need no
+shared filesystem and never wait for the figures. A job saves its training state to a
+``CheckpointStore`` actor on the driver's node every ``CHECKPOINT_SECONDS``; a task that Ray
+reruns resumes from there (``aaf_cli.resume``).
 
-Threads: ``parallel`` jobs run at once (``--max-parallel``, default one per CPU Ray offers);
+Threads: ``parallel`` jobs run at once (``--max-parallel``, default one per CPU Ray offers, or
+per GPU when the jobs train on GPUs, one each);
 each task reserves ``cpus`` CPUs (``task_threads``: the most that let ``parallel`` tasks, or
 as many as there are jobs if fewer, fit on the nodes at once) and trains on at most that many
 threads, so parallel tasks never oversubscribe a node's cores (idle OpenMP threads spinning
