@@ -545,15 +545,13 @@ def _planned_resume(
     from dataclasses import replace
 
     from aaf_cli.sweeps import records
-    from aaf_cli.sweeps.local import SweepCheck, pack_estimate, plan_jobs
+    from aaf_cli.sweeps.local import SweepCheck, packed_seconds, plan_jobs
     from aaf_cli.sweeps.result import Tuned
 
     status = {p.index: records.point_status(folder / p.folder) for p in record.points}
     todo = [p.index for p in record.points if status[p.index] not in records.DONE]
     packs = plan_jobs(plan, todo, pack, 1)
-    packed = None
-    if pack and len(packs) < len(todo):
-        packed = sum(pack_estimate([plan.configs[i] for i in p.points]).seconds for p in packs)
+    packed = packed_seconds(plan, packs, len(todo)) if pack else None
     estimates = [check.estimates[i] for i in todo]
     planned = Sweep.planned(plan, SweepCheck(estimates, check.over_limits, packs, packed))
     folders = {p.index: folder / p.folder for p in record.points}

@@ -653,7 +653,6 @@ class RayExecutor:
             except BaseException:
                 self.close()
                 raise
-        self.reports = checked.reports
         # GPUs: one per task, on the nodes whose check saw them work; packs sized to them.
         gpu_nodes = [n for n in alive if checked.reports.get(n["NodeID"], {}).get("gpu")]
         self.gpus = int(sum(float(n["Resources"].get("GPU", 0.0)) for n in gpu_nodes))

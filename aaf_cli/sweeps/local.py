@@ -126,6 +126,14 @@ def plan_jobs(
     return plan_packs(plan.configs, pending, pack=pack, parts=parts, fits=fits)
 
 
+def packed_seconds(plan: SweepPlan, packs: Sequence[Pack], points: int) -> float | None:
+    """The training time of ``points`` points run as ``packs`` (one after another), or None
+    when packing made no job of several points."""
+    if len(packs) >= points:
+        return None
+    return sum(pack_estimate([plan.configs[i] for i in p.points]).seconds for p in packs)
+
+
 def check_plan(
     plan: SweepPlan, force: bool = False, pack: bool = True, device_here: bool = True
 ) -> SweepCheck:
@@ -148,11 +156,9 @@ def check_plan(
         estimates.append(checked.estimate)
         over += [f"evaluation run: {o}" for o in checked.over_limits]
     packs = plan_jobs(plan, None, pack, 1)
-    packed = None
-    if pack and len(packs) < len(plan.points):
-        packed = sum(pack_estimate([plan.configs[i] for i in p.points]).seconds for p in packs)
-        if plan.evaluation is not None:
-            packed += estimates[-1].seconds
+    packed = packed_seconds(plan, packs, len(plan.points)) if pack else None
+    if packed is not None and plan.evaluation is not None:
+        packed += estimates[-1].seconds
     check = SweepCheck(estimates, over, packs, packed)
     if check.seconds > MAX_HOURS * 3600:
         over.append(f"estimated total time over {MAX_HOURS:g} h")
@@ -275,6 +281,7 @@ class Executor(Protocol):
     parallel: int
     parts: int
     memory: int | None  # what sizes the packs (a GPU's bytes); None: this machine's memory
+    notes: list[str]  # what the user should know of where the jobs run (no error)
 
     def run(
         self,
@@ -302,6 +309,7 @@ class LocalExecutor:
 
     def __init__(self, progress: bool = False) -> None:
         self.progress = progress
+        self.notes: list[str] = []
 
     def close(self) -> None:
         pass
@@ -456,7 +464,7 @@ def run_sweep(
         if stop is not None and stop():  # Ctrl-C while the executor started: nothing is made
             runner.close()
             raise KeyboardInterrupt
-        for note in getattr(runner, "notes", []):
+        for note in runner.notes:
             if on_note is not None:
                 on_note(note)
     except BaseException:

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,6 @@ class Local:
     digests: dict[str, str]
     torch: str | None
     shipped: bool = False  # the driver's package is sent to the nodes (``--ray-ship-code``)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def here(cls, shipped: bool = False) -> Local:
