@@ -48,16 +48,17 @@ def exited_pid() -> int:
 
 def holding(folder: Path) -> tuple[subprocess.Popen[str], int]:
     """A Python process that takes the folder's lock, forks a child that sleeps, and sleeps:
-    the process and its child's pid."""
+    the process and its child's pid. The child prints its pid once ``fork`` has returned in it
+    (its at-fork handlers have run): on a loaded machine it may be scheduled long after the
+    parent, and until then its copy of the descriptor would keep the lock."""
     script = textwrap.dedent("""
         import os, sys, time
         from aaf_cli.sweeps.lock import SweepLock
         lock = SweepLock(sys.argv[1]).acquire()
-        forked = os.fork()
-        if forked == 0:
+        if os.fork() == 0:
+            print(os.getpid(), flush=True)
             time.sleep(60)
             os._exit(0)
-        print(forked, flush=True)
         time.sleep(60)
     """)
     child = subprocess.Popen(
