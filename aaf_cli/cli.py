@@ -146,6 +146,15 @@ def run(
             raise typer.Exit(EXIT_INTERRUPTED)
 
 
+def _quiet_finalizers() -> None:
+    """An abort raises KeyboardInterrupt wherever the program is, in the middle of an object's
+    ``__init__`` too (pyparsing's, while matplotlib builds its mathtext parser, was seen): that
+    half-built object's ``__del__`` then fails when it is collected, and Python would print its
+    traceback under "Aborting now.". The process is ending at the user's request: such errors
+    are dropped."""
+    sys.unraisablehook = lambda unraisable: None
+
+
 @contextmanager
 def _interruptible() -> Iterator[Callable[[], bool]]:
     """Ctrl-C or SIGTERM asks training to stop after the current step (the results so far are
@@ -157,6 +166,7 @@ def _interruptible() -> Iterator[Callable[[], bool]]:
     def handler(signum: int, frame: Any) -> None:
         if requested:
             typer.echo("Aborting now.", err=True)
+            _quiet_finalizers()
             raise KeyboardInterrupt
         requested.append(signum)
         typer.echo("Stopping after this step (Ctrl-C again to abort)...", err=True)
@@ -613,6 +623,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
+        _quiet_finalizers()
         typer.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:

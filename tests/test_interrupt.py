@@ -73,3 +73,48 @@ def test_metrics_are_on_disk_while_training(tmp_path: Path) -> None:
     execute(cfg, tmp_path, on_log=on_log, flush_every=0.0)
     # Each flush holds every record up to and including the one being logged.
     assert seen == {40: [0, 20, 40], 80: [0, 20, 40, 60, 80]}
+
+
+# An object whose __init__ the second Ctrl-C interrupts, and whose __del__ then fails (as
+# pyparsing's Forward does when matplotlib builds its mathtext parser at that moment).
+FRAGILE = """
+import os, signal, sys
+from aaf_cli import cli
+
+class Fragile:
+    def __init__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs before the next line
+        self.expr = None
+
+    def __del__(self):
+        self.expr
+
+def interrupted():
+    with cli._interruptible() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: stop after this step
+        assert stop()
+        Fragile()  # the second, in the middle of building it
+
+if sys.argv[1] == "abort":
+    try:
+        interrupted()
+    except KeyboardInterrupt:
+        sys.exit(130)
+else:  # a Ctrl-C that reaches the entry point itself
+    sys.argv = ["aaf", "--help"]
+    cli.app = lambda: Fragile()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cli.main()
+"""
+
+
+def test_an_abort_inside_an_objects_init_prints_no_traceback() -> None:
+    """Neither the second Ctrl-C nor one that reaches the entry point prints the traceback of
+    a half-built object's failing ``__del__``."""
+    for how, last in [("abort", "Aborting now."), ("main", "Interrupted.")]:
+        out = subprocess.run(
+            [sys.executable, "-c", FRAGILE, how], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 130, out.stderr
+        assert out.stderr.strip().splitlines()[-1] == last, out.stderr
+        assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
