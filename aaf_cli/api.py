@@ -495,37 +495,35 @@ def sweep(
             )
         folder = Path(resume)
         plan, record = plan_of(folder)
-        if dry_run:
-            return _planned_resume(folder, plan, record, check_plan(plan, force, pack), pack)
-        run_sweep(
-            plan, folder.parent, metric=metric, force=force, progress=progress, stop=stop,
-            on_point=on_point, resume=(folder, record), pack=pack, executor=executor,
-            ray_address=ray_address, max_parallel=max_parallel, ray_ship_code=ray_ship_code,
-            on_note=on_note,
-        )  # fmt: skip
-        return Sweep.open(folder)
-    plan = plan_sweep(
-        config_or_sweep_file,
-        grid=grid,
-        random_axes=random,
-        samples=samples,
-        sweep_seed=sweep_seed,
-        overrides=overrides,
-        name=name,
-        tune=tune,
-        tune_seeds=tune_seeds,
-        eval_seeds=eval_seeds,
-    )
-    if dry_run:
-        return Sweep.planned(plan, check_plan(plan, force, pack))
+        base, resumed = folder.parent, (folder, record)
+    else:
+        plan = plan_sweep(
+            config_or_sweep_file,
+            grid=grid,
+            random_axes=random,
+            samples=samples,
+            sweep_seed=sweep_seed,
+            overrides=overrides,
+            name=name,
+            tune=tune,
+            tune_seeds=tune_seeds,
+            eval_seeds=eval_seeds,
+        )
+        base, resumed = Path(runs_dir), None
+    if dry_run:  # checked as the sweep would check it (on Ray, the nodes check devices)
+        check = check_plan(plan, force, pack, device_here=executor != "ray")
+        if resumed is not None:
+            return _planned_resume(*resumed, plan, check, pack)
+        return Sweep.planned(plan, check)
     folder = run_sweep(
         plan,
-        Path(runs_dir),
+        base,
         metric=metric,
         force=force,
         progress=progress,
         stop=stop,
         on_point=on_point,
+        resume=resumed,
         pack=pack,
         executor=executor,
         ray_address=ray_address,
@@ -537,7 +535,7 @@ def sweep(
 
 
 def _planned_resume(
-    folder: Path, plan: SweepPlan, record: SweepRecord, check: SweepCheck, pack: bool
+    folder: Path, record: SweepRecord, plan: SweepPlan, check: SweepCheck, pack: bool
 ) -> Sweep:
     """The dry run of ``sweep(resume=folder)``: the points it would run (not done: pending,
     failed, interrupted) ``planned``, the done ones with their status; the estimate and the

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -279,6 +280,16 @@ def test_dry_run_prints_points_and_estimate_and_writes_nothing(tmp_path: Path) -
     assert runner.invoke(app, big).exit_code == 0
     over = runner.invoke(app, [*big[:-1], "--set", "train.steps=300000", "--dry-run"])
     assert over.exit_code == 2 and "--force" in over.stderr and "point 0" in over.stderr
+    assert not runs_dir.exists()
+    # device: cuda on a machine without CUDA: refused here, checked on the nodes on Ray (as
+    # the sweep itself does; the dry run connects to no cluster).
+    cuda = [*args, "--set", "device=cuda"]
+    if not torch.cuda.is_available():
+        refused = runner.invoke(app, cuda)
+        assert refused.exit_code == 2 and "cuda" in refused.stderr, refused.stderr
+    on_ray = runner.invoke(app, [*cuda, "--executor", "ray"], env={"COLUMNS": "100"})
+    assert on_ray.exit_code == 0, on_ray.stderr
+    assert "4 points (dry run: nothing written)" in on_ray.stdout
     assert not runs_dir.exists()
 
 

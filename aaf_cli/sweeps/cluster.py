@@ -837,8 +837,11 @@ class Writer:
 
     def check(self) -> None:
         """Raise the error of a report that failed; forget the ones that succeeded."""
-        finished = [f for f in self.futures if f.done()]
-        self.futures = [f for f in self.futures if not f.done()]
+        finished: list[Any] = []
+        pending: list[Any] = []
+        for future in self.futures:  # one look each: one that ends meanwhile is in one list
+            (finished if future.done() else pending).append(future)
+        self.futures = pending
         for future in finished:
             future.result()
 
