@@ -557,7 +557,7 @@ def sweep(
         from aaf_cli import api
         from aaf_cli.sweeps.spec import options, parse_grid_option, parse_random_option
 
-        count = PointCount(resume)
+        count = PointCount()
 
         def on_point(event: Any) -> None:
             finished = count(event)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -10,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from aaf_cli import plots, runs
 from aaf_cli.checks import Checked, preflight
@@ -35,6 +32,7 @@ from aaf_cli.results import (
     compare_pairs,
     summarise,
 )
+from aaf_cli.resume import dumps
 from aaf_cli.stats import verdict
 from aaf_cli.train import LogRecord
 
@@ -363,9 +361,7 @@ def write_checkpoints(folder: Path, cfg: ExperimentConfig, exp: ExperimentResult
             "seeds": [exp.members[i].seed for i in indices],
             "state_dicts": [group.state_dict_of(j) for group, j in located],
         }
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        runs.write_atomic(target / f"{v.name}.pt", buffer.getvalue())
+        runs.write_atomic(target / f"{v.name}.pt", dumps(payload))
 
 
 def config_header(source: str, overrides: Sequence[str]) -> str:

@@ -746,10 +746,11 @@ def print_sweep(
     the sweep folder first (``aaf sweep`` prints it last instead)."""
     from rich.text import Text
 
+    from aaf_cli.sweeps.records import DONE
     from aaf_cli.sweeps.spec import short_text
 
     out = out or console()
-    done = sum(1 for p in sweep.points if p.status in ("completed", "diverged"))
+    done = sum(1 for p in sweep.points if p.status in DONE)
     head = f"sweep {sweep.name}: {done}/{len(sweep.points)} points done, status {sweep.status}"
     if not folder or sweep.folder is None:
         pass
@@ -864,6 +865,8 @@ def _ranges(indices: Sequence[int]) -> str:
 def print_sweep_plan(sweep: Any, out: Console | None = None) -> None:
     """``aaf sweep --dry-run``: the values of every point that would run, and their size (a
     resumed sweep: its points that are not done, and how many are)."""
+    from aaf_cli.sweeps.records import DONE
+
     out = out or console()
     todo = [p for p in sweep.points if p.status == "planned"]
     done = len(sweep.points) - len(todo)
@@ -879,7 +882,7 @@ def print_sweep_plan(sweep: Any, out: Console | None = None) -> None:
     for p in todo:
         _say(out, f"{p.index:>{width}d}  {p.label}")
     tuned = getattr(sweep, "tuned", None)
-    if tuned is not None and tuned.status not in ("completed", "diverged"):
+    if tuned is not None and tuned.status not in DONE:
         _say(out, "then the tuned evaluation run (tuned/)", indent="")
     packs = sweep.check.packs if sweep.check is not None else []
     if packs and len(packs) < len(todo):

@@ -689,7 +689,8 @@ class _DeviceStep:
 
     A few warm-up steps run first (they compile, and a capture needs them; on CUDA on a side
     stream); the parameters, the optimiser's state and the bookkeeping are restored after them,
-    so training starts from the same state as in eager mode.
+    so training starts from the same state as in eager mode, at step ``at`` of the phase (a
+    resumed one: where its checkpoint was saved).
     """
 
     WARMUP = 3
@@ -702,6 +703,7 @@ class _DeviceStep:
         cfg: TrainConfig,
         device: torch.device,
         offset: int = 0,
+        at: int = 0,
     ) -> None:
         self.body = body
         self.device = device
@@ -727,7 +729,7 @@ class _DeviceStep:
             with torch.no_grad():
                 for t, s in zip(state, saved):
                     t.copy_(s)
-                self.schedule.index.zero_()
+                self.schedule.index.fill_(at)
 
     def capture(self) -> None:
         """Capture the step as one CUDA graph; replays then run the graph. Off CUDA nothing is
@@ -899,6 +901,11 @@ class _SearchRecord:
     stopped: list[str | None]
 
 
+def _search_records(searches: Sequence[_Searched]) -> list[_SearchRecord]:
+    """A snapshot of the L-BFGS phases' records (their optimisers go on changing)."""
+    return [_SearchRecord(s.rounds, list(s.stopped)) for s in searches]
+
+
 class _Phase:
     """One training phase's stepper: ``step`` measures the losses of ``step`` (the data metric
     and logged values), does the bookkeeping and (``update``) one update; ``peek`` measures
@@ -1018,18 +1025,25 @@ class _Phasing:
     def compile_failed(self, exc: BaseException) -> None:
         """Train eagerly from here on, and say why."""
         self.extra["compile_error"] = reason(exc)
+        self.eager()
+
+    def eager(self) -> None:
+        """Train eagerly from here on."""
         self.goal.prepare_compile(self.model, on=False)
         self.compiling = False
 
-    def stepper(self, k: int, opt: Optimizer) -> _Phase:
+    def stepper(self, k: int, opt: Optimizer, at: int = 0) -> _Phase:
+        """The stepper of phase ``k`` from its step ``at`` on (L-BFGS phases: from their
+        start)."""
         from aaf_cli.lbfgs import StackedLBFGS  # it builds on this module
 
         if isinstance(opt, StackedLBFGS):
             return self.quasi_newton(k, opt)
-        return self.first_order(k, opt)
+        return self.first_order(k, opt, at)
 
-    def first_order(self, k: int, opt: StackedAdam | StackedSGD) -> _Phase:
-        """The stepper of a first-order phase: eager, compiled and/or graph-captured."""
+    def first_order(self, k: int, opt: StackedAdam | StackedSGD, at: int = 0) -> _Phase:
+        """The stepper of a first-order phase from its step ``at`` on: eager, compiled and/or
+        graph-captured (a device-side step counts from ``at``)."""
         phase, book = self.phases[k], self.book
         device_step: _DeviceStep | None = None
         if self.compiling:
@@ -1043,7 +1057,7 @@ class _Phasing:
                     fused = fused_step(self.losses, self.parts, opt, book, self.threshold)
                     compiled = compile_once(fused, self.structure())
                     device_step = _DeviceStep(
-                        compiled, opt, book, phase, self.device, self.starts[k]
+                        compiled, opt, book, phase, self.device, self.starts[k], at
                     )
             except Exception as exc:
                 self.compile_failed(exc)
@@ -1065,7 +1079,7 @@ class _Phasing:
                         return stepper.body(index, factor, True, corrections)
 
                     stepper.device_step = _DeviceStep(
-                        replayed, opt, book, phase, self.device, self.starts[k]
+                        replayed, opt, book, phase, self.device, self.starts[k], at
                     )
                 stepper.device_step.capture()
             except Exception as exc:
@@ -1386,23 +1400,19 @@ def train(
         records.extend(state["records"])
         extra.update(state["extra"])
         done_before = state["done_before"].clone()
-        searches = [_SearchRecord(rounds, list(stopped)) for rounds, stopped in state["searches"]]
+        searches = list(state["searches"])
         if phasing.compiling and not state["compiling"]:  # a compile failed before the save
-            goal.prepare_compile(model, on=False)
-            phasing.compiling = False
+            phasing.eager()
         ended = state["ended"]
         if ended is not None:  # saved at the phase's end: the next starts at this step
-            done = [_SearchRecord(r, list(s)) for r, s in ended["searches"]]
-            current = _Ended(losses, list(ended["evals"]), list(done))
+            current = _Ended(losses, list(ended["evals"]), list(ended["searches"]))
         else:
             if phase_index > 0:
                 optimizer = new_optimizer(phase_index)
             assert not isinstance(optimizer, StackedLBFGS)
             optimizer.load_state_dict(state["optimizer"])
-            current = phasing.stepper(phase_index, optimizer)
-            if isinstance(current, _FirstOrder) and current.device_step is not None:
-                # The compiled or captured step reads its step counter from the device.
-                current.device_step.schedule.index.fill_(first - starts[phase_index])
+            # A compiled or captured step reads its step counter from the device.
+            current = phasing.stepper(phase_index, optimizer, first - starts[phase_index])
     # The clock of training: a later phase's compile is left out of it, as the first's is.
     start = time.perf_counter() - elapsed
     if on_log is not None:
@@ -1463,7 +1473,7 @@ def train(
             "records": list(records),
             "extra": dict(extra),
             "done_before": done_before.clone(),
-            "searches": [(s.rounds, list(s.stopped)) for s in searches],
+            "searches": _search_records(searches),
             "compiling": phasing.compiling,
             "ended": None,
             "optimizer": None,
@@ -1471,7 +1481,7 @@ def train(
         if ended:
             state["ended"] = {
                 "evals": current.final(step),
-                "searches": [(s.rounds, list(s.stopped)) for s in current.searched()],
+                "searches": _search_records(current.searched()),
             }
         else:
             assert not isinstance(optimizer, StackedLBFGS)

@@ -97,8 +97,10 @@ def start_cluster(temp: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
                 env=env,
             )
         )
+        deadline = time.monotonic() + 120
         while b"block forever" not in log.read_bytes():
-            if nodes[-1].poll() is not None:
+            if nodes[-1].poll() is not None or time.monotonic() > deadline:
+                stop_cluster(nodes)
                 raise SystemExit(f"ray start failed: {log.read_text()}")
             time.sleep(0.1)
     return f"127.0.0.1:{port}", nodes
@@ -108,7 +110,11 @@ def stop_cluster(nodes: list[subprocess.Popen[bytes]]) -> None:
     for node in nodes:
         node.terminate()
     for node in nodes:
-        node.wait(timeout=60)
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
 
 
 def shell_loop(
@@ -199,11 +205,12 @@ def main() -> None:
             run_rounds(args, cases, times, training, results, Path(tmp))
         finally:
             stop_cluster(nodes)
-        reference = results.get("sequential", results["packed"])
+        ref = "sequential" if "sequential" in results else "packed"
+        reference = results[ref]
         for name, got in results.items():
-            assert got.keys() == reference.keys(), f"{name}: other points than sequential"
+            assert got.keys() == reference.keys(), f"{name}: other points than {ref}"
             worst = max(abs(got[k] - v) / abs(v) for k, v in reference.items())
-            print(f"  {name}: largest relative difference of a final test MSE vs sequential "
+            print(f"  {name}: largest relative difference of a final test MSE vs {ref} "
                   f"{worst:.1e}")  # fmt: skip
     median = {name: statistics.median(t) for name, t in times.items()}
     trained = {name: statistics.median(t) for name, t in training.items()}

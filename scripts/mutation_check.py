@@ -1264,7 +1264,7 @@ CATALOGUE: tuple[Mutant, ...] = (
     mutant(
         "train.warmup-index-not-reset",
         T,
-        "                self.schedule.index.zero_()\n",
+        "                self.schedule.index.fill_(at)\n",
         "",
         "the warm-up steps of a device-side step are undone but not its step counter: training "
         "starts with the schedule factor and bias corrections of step 3",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +35,21 @@ def only_run(runs_dir: Path) -> Path:
     folders = [p for p in runs_dir.iterdir() if p.is_dir()]
     assert len(folders) == 1, folders
     return folders[0]
+
+
+def metrics_text(exp: Any) -> str:
+    """An experiment's ``metrics.csv`` and ``parameters.csv`` as a run folder holds them."""
+    from aaf_cli import runs
+    from aaf_cli.experiment import tidy
+
+    series, _ = tidy(exp)
+    return runs.metrics_csv(series) + runs.parameters_csv(series)
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """A copy of ``folder`` under ``tmp_path``, by the same name (mtimes kept)."""
+    import shutil
+
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy)  # copy2: mtimes kept
+    return copy

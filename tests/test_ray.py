@@ -147,8 +147,11 @@ class Killer(threading.Thread):
             for pid, cmd in processes().items():
                 if not cmd.startswith("ray::train_job"):
                     continue
-                due = self.ready() if self.saved else now - first_seen.setdefault(pid, now)
-                if (due is True) or (not self.saved and due >= self.after_s):
+                if self.saved:
+                    due = self.ready()
+                else:
+                    due = now - first_seen.setdefault(pid, now) >= self.after_s
+                if due:
                     os.kill(pid, signal.SIGKILL)
                     self.killed = pid
                     return

@@ -17,12 +17,13 @@ import torch
 
 from aaf_cli import runs
 from aaf_cli.config import ExperimentConfig, load_config
-from aaf_cli.experiment import ExperimentResult, run_experiment, tidy
+from aaf_cli.experiment import ExperimentResult, run_experiment
 from aaf_cli.resume import Checkpoints, MemoryStore, dumps, loads
 from aaf_cli.sweeps.packing import plan_packs, train_pack
 from aaf_cli.train import LogRecord
 
 from .conftest import CONFIGS, SMOKE
+from .conftest import metrics_text as metrics
 
 F64 = ["seeds=2", "dtype=float64", "train.log_every=5", "threads=1"]
 #: The entries of ``TrainResult.extra`` that a checkpointed run adds.
@@ -171,11 +172,6 @@ def same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.numpy().tobytes() == b.numpy().tobytes()
 
 
-def metrics(exp: ExperimentResult) -> str:
-    series, _ = tidy(exp)
-    return runs.metrics_csv(series) + runs.parameters_csv(series)
-
-
 def numbers(extra: dict[str, Any]) -> dict[str, Any]:
     """``extra`` without its times and the checkpoint entries."""
     return {k: v for k, v in extra.items() if not k.endswith("_s") and k not in STAGE_KEYS}
@@ -208,11 +204,7 @@ def assert_equal(want: list[ExperimentResult], got: list[ExperimentResult]) -> N
         assert (w.tuning is None) == (g.tuning is None)
         if w.tuning is not None and g.tuning is not None:
             assert repr(w.tuning.variants) == repr(g.tuning.variants)
-            assert metrics_of(w.tuning.series) == metrics_of(g.tuning.series)
-
-
-def metrics_of(series: Any) -> str:
-    return runs.metrics_csv(series)
+            assert runs.metrics_csv(w.tuning.series) == runs.metrics_csv(g.tuning.series)
 
 
 @pytest.mark.parametrize("name", list(CASES))

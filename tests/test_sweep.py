@@ -27,7 +27,7 @@ from aaf_cli.sweeps.figure import draw
 from aaf_cli.sweeps.records import POINTS_FILE, SWEEP_FILE, newest_first
 from aaf_cli.sweeps.spec import plan_sweep
 
-from .conftest import REPO, SMOKE
+from .conftest import REPO, SMOKE, copy_of
 
 runner = CliRunner()
 # float64: the equality of a point and a plain run is checked byte for byte.
@@ -294,8 +294,7 @@ def test_dry_run_prints_points_and_estimate_and_writes_nothing(tmp_path: Path) -
 
 
 def test_resume_runs_only_the_missing_points(swept: Path, tmp_path: Path) -> None:
-    copy = tmp_path / swept.name
-    shutil.copytree(swept, copy)
+    copy = copy_of(swept, tmp_path)
     (copy / "points" / "002" / "summary.json").unlink()
     kept = {p: (copy / "points" / p / "summary.json").stat().st_mtime_ns for p in ("000", "003")}
     result = runner.invoke(app, ["sweep", "--resume", str(copy), "--quiet"])
@@ -551,8 +550,7 @@ def test_packed_points_share_their_jobs_time_and_the_closing_line_names_the_heat
 def test_resume_dry_run_lists_the_points_to_run_and_the_lines_count_to_n(
     swept: Path, tmp_path: Path
 ) -> None:
-    copy = tmp_path / swept.name
-    shutil.copytree(swept, copy)
+    copy = copy_of(swept, tmp_path)
     shutil.rmtree(copy / "points" / "001")
     (copy / "points" / "003" / "summary.json").unlink()
     files = sorted((str(p), p.stat().st_mtime_ns) for p in copy.rglob("*"))
@@ -586,8 +584,7 @@ def test_max_parallel_needs_ray_through_the_api_too(swept: Path, tmp_path: Path)
     with pytest.raises(aaf.UsageError, match=r"^--max-parallel needs --executor ray$"):
         aaf.sweep(SMOKE, grid={"seeds": [1, 2]}, runs_dir=tmp_path / "runs", max_parallel=2)
     assert not (tmp_path / "runs").exists()
-    copy = tmp_path / swept.name
-    shutil.copytree(swept, copy)
+    copy = copy_of(swept, tmp_path)
     with pytest.raises(aaf.UsageError, match="--max-parallel needs --executor ray"):
         aaf.sweep(resume=copy, max_parallel=2)
     assert not (copy / LOCK_FILE).exists()  # the lock a refused resume took is released

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 import aaf_cli as aaf
-from aaf_cli import runs
 from aaf_cli.config import ExperimentConfig, load_config
-from aaf_cli.experiment import run_experiment, tidy
+from aaf_cli.experiment import run_experiment
 from aaf_cli.sweeps import writing
 from aaf_cli.sweeps.packing import pack_key, plan_packs, train_pack
 
 from .conftest import SMOKE
+from .conftest import metrics_text as metrics
 
 F64 = ["train.steps=30", "seeds=2", "dtype=float64", "tune=off"]
 _WRITE_ONE = writing._write_one  # the real writer, for the fault-injection test
@@ -26,11 +26,6 @@ _WRITE_ONE = writing._write_one  # the real writer, for the fault-injection test
 
 def smoke(*overrides: str) -> ExperimentConfig:
     return load_config(SMOKE, [*F64, *overrides])
-
-
-def metrics(exp: object) -> str:
-    series, _ = tidy(exp)  # type: ignore[arg-type]
-    return runs.metrics_csv(series) + runs.parameters_csv(series)
 
 
 POINTS = {

@@ -35,7 +35,7 @@ from aaf_cli.sweeps import packing
 from aaf_cli.sweeps.packing import plan_packs, train_pack
 from aaf_cli.sweeps.records import POINTS_FILE, SWEEP_FILE
 
-from .conftest import SMOKE
+from .conftest import SMOKE, copy_of
 
 runner = CliRunner()
 # Each variant at its configured rate: a config that can tune the rates inside the run has
@@ -213,12 +213,6 @@ def snapshot(folder: Path, under: str = "points") -> dict[str, tuple[bytes, int]
         str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else None
         for p in sorted((folder / under).rglob("*"))
     }
-
-
-def copy_of(folder: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / folder.name
-    shutil.copytree(folder, copy)  # copy2: mtimes kept
-    return copy
 
 
 @pytest.fixture

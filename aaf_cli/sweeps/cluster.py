@@ -312,7 +312,11 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def probe(host: str, port: int, timeout: float = PROBE_SECONDS) -> str | None:
+HEAD = "a Ray head node (its GCS port: 6379 unless ray start --port)"
+CLIENT_SERVER = "a Ray Client server (ray start --ray-client-server-port)"
+
+
+def probe(host: str, port: int, timeout: float = PROBE_SECONDS, server: str = HEAD) -> str | None:
     """Why ``HOST:PORT`` is no Ray head node (its GCS) or Ray Client server (both gRPC
     servers), or None when it answers as one: a TCP connect, then the HTTP/2 preface, to which
     a gRPC server replies with a SETTINGS frame. Each step waits at most ``timeout`` seconds,
@@ -333,7 +337,7 @@ def probe(host: str, port: int, timeout: float = PROBE_SECONDS) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     if len(reply) < 9 or reply[3] != 4:
-        return "it does not answer as a Ray head node (its GCS port: 6379 unless ray start --port)"
+        return f"it does not answer as {server}"
     return None
 
 
@@ -349,18 +353,13 @@ def _init_arguments(address: str | None) -> dict[str, Any]:
     elif address == "auto":  # the cluster ray start runs here (or RAY_ADDRESS)
         kwargs["address"] = "auto"
     else:
-        host, port = split_address(address)
-        why = probe(host, port)
+        client = address.startswith(CLIENT)
+        why = probe(*split_address(address), server=CLIENT_SERVER if client else HEAD)
         if why is not None:
-            if address.startswith(CLIENT):
-                why = why.replace(
-                    "a Ray head node (its GCS port: 6379 unless ray start --port)",
-                    "a Ray Client server (ray start --ray-client-server-port)",
-                )
             raise UsageError(f"--ray-address {address}: no Ray cluster there: {why}")
+        if client:  # Ray Client takes neither log argument
+            return {"address": address, "logging_level": logging.ERROR}
         kwargs["address"] = address
-        if address.startswith(CLIENT):  # Ray Client takes neither argument
-            kwargs = {"address": address, "logging_level": logging.ERROR}
     return kwargs
 
 
@@ -451,9 +450,9 @@ def _raylet_messages_to_stderr() -> None:
 
 @dataclass(frozen=True)
 class Checked:
-    """What ``preflight`` found: every node's report (by Ray node id) and the GPUs."""
+    """What ``preflight`` found: the nodes whose GPUs the tasks use, and their memory."""
 
-    reports: dict[str, dict[str, Any]]
+    gpu_nodes: list[dict[str, Any]]  # as ``ray.nodes()`` lists them
     gpu_memory: int | None  # bytes of the smallest GPU a task gets; None: no GPU used
 
 
@@ -507,7 +506,8 @@ def preflight(
         ref = ray.remote(nodes.report).options(**options).remote("aaf_cli", on_gpu, driver_dirs)
         refs[ref] = {**node, "gpu": on_gpu}
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
-    reports: dict[str, dict[str, Any]] = {}
+    gpu_nodes: list[dict[str, Any]] = []
+    memory: list[int] = []
     bad: list[str] = []
     for ref, node in refs.items():
         name = nodes.name_of(node)
@@ -530,15 +530,14 @@ def preflight(
             )
         if found:
             bad.append(f"the Ray node {name}: {'; '.join(found)}")
-        reports[node["NodeID"]] = {**report, "gpu": node["gpu"]}
+        if node["gpu"]:
+            gpu_nodes.append(node)
+            memory += seen.get("memory", [])
     if len(bad) == 1:
         raise UsageError(bad[0])
     if bad:
         raise UsageError(f"{len(bad)} Ray nodes cannot run this sweep: " + " | ".join(bad))
-    memory = [
-        m for r in reports.values() if r["gpu"] for m in (r.get("devices") or {}).get("memory", [])
-    ]
-    return Checked(reports, min(memory) if memory else None)
+    return Checked(gpu_nodes, min(memory) if memory else None)
 
 
 def checkpoint_store() -> Any:
@@ -619,16 +618,13 @@ class RayExecutor:
         if max_parallel is not None and max_parallel < 1:
             raise UsageError(f"--max-parallel must be at least 1 (got {max_parallel})")
         self.owned = False  # whether close() disconnects (or stops the instance it started)
-        self.running = 0  # tasks in flight (while run() reports a finished one)
         self.pool: Future[WriterPool] | None = None  # the writer processes of a ``run``
-        self.cpus = 1  # CPUs each task of the current run() reserves
-        self.runtime_env = ship_code() if ship else None
-        self.client = bool(address and address.startswith(CLIENT))
+        runtime_env = ship_code() if ship else None
         self.notes: list[str] = []  # one line each, for the user (a GPU-less cluster)
         with _ctrl_c_aborts():
             kwargs = _init_arguments(address)
-            if self.runtime_env is not None:  # a folder is uploaded only for the whole job
-                kwargs["runtime_env"] = self.runtime_env
+            if runtime_env is not None:  # a folder is uploaded only for the whole job
+                kwargs["runtime_env"] = runtime_env
             if ray.is_initialized():  # a Python caller's own ray.init: use that connection
                 if address is not None or ship:
                     option = "--ray-address" if address is not None else "--ray-ship-code"
@@ -649,12 +645,12 @@ class RayExecutor:
                 cpus = [float(n.get("Resources", {}).get("CPU", 0.0)) for n in alive]
                 if sum(cpus) < 1:
                     raise UsageError(f"--executor ray: the Ray cluster at {address} has no CPUs")
-                checked = preflight(alive, devices, self.runtime_env)
+                checked = preflight(alive, devices, runtime_env)
             except BaseException:
                 self.close()
                 raise
         # GPUs: one per task, on the nodes whose check saw them work; packs sized to them.
-        gpu_nodes = [n for n in alive if checked.reports.get(n["NodeID"], {}).get("gpu")]
+        gpu_nodes = checked.gpu_nodes
         self.gpus = int(sum(float(n["Resources"].get("GPU", 0.0)) for n in gpu_nodes))
         self.memory = checked.gpu_memory  # None: this machine's memory sizes the packs
         if wants_gpu(devices) == "auto" and not self.gpus and address is not None:
@@ -669,13 +665,13 @@ class RayExecutor:
         else:
             self.parallel = max_parallel or int(sum(cpus))
             self.node_cpus = cpus
-        self.nodes = len([c for c in cpus if c >= 1])
+        nodes = len([c for c in cpus if c >= 1])
         # One node (a local instance, mostly): a pack trains as one task on the node's cores,
         # as the local executor trains it, and then its folders are written by a process per
         # core. Split in tasks of one core each, it trained 15% faster but the first task's
         # folders had to be written on one core while the other trained (1.6x the wall time
         # of local packing). On several nodes, a pack is split so that every node trains.
-        self.local = self.nodes == 1 and not self.client
+        self.local = nodes == 1 and not (address or "").startswith(CLIENT)
         self.parts = 1 if self.local else self.parallel
 
     def task_cpus(self, jobs: int) -> int:
@@ -684,12 +680,9 @@ class RayExecutor:
         return task_threads(self.node_cpus, max(1, min(self.parallel, jobs)))
 
     def write(self, items: Sequence[Item]) -> list[Written]:
-        """Write a finished job's folders on the writer processes of this run (``run``), or,
-        outside one, as ``write_points`` does."""
-        from aaf_cli.sweeps.writing import write_points
-
-        if self.pool is None:
-            return write_points(items)
+        """Write a finished job's folders on the writer processes of this run (``run``
+        reports its jobs, and so calls this, only while they are there)."""
+        assert self.pool is not None, "write() outside run()"
         return self.pool.result().write(items)
 
     def close(self) -> None:
@@ -714,7 +707,7 @@ class RayExecutor:
         finished ones are written."""
         import ray
 
-        cpus = self.cpus = self.task_cpus(len(jobs))
+        cpus = self.task_cpus(len(jobs))
         task = ray.remote(train_job).options(**task_options(cpus, self.gpus > 0))
         queue = list(jobs)
         running: dict[Any, Job] = {}
@@ -769,7 +762,6 @@ class RayExecutor:
                             writer.put(job, None, lost(tries))
                         else:
                             submit(job)
-                self.running = len(running)
                 for ref, job in finished:
                     try:
                         blob, error = ray.get(ref)
@@ -781,7 +773,6 @@ class RayExecutor:
             self._cancel(running)
             raise
         finally:
-            self.running = 0
             writer.close()  # every finished job is written, whatever ended the loop
             self.pool.result().close()
             self.pool = None

@@ -197,28 +197,13 @@ class PointCount:
     a resumed sweep started, then each point as it ends, in whatever order parallel jobs end,
     so that the last line of a sweep that completes reads ``[N/N]``."""
 
-    def __init__(self, resume: Path | None = None) -> None:
-        self.resume = resume
+    def __init__(self) -> None:
         self.finished: int | None = None
 
     def __call__(self, event: PointEvent) -> int:
         """The count after ``event`` (a point that ended adds one)."""
         if self.finished is None:
-            # The first event is a point starting: every point done on disk then was done
-            # before this invocation (the driver holds the folder's lock; nothing else writes).
-            self.finished = done_points(self.resume) if self.resume is not None else 0
+            self.finished = event.done_before
         if event.phase == "done":
             self.finished += 1
         return self.finished
-
-
-def done_points(folder: Path) -> int:
-    """How many points of the sweep folder are done (0 where it cannot be read)."""
-    from aaf_cli.errors import RunError
-    from aaf_cli.sweeps import records
-
-    try:
-        record = records.read_record(folder)
-    except RunError:
-        return 0
-    return sum(records.point_status(folder / p.folder) in records.DONE for p in record.points)

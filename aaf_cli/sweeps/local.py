@@ -100,6 +100,7 @@ class PointEvent:
     comparisons: tuple[dict[str, Any], ...] = ()
     error: str | None = None
     packed: int = 1  # points trained in its job (``seconds`` is then the job's, shared)
+    done_before: int = 0  # points of the sweep done before it started (a resumed sweep)
 
 
 def plan_jobs(
@@ -489,6 +490,7 @@ def run_sweep(
     pending = [
         e.index for e in record.points if records.point_status(folder / e.folder) not in DONE
     ]
+    done_before = count - len(pending)
     from aaf_cli.sweeps.packing import Pack
 
     parts = runner.parts
@@ -519,7 +521,7 @@ def run_sweep(
                 entries[i].status, entries[i].error = "running", None
                 started[i] = (datetime.now(), time.monotonic())
                 if on_point is not None:
-                    on_point(PointEvent("start", i, count, label, path))
+                    on_point(PointEvent("start", i, count, label, path, done_before=done_before))
 
     def done(job: Job, results: list[ExperimentResult] | None, error: str | None) -> None:
         with state:
@@ -554,7 +556,7 @@ def run_sweep(
                         PointEvent(
                             "done", i, count, label, path, entry.status, trained,
                             tuple((summary or {}).get("comparisons", [])), entry.error,
-                            len(job.pack.points),
+                            len(job.pack.points), done_before,
                         )
                     )  # fmt: skip
             records.write_state(folder, record)

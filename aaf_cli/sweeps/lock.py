@@ -71,15 +71,25 @@ class SweepLockWarning(UserWarning):
     """A stale lock was taken over (with no ``on_note``, the note is this warning)."""
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks after boot (``/proc/<pid>/stat`` field
-    22), or None where it cannot be read (no such process, no ``/proc``)."""
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` from field 3 (the state) on, or None where it cannot
+    be read (no such process, no ``/proc``)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-        # Field 2 is the command name in parentheses, which may hold spaces and parentheses:
-        # the fields after the last ")" start at field 3.
-        return int(text.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+    except OSError:
+        return None
+    # Field 2 is the command name in parentheses, which may hold spaces and parentheses: the
+    # fields after the last ")" start at field 3.
+    return text.rsplit(")", 1)[-1].split()
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks after boot (``/proc/<pid>/stat`` field
+    22), or None where it cannot be read."""
+    fields = proc_stat(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (IndexError, ValueError):
         return None
 
 

@@ -71,15 +71,14 @@ def _end_with(driver: int) -> None:
 def _running(pid: int) -> bool:
     """Whether process ``pid`` runs: it exists and is no zombie (a killed process stays one
     until its parent reaps it, which may wait for the pipes its children hold)."""
+    from aaf_cli.sweeps.lock import proc_stat
+
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):  # gone (its pid another user's now)
         return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True  # no /proc: it exists
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    fields = proc_stat(pid)
+    return fields is None or fields[:1] != ["Z"]  # None: no /proc, and it exists
 
 
 def _write_one(index: int) -> Written:
@@ -104,35 +103,29 @@ def _write(item: Item) -> Written:
         return None, f"writing the run folder failed: {type(exc).__name__}: {exc}"
 
 
-def write_points(items: Sequence[Item], workers: int | None = None) -> list[Written]:
+def write_points(items: Sequence[Item]) -> list[Written]:
     """Write each ``(folder, result, started)`` as ``pipeline.write_run`` does; for each, its
-    summary or the one-line error that stopped it, in order.
-
-    Args:
-        items: the points; their folders hold their config already (``pipeline.start_run``).
-        workers: most processes at once (default: the usable cores).
-    """
+    summary or the one-line error that stopped it, in order. ``items``: the points; their
+    folders hold their config already (``pipeline.start_run``). At most one process per
+    usable core writes them."""
     from aaf_cli.budget import usable_cores
 
-    workers = min(len(items), workers or usable_cores())
+    workers = min(len(items), usable_cores())
     ray = _connected_to_ray()
     # Here, one after another: one writer, or no fork (not Linux). Not on Ray's driver, whose
     # writer threads may write two jobs at once (matplotlib's figures are not thread-safe).
     if (workers < 2 and not ray) or not sys.platform.startswith("linux"):
         return [_write(item) for item in items]
-    out: list[Written] = []
+    if ray:
+        writers = WriterPool(workers, warm=False)
+        try:
+            return writers.write(items)
+        finally:
+            writers.close()
     try:
-        if ray:
-            pool = _pool(workers, _server())
-            futures = [pool.submit(_write, item) for item in items]
-        else:
-            _PENDING[:] = list(items)  # set before the pool forks its workers
-            fork = multiprocessing.get_context("fork")
-            pool = _pool(workers, fork)
-            futures = [pool.submit(_write_one, i) for i in range(len(items))]
-        with pool:
-            out = _collect(futures)
-        return out
+        _PENDING[:] = list(items)  # set before the pool forks its workers
+        with _pool(workers, multiprocessing.get_context("fork")) as pool:
+            return _collect([pool.submit(_write_one, i) for i in range(len(items))])
     finally:
         _PENDING.clear()
 
@@ -176,15 +169,16 @@ class WriterPool:
     they finish (``write``, from any thread; the points of jobs that finish together share the
     processes). Started with the first jobs, so its processes (the writing code imported,
     fonts loaded) are ready when their results come; ``workers`` processes (default: one per
-    usable core)."""
+    usable core). ``warm`` False: no first figure ahead (the points are there already)."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, warm: bool = True) -> None:
         from aaf_cli.budget import usable_cores
 
         self.workers = workers or usable_cores()
         self.pool = _pool(self.workers, _server())
-        for _ in range(self.workers):  # starts the processes now, in the background
-            self.pool.submit(_warm)
+        if warm:  # starts the processes now, in the background
+            for _ in range(self.workers):
+                self.pool.submit(_warm)
 
     def write(self, items: Sequence[Item]) -> list[Written]:
         """``write_points`` of ``items`` on the pool's processes."""
